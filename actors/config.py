@@ -1,0 +1,119 @@
+"""One typed, frozen configuration, loaded once from a TOML file and `CAPFLOW_*` variables.
+
+Precedence: defaults < TOML file < environment. A variable names its place with double
+underscores: ``CAPFLOW_STORAGE__URL=postgresql+psycopg://...`` sets ``[storage] url``;
+values are read as TOML values when they parse (numbers, booleans, arrays), else as text.
+The defaults run out of the box: SQLite under ``./data/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "CAPFLOW_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: SQLAlchemy URL. SQLite (WAL, synchronous=FULL) by default; PostgreSQL with
+    #: ``postgresql+psycopg://user:pass@host/db``.
+    url: str = "sqlite:///data/capflow.db"
+    #: false: writes are not persisted at all (benchmarks, throwaway embedding).
+    durable: bool = True
+    #: most write requests grouped into one transaction
+    max_batch: int = 256
+
+
+class LedgerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: most ledger actors alive at once; the least recently used is passivated
+    max_live: int = 1024
+    #: a ledger actor idle this long is passivated (its state is in storage)
+    idle_s: float = 300.0
+    #: reservation time-to-live when a request names none
+    default_ttl_s: int = 300
+    #: currency of a profile created without one
+    default_currency: str = "USDT"
+    #: decimal places per currency; amounts with more places are refused, not rounded
+    currency_places: dict[str, int] = msgspec.field(default_factory=lambda: {
+        "USD": 2, "USDT": 2, "USDC": 2, "EUR": 2, "BTC": 8, "ETH": 8})
+    #: how long an embedded call waits for its answer
+    call_timeout_s: float = 10.0
+
+
+class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: str = "INFO"
+    #: JSON lines instead of human-readable lines
+    json: bool = False
+    #: also write to this file (rotated at 50 MB)
+    file: str | None = None
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    environment: str = "paper"
+    #: pin the process to these CPUs (hand-offs between threads are cheaper on one)
+    cpu_affinity: list[int] | None = None
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+    def places(self, currency: str) -> int:
+        try:
+            return self.ledger.currency_places[currency]
+        except KeyError:
+            raise ConfigError(f"currency {currency!r} has no entry in "
+                              "[ledger] currency_places") from None
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        node = base.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {key} is not a section")
+        base = node
+    base[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None,
+                env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Load the configuration: `path` (or ``$CAPFLOW_CONFIG``, or ``./capflow.toml`` if it
+    exists), then ``CAPFLOW_*`` variables, then keyword `overrides` (section dicts)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = path or env.get("CAPFLOW_CONFIG") or (
+        "capflow.toml" if Path("capflow.toml").exists() else None)
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for name, text in env.items():
+        if name.startswith(ENV_PREFIX) and name != "CAPFLOW_CONFIG":
+            keys = name[len(ENV_PREFIX):].lower().split("__")
+            _merge(data, keys, _env_value(text))
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

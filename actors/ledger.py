@@ -1,0 +1,788 @@
+"""One profile's capital ledger: `Ledger` (pure domain) and `LedgerActor` (its actor).
+
+Buckets (DESIGN.md, *Money and the ledger*)::
+
+    available = allocated + realized_pnl - fees - held
+                - reserved_for_orders - reserved_for_positions
+
+`Ledger` is plain synchronous Python: every operation validates, then either returns a
+`Denial` (and changes nothing) or applies the change and returns an `Outcome` with the
+events that describe it. Invalid input raises `InvalidArgument` / `NotFound` /
+`Conflict` before anything changes, so an operation is all or nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from queue import SimpleQueue
+from typing import Any
+
+import msgspec
+import pykka
+from loguru import logger
+from msgspec.structs import replace
+
+from actors import messages as m
+from actors.errors import (
+    CapflowError,
+    Conflict,
+    Denial,
+    Denied,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from actors.messages import (
+    ACTIVE,
+    CONSUMED,
+    EXPIRED,
+    ORDER_END_STATES,
+    ORDER_OPEN_STATES,
+    RELEASED,
+    TRADING_STATES,
+    Buckets,
+    CapitalDeposited,
+    CapitalReserved,
+    CapitalWithdrawn,
+    Event,
+    Fill,
+    Hold,
+    OrderCapital,
+    OrderCapitalReleased,
+    OrderCapitalReserved,
+    OrderFilled,
+    PositionCapital,
+    PositionClosed,
+    PositionReduced,
+    ReservationExpired,
+    ReservationReleased,
+    TradingStateChanged,
+    Transfer,
+)
+from actors.money import ZERO, parse_decimal, round_down, round_half_even, round_up
+from actors.reply import Reply
+from storage.writer import WriteRequest
+
+SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
+
+
+class Outcome(msgspec.Struct):
+    """What an accepted operation produced: its result and the events to persist."""
+
+    result: Any
+    events: list[Event]
+    reused: bool = False
+
+
+def _text(value: object, field: str, max_len: int = 128) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidArgument(field, f"{field} must be a non-empty string of at most "
+                                     f"{max_len} characters")
+    return value
+
+
+class Ledger:
+    """The capital of one trading profile. Not thread-safe: one owner (its actor)."""
+
+    def __init__(self, profile_id: str, currency: str, places: int, *,
+                 buckets: Buckets | None = None, seq: int = 0, state: str = "ACTIVE",
+                 holds: Iterable[Hold] = (), orders: Iterable[OrderCapital] = (),
+                 positions: Iterable[PositionCapital] = (),
+                 transfers: Iterable[Transfer] = ()):
+        self.profile_id = profile_id
+        self.currency = currency
+        self.places = places
+        b = buckets or Buckets()
+        self.allocated = b.allocated
+        self.realized_pnl = b.realized_pnl
+        self.fees = b.fees
+        self.seq = seq
+        self.state = state
+        #: every reservation by id; the active ones make up `held`
+        self.holds: dict[str, Hold] = {}
+        self._hold_keys: dict[str, str] = {}
+        self._expiry: list[tuple[datetime, str]] = []
+        for h in holds:
+            self._index_hold(h)
+        self.orders: dict[str, OrderCapital] = {o.order_id: o for o in orders}
+        self.positions: dict[str, PositionCapital] = {p.position_id: p for p in positions}
+        self.transfers: dict[str, Transfer] = {t.client_request_id: t for t in transfers}
+        self.held = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), ZERO)
+        self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), ZERO)
+        self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), ZERO)
+
+    # -- views ------------------------------------------------------------------------
+
+    @property
+    def available(self) -> Decimal:
+        return (self.allocated + self.realized_pnl - self.fees - self.held
+                - self.reserved_for_orders - self.reserved_for_positions)
+
+    def buckets(self) -> Buckets:
+        return Buckets(self.allocated, self.held, self.reserved_for_orders,
+                       self.reserved_for_positions, self.realized_pnl, self.fees)
+
+    def next_expiry(self) -> datetime | None:
+        while self._expiry:
+            when, rid = self._expiry[0]
+            if self.holds[rid].status == ACTIVE:
+                return when
+            heapq.heappop(self._expiry)
+        return None
+
+    def violations(self) -> list[str]:
+        """Every broken invariant, as text; empty when the ledger is sound."""
+        out = []
+        for name in ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
+                     "fees"):
+            if getattr(self, name) < 0:
+                out.append(f"{name} is negative: {getattr(self, name)}")
+        if self.available < 0:
+            out.append(f"available is negative: {self.available}")
+        active = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), ZERO)
+        if active != self.held:
+            out.append(f"held {self.held} != sum of active reservations {active}")
+        orders = sum((o.reserved for o in self.orders.values()), ZERO)
+        if orders != self.reserved_for_orders:
+            out.append(f"reserved_for_orders {self.reserved_for_orders} != open orders {orders}")
+        positions = sum((p.reserved for p in self.positions.values()), ZERO)
+        if positions != self.reserved_for_positions:
+            out.append(f"reserved_for_positions {self.reserved_for_positions} "
+                       f"!= open positions {positions}")
+        for o in self.orders.values():
+            if o.reserved < 0 or o.filled_qty > o.qty:
+                out.append(f"order {o.order_id} is inconsistent: {o}")
+        for p in self.positions.values():
+            if p.reserved < 0 or p.qty_open <= 0:
+                out.append(f"position {p.position_id} is inconsistent: {p}")
+        return out
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _amount(self, value: object, field: str = "amount", *, zero: bool = False) -> Decimal:
+        return parse_decimal(value, field, allow_zero=zero, places=self.places)
+
+    def _event(self, cls: type[Event], now: datetime, cause: str, **fields: Any) -> Event:
+        self.seq += 1
+        return cls(profile_id=self.profile_id, seq=self.seq, ts=now, causation_id=cause,
+                   **fields)
+
+    def _short(self, requested: Decimal) -> Denial | None:
+        available = self.available
+        if requested > available:
+            return Denial("INSUFFICIENT_CAPITAL",
+                          f"requested {requested} {self.currency}, available {available}",
+                          {"available": available, "requested": requested})
+        return None
+
+    def _entries_blocked(self) -> Denial | None:
+        if self.state == "ACTIVE":
+            return None
+        reason = "TRADING_HALTED" if self.state == "HALTED" else "REDUCE_ONLY"
+        return Denial("RISK_REJECTED", f"profile is {self.state}: no new exposure",
+                      {"reason": reason, "limit": self.state, "value": "entry"})
+
+    def _index_hold(self, h: Hold) -> None:
+        self.holds[h.reservation_id] = h
+        self._hold_keys[h.client_request_id] = h.reservation_id
+        if h.status == ACTIVE:
+            heapq.heappush(self._expiry, (h.expires_at, h.reservation_id))
+
+    def _end_hold(self, rid: str, status: str, reason: str, now: datetime) -> Hold:
+        h = replace(self.holds[rid], status=status, ended_at=now, end_reason=reason)
+        self.holds[rid] = h
+        self.held -= h.amount
+        return h
+
+    # -- capital movements ------------------------------------------------------------
+
+    def deposit(self, amount: object, client_request_id: str, now: datetime,
+                cause: str = "") -> Outcome:
+        return self._transfer(self._amount(amount), client_request_id, now, cause)
+
+    def withdraw(self, amount: object, client_request_id: str, now: datetime,
+                 cause: str = "") -> Outcome | Denial:
+        return self._transfer(-self._amount(amount), client_request_id, now, cause)
+
+    def _transfer(self, signed: Decimal, key: str, now: datetime,
+                  cause: str) -> Outcome | Denial:
+        key = _text(key, "client_request_id")
+        prior = self.transfers.get(key)
+        if prior is not None:
+            if prior.amount != signed:
+                raise Conflict(f"client_request_id {key!r} was used for a different transfer",
+                               {"client_request_id": key})
+            return Outcome(prior, [], reused=True)
+        if signed < 0 and (denied := self._short(-signed)):
+            return denied
+        t = Transfer(f"{self.profile_id}:t{self.seq + 1}", key, signed, now)
+        self.allocated += signed
+        self.transfers[key] = t
+        cls = CapitalDeposited if signed > 0 else CapitalWithdrawn
+        return Outcome(t, [self._event(cls, now, cause or key, transfer=t)])
+
+    # -- holds (reservations) ---------------------------------------------------------
+
+    def hold(self, reservation_id: str, client_request_id: str, symbol: str, amount: object,
+             ttl_s: int, now: datetime, cause: str = "") -> Outcome | Denial:
+        key = _text(client_request_id, "client_request_id")
+        symbol = _text(symbol, "symbol", 64)
+        value = self._amount(amount)
+        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= 604800:
+            raise InvalidArgument("ttl_s", "ttl_s must be a whole number of seconds in "
+                                           "1..604800")
+        prior_id = self._hold_keys.get(key)
+        if prior_id is not None:
+            prior = self.holds[prior_id]
+            if (prior.symbol, prior.amount, prior.ttl_s) != (symbol, value, ttl_s):
+                raise Conflict(f"client_request_id {key!r} was used for a different "
+                               "reservation", {"client_request_id": key,
+                                               "reservation_id": prior_id})
+            return Outcome(prior, [], reused=True)
+        if (denied := self._entries_blocked()) or (denied := self._short(value)):
+            return denied
+        h = Hold(reservation_id, key, symbol, value, ttl_s, now,
+                 now + timedelta(seconds=ttl_s))
+        self._index_hold(h)
+        self.held += value
+        return Outcome(h, [self._event(CapitalReserved, now, cause or key, reservation=h)])
+
+    def release(self, reservation_id: str, reason: str, now: datetime,
+                cause: str = "") -> Outcome:
+        h = self.holds.get(reservation_id)
+        if h is None or h.status != ACTIVE:
+            raise NotFound("reservation", reservation_id)
+        h = self._end_hold(reservation_id, RELEASED, reason or "client", now)
+        return Outcome(h, [self._event(ReservationReleased, now, cause or reservation_id,
+                                       reservation=h)])
+
+    def expire_due(self, now: datetime, cause: str = "timer") -> Outcome:
+        events = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, rid = heapq.heappop(self._expiry)
+            if self.holds[rid].status == ACTIVE:
+                h = self._end_hold(rid, EXPIRED, "ttl", now)
+                events.append(self._event(ReservationExpired, now, cause, reservation=h))
+        return Outcome([e.reservation for e in events], events)
+
+    # -- orders -----------------------------------------------------------------------
+
+    def reserve_order(self, order_id: str, symbol: str, side: str, qty: object,
+                      amount: object, now: datetime, reservation_id: str | None = None,
+                      cause: str = "") -> Outcome | Denial:
+        order_id = _text(order_id, "order_id")
+        symbol = _text(symbol, "symbol", 64)
+        side = SIDES.get(str(side).upper()) if isinstance(side, str) else None
+        if side is None:
+            raise InvalidArgument("side", "side must be BUY or SELL (or long / short)")
+        q = parse_decimal(qty, "qty")
+        value = self._amount(amount)
+        if order_id in self.orders:
+            raise Conflict(f"order {order_id!r} already holds capital", {"order_id": order_id})
+        if denied := self._entries_blocked():
+            return denied
+        consumed = None
+        from_hold = ZERO
+        if reservation_id is not None:
+            h = self.holds.get(reservation_id)
+            if h is None or h.status != ACTIVE:
+                raise NotFound("reservation", reservation_id)
+            if h.symbol != symbol:
+                raise Conflict(f"reservation {reservation_id!r} is for {h.symbol}, "
+                               f"not {symbol}", {"reservation_id": reservation_id})
+            from_hold = h.amount
+        # the hold's amount is freed first, so the check sees the net need
+        if value > from_hold and (denied := self._short(value - from_hold)):
+            return denied
+        if reservation_id is not None:
+            consumed = self._end_hold(reservation_id, CONSUMED, f"order {order_id}", now)
+        o = OrderCapital(order_id, symbol, side, q, ZERO, value, "OPEN", reservation_id,
+                         now, now)
+        self.orders[order_id] = o
+        self.reserved_for_orders += value
+        return Outcome(o, [self._event(OrderCapitalReserved, now, cause or order_id,
+                                       order=o, consumed=consumed)])
+
+    def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
+                   price: object, fee: object, now: datetime,
+                   cause: str = "") -> Outcome | Denial:
+        """An order (partly) filled: its filled notional moves to the position.
+
+        The order's reservation is released pro rata to the filled quantity (the whole
+        remainder on the last fill); the filled notional at the fill price is reserved
+        for the position, and the fee is booked. If the fill costs more than its share
+        of the order's reservation, the difference must be available.
+        """
+        o = self.orders.get(order_id)
+        if o is None:
+            raise NotFound("order", order_id)
+        position_id = _text(position_id, "position_id")
+        q = parse_decimal(qty, "qty")
+        px = parse_decimal(price, "price")
+        f = self._amount(fee, "fee", zero=True)
+        remaining = o.qty - o.filled_qty
+        if q > remaining:
+            raise InvalidArgument("qty", f"fill of {q} exceeds the order's open {remaining}")
+        p = self.positions.get(position_id)
+        if p is not None and (p.symbol, p.side) != (o.symbol, o.side):
+            raise Conflict(f"position {position_id!r} is {p.side} {p.symbol}",
+                           {"position_id": position_id})
+        portion = o.reserved if q == remaining else round_down(o.reserved * q / remaining,
+                                                                self.places)
+        notional = round_up(q * px, self.places)
+        extra = notional + f - portion
+        if extra > 0 and (denied := self._short(extra)):
+            return denied
+        filled = o.filled_qty + q
+        left = o.reserved - portion
+        status = "FILLED" if filled == o.qty else "PARTIALLY_FILLED"
+        o = replace(o, filled_qty=filled, reserved=left, status=status, updated_at=now)
+        if status == "FILLED":
+            self.orders.pop(order_id)
+        else:
+            self.orders[order_id] = o
+        opened = p is None
+        if opened:
+            p = PositionCapital(position_id, o.symbol, o.side, q, q, notional, notional,
+                                ZERO, f, "OPEN", now)
+        else:
+            p = replace(p, qty_open=p.qty_open + q, qty_total=p.qty_total + q,
+                        entry_notional=p.entry_notional + notional,
+                        reserved=p.reserved + notional, fees=p.fees + f)
+        self.positions[position_id] = p
+        self.reserved_for_orders -= portion
+        self.reserved_for_positions += notional
+        self.fees += f
+        fill = Fill(fill_id, order_id, position_id, "ENTRY", o.symbol, o.side, q, px,
+                    notional, f, ZERO, now)
+        ev = self._event(OrderFilled, now, cause or fill_id, fill=fill, order=o, position=p,
+                         released=portion, position_opened=opened)
+        return Outcome(fill, [ev])
+
+    def end_order(self, order_id: str, status: str, now: datetime,
+                  cause: str = "") -> Outcome:
+        """Cancel, reject or expire an order's unfilled remainder: release its capital."""
+        if status not in ORDER_END_STATES:
+            raise InvalidArgument("status", f"status must be one of {sorted(ORDER_END_STATES)}")
+        o = self.orders.get(order_id)
+        if o is None or o.status not in ORDER_OPEN_STATES:
+            raise NotFound("order", order_id)
+        amount = o.reserved
+        o = replace(o, reserved=ZERO, status=status, updated_at=now)
+        del self.orders[order_id]
+        self.reserved_for_orders -= amount
+        return Outcome(o, [self._event(OrderCapitalReleased, now, cause or order_id, order=o,
+                                       amount=amount)])
+
+    # -- exits ------------------------------------------------------------------------
+
+    def fill_exit(self, fill_id: str, position_id: str, qty: object, price: object,
+                  fee: object, now: datetime, cause: str = "") -> Outcome:
+        """A position (partly) closed: release its reservation pro rata, book PnL and fee.
+
+        An exit reduces risk, so it is never denied. PnL is measured against the cost
+        basis released (``proceeds - released`` long, ``released - proceeds`` short), so
+        the realized PnL of a closed position is exactly exit proceeds minus entry cost.
+        """
+        p = self.positions.get(position_id)
+        if p is None:
+            raise NotFound("position", position_id)
+        q = parse_decimal(qty, "qty")
+        px = parse_decimal(price, "price")
+        f = self._amount(fee, "fee", zero=True)
+        if q > p.qty_open:
+            raise InvalidArgument("qty", f"exit of {q} exceeds the open {p.qty_open}")
+        released = p.reserved if q == p.qty_open else round_down(p.reserved * q / p.qty_open,
+                                                                  self.places)
+        proceeds = round_half_even(q * px, self.places)
+        pnl = proceeds - released if p.side == "BUY" else released - proceeds
+        left = p.qty_open - q
+        p = replace(p, qty_open=left, reserved=p.reserved - released,
+                    realized_pnl=p.realized_pnl + pnl, fees=p.fees + f,
+                    status="OPEN" if left else "CLOSED", closed_at=None if left else now)
+        self.reserved_for_positions -= released
+        self.realized_pnl += pnl
+        self.fees += f
+        fill = Fill(fill_id, None, position_id, "EXIT", p.symbol,
+                    "SELL" if p.side == "BUY" else "BUY", q, px, proceeds, f, pnl, now)
+        events: list[Event] = [self._event(PositionReduced, now, cause or fill_id, fill=fill,
+                                           position=p, released=released)]
+        if left:
+            self.positions[position_id] = p
+        else:
+            del self.positions[position_id]
+            events.append(self._event(PositionClosed, now, cause or fill_id, position=p))
+        if self.available < 0 and self.state == "ACTIVE":
+            # a loss beyond the position's reservation (a short squeezed past 2x, a fee
+            # larger than the proceeds): book it, and stop new exposure until a human looks
+            self.state = "REDUCE_ONLY"
+            events.append(self._event(TradingStateChanged, now, fill_id, state="REDUCE_ONLY",
+                                      reason="NEGATIVE_AVAILABLE", changed_by="ledger"))
+        return Outcome(fill, events)
+
+    # -- trading state ----------------------------------------------------------------
+
+    def set_state(self, state: str, reason: str, changed_by: str, now: datetime,
+                  cause: str = "") -> Outcome:
+        if state not in TRADING_STATES:
+            raise InvalidArgument("state", f"state must be one of {list(TRADING_STATES)}")
+        if state == self.state:
+            return Outcome(state, [], reused=True)
+        self.state = state
+        return Outcome(state, [self._event(TradingStateChanged, now, cause or changed_by,
+                                           state=state, reason=reason or "",
+                                           changed_by=changed_by)])
+
+
+# ======================================================================================
+# The actor: one per profile, a thin shell around its Ledger.
+# ======================================================================================
+
+
+
+class LedgerView(msgspec.Struct, frozen=True):
+    """What `ledger.get` answers: the six buckets, `available`, and the trading state."""
+
+    profile_id: str
+    currency: str
+    allocated: Decimal
+    held: Decimal
+    reserved_for_orders: Decimal
+    reserved_for_positions: Decimal
+    realized_pnl: Decimal
+    fees: Decimal
+    available: Decimal
+    state: str
+    seq: int
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> LedgerView:
+        return cls(ledger.profile_id, ledger.currency, ledger.allocated, ledger.held,
+                   ledger.reserved_for_orders, ledger.reserved_for_positions,
+                   ledger.realized_pnl, ledger.fees, ledger.available, ledger.state,
+                   ledger.seq)
+
+
+class ProfileView(msgspec.Struct, frozen=True):
+    profile: m.Profile
+    ledger: LedgerView
+
+
+class AuditReport(msgspec.Struct, frozen=True):
+    profile_id: str
+    violations: list[str]
+    live: Buckets
+    rebuilt: Buckets | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+@dataclass(frozen=True)
+class LedgerContext:
+    """What every LedgerActor needs, built once by the System."""
+
+    store: Any  # storage.ledger_store.LedgerStore
+    writer: Any  # StorageWriter or NullWriter
+    bus: Any  # actors.bus.EventBus
+    clock: Any
+    schedule_expiry: Any  # (profile_id, when) -> None
+    default_ttl_s: int
+    ids: Any  # () -> str, new server-made ids
+    flush_timeout_s: float = 30.0
+
+
+class LedgerActor(pykka.ThreadingActor):
+    """Owns one profile's `Ledger`: the only code that touches it.
+
+    Messages are ``(command, Reply)`` pairs. A mutation is applied in memory, handed to
+    the storage writer, and answered when the writer has committed it; the actor goes on
+    with its next message meanwhile, so one profile's throughput is not one fsync per
+    request. Answers that do not write (reads, denials, idempotent repeats) wait for the
+    profile's earlier writes, so nothing is ever answered from uncommitted state.
+    """
+
+    use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox():
+        return SimpleQueue()
+
+    def __init__(self, profile_id: str, ctx: LedgerContext,
+                 predecessor: threading.Event | None, retired: threading.Event):
+        super().__init__()
+        self.profile_id = profile_id
+        self.ctx = ctx
+        self.ledger: Ledger | None = None
+        self.profile: m.Profile | None = None
+        self.gen = 0
+        self.submitted = 0
+        self._predecessor = predecessor
+        self._retired = retired
+        self._scheduled: datetime | None = None
+        self.log = logger.bind(profile=profile_id)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if self._predecessor is not None and not self._predecessor.wait(
+                self.ctx.flush_timeout_s):
+            self.log.error("previous actor of this profile did not retire in time")
+        self._load()
+
+    def on_failure(self, *exc_info) -> None:  # pragma: no cover -- on_receive catches all
+        self._retired.set()
+
+    def on_stop(self) -> None:
+        self._retired.set()
+
+    def _load(self) -> None:
+        try:
+            loaded = self.ctx.store.load(self.profile_id)
+        except Exception as exc:  # storage down: answer UNAVAILABLE, try again next time
+            self.ledger = None
+            self.log.error("cannot load ledger: {}", exc)
+            return
+        if loaded is None:
+            self.ledger = None
+            return
+        self.profile, self.ledger = loaded
+        self._scheduled = None
+        expired = self.ledger.expire_due(self.ctx.clock.now(), "activation")
+        if expired.events:
+            self._persist(expired, None)
+        self._schedule_next()
+
+    # -- message loop -----------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> None:
+        cmd, reply = message
+        try:
+            handler = _HANDLERS[type(cmd)]
+        except KeyError:
+            reply.fail(Internal(f"unknown command {type(cmd).__name__}"))
+            return
+        if self.ledger is None and handler.needs_ledger:
+            self._load()
+            if self.ledger is None:
+                self._answer(reply, error=self._missing())
+                return
+        try:
+            outcome = handler(self, cmd)
+        except CapflowError as exc:
+            self._answer(reply, error=exc)
+            return
+        except Exception:
+            self.log.exception("bug while handling {}", type(cmd).__name__)
+            self._answer(reply, error=Internal("internal error; see the server log"))
+            self._resync()
+            return
+        if outcome is None:  # the handler dealt with the message itself
+            reply.resolve(None)
+            return
+        if isinstance(outcome, Denial):
+            self._answer(reply, error=_denied(outcome))
+        elif outcome.events:
+            self._persist(outcome, reply)
+        else:
+            self._answer(reply, value=outcome)
+
+    def _missing(self) -> CapflowError:
+        try:
+            exists = self.ctx.store.load(self.profile_id) is not None
+        except Exception:
+            return Unavailable("storage is not reachable")
+        return Unavailable("storage is not reachable") if exists else NotFound(
+            "profile", self.profile_id)
+
+    def _persist(self, outcome: Outcome, reply: Reply | None) -> None:
+        ledger = self.ledger
+        events = outcome.events
+        self.submitted += 1
+        bus = self.ctx.bus
+
+        def committed() -> None:
+            if reply is not None:
+                reply.resolve(outcome)
+            bus.publish(events)
+
+        self.ctx.writer.submit(WriteRequest(
+            self.profile_id, self.ctx.store.rows_for(events), gen=self.gen,
+            seq=self.submitted, snapshot=self.ctx.store.snapshot_row(ledger, events[-1].ts),
+            on_commit=committed, on_fail=reply.fail if reply is not None else None))
+        for e in events:
+            if isinstance(e, m.TradingStateChanged):
+                self.profile = replace(self.profile, state=e.state, state_reason=e.reason,
+                                       state_by=e.changed_by, state_at=e.ts)
+            elif isinstance(e, m.CapitalReserved):
+                exp = e.reservation.expires_at
+                if self._scheduled is None or exp < self._scheduled:
+                    self._scheduled = exp
+                    self.ctx.schedule_expiry(self.profile_id, exp)
+
+    def _answer(self, reply: Reply, value: Any = None, error: Exception | None = None) -> None:
+        """Answer now if nothing of this profile is still being written, else right after
+        the pending writes commit (or fail, and then with their error)."""
+        if self.ctx.writer.done_seq(self.profile_id) >= self.submitted:
+            if error is None:
+                reply.resolve(value)
+            else:
+                reply.fail(error)
+            return
+        if error is None:
+            def done() -> None:
+                reply.resolve(value)
+        else:
+            def done() -> None:
+                reply.fail(error)
+        self.ctx.writer.submit(WriteRequest(self.profile_id, [], gen=self.gen,
+                                            seq=self.submitted, on_commit=done,
+                                            on_fail=reply.fail))
+
+    def _wait_for_writes(self) -> bool:
+        deadline = time.monotonic() + self.ctx.flush_timeout_s
+        while self.ctx.writer.done_seq(self.profile_id) < self.submitted:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def _resync(self) -> None:
+        """Drop the in-memory ledger and reload it from what is committed."""
+        self._wait_for_writes()
+        self.gen += 1
+        self._load()
+
+    def _schedule_next(self) -> None:
+        nxt = self.ledger.next_expiry() if self.ledger is not None else None
+        if nxt is not None and (self._scheduled is None or nxt != self._scheduled):
+            self._scheduled = nxt
+            self.ctx.schedule_expiry(self.profile_id, nxt)
+
+    # -- handlers (each returns an Outcome, a Denial, or None when it answered itself) --
+
+    def _get_ledger(self, cmd: m.GetLedger) -> Outcome:
+        return Outcome(LedgerView.of(self.ledger), [])
+
+    def _get_profile(self, cmd: m.GetProfile) -> Outcome:
+        return Outcome(ProfileView(self.profile, LedgerView.of(self.ledger)), [])
+
+    def _deposit(self, cmd: m.Deposit):
+        return self.ledger.deposit(cmd.amount, cmd.client_request_id, self.ctx.clock.now(),
+                                   cmd.cause)
+
+    def _withdraw(self, cmd: m.Withdraw):
+        return self.ledger.withdraw(cmd.amount, cmd.client_request_id, self.ctx.clock.now(),
+                                    cmd.cause)
+
+    def _reserve(self, cmd: m.ReserveCapital):
+        ttl = self.ctx.default_ttl_s if cmd.ttl_s is None else cmd.ttl_s
+        return self.ledger.hold(self.ctx.ids(), cmd.client_request_id, cmd.symbol,
+                                cmd.amount, ttl, self.ctx.clock.now(), cmd.cause)
+
+    def _release(self, cmd: m.ReleaseReservation):
+        return self.ledger.release(cmd.reservation_id, cmd.reason, self.ctx.clock.now(),
+                                   cmd.cause)
+
+    def _expire(self, cmd: m.ExpireReservations):
+        self._scheduled = None
+        outcome = self.ledger.expire_due(self.ctx.clock.now(), cmd.cause or "timer")
+        self._schedule_next()
+        return outcome
+
+    def _reserve_order(self, cmd: m.ReserveOrder):
+        return self.ledger.reserve_order(cmd.order_id, cmd.symbol, cmd.side, cmd.qty,
+                                         cmd.amount, self.ctx.clock.now(),
+                                         cmd.reservation_id, cmd.cause)
+
+    def _entry_fill(self, cmd: m.ApplyEntryFill):
+        return self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id, cmd.qty,
+                                      cmd.price, cmd.fee, self.ctx.clock.now(), cmd.cause)
+
+    def _end_order(self, cmd: m.EndOrder):
+        return self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
+                                     cmd.cause)
+
+    def _exit_fill(self, cmd: m.ApplyExitFill):
+        return self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
+                                     cmd.fee, self.ctx.clock.now(), cmd.cause)
+
+    def _set_state(self, cmd: m.SetTradingState):
+        return self.ledger.set_state(cmd.state, cmd.reason, cmd.changed_by,
+                                     self.ctx.clock.now(), cmd.cause)
+
+    def _audit(self, cmd: m.Audit) -> Outcome:
+        self._wait_for_writes()
+        rebuilt = self.ctx.store.rebuild([self.profile_id]).get(self.profile_id)
+        live = self.ledger.buckets()
+        problems = self.ledger.violations()
+        if rebuilt is not None and rebuilt != live:
+            problems.append(f"ledger differs from its rebuild: {live.diff(rebuilt)}")
+        return Outcome(AuditReport(self.profile_id, problems, live, rebuilt), [])
+
+    def _reconcile(self, cmd: Reconcile):
+        """Startup found the snapshot and the rows disagree: run on what the rows say,
+        record both in the journal, and stop new exposure until a human looks."""
+        led = self.ledger
+        now = self.ctx.clock.now()
+        led.allocated = cmd.rebuilt.allocated
+        led.realized_pnl = cmd.rebuilt.realized_pnl
+        led.fees = cmd.rebuilt.fees
+        events = [led._event(m.LedgerMismatchDetected, now, "recovery",
+                             snapshot=cmd.snapshot, rebuilt=cmd.rebuilt)]
+        events += led.set_state("REDUCE_ONLY", "LEDGER_MISMATCH", "recovery", now).events
+        return Outcome(led.buckets(), events)
+
+    def _passivate(self, cmd: m.Passivate) -> None:
+        if not self._wait_for_writes():
+            self.log.error("passivating with writes still pending")
+        self._retired.set()
+        self.stop()
+
+    def _on_resync(self, cmd: m.Resync) -> None:
+        self.log.warning("a write failed; reloading the ledger from storage")
+        self._resync()
+
+
+class Reconcile(m.Command, frozen=True):
+    """Internal (recovery): adopt the rebuilt buckets and flag the profile."""
+
+    snapshot: Buckets
+    rebuilt: Buckets
+
+
+def _denied(denial: Denial) -> CapflowError:
+    return Denied(denial)
+
+
+def _handler(fn, needs_ledger: bool = True):
+    fn.needs_ledger = needs_ledger
+    return fn
+
+
+_HANDLERS = {
+    m.GetLedger: _handler(LedgerActor._get_ledger),
+    m.GetProfile: _handler(LedgerActor._get_profile),
+    m.Deposit: _handler(LedgerActor._deposit),
+    m.Withdraw: _handler(LedgerActor._withdraw),
+    m.ReserveCapital: _handler(LedgerActor._reserve),
+    m.ReleaseReservation: _handler(LedgerActor._release),
+    m.ExpireReservations: _handler(LedgerActor._expire),
+    m.ReserveOrder: _handler(LedgerActor._reserve_order),
+    m.ApplyEntryFill: _handler(LedgerActor._entry_fill),
+    m.EndOrder: _handler(LedgerActor._end_order),
+    m.ApplyExitFill: _handler(LedgerActor._exit_fill),
+    m.SetTradingState: _handler(LedgerActor._set_state),
+    m.Audit: _handler(LedgerActor._audit),
+    Reconcile: _handler(LedgerActor._reconcile),
+    m.Passivate: _handler(LedgerActor._passivate, needs_ledger=False),
+    m.Resync: _handler(LedgerActor._on_resync, needs_ledger=False),
+}

@@ -1,0 +1,289 @@
+"""Records, commands and events of the capital ledger.
+
+Records are immutable snapshots of one object (a reservation, an order's capital, a
+position's capital, a fill). Commands are imperative and go to a `LedgerActor`; events
+are past tense, carry the records they changed, and are what the journal stores.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from actors.money import ZERO
+
+# -- records --------------------------------------------------------------------------
+
+ACTIVE, RELEASED, EXPIRED, CONSUMED = "ACTIVE", "RELEASED", "EXPIRED", "CONSUMED"
+ORDER_OPEN_STATES = frozenset({"OPEN", "PARTIALLY_FILLED"})
+ORDER_END_STATES = frozenset({"CANCELED", "REJECTED", "EXPIRED"})
+TRADING_STATES = ("ACTIVE", "REDUCE_ONLY", "HALTED")
+
+
+class Buckets(msgspec.Struct, frozen=True):
+    allocated: Decimal = ZERO
+    held: Decimal = ZERO
+    reserved_for_orders: Decimal = ZERO
+    reserved_for_positions: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+
+    @property
+    def available(self) -> Decimal:
+        return (self.allocated + self.realized_pnl - self.fees - self.held
+                - self.reserved_for_orders - self.reserved_for_positions)
+
+    def diff(self, other: Buckets) -> dict[str, tuple[Decimal, Decimal]]:
+        return {f: (getattr(self, f), getattr(other, f)) for f in self.__struct_fields__
+                if getattr(self, f) != getattr(other, f)}
+
+
+class Profile(msgspec.Struct, frozen=True):
+    profile_id: str
+    currency: str
+    account_id: str | None
+    risk_profile: str | None
+    state: str
+    state_reason: str
+    state_by: str
+    state_at: datetime
+    created_at: datetime
+
+
+class Transfer(msgspec.Struct, frozen=True):
+    transfer_id: str
+    client_request_id: str
+    amount: Decimal  # positive: deposit, negative: withdrawal
+    ts: datetime
+
+
+class Hold(msgspec.Struct, frozen=True):
+    """Capital held for a client before it becomes an order (a reservation)."""
+
+    reservation_id: str
+    client_request_id: str
+    symbol: str
+    amount: Decimal
+    ttl_s: int
+    created_at: datetime
+    expires_at: datetime
+    status: str = ACTIVE
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+
+
+class OrderCapital(msgspec.Struct, frozen=True):
+    """The ledger's view of an order: how much capital its unfilled part still holds."""
+
+    order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    filled_qty: Decimal
+    reserved: Decimal
+    status: str
+    reservation_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PositionCapital(msgspec.Struct, frozen=True):
+    """The ledger's view of a position: its remaining cost basis, reserved."""
+
+    position_id: str
+    symbol: str
+    side: str
+    qty_open: Decimal
+    qty_total: Decimal
+    entry_notional: Decimal
+    reserved: Decimal
+    realized_pnl: Decimal
+    fees: Decimal
+    status: str
+    opened_at: datetime
+    closed_at: datetime | None = None
+
+
+class Fill(msgspec.Struct, frozen=True):
+    fill_id: str
+    order_id: str | None
+    position_id: str
+    kind: str  # ENTRY or EXIT
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    notional: Decimal
+    fee: Decimal
+    pnl: Decimal
+    ts: datetime
+
+
+# -- events ---------------------------------------------------------------------------
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    profile_id: str
+    seq: int
+    ts: datetime
+    causation_id: str
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.profile_id}/{self.seq}"
+
+
+class CapitalDeposited(Event, frozen=True):
+    transfer: Transfer
+
+
+class CapitalWithdrawn(Event, frozen=True):
+    transfer: Transfer
+
+
+class CapitalReserved(Event, frozen=True):
+    reservation: Hold
+
+
+class ReservationReleased(Event, frozen=True):
+    reservation: Hold
+
+
+class ReservationExpired(Event, frozen=True):
+    reservation: Hold
+
+
+class OrderCapitalReserved(Event, frozen=True):
+    order: OrderCapital
+    consumed: Hold | None = None
+
+
+class OrderFilled(Event, frozen=True):
+    fill: Fill
+    order: OrderCapital
+    position: PositionCapital
+    released: Decimal
+    position_opened: bool
+
+
+class OrderCapitalReleased(Event, frozen=True):
+    order: OrderCapital
+    amount: Decimal
+
+
+class PositionReduced(Event, frozen=True):
+    fill: Fill
+    position: PositionCapital
+    released: Decimal
+
+
+class PositionClosed(Event, frozen=True):
+    position: PositionCapital
+
+
+class TradingStateChanged(Event, frozen=True):
+    state: str
+    reason: str
+    changed_by: str
+
+
+class LedgerMismatchDetected(Event, frozen=True):
+    snapshot: Buckets
+    rebuilt: Buckets
+
+
+LedgerEvent = (CapitalDeposited | CapitalWithdrawn | CapitalReserved | ReservationReleased
+               | ReservationExpired | OrderCapitalReserved | OrderFilled | OrderCapitalReleased
+               | PositionReduced | PositionClosed | TradingStateChanged
+               | LedgerMismatchDetected)
+
+
+# -- commands (to a LedgerActor) ------------------------------------------------------
+
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    cause: str = ""
+
+
+class GetLedger(Command, frozen=True):
+    pass
+
+
+class GetProfile(Command, frozen=True):
+    pass
+
+
+class Deposit(Command, frozen=True):
+    amount: Any
+    client_request_id: str
+
+
+class Withdraw(Command, frozen=True):
+    amount: Any
+    client_request_id: str
+
+
+class ReserveCapital(Command, frozen=True):
+    symbol: str
+    amount: Any
+    client_request_id: str
+    ttl_s: int | None = None
+
+
+class ReleaseReservation(Command, frozen=True):
+    reservation_id: str
+    reason: str = "client"
+
+
+class ExpireReservations(Command, frozen=True):
+    pass
+
+
+class ReserveOrder(Command, frozen=True):
+    order_id: str
+    symbol: str
+    side: str
+    qty: Any
+    amount: Any
+    reservation_id: str | None = None
+
+
+class ApplyEntryFill(Command, frozen=True):
+    fill_id: str
+    order_id: str
+    position_id: str
+    qty: Any
+    price: Any
+    fee: Any = 0
+
+
+class EndOrder(Command, frozen=True):
+    order_id: str
+    status: str = "CANCELED"
+
+
+class ApplyExitFill(Command, frozen=True):
+    fill_id: str
+    position_id: str
+    qty: Any
+    price: Any
+    fee: Any = 0
+
+
+class SetTradingState(Command, frozen=True):
+    state: str
+    reason: str = ""
+    changed_by: str = "api"
+
+
+class Audit(Command, frozen=True):
+    """Check the invariants of the live ledger and compare it with a rebuild from rows."""
+
+
+class Passivate(Command, frozen=True):
+    """Internal: flush, then stop; the registry has already forgotten this actor."""
+
+
+class Resync(Command, frozen=True):
+    """Internal: a write of this profile failed; reload the ledger from storage."""

@@ -1,0 +1,86 @@
+"""Exact money: parsing untrusted input into `Decimal` and quantizing per currency.
+
+Every amount in capflow is a `Decimal`. Binary floats are accepted only at the edge and
+read through their shortest repr (``0.1`` -> ``Decimal("0.1")``), never computed with.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+
+from actors.errors import InvalidArgument
+
+#: Arithmetic context for all money math: wide enough that no intermediate rounds.
+CONTEXT = decimal.Context(prec=38, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])
+MAX_SIGNIFICANT_DIGITS = 18
+ZERO = Decimal(0)
+
+_QUANTS: dict[int, Decimal] = {p: Decimal(1).scaleb(-p) for p in range(19)}
+
+
+def quant(places: int) -> Decimal:
+    """The smallest unit for `places` decimal places (2 -> Decimal('0.01'))."""
+    return _QUANTS[places]
+
+
+def parse_decimal(value: object, field: str, *, allow_zero: bool = False,
+                  allow_negative: bool = False, places: int | None = None) -> Decimal:
+    """Turn a wire or API value into a Decimal, or raise `InvalidArgument` naming `field`.
+
+    Accepts Decimal, int, str and float (via its shortest repr); refuses bool, NaN,
+    infinities, more than 18 significant digits, and (with `places`) more decimal places
+    than the currency has: amounts are never silently rounded.
+    """
+    if isinstance(value, bool) or value is None:
+        raise InvalidArgument(field, f"{field} must be a decimal number")
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int):
+        d = Decimal(value)
+    elif isinstance(value, float):
+        d = Decimal(repr(value))
+    elif isinstance(value, str):
+        if len(value) > 64:
+            raise InvalidArgument(field, f"{field} is too long to be a number")
+        try:
+            d = Decimal(value.strip())
+        except decimal.InvalidOperation:
+            raise InvalidArgument(field, f"{field} is not a decimal number: {value!r}") from None
+    else:
+        raise InvalidArgument(field, f"{field} must be a decimal number")
+    if not d.is_finite():
+        raise InvalidArgument(field, f"{field} must be finite")
+    if d.is_zero():
+        if not allow_zero:
+            raise InvalidArgument(field, f"{field} must be greater than zero")
+        return ZERO
+    if d < 0 and not allow_negative:
+        raise InvalidArgument(field, f"{field} must not be negative")
+    if len(d.normalize().as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
+        raise InvalidArgument(field, f"{field} has more than {MAX_SIGNIFICANT_DIGITS} "
+                                     "significant digits")
+    if places is not None:
+        q = d.quantize(quant(places), context=CONTEXT)
+        if q != d:
+            raise InvalidArgument(field, f"{field} has more than {places} decimal places")
+        return q
+    return d
+
+
+def round_half_even(d: Decimal, places: int) -> Decimal:
+    return d.quantize(quant(places), rounding=ROUND_HALF_EVEN, context=CONTEXT)
+
+
+def round_up(d: Decimal, places: int) -> Decimal:
+    """Round toward +infinity: used where rounding must never under-reserve."""
+    return d.quantize(quant(places), rounding=ROUND_CEILING, context=CONTEXT)
+
+
+def round_down(d: Decimal, places: int) -> Decimal:
+    return d.quantize(quant(places), rounding=ROUND_FLOOR, context=CONTEXT)
+
+
+def fmt(d: Decimal) -> str:
+    """The wire form of an amount: a plain decimal string, never scientific notation."""
+    return format(d, "f")

@@ -1,0 +1,285 @@
+"""`System`: capflow in one process. It owns the lifecycle (start in order, ping, stop in
+reverse) and is the embedded API; the ZeroMQ server calls the same methods.
+
+    from actors.system import System
+    with System() as cf:                       # SQLite under ./data/ by default
+        cf.create_profile("alpha", "10000")
+        r = cf.reserve("alpha", "BTCUSDT", "2500", client_request_id="bot-1-42")
+        cf.release("alpha", r.reservation.reservation_id)
+        print(cf.ledger("alpha").available)    # Decimal('10000.00')
+
+Blocking calls wait for the commit of what they changed (at most
+``ledger.call_timeout_s``); `submit()` is the non-blocking form that returns a `Reply`.
+Business denials raise `Denied` (``.code`` is ``INSUFFICIENT_CAPITAL``, ``RISK_REJECTED``,
+...); bad input raises `InvalidArgument` with the field.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+from actors import messages as m
+from actors.bus import EventBus
+from actors.clock import Clock
+from actors.config import Config, load_config
+from actors.errors import Conflict, InvalidArgument, Unavailable
+from actors.ledger import AuditReport, LedgerContext, LedgerView, Outcome, ProfileView, Reconcile
+from actors.messages import Hold, Profile, Transfer
+from actors.money import parse_decimal
+from actors.registry import LedgerRegistry
+from actors.reply import Reply
+from actors.scheduler import Scheduler
+from storage.writer import NullWriter, StorageWriter, WriteRequest
+
+PROFILE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789-_.:@")
+
+
+class Reservation(msgspec.Struct, frozen=True):
+    reservation: Hold
+    reused: bool
+
+
+class TransferResult(msgspec.Struct, frozen=True):
+    transfer: Transfer
+    ledger: LedgerView
+    reused: bool
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def check_profile_id(profile_id: object) -> str:
+    if (not isinstance(profile_id, str) or not 1 <= len(profile_id) <= 128
+            or not PROFILE_ID_CHARS.issuperset(profile_id)):
+        raise InvalidArgument("profile_id", "profile_id must be 1..128 characters of "
+                                            "letters, digits and - _ . : @")
+    return profile_id
+
+
+class System:
+    def __init__(self, config: Config | None = None, *, clock: Clock | None = None):
+        self.config = config or load_config()
+        self.clock = clock or Clock()
+        self.bus = EventBus()
+        self.started_at: float | None = None
+        self._create_lock = threading.Lock()
+        self.engine = None
+        self.writer: Any = None
+        self.store: Any = None
+        self.registry: LedgerRegistry | None = None
+        self.scheduler: Scheduler | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> System:
+        cfg = self.config
+        if cfg.cpu_affinity:
+            os.sched_setaffinity(0, cfg.cpu_affinity)
+        if cfg.storage.durable:
+            from storage.engine import describe, open_engine
+            from storage.ledger_store import LedgerStore
+            from storage.migrate import upgrade
+
+            self.engine = open_engine(cfg.storage.url)
+            upgrade(self.engine)
+            self.store = LedgerStore(self.engine, cfg.places)
+            self.writer = StorageWriter(self.engine, max_batch=cfg.storage.max_batch,
+                                        on_fenced=self._on_fenced)
+            logger.info("storage: {}", describe(cfg.storage.url))
+        else:
+            from storage.memory_store import MemoryLedgerStore
+
+            self.store = MemoryLedgerStore(cfg.places)
+            self.writer = NullWriter()
+            logger.warning("storage is off: nothing is persisted")
+        self.writer.start()
+        ctx = LedgerContext(store=self.store, writer=self.writer, bus=self.bus,
+                            clock=self.clock, schedule_expiry=self._schedule_expiry,
+                            default_ttl_s=cfg.ledger.default_ttl_s,
+                            ids=lambda: new_id("rsv"))
+        # storage off keeps ledgers only in memory actors: nothing to passivate them to
+        max_live = cfg.ledger.max_live if cfg.storage.durable else 1 << 30
+        self.registry = LedgerRegistry(ctx, max_live=max_live, idle_s=cfg.ledger.idle_s)
+        self.registry.add_known(self.store.profile_ids())
+        self.scheduler = Scheduler(self.clock, self._fire_expiry,
+                                   on_tick=self._passivate_idle if cfg.storage.durable
+                                   else None)
+        self._recover()
+        self.scheduler.start()
+        self.started_at = time.monotonic()
+        logger.info("capflow started: {} profiles", len(self.registry._known))
+        return self
+
+    def stop(self) -> None:
+        if self.started_at is None:
+            return
+        self.started_at = None
+        self.scheduler.stop()
+        self.registry.stop_all()
+        self.writer.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+        logger.info("capflow stopped")
+
+    def __enter__(self) -> System:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _recover(self) -> None:
+        """Compare every snapshot with what the rows imply; expire what is overdue."""
+        if not self.config.storage.durable:
+            return
+        snapshots = self.store.snapshots()
+        rebuilt = self.store.rebuild()
+        for pid, facts in rebuilt.items():
+            snap = snapshots.get(pid)
+            if snap is not None and snap != facts:
+                logger.bind(profile=pid).error(
+                    "ledger snapshot differs from its rows: {}; the profile goes "
+                    "REDUCE_ONLY and runs on what the rows say", snap.diff(facts))
+                self._call(pid, Reconcile(snapshot=snap, rebuilt=facts, cause="recovery"))
+        for pid, when in self.store.active_expiries():
+            self.scheduler.schedule(pid, when)
+        self.scheduler.run_due()
+
+    def _schedule_expiry(self, profile_id: str, when) -> None:
+        self.scheduler.schedule(profile_id, when)
+
+    def _fire_expiry(self, profile_id: str) -> None:
+        self.registry.tell(profile_id, m.ExpireReservations(cause="timer"), Reply())
+
+    def _passivate_idle(self) -> None:
+        self.registry.passivate_idle()
+
+    def _on_fenced(self, profile_ids: set[str]) -> None:
+        for pid in profile_ids:
+            self.registry.tell_if_live(pid, m.Resync())
+
+    def run_timers(self) -> int:
+        """Fire every timer that is due by the clock now (for tests with a manual clock)."""
+        return self.scheduler.run_due()
+
+    # -- generic calls ----------------------------------------------------------------
+
+    def submit(self, profile_id: str, cmd: m.Command, callback=None) -> Reply:
+        """Send `cmd` to the profile's ledger actor; never blocks. The reply resolves to
+        an `Outcome` after the change is committed, or fails with a `CapflowError`."""
+        reply = Reply(callback)
+        if self.started_at is None:
+            reply.fail(Unavailable("capflow is not running"))
+        else:
+            self.registry.tell(profile_id, cmd, reply)
+        return reply
+
+    def _call(self, profile_id: str, cmd: m.Command) -> Outcome:
+        return self.submit(profile_id, cmd).get(self.config.ledger.call_timeout_s)
+
+    # -- profiles ---------------------------------------------------------------------
+
+    def create_profile(self, profile_id: str, allocated: Any = 0, *,
+                       currency: str | None = None, risk_profile: str | None = None,
+                       account_id: str | None = None) -> ProfileView:
+        """Create a profile with its ledger. Repeating the same creation returns the
+        existing profile; the same id with other content is `Conflict`."""
+        check_profile_id(profile_id)
+        currency = currency or self.config.ledger.default_currency
+        if currency not in self.config.ledger.currency_places:
+            raise InvalidArgument("currency", f"unknown currency {currency!r}")
+        amount = parse_decimal(allocated, "allocated", allow_zero=True,
+                               places=self.config.places(currency))
+        with self._create_lock:
+            if self.registry.knows(profile_id):
+                existing = self.get_profile(profile_id)
+                p = existing.profile
+                if (p.currency, p.risk_profile, p.account_id) != (
+                        currency, risk_profile, account_id):
+                    raise Conflict(f"profile {profile_id!r} exists with other settings",
+                                   {"profile_id": profile_id})
+                return existing
+            now = self.clock.now()
+            profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
+                              "create", now, now)
+            ops, snap = self.store.create_profile_ops(profile, amount)
+            done = Reply()
+            self.writer.submit(WriteRequest(None, ops, on_commit=lambda: done.resolve(True),
+                                            on_fail=done.fail))
+            done.get(self.config.ledger.call_timeout_s)
+            self.registry.add_known([profile_id])
+        return self.get_profile(profile_id)
+
+    def get_profile(self, profile_id: str) -> ProfileView:
+        return self._call(profile_id, m.GetProfile()).result
+
+    def list_profiles(self, after: str = "", limit: int = 1000) -> list[Profile]:
+        return self.store.list_profiles(after, limit)
+
+    def set_state(self, profile_id: str, state: str, reason: str = "",
+                  changed_by: str = "api") -> ProfileView:
+        self._call(profile_id, m.SetTradingState(state=state, reason=reason,
+                                                 changed_by=changed_by))
+        return self.get_profile(profile_id)
+
+    # -- the ledger -------------------------------------------------------------------
+
+    def ledger(self, profile_id: str) -> LedgerView:
+        return self._call(profile_id, m.GetLedger()).result
+
+    def deposit(self, profile_id: str, amount: Any, client_request_id: str) -> TransferResult:
+        out = self._call(profile_id, m.Deposit(amount=amount,
+                                               client_request_id=client_request_id))
+        return TransferResult(out.result, self.ledger(profile_id), out.reused)
+
+    def withdraw(self, profile_id: str, amount: Any, client_request_id: str) -> TransferResult:
+        out = self._call(profile_id, m.Withdraw(amount=amount,
+                                                client_request_id=client_request_id))
+        return TransferResult(out.result, self.ledger(profile_id), out.reused)
+
+    def reserve(self, profile_id: str, symbol: str, amount: Any, client_request_id: str,
+                ttl_s: int | None = None) -> Reservation:
+        out = self._call(profile_id, m.ReserveCapital(
+            symbol=symbol, amount=amount, client_request_id=client_request_id, ttl_s=ttl_s))
+        return Reservation(out.result, out.reused)
+
+    def release(self, profile_id: str, reservation_id: str, reason: str = "client") -> Hold:
+        return self._call(profile_id, m.ReleaseReservation(reservation_id=reservation_id,
+                                                           reason=reason)).result
+
+    def reserve_order(self, profile_id: str, order_id: str, symbol: str, side: str,
+                      qty: Any, amount: Any, reservation_id: str | None = None):
+        return self._call(profile_id, m.ReserveOrder(
+            order_id=order_id, symbol=symbol, side=side, qty=qty, amount=amount,
+            reservation_id=reservation_id)).result
+
+    def fill_entry(self, profile_id: str, order_id: str, position_id: str, qty: Any,
+                   price: Any, fee: Any = 0, fill_id: str | None = None):
+        return self._call(profile_id, m.ApplyEntryFill(
+            fill_id=fill_id or new_id("fill"), order_id=order_id, position_id=position_id,
+            qty=qty, price=price, fee=fee)).result
+
+    def end_order(self, profile_id: str, order_id: str, status: str = "CANCELED"):
+        return self._call(profile_id, m.EndOrder(order_id=order_id, status=status)).result
+
+    def fill_exit(self, profile_id: str, position_id: str, qty: Any, price: Any,
+                  fee: Any = 0, fill_id: str | None = None):
+        return self._call(profile_id, m.ApplyExitFill(
+            fill_id=fill_id or new_id("fill"), position_id=position_id, qty=qty,
+            price=price, fee=fee)).result
+
+    def audit(self, profile_id: str) -> AuditReport:
+        """The live ledger's invariants and its comparison with a rebuild from rows."""
+        return self._call(profile_id, m.Audit()).result
+
+    def available(self, profile_id: str) -> Decimal:
+        return self.ledger(profile_id).available

@@ -1,0 +1,1 @@
+"""Broker account managers behind one interface; the paper broker is the first."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, migrations, the group-commit writer, recovery."""

@@ -1,0 +1,225 @@
+"""Ledger persistence: events -> rows, loading one ledger, and rebuilding from rows.
+
+Each ledger event becomes the row changes it implies plus one append-only journal row
+(the encoded event), and the writer commits them together with the ledger snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine, func, select
+
+from actors.ledger import Ledger
+from actors.messages import (
+    ACTIVE,
+    Buckets,
+    CapitalDeposited,
+    CapitalReserved,
+    CapitalWithdrawn,
+    Event,
+    Hold,
+    OrderCapital,
+    OrderCapitalReleased,
+    OrderCapitalReserved,
+    OrderFilled,
+    PositionCapital,
+    Profile,
+    PositionReduced,
+    ReservationExpired,
+    ReservationReleased,
+    TradingStateChanged,
+    Transfer,
+)
+from actors.money import ZERO
+from storage import schema as s
+from storage.writer import Op
+
+_asdict = msgspec.structs.asdict
+_json = msgspec.json.Encoder(decimal_format="string")
+OPEN_ORDER_STATES = ("OPEN", "PARTIALLY_FILLED")
+
+
+def _with(profile_id: str, record: msgspec.Struct) -> dict[str, Any]:
+    row = _asdict(record)
+    row["profile_id"] = profile_id
+    return row
+
+
+def rows_for(events: Iterable[Event]) -> list[Op]:
+    """The row operations that persist `events`, journal rows included."""
+    ops: list[Op] = []
+    for e in events:
+        pid = e.profile_id
+        if isinstance(e, CapitalReserved):
+            ops.append(("insert", "reservations", _with(pid, e.reservation)))
+        elif isinstance(e, ReservationReleased | ReservationExpired):
+            ops.append(("update", "reservations", _asdict(e.reservation)))
+        elif isinstance(e, CapitalDeposited | CapitalWithdrawn):
+            ops.append(("insert", "transfers", _with(pid, e.transfer)))
+        elif isinstance(e, OrderCapitalReserved):
+            ops.append(("insert", "orders", _with(pid, e.order)))
+            if e.consumed is not None:
+                ops.append(("update", "reservations", _asdict(e.consumed)))
+        elif isinstance(e, OrderFilled):
+            ops.append(("insert", "fills", _with(pid, e.fill)))
+            ops.append(("update", "orders", _asdict(e.order)))
+            if e.position_opened:
+                ops.append(("insert", "positions", _with(pid, e.position)))
+            else:
+                ops.append(("update", "positions", _asdict(e.position)))
+        elif isinstance(e, OrderCapitalReleased):
+            ops.append(("update", "orders", _asdict(e.order)))
+        elif isinstance(e, PositionReduced):
+            ops.append(("insert", "fills", _with(pid, e.fill)))
+            ops.append(("update", "positions", _asdict(e.position)))
+        elif isinstance(e, TradingStateChanged):
+            ops.append(("update", "profiles", {"profile_id": pid, "state": e.state,
+                                               "state_reason": e.reason,
+                                               "state_by": e.changed_by, "state_at": e.ts}))
+        ops.append(("insert", "ledger_journal", {
+            "profile_id": pid, "seq": e.seq, "ts": e.ts, "type": type(e).__name__,
+            "causation_id": e.causation_id[:160], "payload": _json.encode(e).decode()}))
+    return ops
+
+
+def snapshot_row(ledger: Ledger, now: datetime) -> dict[str, Any]:
+    return {"profile_id": ledger.profile_id, "allocated": ledger.allocated,
+            "held": ledger.held, "reserved_for_orders": ledger.reserved_for_orders,
+            "reserved_for_positions": ledger.reserved_for_positions,
+            "realized_pnl": ledger.realized_pnl, "fees": ledger.fees,
+            "last_seq": ledger.seq, "updated_at": now}
+
+
+def _record(cls: type, row: Any) -> Any:
+    m = row._mapping
+    return cls(**{f: m[f] for f in cls.__struct_fields__})
+
+
+class LedgerStore:
+    """Reads of ledger state. Writes go through the `StorageWriter` as row ops."""
+
+    def __init__(self, engine: Engine, places_for):
+        self.engine = engine
+        self.places_for = places_for
+
+    # -- profiles ---------------------------------------------------------------------
+
+    def profile_ids(self) -> list[str]:
+        with self.engine.connect() as c:
+            return list(c.execute(select(s.profiles.c.profile_id)).scalars())
+
+    def get_profile(self, profile_id: str) -> Profile | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(s.profiles).where(s.profiles.c.profile_id == profile_id)
+                            ).first()
+        return None if row is None else _record(Profile, row)
+
+    def list_profiles(self, after: str = "", limit: int = 1000) -> list[Profile]:
+        with self.engine.connect() as c:
+            return [_record(Profile, r) for r in c.execute(
+                select(s.profiles).where(s.profiles.c.profile_id > after)
+                .order_by(s.profiles.c.profile_id).limit(limit))]
+
+    @staticmethod
+    def create_profile_ops(profile: Profile, allocated: Decimal) -> tuple[list[Op], dict]:
+        """Rows of a new profile: the profile, its snapshot, and the initial allocation as
+        a transfer with its journal row (seq 1), so the rebuild sees it."""
+        now = profile.created_at
+        ops: list[Op] = [("insert", "profiles", _asdict(profile))]
+        seq = 0
+        if allocated:
+            seq = 1
+            t = Transfer(f"{profile.profile_id}:t1", "profile.create", allocated, now)
+            ops += rows_for([CapitalDeposited(profile_id=profile.profile_id, seq=1, ts=now,
+                                              causation_id="profile.create", transfer=t)])
+        snap = {"profile_id": profile.profile_id, "allocated": allocated, "held": ZERO,
+                "reserved_for_orders": ZERO, "reserved_for_positions": ZERO,
+                "realized_pnl": ZERO, "fees": ZERO, "last_seq": seq, "updated_at": now}
+        ops.insert(1, ("insert", "ledger_snapshots", snap))
+        return ops, snap
+
+    # -- ledgers ----------------------------------------------------------------------
+
+    def load(self, profile_id: str) -> tuple[Profile, Ledger] | None:
+        with self.engine.connect() as c:
+            prof = c.execute(select(s.profiles).where(s.profiles.c.profile_id == profile_id)
+                             ).first()
+            if prof is None:
+                return None
+            snap = c.execute(select(s.ledger_snapshots).where(
+                s.ledger_snapshots.c.profile_id == profile_id)).one()._mapping
+            holds = [_record(Hold, r) for r in c.execute(
+                select(s.reservations).where(s.reservations.c.profile_id == profile_id))]
+            orders = [_record(OrderCapital, r) for r in c.execute(
+                select(s.orders).where(s.orders.c.profile_id == profile_id,
+                                       s.orders.c.status.in_(OPEN_ORDER_STATES)))]
+            positions = [_record(PositionCapital, r) for r in c.execute(
+                select(s.positions).where(s.positions.c.profile_id == profile_id,
+                                          s.positions.c.status == "OPEN"))]
+            transfers = [_record(Transfer, r) for r in c.execute(
+                select(s.transfers).where(s.transfers.c.profile_id == profile_id))]
+        buckets = Buckets(snap["allocated"], realized_pnl=snap["realized_pnl"],
+                          fees=snap["fees"])
+        profile = _record(Profile, prof)
+        ledger = Ledger(profile_id, profile.currency, self.places_for(profile.currency),
+                        buckets=buckets, seq=snap["last_seq"], state=profile.state,
+                        holds=holds, orders=orders, positions=positions, transfers=transfers)
+        return profile, ledger
+
+    # -- whole-database views (recovery, audit) ---------------------------------------
+
+    def snapshots(self) -> dict[str, Buckets]:
+        with self.engine.connect() as c:
+            return {r.profile_id: Buckets(r.allocated, r.held, r.reserved_for_orders,
+                                          r.reserved_for_positions, r.realized_pnl, r.fees)
+                    for r in c.execute(select(s.ledger_snapshots))}
+
+    def rebuild(self, profile_ids: Iterable[str] | None = None) -> dict[str, Buckets]:
+        """Each ledger as its rows imply it: transfers, live reservations, open orders and
+        positions, and fills. Sums are done here in Decimal, not in SQL (SQLite has no
+        exact decimal type)."""
+        sums: dict[str, dict[str, Decimal]] = {}
+        only = set(profile_ids) if profile_ids is not None else None
+
+        def want(pid: str) -> bool:
+            return only is None or pid in only
+
+        with self.engine.connect() as c:
+            for pid, in c.execute(select(s.profiles.c.profile_id)):
+                if want(pid):  # a profile with no rows still rebuilds (to zero)
+                    sums[pid] = defaultdict(lambda: ZERO)
+            queries = [
+                ("allocated", select(s.transfers.c.profile_id, s.transfers.c.amount)),
+                ("held", select(s.reservations.c.profile_id, s.reservations.c.amount)
+                 .where(s.reservations.c.status == ACTIVE)),
+                ("reserved_for_orders", select(s.orders.c.profile_id, s.orders.c.reserved)
+                 .where(s.orders.c.status.in_(OPEN_ORDER_STATES))),
+                ("reserved_for_positions", select(s.positions.c.profile_id,
+                                                  s.positions.c.reserved)
+                 .where(s.positions.c.status == "OPEN")),
+                ("realized_pnl", select(s.fills.c.profile_id, s.fills.c.pnl)),
+                ("fees", select(s.fills.c.profile_id, s.fills.c.fee)),
+            ]
+            for bucket, query in queries:
+                for pid, amount in c.execute(query):
+                    if pid in sums:
+                        sums[pid][bucket] += amount
+        return {pid: Buckets(**b) for pid, b in sums.items()}
+
+    def active_expiries(self) -> list[tuple[str, datetime]]:
+        """(profile_id, earliest expiry) for every profile with an active reservation."""
+        with self.engine.connect() as c:
+            return [(r[0], r[1]) for r in c.execute(
+                select(s.reservations.c.profile_id, func.min(s.reservations.c.expires_at))
+                .where(s.reservations.c.status == ACTIVE)
+                .group_by(s.reservations.c.profile_id))]
+
+
+LedgerStore.rows_for = staticmethod(rows_for)
+LedgerStore.snapshot_row = staticmethod(snapshot_row)

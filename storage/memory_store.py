@@ -1,0 +1,59 @@
+"""Storage off: profiles and ledgers kept in memory only, nothing persisted.
+
+For benchmarks (the cost of the actor layer without I/O) and throwaway embedding. The
+ledger objects themselves are kept, so a passivated actor's successor continues where it
+left off; only one actor owns a profile at a time, so handing the object over is safe.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from actors.ledger import Ledger
+from actors.messages import Buckets, Profile
+
+
+class MemoryLedgerStore:
+    def __init__(self, places_for):
+        self.places_for = places_for
+        self._profiles: dict[str, Profile] = {}
+        self._ledgers: dict[str, Ledger] = {}
+
+    def profile_ids(self) -> list[str]:
+        return list(self._profiles)
+
+    def get_profile(self, profile_id: str) -> Profile | None:
+        return self._profiles.get(profile_id)
+
+    def list_profiles(self, after: str = "", limit: int = 1000) -> list[Profile]:
+        return [self._profiles[p] for p in sorted(self._profiles) if p > after][:limit]
+
+    def create_profile_ops(self, profile: Profile, allocated: Decimal):
+        self._profiles[profile.profile_id] = profile
+        ledger = Ledger(profile.profile_id, profile.currency,
+                        self.places_for(profile.currency))
+        ledger.allocated = allocated
+        self._ledgers[profile.profile_id] = ledger
+        return [], None
+
+    def load(self, profile_id: str):
+        if profile_id not in self._profiles:
+            return None
+        return self._profiles[profile_id], self._ledgers[profile_id]
+
+    @staticmethod
+    def rows_for(events):
+        return []
+
+    @staticmethod
+    def snapshot_row(ledger, now):
+        return None
+
+    def snapshots(self) -> dict[str, Buckets]:
+        return {pid: led.buckets() for pid, led in self._ledgers.items()}
+
+    def rebuild(self, profile_ids=None) -> dict[str, Buckets]:
+        return {}
+
+    def active_expiries(self):
+        return []

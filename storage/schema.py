@@ -1,0 +1,143 @@
+"""The tables, as SQLAlchemy Core metadata (the hot path never touches the ORM).
+
+The schema itself is created and changed only by the migrations in
+`storage/migrations`; this module describes it for queries and must match them
+(tests/storage/test_migrations.py checks that it does).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from storage.types import Money, UtcDateTime
+
+metadata = MetaData()
+ID = String(128)
+BIGINT = BigInteger().with_variant(Integer(), "sqlite")
+
+profiles = Table(
+    "profiles", metadata,
+    Column("profile_id", ID, primary_key=True),
+    Column("currency", String(16), nullable=False),
+    Column("account_id", ID),
+    Column("risk_profile", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("state_reason", Text, nullable=False, default=""),
+    Column("state_by", String(128), nullable=False, default=""),
+    Column("state_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+ledger_snapshots = Table(
+    "ledger_snapshots", metadata,
+    Column("profile_id", ID, primary_key=True),
+    Column("allocated", Money, nullable=False),
+    Column("held", Money, nullable=False),
+    Column("reserved_for_orders", Money, nullable=False),
+    Column("reserved_for_positions", Money, nullable=False),
+    Column("realized_pnl", Money, nullable=False),
+    Column("fees", Money, nullable=False),
+    Column("last_seq", BIGINT, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+ledger_journal = Table(
+    "ledger_journal", metadata,
+    Column("id", BIGINT, primary_key=True, autoincrement=True),
+    Column("profile_id", ID, nullable=False),
+    Column("seq", BIGINT, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("causation_id", String(160), nullable=False),
+    Column("payload", Text, nullable=False),
+    UniqueConstraint("profile_id", "seq", name="uq_journal_profile_seq"),
+)
+
+transfers = Table(
+    "transfers", metadata,
+    Column("transfer_id", ID, primary_key=True),
+    Column("profile_id", ID, nullable=False),
+    Column("client_request_id", ID, nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    UniqueConstraint("profile_id", "client_request_id", name="uq_transfers_key"),
+)
+
+reservations = Table(
+    "reservations", metadata,
+    Column("reservation_id", ID, primary_key=True),
+    Column("profile_id", ID, nullable=False),
+    Column("client_request_id", ID, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("ttl_s", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("end_reason", String(160)),
+    UniqueConstraint("profile_id", "client_request_id", name="uq_reservations_key"),
+    Index("ix_reservations_status_expiry", "status", "expires_at"),
+)
+
+orders = Table(
+    "orders", metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("profile_id", ID, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("qty", Money, nullable=False),
+    Column("filled_qty", Money, nullable=False),
+    Column("reserved", Money, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("reservation_id", ID),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_orders_profile_status", "profile_id", "status"),
+)
+
+positions = Table(
+    "positions", metadata,
+    Column("position_id", ID, primary_key=True),
+    Column("profile_id", ID, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("qty_open", Money, nullable=False),
+    Column("qty_total", Money, nullable=False),
+    Column("entry_notional", Money, nullable=False),
+    Column("reserved", Money, nullable=False),
+    Column("realized_pnl", Money, nullable=False),
+    Column("fees", Money, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+    Index("ix_positions_profile_status", "profile_id", "status"),
+)
+
+fills = Table(
+    "fills", metadata,
+    Column("fill_id", ID, primary_key=True),
+    Column("profile_id", ID, nullable=False),
+    Column("order_id", ID),
+    Column("position_id", ID, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("qty", Money, nullable=False),
+    Column("price", Money, nullable=False),
+    Column("notional", Money, nullable=False),
+    Column("fee", Money, nullable=False),
+    Column("pnl", Money, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Index("ix_fills_profile", "profile_id"),
+)
