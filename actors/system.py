@@ -211,7 +211,7 @@ class System:
             now = self.clock.now()
             profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
                               "create", now, now)
-            ops, snap = self.store.create_profile_ops(profile, amount)
+            ops = self.store.create_profile_ops(profile, amount)
             done = Reply()
             self.writer.submit(WriteRequest(None, ops, on_commit=lambda: done.resolve(True),
                                             on_fail=done.fail))

@@ -29,8 +29,8 @@ from actors.messages import (
     OrderCapitalReserved,
     OrderFilled,
     PositionCapital,
-    Profile,
     PositionReduced,
+    Profile,
     ReservationExpired,
     ReservationReleased,
     TradingStateChanged,
@@ -127,7 +127,7 @@ class LedgerStore:
                 .order_by(s.profiles.c.profile_id).limit(limit))]
 
     @staticmethod
-    def create_profile_ops(profile: Profile, allocated: Decimal) -> tuple[list[Op], dict]:
+    def create_profile_ops(profile: Profile, allocated: Decimal) -> list[Op]:
         """Rows of a new profile: the profile, its snapshot, and the initial allocation as
         a transfer with its journal row (seq 1), so the rebuild sees it."""
         now = profile.created_at
@@ -142,7 +142,7 @@ class LedgerStore:
                 "reserved_for_orders": ZERO, "reserved_for_positions": ZERO,
                 "realized_pnl": ZERO, "fees": ZERO, "last_seq": seq, "updated_at": now}
         ops.insert(1, ("insert", "ledger_snapshots", snap))
-        return ops, snap
+        return ops
 
     # -- ledgers ----------------------------------------------------------------------
 

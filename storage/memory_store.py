@@ -34,7 +34,7 @@ class MemoryLedgerStore:
                         self.places_for(profile.currency))
         ledger.allocated = allocated
         self._ledgers[profile.profile_id] = ledger
-        return [], None
+        return []
 
     def load(self, profile_id: str):
         if profile_id not in self._profiles:
