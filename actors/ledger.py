@@ -66,7 +66,7 @@ from actors.messages import (
     TradingStateChanged,
     Transfer,
 )
-from actors.money import ZERO, parse_decimal, round_down, round_half_even, round_up
+from actors.money import ZERO, parse_decimal, quant, round_down, round_half_even, round_up
 from actors.reply import Reply
 from storage.writer import WriteRequest
 
@@ -99,7 +99,8 @@ class Ledger:
         self.profile_id = profile_id
         self.currency = currency
         self.places = places
-        b = buckets or Buckets()
+        zero = ZERO.quantize(quant(places))
+        b = buckets or Buckets(zero, zero, zero, zero, zero, zero)
         self.allocated = b.allocated
         self.realized_pnl = b.realized_pnl
         self.fees = b.fees
@@ -114,9 +115,9 @@ class Ledger:
         self.orders: dict[str, OrderCapital] = {o.order_id: o for o in orders}
         self.positions: dict[str, PositionCapital] = {p.position_id: p for p in positions}
         self.transfers: dict[str, Transfer] = {t.client_request_id: t for t in transfers}
-        self.held = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), ZERO)
-        self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), ZERO)
-        self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), ZERO)
+        self.held = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), zero)
+        self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), zero)
+        self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), zero)
 
     # -- views ------------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ from actors.errors import InvalidArgument
 #: Arithmetic context for all money math: wide enough that no intermediate rounds.
 CONTEXT = decimal.Context(prec=38, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])
 MAX_SIGNIFICANT_DIGITS = 18
+#: amounts, prices and quantities are below 10**15: room for 18 significant digits at 3
+#: decimal places, and far beyond any real balance
+MAX_ADJUSTED_EXPONENT = 14
 ZERO = Decimal(0)
 
 _QUANTS: dict[int, Decimal] = {p: Decimal(1).scaleb(-p) for p in range(19)}
@@ -54,9 +57,11 @@ def parse_decimal(value: object, field: str, *, allow_zero: bool = False,
     if d.is_zero():
         if not allow_zero:
             raise InvalidArgument(field, f"{field} must be greater than zero")
-        return ZERO
+        return ZERO if places is None else ZERO.quantize(quant(places))
     if d < 0 and not allow_negative:
         raise InvalidArgument(field, f"{field} must not be negative")
+    if d.adjusted() > MAX_ADJUSTED_EXPONENT:
+        raise InvalidArgument(field, f"{field} is too large (at most 10^15)")
     if len(d.normalize().as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
         raise InvalidArgument(field, f"{field} has more than {MAX_SIGNIFICANT_DIGITS} "
                                      "significant digits")

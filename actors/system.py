@@ -74,6 +74,7 @@ class System:
         self.started_at: float | None = None
         self._create_lock = threading.Lock()
         self.engine = None
+        self._owner = None
         self.writer: Any = None
         self.store: Any = None
         self.registry: LedgerRegistry | None = None
@@ -86,11 +87,16 @@ class System:
         if cfg.cpu_affinity:
             os.sched_setaffinity(0, cfg.cpu_affinity)
         if cfg.storage.durable:
-            from storage.engine import describe, open_engine
+            from storage.engine import OwnerLock, describe, open_engine
             from storage.ledger_store import LedgerStore
             from storage.migrate import upgrade
 
             self.engine = open_engine(cfg.storage.url)
+            try:
+                self._owner = OwnerLock(self.engine).acquire()
+            except Exception:
+                self.engine.dispose()
+                raise
             upgrade(self.engine)
             self.store = LedgerStore(self.engine, cfg.places)
             self.writer = StorageWriter(self.engine, max_batch=cfg.storage.max_batch,
@@ -127,6 +133,8 @@ class System:
         self.scheduler.stop()
         self.registry.stop_all()
         self.writer.stop()
+        if self._owner is not None:
+            self._owner.release()
         if self.engine is not None:
             self.engine.dispose()
         logger.info("capflow stopped")

@@ -36,3 +36,53 @@ def open_engine(url: str, *, pool_size: int = 8) -> Engine:
 def describe(url: str) -> str:
     """The URL with its password hidden, for logs and `system.health`."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+class OwnerLock:
+    """Exactly one capflow process owns a database at a time (every profile has one
+    owner). SQLite: an exclusive `flock` on ``<db>.lock``; PostgreSQL: a session advisory
+    lock. The kernel or the server drops either when the process dies, even by SIGKILL."""
+
+    PG_KEY = 7_100_001
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._fd: int | None = None
+        self._conn = None
+
+    def acquire(self) -> OwnerLock:
+        from actors.errors import Unavailable
+
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite":
+            if not url.database or url.database == ":memory:":
+                return self
+            import fcntl
+            import os
+
+            path = Path(url.database).expanduser()
+            fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Unavailable(f"another capflow process owns {path}") from None
+            self._fd = fd
+        else:
+            conn = self.engine.connect()
+            if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({self.PG_KEY})").scalar():
+                conn.close()
+                raise Unavailable(f"another capflow process owns {describe(str(url))}")
+            conn.commit()
+            self._conn = conn
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import os
+
+            os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

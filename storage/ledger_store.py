@@ -138,9 +138,10 @@ class LedgerStore:
             t = Transfer(f"{profile.profile_id}:t1", "profile.create", allocated, now)
             ops += rows_for([CapitalDeposited(profile_id=profile.profile_id, seq=1, ts=now,
                                               causation_id="profile.create", transfer=t)])
-        snap = {"profile_id": profile.profile_id, "allocated": allocated, "held": ZERO,
-                "reserved_for_orders": ZERO, "reserved_for_positions": ZERO,
-                "realized_pnl": ZERO, "fees": ZERO, "last_seq": seq, "updated_at": now}
+        zero = allocated * 0  # zero with the currency's places
+        snap = {"profile_id": profile.profile_id, "allocated": allocated, "held": zero,
+                "reserved_for_orders": zero, "reserved_for_positions": zero,
+                "realized_pnl": zero, "fees": zero, "last_seq": seq, "updated_at": now}
         ops.insert(1, ("insert", "ledger_snapshots", snap))
         return ops
 

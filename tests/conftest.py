@@ -1,0 +1,44 @@
+"""Shared fixtures: real SQLite files, real actors, a manual clock; PostgreSQL from
+tests/postgres.py (a throwaway server, skipped loudly where no server binaries exist)."""
+
+from __future__ import annotations
+
+import pytest
+from loguru import logger
+
+from actors.clock import ManualClock
+from actors.config import load_config
+from actors.system import System
+from tests.postgres import pg_server, pg_url, storage_url  # noqa: F401 -- fixtures
+
+logger.remove()
+logger.add(lambda msg: None, level="ERROR")  # keep test output readable; errors still run
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path}/capflow.db"
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def make_system():
+    """Start Systems with config overrides; every one is stopped at the end of the test."""
+    started: list[System] = []
+
+    def make(url: str | None = None, *, clock=None, **sections) -> System:
+        storage = dict(sections.pop("storage", {}))
+        if url is not None:
+            storage["url"] = url
+        cfg = load_config(env={}, storage=storage, **sections)
+        system = System(cfg, clock=clock).start()
+        started.append(system)
+        return system
+
+    yield make
+    for system in reversed(started):
+        system.stop()
