@@ -83,6 +83,25 @@ class System:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> System:
+        try:
+            return self._start()
+        except BaseException:
+            self._abort_start()
+            raise
+
+    def _abort_start(self) -> None:
+        """A start that failed half-way releases what it had taken, in reverse."""
+        for step in (lambda: self.scheduler and self.scheduler.stop(),
+                     lambda: self.registry and self.registry.stop_all(5),
+                     lambda: self.writer and self.writer.stop(),
+                     lambda: self._owner and self._owner.release(),
+                     lambda: self.engine and self.engine.dispose()):
+            try:
+                step()
+            except Exception:
+                logger.exception("cleanup after a failed start")
+
+    def _start(self) -> System:
         cfg = self.config
         if cfg.cpu_affinity:
             os.sched_setaffinity(0, cfg.cpu_affinity)
@@ -157,7 +176,11 @@ class System:
                 logger.bind(profile=pid).error(
                     "ledger snapshot differs from its rows: {}; the profile goes "
                     "REDUCE_ONLY and runs on what the rows say", snap.diff(facts))
-                self._call(pid, Reconcile(snapshot=snap, rebuilt=facts, cause="recovery"))
+                # not self._call(): the system is not open for callers until recovery ends
+                done = Reply()
+                self.registry.tell(pid, Reconcile(snapshot=snap, rebuilt=facts,
+                                                  cause="recovery"), done)
+                done.get(self.config.ledger.call_timeout_s)
         for pid, when in self.store.active_expiries():
             self.scheduler.schedule(pid, when)
         self.scheduler.run_due()

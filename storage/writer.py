@@ -89,6 +89,7 @@ class StorageWriter:
         self._done: dict[str, int] = {}
         self._fenced: dict[str, int] = {}
         self._closed = False
+        self._close_lock = threading.Lock()
         self._conn = None
         self.batches = 0
         self.requests = 0
@@ -100,10 +101,11 @@ class StorageWriter:
         self._thread.start()
 
     def submit(self, req: WriteRequest) -> None:
-        if self._closed:
-            self._fail(req, Unavailable("storage writer is stopped"))
-            return
-        self._queue.put(req)
+        with self._close_lock:  # so no request can slip in behind the stop marker
+            if not self._closed:
+                self._queue.put(req)
+                return
+        self._fail(req, Unavailable("storage writer is stopped"))
 
     def done_seq(self, profile_id: str) -> int:
         """The seq of the last request of this profile that is committed or failed."""
@@ -112,16 +114,24 @@ class StorageWriter:
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted before this call is committed or failed."""
         done = threading.Event()
-        self.submit(WriteRequest(None, [], on_commit=done.set,
+        ok: list[bool] = []
+
+        def committed() -> None:
+            ok.append(True)
+            done.set()
+
+        self.submit(WriteRequest(None, [], on_commit=committed,
                                  on_fail=lambda _exc: done.set()))
-        return done.wait(timeout)
+        return done.wait(timeout) and bool(ok)
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout)
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     # -- the writer thread ------------------------------------------------------------
 
