@@ -127,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--callers", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the process to one CPU (the `cpu_affinity` option)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
+    if args.pin:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     runs: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with tempfile.TemporaryDirectory(prefix="capflow-bench-") as workdir:
         for r in range(args.rounds):
@@ -141,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"c={runs['c'][-1]:,.0f} pairs/s", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"\nledger bench: {args.callers} callers over {args.callers} profiles, "
-          f"{args.rounds} rounds x {args.seconds:g} s, {os.cpu_count()} CPUs; medians:")
+          f"{args.rounds} rounds x {args.seconds:g} s, "
+          f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPUs; medians:")
     print(f"  (a) actors, storage off      {med['a']:>10,.0f} pairs/s")
     print(f"  (b) actors, durable (SQLite) {med['b']:>10,.0f} pairs/s   aim >= 10,000")
     print(f"  (c) bare thread + queue      {med['c']:>10,.0f} pairs/s   (baseline)")

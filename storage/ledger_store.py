@@ -56,28 +56,23 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
     ops: list[Op] = []
     for e in events:
         pid = e.profile_id
-        if isinstance(e, CapitalReserved):
-            ops.append(("insert", "reservations", _with(pid, e.reservation)))
-        elif isinstance(e, ReservationReleased | ReservationExpired):
-            ops.append(("update", "reservations", _asdict(e.reservation)))
+        if isinstance(e, CapitalReserved | ReservationReleased | ReservationExpired):
+            ops.append(("upsert", "reservations", _with(pid, e.reservation)))
         elif isinstance(e, CapitalDeposited | CapitalWithdrawn):
             ops.append(("insert", "transfers", _with(pid, e.transfer)))
         elif isinstance(e, OrderCapitalReserved):
-            ops.append(("insert", "orders", _with(pid, e.order)))
+            ops.append(("upsert", "orders", _with(pid, e.order)))
             if e.consumed is not None:
-                ops.append(("update", "reservations", _asdict(e.consumed)))
+                ops.append(("upsert", "reservations", _with(pid, e.consumed)))
         elif isinstance(e, OrderFilled):
             ops.append(("insert", "fills", _with(pid, e.fill)))
-            ops.append(("update", "orders", _asdict(e.order)))
-            if e.position_opened:
-                ops.append(("insert", "positions", _with(pid, e.position)))
-            else:
-                ops.append(("update", "positions", _asdict(e.position)))
+            ops.append(("upsert", "orders", _with(pid, e.order)))
+            ops.append(("upsert", "positions", _with(pid, e.position)))
         elif isinstance(e, OrderCapitalReleased):
-            ops.append(("update", "orders", _asdict(e.order)))
+            ops.append(("upsert", "orders", _with(pid, e.order)))
         elif isinstance(e, PositionReduced):
             ops.append(("insert", "fills", _with(pid, e.fill)))
-            ops.append(("update", "positions", _asdict(e.position)))
+            ops.append(("upsert", "positions", _with(pid, e.position)))
         elif isinstance(e, TradingStateChanged):
             ops.append(("update", "profiles", {"profile_id": pid, "state": e.state,
                                                "state_reason": e.reason,
@@ -142,7 +137,7 @@ class LedgerStore:
         snap = {"profile_id": profile.profile_id, "allocated": allocated, "held": zero,
                 "reserved_for_orders": zero, "reserved_for_positions": zero,
                 "realized_pnl": zero, "fees": zero, "last_seq": seq, "updated_at": now}
-        ops.insert(1, ("insert", "ledger_snapshots", snap))
+        ops.insert(1, ("upsert", "ledger_snapshots", snap))
         return ops
 
     # -- ledgers ----------------------------------------------------------------------
