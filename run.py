@@ -4,6 +4,9 @@
     capflow profile create ID AMOUNT      create a trading profile with its ledger
     capflow profile list                  one line per profile
     capflow profile show ID               a profile, its ledger and its trading state
+    capflow call OP [KEY=VALUE ...]       send one request to a running server
+    capflow events [TOPIC ...]            print a running server's event stream
+    capflow keys generate [CLIENT ...]    make CURVE keys (server, and one per client)
 
 Options common to all: ``--config FILE`` (TOML; default ``./capflow.toml`` if present),
 and ``CAPFLOW_*`` environment variables (``CAPFLOW_STORAGE__URL=...``). The profile
@@ -48,7 +51,31 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("list", help="list profiles")
     s = psub.add_parser("show", help="show one profile and its ledger")
     s.add_argument("profile_id")
+    call = sub.add_parser("call", help="send one request to a running server")
+    call.add_argument("op", help="operation, e.g. ledger.get")
+    call.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                      help="arguments; values are read as TOML values when they parse "
+                           "(numbers, true/false), else as text")
+    call.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    _client_options(call)
+    ev = sub.add_parser("events", help="print a running server's event stream")
+    ev.add_argument("topics", nargs="*", metavar="TOPIC",
+                    help="topic prefixes, e.g. reservation.alpha (default: everything)")
+    ev.add_argument("--count", type=int, default=0, help="stop after this many events")
+    _client_options(ev)
+    keys = sub.add_parser("keys", help="CURVE keys")
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gen = ksub.add_parser("generate", help="make the server key pair and client key pairs")
+    gen.add_argument("clients", nargs="*", metavar="CLIENT", help="client names")
+    gen.add_argument("--dir", help="key directory (default: [security] keys_dir)")
     return p
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", help="server endpoint (default: [server] endpoint or "
+                   "events_endpoint)")
+    p.add_argument("--server-key", help="CURVE: the server's public key file (server.key)")
+    p.add_argument("--client-key", help="CURVE: this client's secret key file")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -60,18 +87,111 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def serve(cfg: Config) -> int:
+    """Start in order (storage and actors, then the gateway), serve until SIGINT or
+    SIGTERM, stop in reverse: stop taking requests, finish in-flight ones, flush storage,
+    stop the actors."""
     from actors.system import System
+    from protocol.server import Server
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     system = System(cfg).start()
+    try:
+        server = Server(system).start()
+    except BaseException:
+        system.stop()
+        raise
     logger.info("capflow is running ({}); SIGINT or SIGTERM stops it", cfg.environment)
     try:
         stop.wait()
     finally:
-        logger.info("stopping: finishing in-flight work and flushing storage")
+        logger.info("stopping: finishing in-flight requests, then flushing storage")
+        server.stop()
         system.stop()
+    return 0
+
+
+def _curve(args: argparse.Namespace):
+    from protocol.client import CurveKeys
+
+    if args.server_key or args.client_key:
+        if not (args.server_key and args.client_key):
+            raise ConfigError("CURVE needs both --server-key and --client-key")
+        return CurveKeys.load(args.server_key, args.client_key)
+    return None
+
+
+def _value(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def call_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+    import json
+
+    from protocol.client import Client, ClientError
+
+    payload = {}
+    for item in args.args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"argument {item!r} is not KEY=VALUE")
+        payload[key] = _value(value)
+    with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
+                curve=_curve(args)) as client:
+        try:
+            result = client.call(args.op, **payload)
+        except ClientError as exc:
+            print(json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message,
+                                                      "details": exc.details}}, indent=2,
+                             default=str), file=out)
+            return 1
+    print(json.dumps(result, indent=2, default=str), file=out)
+    return 0
+
+
+def events_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+    import json
+
+    import msgpack
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    curve = _curve(args)
+    if curve:
+        curve.apply(sock)
+    sock.connect(args.endpoint or cfg.server.events_endpoint)
+    for topic in args.topics or [""]:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    seen = 0
+    try:
+        while not args.count or seen < args.count:
+            topic, body = sock.recv_multipart()
+            print(f"{topic.decode()} {json.dumps(msgpack.unpackb(body, raw=False))}",
+                  file=out, flush=True)
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(0)
+        ctx.term()
+    return 0
+
+
+def keys_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+    from protocol.auth import generate
+
+    folder = args.dir or cfg.security.keys_dir
+    for path in generate(folder, args.clients):
+        print(f"wrote {path}", file=out)
+    print(f"grant profiles to clients in {folder}/clients.toml, then set "
+          "[security] curve = true", file=out)
     return 0
 
 
@@ -122,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(cfg)
-        return profile_command(cfg, args)
+        commands = {"profile": profile_command, "call": call_command,
+                    "events": events_command, "keys": keys_command}
+        return commands[args.command](cfg, args)
     except CapflowError as exc:
         field = exc.details.get("field")
         where = f" ({field})" if field else ""

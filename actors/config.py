@@ -57,6 +57,35 @@ class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     file: str | None = None
 
 
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: the ROUTER socket bots connect to (REQ or DEALER)
+    endpoint: str = "tcp://127.0.0.1:7100"
+    #: the PUB socket of the event stream
+    events_endpoint: str = "tcp://127.0.0.1:7101"
+    #: larger frames are refused by the socket (ZMQ_MAXMSGSIZE), never buffered
+    max_request_bytes: int = 1 << 20
+    #: a request not finished in this time is answered TIMEOUT (the outcome is unknown:
+    #: the client retries with the same id and gets the real answer)
+    request_timeout_s: float = 10.0
+    #: answers kept for repeated request ids (per client), at least this long
+    dedup_ttl_s: float = 600.0
+    #: and at most this many (a memory bound; the oldest go first past it)
+    dedup_max: int = 500_000
+    #: requests per second per client (token bucket, burst = 2 s worth); 0 = no limit
+    rate_limit_per_s: float = 0.0
+    #: on SIGTERM / SIGINT, how long in-flight requests may take to finish
+    drain_timeout_s: float = 10.0
+    #: threads for the few ops that do blocking work (profile.create, profile.list)
+    workers: int = 2
+
+
+class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: CURVE encryption and authentication of clients (see `capflow keys generate`)
+    curve: bool = False
+    #: holds server.key_secret and clients.toml (client public keys -> their profiles)
+    keys_dir: str = "keys"
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     environment: str = "paper"
     #: pin the process to these CPUs (hand-offs between threads are cheaper on one)
@@ -64,6 +93,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
     def places(self, currency: str) -> int:
         try:

@@ -57,6 +57,9 @@ class LedgerRegistry:
     def knows(self, profile_id: str) -> bool:
         return profile_id in self._known
 
+    def known_count(self) -> int:
+        return len(self._known)
+
     def live_count(self) -> int:
         return len(self._live)
 

@@ -144,7 +144,7 @@ class System:
         self._recover()
         self.scheduler.start()
         self.started_at = time.monotonic()
-        logger.info("capflow started: {} profiles", len(self.registry._known))
+        logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 
     def stop(self) -> None:

@@ -170,11 +170,15 @@ class LedgerStore:
 
     # -- whole-database views (recovery, audit) ---------------------------------------
 
-    def snapshots(self) -> dict[str, Buckets]:
+    def snapshots(self, profile_ids: list[str] | None = None) -> dict[str, Buckets]:
+        """The stored snapshots (all, or of `profile_ids`): committed state, no actor."""
+        query = select(s.ledger_snapshots)
+        if profile_ids is not None:
+            query = query.where(s.ledger_snapshots.c.profile_id.in_(profile_ids))
         with self.engine.connect() as c:
             return {r.profile_id: Buckets(r.allocated, r.held, r.reserved_for_orders,
                                           r.reserved_for_positions, r.realized_pnl, r.fees)
-                    for r in c.execute(select(s.ledger_snapshots))}
+                    for r in c.execute(query)}
 
     def rebuild(self, profile_ids: Iterable[str] | None = None) -> dict[str, Buckets]:
         """Each ledger as its rows imply it: transfers, live reservations, open orders and

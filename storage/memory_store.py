@@ -49,8 +49,9 @@ class MemoryLedgerStore:
     def snapshot_row(ledger, now):
         return None
 
-    def snapshots(self) -> dict[str, Buckets]:
-        return {pid: led.buckets() for pid, led in self._ledgers.items()}
+    def snapshots(self, profile_ids: list[str] | None = None) -> dict[str, Buckets]:
+        ids = self._ledgers if profile_ids is None else profile_ids
+        return {pid: self._ledgers[pid].buckets() for pid in ids if pid in self._ledgers}
 
     def rebuild(self, profile_ids=None) -> dict[str, Buckets]:
         return {}

@@ -1,0 +1,122 @@
+"""The v1 envelope and its msgpack encoding (PROTOCOL.md).
+
+Replies carry money, prices and quantities as decimal strings and timestamps as ISO-8601
+UTC strings; requests are decoded defensively (any bytes may arrive) and every failure
+becomes a `WireError` with a code from the closed set.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgpack
+import msgspec
+
+from actors.errors import CODES, CapflowError
+
+VERSION = 1
+SUPPORTED = [VERSION]
+
+
+class WireError(Exception):
+    """An error answer: `code` from the closed set, a message, structured details."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
+        assert code in CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+    @classmethod
+    def of(cls, exc: BaseException) -> WireError:
+        if isinstance(exc, WireError):
+            return exc
+        if isinstance(exc, CapflowError) and exc.code in CODES:
+            return cls(exc.code, exc.message, exc.details)
+        return cls("INTERNAL", "internal error; the server log has the details")
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    id: str
+    op: str
+    args: dict[str, Any]
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return format(obj, "f")
+    if isinstance(obj, datetime):
+        return iso(obj)
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.asdict(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+_packer = msgpack.Packer(default=_default, use_bin_type=True)
+
+
+def pack(obj: Any) -> bytes:
+    return _packer.pack(obj)
+
+
+def ok_reply(req_id: str, result: Any) -> bytes:
+    return pack({"v": VERSION, "id": req_id, "ok": True, "result": result})
+
+
+def error_reply(req_id: str | None, err: WireError) -> bytes:
+    return pack({"v": VERSION, "id": req_id, "ok": False,
+                 "error": {"code": err.code, "message": err.message,
+                           "details": err.details}})
+
+
+def decode(payload: bytes) -> Envelope:
+    """Parse one request frame. Raises `WireError` with `.req_id` set when the id could
+    be read (so the error answer can echo it)."""
+    try:
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+    except Exception:  # any malformed bytes: not msgpack, truncated, too deep, bad utf-8
+        raise _bad(None, "the request is not a msgpack map") from None
+    if not isinstance(msg, dict):
+        raise _bad(None, "the request is not a msgpack map")
+    raw_id = msg.get("id")
+    req_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= 64 else None
+    if "v" not in msg or "id" not in msg or "op" not in msg:
+        missing = [k for k in ("v", "id", "op") if k not in msg]
+        raise _bad(req_id, f"the envelope lacks {', '.join(missing)}")
+    v = msg["v"]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise _bad(req_id, "v must be an integer")
+    if v not in SUPPORTED:
+        err = WireError("UNSUPPORTED_VERSION", f"protocol version {v} is not supported",
+                        {"supported": SUPPORTED})
+        err.req_id = req_id
+        raise err
+    if req_id is None:
+        raise _bad(None, "id must be a string of 1..64 characters")
+    op = msg["op"]
+    if not isinstance(op, str) or not op:
+        raise _bad(req_id, "op must be a non-empty string")
+    args = msg.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise _bad(req_id, "args must be a map with string keys")
+    extra = set(msg) - {"v", "id", "op", "args"}
+    if extra:
+        raise _bad(req_id, f"unknown envelope keys: {sorted(map(str, extra))}")
+    return Envelope(req_id, op, args)
+
+
+def _bad(req_id: str | None, message: str) -> WireError:
+    err = WireError("BAD_REQUEST", message)
+    err.req_id = req_id
+    return err

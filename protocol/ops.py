@@ -1,0 +1,328 @@
+"""The v1 operations: one typed schema per op, and a handler that never blocks.
+
+A handler validates its arguments (msgspec: unknown keys and wrong types are
+`INVALID_ARGUMENT` naming the field), checks that the client may touch the profile, and
+sends commands to the ledger actors with a callback; the answer is delivered by calling
+`done` from whatever thread finishes the work. Ops that must do blocking work run on the
+server's small worker pool.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from actors import messages as m
+from actors.ledger import LedgerView, ProfileView
+from actors.messages import Hold
+from actors.reply import Reply
+from protocol.codec import VERSION, WireError
+
+Id = Annotated[str, Meta(min_length=1, max_length=128)]
+Text = Annotated[str, Meta(max_length=128)]
+Symbol = Annotated[str, Meta(min_length=1, max_length=64)]
+Amount = str | int | float
+Done = Callable[..., None]  # done(result) or done(error=WireError)
+
+
+class Args(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class NoArgs(Args, frozen=True):
+    pass
+
+
+class ProfileArgs(Args, frozen=True):
+    profile_id: Id
+
+
+class ProfileCreateArgs(Args, frozen=True):
+    profile_id: Id
+    allocated: Amount
+    risk_profile: Text | None = None
+    account_id: Id | None = None
+    currency: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
+
+
+class ProfileListArgs(Args, frozen=True):
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    cursor: Text | None = None
+
+
+class SetStateArgs(Args, frozen=True):
+    profile_id: Id
+    state: Annotated[str, Meta(min_length=1, max_length=16)]
+    reason: Text = ""
+
+
+class TransferArgs(Args, frozen=True):
+    profile_id: Id
+    amount: Amount
+    client_request_id: Id
+
+
+class ReserveArgs(Args, frozen=True):
+    profile_id: Id
+    symbol: Symbol
+    amount: Amount
+    client_request_id: Id
+    ttl_s: Annotated[int, Meta(ge=1, le=604800)] | None = None
+
+
+class ReleaseArgs(Args, frozen=True):
+    profile_id: Id
+    reservation_id: Id
+    reason: Text | None = None
+
+
+# -- results ---------------------------------------------------------------------------
+
+_BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
+            "realized_pnl", "fees", "available")
+
+
+def ledger_map(v: LedgerView) -> dict[str, Any]:
+    out = {name: getattr(v, name) for name in _BUCKETS}
+    out.update(profile_id=v.profile_id, currency=v.currency, state=v.state)
+    return out
+
+
+def profile_map(pv: ProfileView) -> dict[str, Any]:
+    p = pv.profile
+    return {"profile_id": p.profile_id, "currency": p.currency, "account_id": p.account_id,
+            "risk_profile": p.risk_profile, "state": p.state, "state_reason": p.state_reason,
+            "state_by": p.state_by, "state_at": p.state_at, "created_at": p.created_at,
+            "ledger": ledger_map(pv.ledger)}
+
+
+def reservation_map(h: Hold, reused: bool) -> dict[str, Any]:
+    return {"reservation_id": h.reservation_id, "client_request_id": h.client_request_id,
+            "symbol": h.symbol, "amount": h.amount, "status": h.status,
+            "created_at": h.created_at, "expires_at": h.expires_at, "reused": reused}
+
+
+# -- the handlers ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: a name for the audit trail, and the profiles it may touch
+    (None: all, in plain mode or for a key allowed ``*``)."""
+
+    name: str
+    profiles: frozenset[str] | None = None
+
+    def check(self, profile_id: str) -> None:
+        if self.profiles is not None and profile_id not in self.profiles:
+            raise WireError("FORBIDDEN", f"this client may not touch profile {profile_id!r}",
+                            {"profile_id": profile_id})
+
+
+class OpContext:
+    def __init__(self, system, server_info: Callable[[], dict[str, Any]], run_blocking):
+        self.system = system
+        self.server_info = server_info
+        self.run_blocking = run_blocking  # (fn, done) -> None: fn() on the worker pool
+
+
+def _then(done: Done, build: Callable[[Any], Any]) -> Callable[[Reply], None]:
+    """A Reply callback that turns the outcome into an answer (or an error answer)."""
+
+    def callback(reply: Reply) -> None:
+        value, error = reply.result()
+        if error is not None:
+            done(error=WireError.of(error))
+            return
+        try:
+            done(build(value))
+        except Exception as exc:  # a failed follow-up call, or a bug: still one answer
+            done(error=WireError.of(exc))
+
+    return callback
+
+
+def _submit(ctx: OpContext, pid: str, cmd: m.Command, done: Done, build) -> None:
+    ctx.system.submit(pid, cmd, _then(done, build))
+
+
+def op_health(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
+    done(ctx.server_info())
+
+
+def op_profile_create(ctx: OpContext, a: ProfileCreateArgs, caller: Caller,
+                      done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        existed = ctx.system.registry.knows(a.profile_id)
+        view = ctx.system.create_profile(a.profile_id, a.allocated, currency=a.currency,
+                                         risk_profile=a.risk_profile,
+                                         account_id=a.account_id)
+        return {**profile_map(view), "reused": existed}
+
+    ctx.run_blocking(work, done)
+
+
+def op_profile_get(ctx: OpContext, a: ProfileArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    _submit(ctx, a.profile_id, m.GetProfile(), done, lambda out: profile_map(out.result))
+
+
+def op_profile_list(ctx: OpContext, a: ProfileListArgs, caller: Caller, done: Done) -> None:
+    def work():
+        store = ctx.system.store
+        profiles, after = [], a.cursor or ""
+        while len(profiles) < a.limit:  # filtering by the caller's profiles may skip some
+            page = store.list_profiles(after, a.limit)
+            if not page:
+                break
+            after = page[-1].profile_id
+            profiles += [p for p in page
+                         if caller.profiles is None or p.profile_id in caller.profiles]
+        profiles = profiles[:a.limit]
+        snaps = store.snapshots([p.profile_id for p in profiles])
+        items = []
+        for p in profiles:
+            b = snaps.get(p.profile_id)
+            ledger = None if b is None else {
+                **{f: getattr(b, f) for f in b.__struct_fields__}, "available": b.available}
+            items.append({"profile_id": p.profile_id, "currency": p.currency,
+                          "account_id": p.account_id, "risk_profile": p.risk_profile,
+                          "state": p.state, "state_reason": p.state_reason,
+                          "ledger": ledger})
+        more = len(profiles) == a.limit and bool(store.list_profiles(after, 1))
+        return {"profiles": items, "next_cursor": profiles[-1].profile_id if more else None}
+
+    ctx.run_blocking(work, done)
+
+
+def op_profile_set_state(ctx: OpContext, a: SetStateArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    if a.state not in m.TRADING_STATES:
+        raise WireError("INVALID_ARGUMENT", f"state must be one of {list(m.TRADING_STATES)}",
+                        {"field": "state"})
+    pid = a.profile_id
+
+    def then_get(_out):
+        _submit(ctx, pid, m.GetProfile(), done, lambda out: profile_map(out.result))
+        return _PENDING
+
+    cmd = m.SetTradingState(state=a.state, reason=a.reason, changed_by=caller.name)
+    ctx.system.submit(pid, cmd, _then(_chain(done), then_get))
+
+
+def op_ledger_get(ctx: OpContext, a: ProfileArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    _submit(ctx, a.profile_id, m.GetLedger(), done, lambda out: ledger_map(out.result))
+
+
+def _transfer(cls) -> Callable:
+    def op(ctx: OpContext, a: TransferArgs, caller: Caller, done: Done) -> None:
+        caller.check(a.profile_id)
+        pid = a.profile_id
+
+        def then_ledger(out):
+            t = out.result
+            extra = {"transfer_id": t.transfer_id, "reused": out.reused}
+            _submit(ctx, pid, m.GetLedger(), done,
+                    lambda led: {**ledger_map(led.result), **extra})
+            return _PENDING
+
+        cmd = cls(amount=a.amount, client_request_id=a.client_request_id,
+                  cause=a.client_request_id)
+        ctx.system.submit(pid, cmd, _then(_chain(done), then_ledger))
+
+    return op
+
+
+def op_reserve(ctx: OpContext, a: ReserveArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    cmd = m.ReserveCapital(symbol=a.symbol, amount=a.amount,
+                           client_request_id=a.client_request_id, ttl_s=a.ttl_s)
+    _submit(ctx, a.profile_id, cmd, done,
+            lambda out: reservation_map(out.result, out.reused))
+
+
+def op_release(ctx: OpContext, a: ReleaseArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    cmd = m.ReleaseReservation(reservation_id=a.reservation_id, reason=a.reason or "client")
+    _submit(ctx, a.profile_id, cmd, done,
+            lambda out: {"released": True, "reservation_id": out.result.reservation_id,
+                         "amount": out.result.amount})
+
+
+_PENDING = object()
+
+
+def _chain(done: Done) -> Done:
+    """A `done` for a first step whose success starts a second step (which answers)."""
+
+    def chained(result: Any = None, error: WireError | None = None) -> None:
+        if error is not None or result is not _PENDING:
+            done(result, error=error)
+
+    return chained
+
+
+#: op name -> (argument schema, handler)
+OPS: dict[str, tuple[type[Args], Callable]] = {
+    "system.health": (NoArgs, op_health),
+    "profile.create": (ProfileCreateArgs, op_profile_create),
+    "profile.get": (ProfileArgs, op_profile_get),
+    "profile.list": (ProfileListArgs, op_profile_list),
+    "profile.set_state": (SetStateArgs, op_profile_set_state),
+    "ledger.get": (ProfileArgs, op_ledger_get),
+    "ledger.deposit": (TransferArgs, _transfer(m.Deposit)),
+    "ledger.withdraw": (TransferArgs, _transfer(m.Withdraw)),
+    "allocation.reserve": (ReserveArgs, op_reserve),
+    "allocation.release": (ReleaseArgs, op_release),
+}
+
+_FIELD = re.compile(r"`\$\.([A-Za-z_][A-Za-z0-9_]*)|field `([^`]+)`")
+
+
+def parse_args(schema: type[Args], args: dict[str, Any]) -> Args:
+    try:
+        return msgspec.convert(args, schema, strict=True)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _FIELD.search(text)
+        field = (match.group(1) or match.group(2)) if match else None
+        raise WireError("INVALID_ARGUMENT", text, {"field": field}) from None
+
+
+def dispatch(ctx: OpContext, op: str, args: dict[str, Any], caller: Caller,
+             done: Done) -> None:
+    """Run one op; every path ends in exactly one call of `done`."""
+    entry = OPS.get(op)
+    if entry is None:
+        raise WireError("UNKNOWN_OP", f"no such op: {op[:64]!r}", {"op": op[:64]})
+    schema, handler = entry
+    handler(ctx, parse_args(schema, args), caller, done)
+
+
+def health(system, started: float, environment: str, curve: bool) -> dict[str, Any]:
+    from storage.engine import describe
+
+    cfg = system.config
+    return {"status": "ok" if system.started_at is not None else "stopping",
+            "version": _version(), "protocol": VERSION, "environment": environment,
+            "broker_mode": "paper", "oms_enabled": False,
+            "storage": describe(cfg.storage.url) if cfg.storage.durable else "memory",
+            "uptime_s": round(time.monotonic() - started, 3),
+            "profiles": system.registry.known_count(), "security": "curve" if curve else "plain"}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("capflow")
+    except Exception:
+        return "0+unknown"

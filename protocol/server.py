@@ -1,0 +1,335 @@
+"""The ZeroMQ gateway: one thread owns the ROUTER and PUB sockets and never blocks.
+
+After each poll it drains every ready request, decodes and validates it, and hands it
+to an op handler, which sends commands to the ledger actors with callbacks. Whatever
+thread finishes a request encodes the answer and queues it with an `eventfd` poke; the
+socket thread sends it. So one slow profile never stalls the others, and the socket is
+only ever touched by its own thread.
+
+Per request: exactly one answer. Repeated ids (per client identity, or per CURVE key)
+are answered from a cache (kept `dedup_ttl_s`, at least 10 minutes) without executing
+twice; a repeat that arrives while the first is still running waits for the same
+answer. A request not finished in `request_timeout_s` is answered `TIMEOUT`; its real
+answer is still cached for the client's retry.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, SimpleQueue
+from typing import Any
+
+import zmq
+from loguru import logger
+
+from actors.config import Config
+from protocol.auth import Authorizer
+from protocol.codec import WireError, decode, error_reply, ok_reply, pack
+from protocol.events import event_frames
+from protocol.ops import Caller, OpContext, dispatch, health
+
+PLAIN_CALLER = Caller("wire")
+
+
+class _Pending:
+    __slots__ = ("deadline", "routes", "timed_out")
+
+    def __init__(self, route: list[bytes], deadline: float):
+        self.routes = [route]
+        self.deadline = deadline
+        self.timed_out = False
+
+
+class Server:
+    def __init__(self, system, config: Config | None = None):
+        self.system = system
+        self.config = config or system.config
+        self.started = time.monotonic()
+        scfg = self.config.server
+        self.timeout_s = scfg.request_timeout_s
+        self.curve = self.config.security.curve
+        self.authorizer: Authorizer | None = None
+        self._completions: SimpleQueue = SimpleQueue()
+        self._pending: dict[tuple[bytes, str], _Pending] = {}
+        self._deadlines: list[tuple[float, tuple[bytes, str]]] = []
+        self._cache: OrderedDict[tuple[bytes, str], tuple[bytes, float]] = OrderedDict()
+        self._buckets: dict[bytes, list[float]] = {}
+        self._topic_seq: dict[str, int] = {}
+        self._stopping = False
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._thread_id = 0
+        self._pool = ThreadPoolExecutor(max_workers=scfg.workers,
+                                        thread_name_prefix="capflow-op")
+        self._ops = OpContext(system, self._health, self._run_blocking)
+        self._unsubscribe = None
+        self.requests = 0
+        self.ctx: zmq.Context | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> Server:
+        scfg = self.config.server
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.PUB)
+        for sock in (self.router, self.pub):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        self.router.setsockopt(zmq.MAXMSGSIZE, scfg.max_request_bytes)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
+        if self.curve:
+            self.authorizer = Authorizer.load(self.config.security.keys_dir)
+            self.authorizer.secure(self.ctx, self.router, self.pub)
+        else:
+            for ep in (scfg.endpoint, scfg.events_endpoint):
+                if not any(h in ep for h in ("127.0.0.1", "localhost", "[::1]", "ipc://",
+                                             "inproc://")):
+                    logger.warning("plain mode on {}: no authentication and no encryption;"
+                                   " set security.curve = true to expose capflow", ep)
+        self.router.bind(scfg.endpoint)
+        self.pub.bind(scfg.events_endpoint)
+        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.events_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._unsubscribe = self.system.bus.subscribe(self._on_events)
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="capflow-server", daemon=True)
+        self._thread.start()
+        logger.info("serving {} ({}), events on {}", self.endpoint,
+                    "CURVE" if self.curve else "plain, no authentication", self.events_endpoint)
+        return self
+
+    def stop(self) -> None:
+        """Stop taking requests (new ones get UNAVAILABLE), let in-flight ones finish
+        (at most `drain_timeout_s`), then close the sockets."""
+        if not self._running:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + self.config.server.drain_timeout_s
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._pending:
+            logger.warning("{} requests still in flight at shutdown", len(self._pending))
+        self._running = False
+        self._notify()
+        self._thread.join(10)
+        if self._unsubscribe:
+            self._unsubscribe()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        if self.authorizer is not None:
+            self.authorizer.stop()
+        self.router.close(0)
+        self.pub.close(0)
+        self.ctx.term()
+        os.close(self._efd)
+        logger.info("server stopped after {} requests", self.requests)
+
+    # -- called from other threads ----------------------------------------------------
+
+    def _notify(self) -> None:
+        try:
+            os.eventfd_write(self._efd, 1)
+        except OSError:  # closed during shutdown
+            pass
+
+    def _done_for(self, key: tuple[bytes, str], req_id: str):
+        def done(result: Any = None, error: WireError | None = None) -> None:
+            try:
+                data = error_reply(req_id, error) if error is not None else ok_reply(
+                    req_id, result)
+            except Exception:
+                logger.exception("cannot encode the answer to {}", req_id)
+                data = error_reply(req_id, WireError("INTERNAL", "cannot encode the answer"))
+            if threading.get_ident() == self._thread_id:
+                self._complete(key, data)
+            else:
+                self._completions.put((key, data))
+                self._notify()
+
+        return done
+
+    def _run_blocking(self, fn, done) -> None:
+        def work():
+            try:
+                result = fn()
+            except Exception as exc:
+                if not isinstance(exc, WireError) and getattr(exc, "code", None) is None:
+                    logger.exception("op failed")
+                done(error=WireError.of(exc))
+                return
+            done(result)
+
+        self._pool.submit(work)
+
+    def _on_events(self, events) -> None:
+        for topic, body in event_frames(events):
+            self._completions.put((None, (topic, body)))
+        self._notify()
+
+    def _health(self) -> dict[str, Any]:
+        return health(self.system, self.started, self.config.environment, self.curve)
+
+    # -- the socket thread ------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self._thread_id = threading.get_ident()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self._efd, zmq.POLLIN)
+        router = self.router
+        while self._running:
+            timeout = 200
+            if self._deadlines:
+                timeout = max(0, min(timeout, int((self._deadlines[0][0]
+                                                   - time.monotonic()) * 1000) + 1))
+            try:
+                ready = dict(poller.poll(timeout))
+            except zmq.ZMQError:
+                if not self._running:
+                    break
+                raise
+            if router in ready:
+                while True:
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    try:
+                        self._on_request(frames)
+                    except Exception:  # never let a request kill the socket thread
+                        logger.exception("unexpected failure handling a request")
+            if self._efd in ready:
+                try:
+                    os.eventfd_read(self._efd)
+                except BlockingIOError:
+                    pass
+            self._drain_completions()
+            self._expire()
+        self._drain_completions()
+
+    def _send(self, route: list[bytes], data: bytes) -> None:
+        try:
+            self.router.send_multipart([*route, data], zmq.NOBLOCK)
+        except zmq.ZMQError:  # peer gone or its queue full: the client will retry
+            pass
+
+    def _on_request(self, frames: list[zmq.Frame]) -> None:
+        self.requests += 1
+        payload = frames[-1]
+        route = [f.bytes for f in frames[:-1]]
+        client = payload.get("User-Id") if self.curve else None
+        ckey = client.encode() if client else route[0]
+        try:
+            env = decode(payload.bytes)
+        except WireError as err:
+            self._send(route, error_reply(getattr(err, "req_id", None), err))
+            return
+        key = (ckey, env.id)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._send(route, cached[0])
+            return
+        pending = self._pending.get(key)
+        if pending is not None:  # a retry of a request still running: same answer
+            pending.routes.append(route)
+            if pending.timed_out:
+                pending.deadline = time.monotonic() + self.timeout_s
+                heapq.heappush(self._deadlines, (pending.deadline, key))
+            return
+        if self._stopping:
+            self._send(route, error_reply(env.id, WireError(
+                "UNAVAILABLE", "the server is shutting down; retry later")))
+            return
+        if not self._admit(ckey):
+            self._send(route, error_reply(env.id, WireError(
+                "RATE_LIMITED", "too many requests; slow down",
+                {"limit_per_s": self.config.server.rate_limit_per_s})))
+            return
+        caller = self.authorizer.caller(client) if self.authorizer else PLAIN_CALLER
+        pending = _Pending(route, time.monotonic() + self.timeout_s)
+        self._pending[key] = pending
+        heapq.heappush(self._deadlines, (pending.deadline, key))
+        done = self._done_for(key, env.id)
+        try:
+            dispatch(self._ops, env.op, env.args, caller, done)
+        except WireError as err:
+            done(error=err)
+        except Exception as exc:
+            if getattr(exc, "code", None) is None:
+                logger.exception("op {} failed", env.op)
+            done(error=WireError.of(exc))
+
+    def _admit(self, ckey: bytes) -> bool:
+        rate = self.config.server.rate_limit_per_s
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        bucket = self._buckets.get(ckey)
+        if bucket is None:
+            bucket = self._buckets[ckey] = [rate * 2, now]
+        tokens = min(rate * 2, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1
+        return True
+
+    def _drain_completions(self) -> None:
+        while True:
+            try:
+                key, data = self._completions.get_nowait()
+            except Empty:
+                return
+            if key is None:
+                self._publish(*data)
+            else:
+                self._complete(key, data)
+
+    def _complete(self, key: tuple[bytes, str], data: bytes) -> None:
+        pending = self._pending.pop(key, None)
+        now = time.monotonic()
+        self._cache[key] = (data, now)
+        if pending is not None:
+            for route in pending.routes:
+                self._send(route, data)
+        scfg = self.config.server
+        cache = self._cache
+        while cache:
+            oldest_key, (_, stored) = next(iter(cache.items()))
+            if now - stored > scfg.dedup_ttl_s or len(cache) > scfg.dedup_max:
+                del cache[oldest_key]
+            else:
+                break
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, key = heapq.heappop(self._deadlines)
+            pending = self._pending.get(key)
+            if pending is None or pending.deadline > now:
+                continue
+            data = error_reply(key[1], WireError(
+                "TIMEOUT", "not finished in time; the outcome is unknown: retry with the "
+                "same id", {"timeout_s": self.timeout_s}))
+            for route in pending.routes:
+                self._send(route, data)
+            pending.routes = []  # keep waiting: the real answer goes to the cache
+            pending.timed_out = True
+            pending.deadline = float("inf")
+
+    def _publish(self, topic: str, body: dict[str, Any]) -> None:
+        seq = self._topic_seq.get(topic, 0) + 1
+        self._topic_seq[topic] = seq
+        body["seq"] = seq
+        try:
+            self.pub.send_multipart([topic.encode(), pack(body)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
