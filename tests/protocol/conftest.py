@@ -42,8 +42,8 @@ class Raw:
     def send_bytes(self, payload: bytes) -> None:
         self.sock.send_multipart([b"", payload])
 
-    def recv(self) -> dict | None:
-        if not self.sock.poll(self.timeout_ms):
+    def recv(self, timeout_ms: int | None = None) -> dict | None:
+        if not self.sock.poll(self.timeout_ms if timeout_ms is None else timeout_ms):
             return None
         frames = self.sock.recv_multipart()
         assert frames[0] == b"", frames
