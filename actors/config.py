@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -67,8 +67,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: a request not finished in this time is answered TIMEOUT (the outcome is unknown:
     #: the client retries with the same id and gets the real answer)
     request_timeout_s: float = 10.0
-    #: answers kept for repeated request ids (per client), at least this long
-    dedup_ttl_s: float = 600.0
+    #: answers kept for repeated request ids (per client), at least this long (the
+    #: contract promises at least 10 minutes)
+    dedup_ttl_s: Annotated[float, msgspec.Meta(ge=600)] = 600.0
     #: and at most this many (a memory bound; the oldest go first past it)
     dedup_max: int = 500_000
     #: requests per second per client (token bucket, burst = 2 s worth); 0 = no limit

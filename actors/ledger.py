@@ -71,6 +71,10 @@ from actors.reply import Reply
 from storage.writer import WriteRequest
 
 SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
+#: idempotency keys with this prefix are capflow's own and refused from clients
+RESERVED_KEY_PREFIX = "capflow:"
+#: the key of the transfer that holds a profile's allocation at creation
+INITIAL_ALLOCATION_KEY = "capflow:profile.create"
 
 
 class Outcome(msgspec.Struct):
@@ -86,6 +90,14 @@ def _text(value: object, field: str, max_len: int = 128) -> str:
         raise InvalidArgument(field, f"{field} must be a non-empty string of at most "
                                      f"{max_len} characters")
     return value
+
+
+def _client_key(value: object) -> str:
+    key = _text(value, "client_request_id")
+    if key.startswith(RESERVED_KEY_PREFIX):
+        raise InvalidArgument("client_request_id", f"client_request_id may not start with "
+                                                   f"{RESERVED_KEY_PREFIX!r}")
+    return key
 
 
 class Ledger:
@@ -214,7 +226,7 @@ class Ledger:
 
     def _transfer(self, signed: Decimal, key: str, now: datetime,
                   cause: str) -> Outcome | Denial:
-        key = _text(key, "client_request_id")
+        key = _client_key(key)
         prior = self.transfers.get(key)
         if prior is not None:
             if prior.amount != signed:
@@ -233,7 +245,7 @@ class Ledger:
 
     def hold(self, reservation_id: str, client_request_id: str, symbol: str, amount: object,
              ttl_s: int, now: datetime, cause: str = "") -> Outcome | Denial:
-        key = _text(client_request_id, "client_request_id")
+        key = _client_key(client_request_id)
         symbol = _text(symbol, "symbol", 64)
         value = self._amount(amount)
         if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= 604800:
@@ -474,6 +486,8 @@ class LedgerView(msgspec.Struct, frozen=True):
 class ProfileView(msgspec.Struct, frozen=True):
     profile: m.Profile
     ledger: LedgerView
+    #: the capital allocated when the profile was created (deposits come on top)
+    initial_allocation: Decimal
 
 
 class AuditReport(msgspec.Struct, frozen=True):
@@ -674,7 +688,10 @@ class LedgerActor(pykka.ThreadingActor):
         return Outcome(LedgerView.of(self.ledger), [])
 
     def _get_profile(self, cmd: m.GetProfile) -> Outcome:
-        return Outcome(ProfileView(self.profile, LedgerView.of(self.ledger)), [])
+        led = self.ledger
+        first = led.transfers.get(INITIAL_ALLOCATION_KEY)
+        initial = first.amount if first is not None else led.allocated * 0
+        return Outcome(ProfileView(self.profile, LedgerView.of(led), initial), [])
 
     def _deposit(self, cmd: m.Deposit):
         return self.ledger.deposit(cmd.amount, cmd.client_request_id, self.ctx.clock.now(),

@@ -226,6 +226,13 @@ class System:
                        account_id: str | None = None) -> ProfileView:
         """Create a profile with its ledger. Repeating the same creation returns the
         existing profile; the same id with other content is `Conflict`."""
+        return self.ensure_profile(profile_id, allocated, currency=currency,
+                                   risk_profile=risk_profile, account_id=account_id)[0]
+
+    def ensure_profile(self, profile_id: str, allocated: Any = 0, *,
+                       currency: str | None = None, risk_profile: str | None = None,
+                       account_id: str | None = None) -> tuple[ProfileView, bool]:
+        """`create_profile`, also telling whether the profile already existed."""
         check_profile_id(profile_id)
         currency = currency or self.config.ledger.default_currency
         if currency not in self.config.ledger.currency_places:
@@ -236,11 +243,11 @@ class System:
             if self.registry.knows(profile_id):
                 existing = self.get_profile(profile_id)
                 p = existing.profile
-                if (p.currency, p.risk_profile, p.account_id) != (
-                        currency, risk_profile, account_id):
+                if (p.currency, p.risk_profile, p.account_id, existing.initial_allocation
+                        ) != (currency, risk_profile, account_id, amount):
                     raise Conflict(f"profile {profile_id!r} exists with other settings",
                                    {"profile_id": profile_id})
-                return existing
+                return existing, True
             now = self.clock.now()
             profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
                               "create", now, now)
@@ -250,7 +257,7 @@ class System:
                                             on_fail=done.fail))
             done.get(self.config.ledger.call_timeout_s)
             self.registry.add_known([profile_id])
-        return self.get_profile(profile_id)
+        return self.get_profile(profile_id), False
 
     def get_profile(self, profile_id: str) -> ProfileView:
         return self._call(profile_id, m.GetProfile()).result

@@ -99,7 +99,7 @@ def profile_map(pv: ProfileView) -> dict[str, Any]:
     return {"profile_id": p.profile_id, "currency": p.currency, "account_id": p.account_id,
             "risk_profile": p.risk_profile, "state": p.state, "state_reason": p.state_reason,
             "state_by": p.state_by, "state_at": p.state_at, "created_at": p.created_at,
-            "ledger": ledger_map(pv.ledger)}
+            "initial_allocation": pv.initial_allocation, "ledger": ledger_map(pv.ledger)}
 
 
 def reservation_map(h: Hold, reused: bool) -> dict[str, Any]:
@@ -160,10 +160,9 @@ def op_profile_create(ctx: OpContext, a: ProfileCreateArgs, caller: Caller,
     caller.check(a.profile_id)
 
     def work():
-        existed = ctx.system.registry.knows(a.profile_id)
-        view = ctx.system.create_profile(a.profile_id, a.allocated, currency=a.currency,
-                                         risk_profile=a.risk_profile,
-                                         account_id=a.account_id)
+        view, existed = ctx.system.ensure_profile(
+            a.profile_id, a.allocated, currency=a.currency, risk_profile=a.risk_profile,
+            account_id=a.account_id)
         return {**profile_map(view), "reused": existed}
 
     ctx.run_blocking(work, done)
@@ -177,15 +176,10 @@ def op_profile_get(ctx: OpContext, a: ProfileArgs, caller: Caller, done: Done) -
 def op_profile_list(ctx: OpContext, a: ProfileListArgs, caller: Caller, done: Done) -> None:
     def work():
         store = ctx.system.store
-        profiles, after = [], a.cursor or ""
-        while len(profiles) < a.limit:  # filtering by the caller's profiles may skip some
-            page = store.list_profiles(after, a.limit)
-            if not page:
-                break
-            after = page[-1].profile_id
-            profiles += [p for p in page
-                         if caller.profiles is None or p.profile_id in caller.profiles]
-        profiles = profiles[:a.limit]
+        # one more than asked tells whether there is a next page
+        found = store.list_profiles(a.cursor or "", a.limit + 1, only=caller.profiles)
+        more = len(found) > a.limit
+        profiles = found[:a.limit]
         snaps = store.snapshots([p.profile_id for p in profiles])
         items = []
         for p in profiles:
@@ -196,7 +190,6 @@ def op_profile_list(ctx: OpContext, a: ProfileListArgs, caller: Caller, done: Do
                           "account_id": p.account_id, "risk_profile": p.risk_profile,
                           "state": p.state, "state_reason": p.state_reason,
                           "ledger": ledger})
-        more = len(profiles) == a.limit and bool(store.list_profiles(after, 1))
         return {"profiles": items, "next_cursor": profiles[-1].profile_id if more else None}
 
     ctx.run_blocking(work, done)

@@ -36,6 +36,21 @@ from protocol.ops import Caller, OpContext, dispatch, health
 PLAIN_CALLER = Caller("wire")
 
 
+def _is_local(endpoint: str) -> bool:
+    """Whether a ZeroMQ endpoint is reachable from this machine only."""
+    import ipaddress
+
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name or a host name: assume it is reachable
+        return False
+
+
 class _Pending:
     __slots__ = ("deadline", "routes", "timed_out")
 
@@ -77,7 +92,13 @@ class Server:
         scfg = self.config.server
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.pub = self.ctx.socket(zmq.PUB)
+        # under CURVE the server decides who may subscribe (XPUB, manual subscriptions):
+        # a PUB socket cannot send a topic to some subscribers only, and topic prefixes
+        # ("reservation.alpha" also matches "reservation.alphabet") make per-profile
+        # filtering unsound, so only keys granted every profile get the event stream
+        self.pub = self.ctx.socket(zmq.XPUB if self.curve else zmq.PUB)
+        if self.curve:
+            self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
@@ -89,8 +110,7 @@ class Server:
             self.authorizer.secure(self.ctx, self.router, self.pub)
         else:
             for ep in (scfg.endpoint, scfg.events_endpoint):
-                if not any(h in ep for h in ("127.0.0.1", "localhost", "[::1]", "ipc://",
-                                             "inproc://")):
+                if not _is_local(ep):
                     logger.warning("plain mode on {}: no authentication and no encryption;"
                                    " set security.curve = true to expose capflow", ep)
         self.router.bind(scfg.endpoint)
@@ -183,6 +203,8 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self._efd, zmq.POLLIN)
+        if self.curve:
+            poller.register(self.pub, zmq.POLLIN)
         router = self.router
         while self._running:
             timeout = 200
@@ -205,6 +227,8 @@ class Server:
                         self._on_request(frames)
                     except Exception:  # never let a request kill the socket thread
                         logger.exception("unexpected failure handling a request")
+            if self.pub in ready:
+                self._on_subscriptions()
             if self._efd in ready:
                 try:
                     os.eventfd_read(self._efd)
@@ -324,6 +348,22 @@ class Server:
             pending.routes = []  # keep waiting: the real answer goes to the cache
             pending.timed_out = True
             pending.deadline = float("inf")
+
+    def _on_subscriptions(self) -> None:
+        while True:
+            try:
+                frame = self.pub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            data = frame.bytes
+            if not data or data[0] not in (0, 1):
+                continue
+            caller = self.authorizer.caller(frame.get("User-Id"))
+            if caller.profiles is not None:  # restricted keys get no event stream
+                logger.info("refused an event subscription from {}", caller.name)
+                continue
+            self.pub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE,
+                                data[1:])
 
     def _publish(self, topic: str, body: dict[str, Any]) -> None:
         seq = self._topic_seq.get(topic, 0) + 1

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from actors.ledger import Ledger
+from actors.ledger import INITIAL_ALLOCATION_KEY, Ledger
 from actors.messages import (
     ACTIVE,
     Buckets,
@@ -115,11 +115,16 @@ class LedgerStore:
                             ).first()
         return None if row is None else _record(Profile, row)
 
-    def list_profiles(self, after: str = "", limit: int = 1000) -> list[Profile]:
+    def list_profiles(self, after: str = "", limit: int = 1000,
+                      only: Iterable[str] | None = None) -> list[Profile]:
+        """Profiles ordered by id after `after` (a cursor), at most `limit`, optionally
+        only those in `only`."""
+        query = select(s.profiles).where(s.profiles.c.profile_id > after)
+        if only is not None:
+            query = query.where(s.profiles.c.profile_id.in_(list(only)))
         with self.engine.connect() as c:
             return [_record(Profile, r) for r in c.execute(
-                select(s.profiles).where(s.profiles.c.profile_id > after)
-                .order_by(s.profiles.c.profile_id).limit(limit))]
+                query.order_by(s.profiles.c.profile_id).limit(limit))]
 
     @staticmethod
     def create_profile_ops(profile: Profile, allocated: Decimal) -> list[Op]:
@@ -130,7 +135,7 @@ class LedgerStore:
         seq = 0
         if allocated:
             seq = 1
-            t = Transfer(f"{profile.profile_id}:t1", "profile.create", allocated, now)
+            t = Transfer(f"{profile.profile_id}:t1", INITIAL_ALLOCATION_KEY, allocated, now)
             ops += rows_for([CapitalDeposited(profile_id=profile.profile_id, seq=1, ts=now,
                                               causation_id="profile.create", transfer=t)])
         zero = allocated * 0  # zero with the currency's places

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.ledger import Ledger
-from actors.messages import Buckets, Profile
+from actors.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from actors.messages import Buckets, Profile, Transfer
 
 
 class MemoryLedgerStore:
@@ -25,14 +25,19 @@ class MemoryLedgerStore:
     def get_profile(self, profile_id: str) -> Profile | None:
         return self._profiles.get(profile_id)
 
-    def list_profiles(self, after: str = "", limit: int = 1000) -> list[Profile]:
-        return [self._profiles[p] for p in sorted(self._profiles) if p > after][:limit]
+    def list_profiles(self, after: str = "", limit: int = 1000, only=None) -> list[Profile]:
+        ids = sorted(p for p in self._profiles if p > after and (only is None or p in only))
+        return [self._profiles[p] for p in ids[:limit]]
 
     def create_profile_ops(self, profile: Profile, allocated: Decimal):
         self._profiles[profile.profile_id] = profile
         ledger = Ledger(profile.profile_id, profile.currency,
                         self.places_for(profile.currency))
-        ledger.allocated = allocated
+        if allocated:
+            ledger.allocated = allocated
+            ledger.transfers[INITIAL_ALLOCATION_KEY] = Transfer(
+                f"{profile.profile_id}:t1", INITIAL_ALLOCATION_KEY, allocated,
+                profile.created_at)
         self._ledgers[profile.profile_id] = ledger
         return []
 
