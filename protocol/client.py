@@ -77,6 +77,16 @@ def _result(reply: dict[str, Any]) -> dict[str, Any]:
                       err.get("details"), reply.get("id"))
 
 
+def _decode(data: bytes) -> dict[str, Any]:
+    try:
+        reply = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise ClientError("BAD_REQUEST", f"the server's answer is not msgpack: {exc}") from None
+    if not isinstance(reply, dict):
+        raise ClientError("BAD_REQUEST", "the server's answer is not a map")
+    return reply
+
+
 def _routing_id() -> bytes:
     return b"c" + os.urandom(15)  # never starts with a zero byte (reserved by ZeroMQ)
 
@@ -166,7 +176,7 @@ class Client(_Ops):
                 self._sock = self._open()
             self._sock.send(data)
             if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                reply = msgpack.unpackb(self._sock.recv(), raw=False)
+                reply = _decode(self._sock.recv())
                 if req_id is None or reply.get("id") in (req_id, None):
                     return reply
             # no answer (or a stale one): the REQ socket is stuck; start afresh

@@ -7,6 +7,7 @@ becomes a `WireError` with a code from the closed set.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -61,11 +62,20 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-_packer = msgpack.Packer(default=_default, use_bin_type=True)
+_local = threading.local()
 
 
 def pack(obj: Any) -> bytes:
-    return _packer.pack(obj)
+    """Encode one message. Answers are encoded in whichever thread finishes a request, and
+    a msgpack Packer keeps a buffer, so each thread has its own."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True)
+    try:
+        return packer.pack(obj)
+    except BaseException:
+        packer.reset()  # never leave half a message in the buffer for the next call
+        raise
 
 
 def ok_reply(req_id: str, result: Any) -> bytes:
