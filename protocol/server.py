@@ -76,6 +76,7 @@ class Server:
         self._buckets: dict[bytes, list[float]] = {}
         self._topic_seq: dict[str, int] = {}
         self._stopping = False
+        self._woken = False
         self._running = False
         self._thread: threading.Thread | None = None
         self._thread_id = 0
@@ -154,6 +155,11 @@ class Server:
     # -- called from other threads ----------------------------------------------------
 
     def _notify(self) -> None:
+        """Wake the socket thread, unless a wake-up is already pending (it clears the flag
+        before draining, so nothing queued after that can be missed)."""
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.eventfd_write(self._efd, 1)
         except OSError:  # closed during shutdown
@@ -220,7 +226,9 @@ class Server:
             if router in ready:
                 while True:
                     try:
-                        frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        # copying is cheaper for small frames; CURVE needs the Frame
+                        # objects for their User-Id
+                        frames = router.recv_multipart(zmq.NOBLOCK, copy=not self.curve)
                     except zmq.Again:
                         break
                     try:
@@ -234,6 +242,7 @@ class Server:
                     os.eventfd_read(self._efd)
                 except BlockingIOError:
                     pass
+            self._woken = False
             self._drain_completions()
             self._expire()
         self._drain_completions()
@@ -247,11 +256,15 @@ class Server:
     def _on_request(self, frames: list[zmq.Frame]) -> None:
         self.requests += 1
         payload = frames[-1]
-        route = [f.bytes for f in frames[:-1]]
-        client = payload.get("User-Id") if self.curve else None
+        if self.curve:
+            route = [f.bytes for f in frames[:-1]]
+            client = payload.get("User-Id")
+            payload = payload.bytes
+        else:
+            route, client = frames[:-1], None
         ckey = client.encode() if client else route[0]
         try:
-            env = decode(payload.bytes)
+            env = decode(payload)
         except WireError as err:
             self._send(route, error_reply(getattr(err, "req_id", None), err))
             return
