@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,6 +31,10 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     durable: bool = True
     #: most write requests grouped into one transaction
     max_batch: int = 256
+    #: "process": the SQL runs in a child process that owns the database (the fast
+    #: default: it does not compete with the actors for the interpreter lock);
+    #: "thread": in a thread of this process
+    writer: Literal["process", "thread"] = "process"
 
 
 class LedgerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

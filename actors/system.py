@@ -16,6 +16,7 @@ Business denials raise `Denied` (``.code`` is ``INSUFFICIENT_CAPITAL``, ``RISK_R
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import threading
@@ -113,23 +114,33 @@ class System:
             from storage.migrate import upgrade
 
             self.engine = open_engine(cfg.storage.url)
-            try:
+            executor = None
+            use_process = cfg.storage.writer == "process" and ":memory:" not in cfg.storage.url
+            if use_process and multiprocessing.current_process().daemon:
+                logger.warning("running in a daemonic process, which may not start one: "
+                               "the storage writer runs as a thread")
+                use_process = False
+            if use_process:
+                from storage.writer_process import ProcessExecutor
+
+                executor = ProcessExecutor(cfg.storage.url)  # its child takes the lock
+            else:
                 self._owner = OwnerLock(self.engine).acquire()
-            except Exception:
-                self.engine.dispose()
-                raise
+            self.writer = StorageWriter(self.engine, executor=executor,
+                                        max_batch=cfg.storage.max_batch,
+                                        on_fenced=self._on_fenced)
+            self.writer.start()  # owns the database from here on
             upgrade(self.engine)
             self.store = LedgerStore(self.engine, cfg.places)
-            self.writer = StorageWriter(self.engine, max_batch=cfg.storage.max_batch,
-                                        on_fenced=self._on_fenced)
-            logger.info("storage: {}", describe(cfg.storage.url))
+            logger.info("storage: {} ({} writer)", describe(cfg.storage.url),
+                        "process" if executor else "thread")
         else:
             from storage.memory_store import MemoryLedgerStore
 
             self.store = MemoryLedgerStore(cfg.places)
             self.writer = NullWriter()
+            self.writer.start()
             logger.warning("storage is off: nothing is persisted")
-        self.writer.start()
         ctx = LedgerContext(store=self.store, writer=self.writer, bus=self.bus,
                             clock=self.clock, schedule_expiry=self._schedule_expiry,
                             default_ttl_s=cfg.ledger.default_ttl_s,

@@ -146,19 +146,17 @@ def _by_shape(rows) -> list[tuple[tuple[str, ...], list[dict]]]:
 
 
 class StorageWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 256, retries: int = 3,
-                 on_fenced: Callable[[set[str]], None] | None = None):
-        self.engine = engine
+    def __init__(self, engine: Engine | None = None, *, executor=None, max_batch: int = 256,
+                 retries: int = 3, on_fenced: Callable[[set[str]], None] | None = None):
+        #: runs the SQL: `SqlExecutor` in this process, or a `ProcessExecutor`
+        self.executor = executor or SqlExecutor(engine, retries=retries)
         self.max_batch = max_batch
-        self.retries = retries
         self.on_fenced = on_fenced
         self._queue: SimpleQueue[WriteRequest | None] = SimpleQueue()
-        self._stmts = _Statements(engine.dialect.name)
         self._done: dict[str, int] = {}
         self._fenced: dict[str, int] = {}
         self._closed = False
         self._close_lock = threading.Lock()
-        self._conn = None
         self.batches = 0
         self.requests = 0
         self._thread = threading.Thread(target=self._run, name="capflow-writer", daemon=True)
@@ -166,6 +164,7 @@ class StorageWriter:
     # -- API for actors ---------------------------------------------------------------
 
     def start(self) -> None:
+        self.executor.start()
         self._thread.start()
 
     def submit(self, req: WriteRequest) -> None:
@@ -200,6 +199,7 @@ class StorageWriter:
             self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self.executor.stop()
 
     # -- the writer thread ------------------------------------------------------------
 
@@ -235,8 +235,6 @@ class StorageWriter:
                 break
             if req is not None:
                 self._fail(req, Unavailable("storage writer is stopped"))
-        if self._conn is not None:
-            self._conn.close()
 
     def _process(self, batch: list[WriteRequest]) -> None:
         live = []
@@ -248,26 +246,87 @@ class StorageWriter:
                 live.append(req)
         if not live:
             return
-        error = self._commit_with_retries(live)
-        if error is None:
-            self._acknowledge(live)
-            return
-        if len(live) > 1:
-            logger.warning("storage writer: batch of {} failed ({}); retrying one by one",
-                           len(live), error)
-            for req in live:
-                if self._commit_with_retries([req], quiet=True) is None:
-                    self._acknowledge([req])
-                else:
-                    self._fence_and_fail(req, error)
-        else:
-            self._fence_and_fail(live[0], error)
+        statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live])
+        self.batches += 1
+        for req, error in zip(live, statuses, strict=True):
+            if error is None:
+                self._acknowledge(req)
+            else:
+                self._fence_and_fail(req, error)
 
-    def _commit_with_retries(self, reqs: list[WriteRequest], quiet: bool = False):
+    def _acknowledge(self, req: WriteRequest) -> None:
+        self.requests += 1
+        if req.profile_id is not None:
+            self._done[req.profile_id] = req.seq
+        if req.on_commit is not None:
+            try:
+                req.on_commit()
+            except Exception:
+                logger.exception("storage writer: on_commit callback failed")
+
+    def _fence_and_fail(self, req: WriteRequest, error: str) -> None:
+        if req.profile_id is not None:
+            self._fenced[req.profile_id] = max(req.gen, self._fenced.get(req.profile_id, -1))
+            if self.on_fenced is not None:
+                try:
+                    self.on_fenced({req.profile_id})
+                except Exception:
+                    logger.exception("storage writer: on_fenced callback failed")
+        logger.error("storage writer: write for profile {} failed: {}", req.profile_id, error)
+        self._fail(req, Unavailable("storage is not reachable; the write was not made"))
+
+    def _fail(self, req: WriteRequest, exc: Exception) -> None:
+        if req.profile_id is not None:
+            self._done[req.profile_id] = max(req.seq, self._done.get(req.profile_id, 0))
+        if req.on_fail is not None:
+            try:
+                req.on_fail(exc)
+            except Exception:
+                logger.exception("storage writer: on_fail callback failed")
+
+
+Item = tuple[str | None, list[Op], dict[str, Any] | None]  # profile, row ops, snapshot
+
+
+class SqlExecutor:
+    """Runs batches of row operations against the database, one transaction a batch.
+
+    A batch that fails on a transient error (connection lost, database locked) is
+    retried with backoff; if it still fails, or fails on the data of one item (an
+    integrity error), the items are retried one per transaction, so that one bad item
+    cannot sink the others. `run` answers, per item, None (committed) or the error.
+    """
+
+    def __init__(self, engine: Engine, *, retries: int = 3):
+        self.engine = engine
+        self.retries = retries
+        self._stmts = _Statements(engine.dialect.name)
+        self._conn = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def run(self, items: list[Item]) -> list[str | None]:
+        error = self._commit_with_retries(items)
+        if error is None:
+            return [None] * len(items)
+        if len(items) == 1:
+            return [_describe(error)]
+        logger.warning("storage: batch of {} failed ({}); retrying one by one",
+                       len(items), error)
+        return [None if self._commit_with_retries([item], quiet=True) is None
+                else _describe(error) for item in items]
+
+    def _commit_with_retries(self, items: list[Item], quiet: bool = False):
         delay = 0.05
         for attempt in range(self.retries):
             try:
-                self._commit(reqs)
+                self._commit(items)
                 return None
             except OperationalError as exc:  # transient: lost connection, locked
                 err: Exception = exc
@@ -283,20 +342,20 @@ class StorageWriter:
                          self.retries, err)
         return err
 
-    def _commit(self, reqs: list[WriteRequest]) -> None:
+    def _commit(self, items: list[Item]) -> None:
         inserts: dict[str, list[dict]] = {}
         records: dict[str, dict[Any, dict]] = {}
         updates: dict[str, list[dict]] = {}
-        for req in reqs:
-            for kind, table, row in req.ops:
+        for profile_id, ops, snapshot in items:
+            for kind, table, row in ops:
                 if kind == "upsert":
                     records.setdefault(table, {})[row[_pk(table)]] = row
                 elif kind == "insert":
                     inserts.setdefault(table, []).append(row)
                 else:
                     updates.setdefault(table, []).append(row)
-            if req.snapshot is not None:
-                records.setdefault("ledger_snapshots", {})[req.profile_id] = req.snapshot
+            if snapshot is not None:
+                records.setdefault("ledger_snapshots", {})[profile_id] = snapshot
         if not (inserts or records or updates):
             return
         conn = self._connection()
@@ -320,38 +379,6 @@ class StorageWriter:
                 conn.exec_driver_sql(self._stmts.values(table, cols, len(chunk), upsert),
                                      self._stmts.flat(chunk, cols))
 
-    def _acknowledge(self, reqs: list[WriteRequest]) -> None:
-        self.batches += 1
-        self.requests += len(reqs)
-        for req in reqs:
-            if req.profile_id is not None:
-                self._done[req.profile_id] = req.seq
-            if req.on_commit is not None:
-                try:
-                    req.on_commit()
-                except Exception:
-                    logger.exception("storage writer: on_commit callback failed")
-
-    def _fence_and_fail(self, req: WriteRequest, error: Exception) -> None:
-        if req.profile_id is not None:
-            self._fenced[req.profile_id] = max(req.gen, self._fenced.get(req.profile_id, -1))
-            if self.on_fenced is not None:
-                try:
-                    self.on_fenced({req.profile_id})
-                except Exception:
-                    logger.exception("storage writer: on_fenced callback failed")
-        logger.error("storage writer: write for profile {} failed: {}", req.profile_id, error)
-        self._fail(req, Unavailable("storage is not reachable; the write was not made"))
-
-    def _fail(self, req: WriteRequest, exc: Exception) -> None:
-        if req.profile_id is not None:
-            self._done[req.profile_id] = max(req.seq, self._done.get(req.profile_id, 0))
-        if req.on_fail is not None:
-            try:
-                req.on_fail(exc)
-            except Exception:
-                logger.exception("storage writer: on_fail callback failed")
-
     def _connection(self):
         if self._conn is None:
             self._conn = self.engine.connect()
@@ -365,6 +392,12 @@ class StorageWriter:
             except Exception:
                 pass
             self._conn = None
+
+
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
 
 
 class NullWriter:

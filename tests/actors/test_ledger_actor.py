@@ -96,20 +96,22 @@ def test_an_answer_is_given_only_after_its_commit(make_system, sqlite_url):
 
 def test_a_failed_write_is_answered_unavailable_and_the_ledger_reloads(make_system,
                                                                        sqlite_url):
-    system = make_system(sqlite_url)
+    # the thread writer, so that the test can make its SQL fail
+    system = make_system(sqlite_url, storage={"writer": "thread"})
     system.create_profile("p", "1000")
     system.reserve("p", "X", "100", "before")
-    real_commit = system.writer._commit
+    executor = system.writer.executor
+    real_commit = executor._commit
     failures = {"n": 0}
 
-    def flaky(reqs):
-        if any(row.get("amount") == D("13.00") for req in reqs for _k, t, row in req.ops
-               if t == "reservations"):
+    def flaky(items):
+        if any(row.get("amount") == D("13.00") for _pid, ops, _snap in items
+               for _k, t, row in ops if t == "reservations"):
             failures["n"] += 1
             raise OperationalError("INSERT", {}, Exception("disk I/O error"))
-        return real_commit(reqs)
+        return real_commit(items)
 
-    system.writer._commit = flaky
+    executor._commit = flaky
     with pytest.raises(Unavailable):
         system.reserve("p", "X", "13", "doomed")
     assert failures["n"] >= 1
