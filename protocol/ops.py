@@ -281,6 +281,10 @@ _FIELD = re.compile(r"`\$\.([A-Za-z_][A-Za-z0-9_]*)|field `([^`]+)`")
 
 
 def parse_args(schema: type[Args], args: dict[str, Any]) -> Args:
+    unknown = sorted(set(args) - set(schema.__struct_fields__))
+    if unknown:  # named from the request itself, whatever characters the key has
+        raise WireError("INVALID_ARGUMENT", f"unknown argument {unknown[0][:64]!r}",
+                        {"field": unknown[0]})
     try:
         return msgspec.convert(args, schema, strict=True)
     except msgspec.ValidationError as exc:
