@@ -269,7 +269,9 @@ def measure(workers: list, kind: str, endpoint: str, clients: int, seconds: floa
 
 def _start_child(ctx, target, args: tuple, procs: list) -> tuple:
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+    # not daemonic: the capflow server starts its own storage process (every child is
+    # ended by pid in _stop_all)
+    proc = ctx.Process(target=target, args=(child, *args), daemon=False)
     proc.start()
     procs.append((proc, parent))
     child.close()
