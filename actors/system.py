@@ -106,6 +106,7 @@ class System:
 
     def _start(self) -> System:
         cfg = self.config
+        all_cpus = set(os.sched_getaffinity(0))
         if cfg.cpu_affinity:
             os.sched_setaffinity(0, cfg.cpu_affinity)
         if cfg.storage.durable:
@@ -123,7 +124,11 @@ class System:
             if use_process:
                 from storage.writer_process import ProcessExecutor
 
-                executor = ProcessExecutor(cfg.storage.url)  # its child takes the lock
+                # pinned (cpu_affinity): the storage process gets the other CPUs
+                others = all_cpus - set(cfg.cpu_affinity or ()) or None
+                executor = ProcessExecutor(cfg.storage.url,  # its child takes the lock
+                                           cpus=others if cfg.cpu_affinity else None)
+
             else:
                 self._owner = OwnerLock(self.engine).acquire()
             self.writer = StorageWriter(self.engine, executor=executor,

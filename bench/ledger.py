@@ -63,10 +63,11 @@ def _drive(callers: int, seconds: float, pair) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
-def bench_system(callers: int, seconds: float, durable: bool, workdir: str) -> float:
+def bench_system(callers: int, seconds: float, durable: bool, workdir: str,
+                 pin: list[int] | None = None) -> float:
     url = f"sqlite:///{workdir}/bench-{time.time_ns()}.db"
     cfg = load_config(env={}, storage={"url": url, "durable": durable},
-                      ledger={"max_live": callers * 2})
+                      ledger={"max_live": callers * 2}, cpu_affinity=pin)
     system = System(cfg).start()
     try:
         pids = [f"bench-{i}" for i in range(callers)]
@@ -128,19 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pin", action="store_true",
-                    help="pin the process to one CPU (the `cpu_affinity` option)")
+                    help="pin capflow to one CPU (the `cpu_affinity` option; the storage "
+                         "process then runs on the others)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
-    if args.pin:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin = [min(os.sched_getaffinity(0))] if args.pin else None
     runs: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with tempfile.TemporaryDirectory(prefix="capflow-bench-") as workdir:
         for r in range(args.rounds):
+            if pin:  # the bare baseline runs pinned too: the same conditions
+                os.sched_setaffinity(0, pin)
             runs["c"].append(bench_bare(args.callers, args.seconds))
-            runs["a"].append(bench_system(args.callers, args.seconds, False, workdir))
-            runs["b"].append(bench_system(args.callers, args.seconds, True, workdir))
+            runs["a"].append(bench_system(args.callers, args.seconds, False, workdir, pin))
+            runs["b"].append(bench_system(args.callers, args.seconds, True, workdir, pin))
             print(f"round {r + 1}: a={runs['a'][-1]:,.0f} b={runs['b'][-1]:,.0f} "
                   f"c={runs['c'][-1]:,.0f} pairs/s", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}

@@ -1,26 +1,33 @@
-"""`ProcessExecutor`: the writer's SQL runs in a child process.
+"""`ProcessExecutor`: the writer's SQL runs in a separate storage process.
 
 Every SQLite (or psycopg) call gives up the interpreter lock and must win it back from
 the actor, caller and socket threads; under load that made each commit several times
-slower than the disk needs. In a child process the SQL has an interpreter of its own:
+slower than the disk needs. In its own process the SQL has an interpreter of its own:
 the server's writer thread batches, sends the batch down a pipe, and waits (without
 holding the lock) for one status per request.
 
-The child also owns the database: it takes the owner lock (`storage.engine.OwnerLock`)
-and keeps it until it exits. If the server dies, the child sees the pipe close, finishes
-at most the batch it is committing (unacknowledged, so allowed) and exits; a server
-started meanwhile waits for the lock rather than racing that last commit. If the child
-dies, the batch in flight fails as UNAVAILABLE (its profiles reload from storage) and a
-new child is started.
+The storage process is a plain ``python -m storage.writer_process`` child talking
+length-prefixed msgpack frames over its stdin / stdout (not `multiprocessing`, which
+would re-import an embedding program's main module). It owns the database: it takes the
+owner lock (`storage.engine.OwnerLock`) and keeps it until it exits. If the server dies,
+the child sees its stdin close, finishes at most the batch it is committing (never
+acknowledged, so allowed) and exits; a server started meanwhile waits for the lock
+rather than racing that last commit. If the child dies or hangs, the batch in flight
+fails as UNAVAILABLE (its profiles reload from storage) and the next batch starts a new
+child.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import signal
+import os
+import select
+import struct
+import subprocess
+import sys
 import time
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -29,14 +36,27 @@ from loguru import logger
 from actors.errors import Unavailable
 
 _DECIMAL, _DATETIME = 1, 2
+_LEN = struct.Struct(">I")
+_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-def _default(obj: Any) -> Any:
+def _typed(obj: Any) -> Any:
+    """PostgreSQL: keep Decimal and datetime typed across the pipe."""
     if isinstance(obj, Decimal):
         return msgpack.ExtType(_DECIMAL, format(obj, "f").encode())
     if isinstance(obj, datetime):
         return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
-    raise TypeError(f"cannot send {type(obj).__name__} to the writer process")
+    raise TypeError(f"cannot send {type(obj).__name__} to the storage process")
+
+
+def _stored(obj: Any) -> Any:
+    """SQLite: send each value already as the text the column type stores."""
+    from storage.writer import _sqlite_value
+
+    value = _sqlite_value(obj)
+    if value is obj:
+        raise TypeError(f"cannot send {type(obj).__name__} to the storage process")
+    return value
 
 
 def _ext(code: int, data: bytes) -> Any:
@@ -47,17 +67,39 @@ def _ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def encode(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_default, use_bin_type=True)
+def _read_exact(fd: int, n: int) -> bytes:
+    parts, left = [], n
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            raise EOFError("the pipe closed")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
-def decode(data: bytes) -> Any:
-    return msgpack.unpackb(data, ext_hook=_ext, raw=False, use_list=True)
+def _write_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(_LEN.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data):]
 
 
-def _child(conn, url: str, retries: int, lock_wait_s: float) -> None:
-    """The child's whole life: take the database, then run batches until the pipe closes."""
+def _read_frame(fd: int) -> bytes:
+    (n,) = _LEN.unpack(_read_exact(fd, _LEN.size))
+    return _read_exact(fd, n)
+
+
+# -- the storage process ---------------------------------------------------------------
+
+def child_main(url: str, retries: int, lock_wait_s: float, cpus: str) -> int:
+    """Take the database, then run batches until stdin closes."""
+    import signal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this stops
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the frame channel
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
     from storage.engine import OwnerLock, open_engine
     from storage.writer import SqlExecutor
 
@@ -74,70 +116,77 @@ def _child(conn, url: str, retries: int, lock_wait_s: float) -> None:
                 time.sleep(0.05)
         executor = SqlExecutor(engine, retries=retries)
     except Exception as exc:
-        conn.send_bytes(encode(["error", str(exc)]))
-        return
-    conn.send_bytes(encode(["ready", None]))
+        _write_frame(out_fd, msgpack.packb(["error", str(exc)]))
+        return 1
+    _write_frame(out_fd, msgpack.packb(["ready", None]))
     try:
         while True:
             try:
-                data = conn.recv_bytes()
+                data = _read_frame(0)
             except (EOFError, OSError):
                 break
-            statuses = executor.run([tuple(item) for item in decode(data)])
+            items = msgpack.unpackb(data, ext_hook=_ext, raw=False, use_list=True)
+            statuses = executor.run([tuple(item) for item in items])
             try:
-                conn.send_bytes(encode(statuses))
+                _write_frame(out_fd, msgpack.packb(statuses))
             except OSError:
                 break
     finally:
         executor.stop()
         lock.release()
         engine.dispose()
+    return 0
 
+
+# -- the server side -------------------------------------------------------------------
 
 class ProcessExecutor:
     def __init__(self, url: str, *, retries: int = 3, lock_wait_s: float = 15.0,
-                 batch_timeout_s: float = 120.0):
+                 batch_timeout_s: float = 120.0, cpus: set[int] | None = None):
         self.url = url
         self.retries = retries
         self.lock_wait_s = lock_wait_s
         self.batch_timeout_s = batch_timeout_s
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["storage.writer_process", "storage.writer"])
-        self._conn = None
-        self.proc = None
+        self.cpus = ",".join(map(str, sorted(cpus))) if cpus else ""
+        self._default = _stored if url.startswith("sqlite") else _typed
+        self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
     def start(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_child, name="capflow-storage",
-                                 args=(child, self.url, self.retries, self.lock_wait_s),
-                                 daemon=True)
-        proc.start()
-        child.close()
-        if not parent.poll(self.lock_wait_s + 30):
-            proc.kill()
-            raise Unavailable("the storage process did not start")
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT,
+                                                          os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "storage.writer_process", self.url, str(self.retries),
+             str(self.lock_wait_s), self.cpus],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
         try:
-            kind, detail = decode(parent.recv_bytes())
-        except (EOFError, OSError):
-            kind, detail = "error", "the storage process exited at start"
+            kind, detail = msgpack.unpackb(self._recv(proc, self.lock_wait_s + 30))
+        except Exception as exc:
+            kind, detail = "error", f"the storage process did not start: {exc}"
         if kind != "ready":
-            proc.join(5)
+            self._end(proc)
             raise Unavailable(f"storage: {detail}")
-        self._conn, self.proc = parent, proc
+        self.proc = proc
+
+    @staticmethod
+    def _recv(proc: subprocess.Popen, timeout: float) -> bytes:
+        fd = proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            raise TimeoutError("the storage process did not answer in time")
+        return _read_frame(fd)
 
     def run(self, items: list) -> list[str | None]:
-        if self._conn is None:  # the previous child failed: start a new one
+        if self.proc is None:  # the previous child failed: start a new one
             try:
                 self.restarts += 1
                 self.start()
             except Exception as exc:
                 return [f"storage process unavailable: {exc}"] * len(items)
         try:
-            self._conn.send_bytes(encode(items))
-            if not self._conn.poll(self.batch_timeout_s):
-                raise TimeoutError("the storage process did not answer in time")
-            statuses = decode(self._conn.recv_bytes())
+            payload = msgpack.packb(items, default=self._default, use_bin_type=True)
+            _write_frame(self.proc.stdin.fileno(), payload)
+            statuses = msgpack.unpackb(self._recv(self.proc, self.batch_timeout_s))
         except Exception as exc:  # died, hung, or answered garbage: the outcome is unknown
             logger.error("storage process failed ({}); the next batch starts a new one", exc)
             self.stop()
@@ -145,12 +194,24 @@ class ProcessExecutor:
         return statuses
 
     def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()  # the child sees the pipe close and exits
-            self._conn = None
         if self.proc is not None:
-            self.proc.join(10)
-            if self.proc.is_alive():
-                self.proc.kill()
-                self.proc.join(5)
-            self.proc = None
+            proc, self.proc = self.proc, None
+            self._end(proc)
+
+    @staticmethod
+    def _end(proc: subprocess.Popen) -> None:
+        try:
+            proc.stdin.close()  # the child sees its stdin close and exits
+        except OSError:
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # by its pid: only the process this executor started
+            proc.wait(5)
+        proc.stdout.close()
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
+                        sys.argv[4] if len(sys.argv) > 4 else ""))
