@@ -131,7 +131,8 @@ def _value(text: str):
         return text
 
 
-def call_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
     import json
 
     from protocol.client import Client, ClientError
@@ -155,7 +156,8 @@ def call_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
     return 0
 
 
-def events_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
     import json
 
     import msgpack
@@ -184,7 +186,8 @@ def events_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int
     return 0
 
 
-def keys_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
     from protocol.auth import generate
 
     folder = args.dir or cfg.security.keys_dir
@@ -207,7 +210,8 @@ def _show(view, out) -> None:
         print(f"{name:<24}{fmt(getattr(led, name)):>20}", file=out)
 
 
-def profile_command(cfg: Config, args: argparse.Namespace, out=sys.stdout) -> int:
+def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
     from actors.system import System
 
     with System(cfg) as system:

@@ -1,0 +1,22 @@
+"""`capflow call` against a running server."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import run
+
+
+def test_call_prints_the_result_of_a_running_server(live, capsys):
+    server = live()
+    out = io.StringIO()
+    args = run._parser().parse_args(["call", "profile.create", "profile_id=alpha",
+                                     "allocated=250", "--endpoint", server.endpoint])
+    assert run.call_command(server.system.config, args, out) == 0
+    assert json.loads(out.getvalue())["ledger"]["available"] == "250.00"
+    out = io.StringIO()
+    args = run._parser().parse_args(["call", "ledger.get", "profile_id=ghost", "--endpoint",
+                                     server.endpoint])
+    assert run.call_command(server.system.config, args, out) == 1
+    assert json.loads(out.getvalue())["error"]["code"] == "NOT_FOUND"
