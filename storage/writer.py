@@ -273,7 +273,8 @@ class StorageWriter:
                 except Exception:
                     logger.exception("storage writer: on_fenced callback failed")
         logger.error("storage writer: write for profile {} failed: {}", req.profile_id, error)
-        self._fail(req, Unavailable("storage is not reachable; the write was not made"))
+        self._fail(req, Unavailable("storage failed; the write may not have been made: "
+                                    "retry with the same idempotency key"))
 
     def _fail(self, req: WriteRequest, exc: Exception) -> None:
         if req.profile_id is not None:
