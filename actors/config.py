@@ -35,6 +35,11 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: default: it does not compete with the actors for the interpreter lock);
     #: "thread": in a thread of this process
     writer: Literal["process", "thread"] = "process"
+    #: SQLite only. "FULL": a commit is on disk before it is acknowledged (survives a
+    #: power loss). "NORMAL": survives a crash of the process (also SIGKILL) but not of
+    #: the machine, and commits several times faster. PostgreSQL: see its own
+    #: synchronous_commit.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
 
 class LedgerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -114,7 +114,8 @@ class System:
             from storage.ledger_store import LedgerStore
             from storage.migrate import upgrade
 
-            self.engine = open_engine(cfg.storage.url)
+            self.engine = open_engine(cfg.storage.url,
+                                      synchronous=cfg.storage.sqlite_synchronous)
             executor = None
             use_process = cfg.storage.writer == "process" and ":memory:" not in cfg.storage.url
             if use_process and multiprocessing.current_process().daemon:
@@ -127,7 +128,8 @@ class System:
                 # pinned (cpu_affinity): the storage process gets the other CPUs
                 others = all_cpus - set(cfg.cpu_affinity or ()) or None
                 executor = ProcessExecutor(cfg.storage.url,  # its child takes the lock
-                                           cpus=others if cfg.cpu_affinity else None)
+                                           cpus=others if cfg.cpu_affinity else None,
+                                           synchronous=cfg.storage.sqlite_synchronous)
 
             else:
                 self._owner = OwnerLock(self.engine).acquire()

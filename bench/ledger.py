@@ -64,9 +64,10 @@ def _drive(callers: int, seconds: float, pair) -> float:
 
 
 def bench_system(callers: int, seconds: float, durable: bool, workdir: str,
-                 pin: list[int] | None = None) -> float:
+                 pin: list[int] | None = None, synchronous: str = "FULL") -> float:
     url = f"sqlite:///{workdir}/bench-{time.time_ns()}.db"
-    cfg = load_config(env={}, storage={"url": url, "durable": durable},
+    cfg = load_config(env={}, storage={"url": url, "durable": durable,
+                                       "sqlite_synchronous": synchronous},
                       ledger={"max_live": callers * 2}, cpu_affinity=pin)
     system = System(cfg).start()
     try:
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", action="store_true",
                     help="pin capflow to one CPU (the `cpu_affinity` option; the storage "
                          "process then runs on the others)")
+    ap.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL",
+                    help="SQLite synchronous for (b): FULL survives a power loss, NORMAL "
+                         "only a process crash")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     logger.remove()
@@ -143,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.sched_setaffinity(0, pin)
             runs["c"].append(bench_bare(args.callers, args.seconds))
             runs["a"].append(bench_system(args.callers, args.seconds, False, workdir, pin))
-            runs["b"].append(bench_system(args.callers, args.seconds, True, workdir, pin))
+            runs["b"].append(bench_system(args.callers, args.seconds, True, workdir, pin,
+                                          args.sync))
             print(f"round {r + 1}: a={runs['a'][-1]:,.0f} b={runs['b'][-1]:,.0f} "
                   f"c={runs['c'][-1]:,.0f} pairs/s", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rounds} rounds x {args.seconds:g} s, "
           f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPUs; medians:")
     print(f"  (a) actors, storage off      {med['a']:>10,.0f} pairs/s")
-    print(f"  (b) actors, durable (SQLite) {med['b']:>10,.0f} pairs/s   aim >= 10,000")
+    print(f"  (b) actors, durable (SQLite, synchronous={args.sync}) {med['b']:>10,.0f} "
+          "pairs/s   aim >= 10,000")
     print(f"  (c) bare thread + queue      {med['c']:>10,.0f} pairs/s   (baseline)")
     print(f"  (a)/(c) = {med['a'] / med['c']:.2f}   aim >= 0.5")
     if args.json:

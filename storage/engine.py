@@ -7,13 +7,19 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+SQLITE_SYNC = ("FULL", "NORMAL")
 
-def open_engine(url: str, *, pool_size: int = 8) -> Engine:
+
+def open_engine(url: str, *, pool_size: int = 8, synchronous: str = "FULL") -> Engine:
     """Create the engine for `url`, creating the SQLite file's folder if needed.
 
-    SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk when it
-    returns, so an acknowledged mutation survives a crash of the process or the machine.
+    SQLite runs in WAL mode. With ``synchronous=FULL`` (the default) a commit is on disk
+    when it returns: an acknowledged mutation survives a crash of the process or of the
+    machine. ``NORMAL`` survives a crash of the process (also SIGKILL) but not a power
+    loss or an OS crash, and commits several times faster.
     """
+    if synchronous not in SQLITE_SYNC:
+        raise ValueError(f"synchronous must be one of {SQLITE_SYNC}")
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -25,7 +31,7 @@ def open_engine(url: str, *, pool_size: int = 8) -> Engine:
         def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 

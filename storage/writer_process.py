@@ -91,7 +91,8 @@ def _read_frame(fd: int) -> bytes:
 
 # -- the storage process ---------------------------------------------------------------
 
-def child_main(url: str, retries: int, lock_wait_s: float, cpus: str) -> int:
+def child_main(url: str, retries: int, lock_wait_s: float, cpus: str,
+               synchronous: str = "FULL") -> int:
     """Take the database, then run batches until stdin closes."""
     import signal
 
@@ -104,7 +105,7 @@ def child_main(url: str, retries: int, lock_wait_s: float, cpus: str) -> int:
     from storage.writer import SqlExecutor
 
     try:
-        engine = open_engine(url, pool_size=1)
+        engine = open_engine(url, pool_size=1, synchronous=synchronous)
         deadline = time.monotonic() + lock_wait_s
         while True:
             try:
@@ -142,8 +143,10 @@ def child_main(url: str, retries: int, lock_wait_s: float, cpus: str) -> int:
 
 class ProcessExecutor:
     def __init__(self, url: str, *, retries: int = 3, lock_wait_s: float = 15.0,
-                 batch_timeout_s: float = 120.0, cpus: set[int] | None = None):
+                 batch_timeout_s: float = 120.0, cpus: set[int] | None = None,
+                 synchronous: str = "FULL"):
         self.url = url
+        self.synchronous = synchronous
         self.retries = retries
         self.lock_wait_s = lock_wait_s
         self.batch_timeout_s = batch_timeout_s
@@ -158,7 +161,7 @@ class ProcessExecutor:
                                                           os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen(
             [sys.executable, "-m", "storage.writer_process", self.url, str(self.retries),
-             str(self.lock_wait_s), self.cpus],
+             str(self.lock_wait_s), self.cpus, self.synchronous],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
         try:
             kind, detail = msgpack.unpackb(self._recv(proc, self.lock_wait_s + 30))
@@ -213,5 +216,5 @@ class ProcessExecutor:
 
 
 if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
-                        sys.argv[4] if len(sys.argv) > 4 else ""))
+    sys.exit(child_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4],
+                        sys.argv[5]))
