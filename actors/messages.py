@@ -194,12 +194,6 @@ class LedgerMismatchDetected(Event, frozen=True):
     rebuilt: Buckets
 
 
-LedgerEvent = (CapitalDeposited | CapitalWithdrawn | CapitalReserved | ReservationReleased
-               | ReservationExpired | OrderCapitalReserved | OrderFilled | OrderCapitalReleased
-               | PositionReduced | PositionClosed | TradingStateChanged
-               | LedgerMismatchDetected)
-
-
 # -- commands (to a LedgerActor) ------------------------------------------------------
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):

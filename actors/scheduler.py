@@ -43,10 +43,6 @@ class Scheduler:
             if self._heap[0][1] == profile_id:
                 self._cond.notify()
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._heap)
-
     def run_due(self, now: datetime | None = None) -> int:
         """Fire every timer due at `now`; returns how many profiles were told."""
         now = now or self.clock.now()
