@@ -91,6 +91,19 @@ def _routing_id() -> bytes:
     return b"c" + os.urandom(15)  # never starts with a zero byte (reserved by ZeroMQ)
 
 
+def _connect(ctx, kind: int, endpoint: str, routing_id: bytes,
+             curve: CurveKeys | None) -> zmq.Socket:
+    """A client socket: no linger, a stable routing id (so the server's reply cache
+    recognizes a reconnecting client), CURVE keys when given."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    if curve:
+        curve.apply(sock)
+    sock.connect(endpoint)
+    return sock
+
+
 def _args(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -156,13 +169,7 @@ class Client(_Ops):
         self._sock: zmq.Socket | None = None
 
     def _open(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
-        if self.curve:
-            self.curve.apply(sock)
-        sock.connect(self.endpoint)
-        return sock
+        return _connect(self.ctx, zmq.REQ, self.endpoint, self.routing_id, self.curve)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         req_id, data = request_bytes(op, args)
@@ -206,12 +213,7 @@ class AsyncClient(_Ops):
         self.timeout_s = timeout_s
         self.retries = retries
         self.ctx = zmq.asyncio.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTING_ID, _routing_id())
-        if curve:
-            curve.apply(self.sock)
-        self.sock.connect(endpoint)
+        self.sock = _connect(self.ctx, zmq.DEALER, endpoint, _routing_id(), curve)
         self._waiting: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
 

@@ -197,9 +197,6 @@ def op_profile_list(ctx: OpContext, a: ProfileListArgs, caller: Caller, done: Do
 
 def op_profile_set_state(ctx: OpContext, a: SetStateArgs, caller: Caller, done: Done) -> None:
     caller.check(a.profile_id)
-    if a.state not in m.TRADING_STATES:
-        raise WireError("INVALID_ARGUMENT", f"state must be one of {list(m.TRADING_STATES)}",
-                        {"field": "state"})
     pid = a.profile_id
 
     def then_get(_out):

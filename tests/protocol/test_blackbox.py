@@ -264,3 +264,10 @@ def test_events_have_a_per_topic_sequence(wire):
     assert [b["seq"] for _, b in got] == [1, 2]
     assert got[1][1]["reservation"]["reservation_id"] == rid
     assert got[0][1]["causation_id"] == "e1" and got[0][1]["ts"].endswith("+00:00")
+
+
+def test_an_unknown_trading_state_is_invalid_and_changes_nothing(wire):
+    _server, r = wire
+    err = _error(r.request("profile.set_state", {"profile_id": "alpha", "state": "PAUSED"}))
+    assert err["code"] == "INVALID_ARGUMENT" and err["details"]["field"] == "state"
+    assert r.request("profile.get", {"profile_id": "alpha"})["result"]["state"] == "ACTIVE"
