@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -96,6 +97,104 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keys_dir: str = "keys"
 
 
+class SymbolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One simulated instrument: a geometric Brownian motion around `price`."""
+
+    #: start price (quote currency per unit)
+    price: Decimal
+    #: annualized drift and volatility of the log price (0.6 = 60 % a year)
+    drift: float = 0.0
+    volatility: float = 0.6
+    #: bid-ask spread in basis points of the mid price
+    spread_bps: float = 2.0
+    #: decimal places of prices, and of quantities
+    price_places: int = 2
+    qty_places: int = 6
+    #: quantity available per tick on each side (larger orders fill over several ticks)
+    liquidity: Decimal = Decimal("1000")
+
+
+def _default_symbols() -> dict[str, SymbolConfig]:
+    return {
+        "BTCUSDT": SymbolConfig(Decimal("65000"), volatility=0.55, price_places=2,
+                                qty_places=6, liquidity=Decimal("5")),
+        "ETHUSDT": SymbolConfig(Decimal("3200"), volatility=0.7, price_places=2,
+                                qty_places=5, liquidity=Decimal("80")),
+        "SOLUSDT": SymbolConfig(Decimal("150"), volatility=0.9, price_places=3,
+                                qty_places=3, liquidity=Decimal("2000")),
+    }
+
+
+class SimulatorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: "realtime": a tick every `tick_interval_s`; "step": only when advanced
+    #: (`System.advance(n)`), for deterministic tests and fast backtest-like runs
+    mode: Literal["realtime", "step"] = "realtime"
+    tick_interval_s: float = 1.0
+    #: simulated seconds between two ticks (default: `tick_interval_s`)
+    dt_s: float | None = None
+    #: the same seed and config replay the same prices
+    seed: int = 42
+    #: replay this CSV of ticks or OHLCV bars instead of simulating (see the README)
+    replay: str | None = None
+    symbols: dict[str, SymbolConfig] = msgspec.field(default_factory=_default_symbols)
+    #: a symbol first seen in a signal starts at the signal's price with these
+    new_symbol_volatility: float = 0.8
+    new_symbol_liquidity: Decimal = Decimal("1000000")
+
+
+class ConnectConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Reconnection: exponential backoff with jitter, then give up."""
+
+    max_attempts: int = 8
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    #: each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]
+    jitter: float = 0.2
+
+
+class AccountConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One broker account, served by one account manager hosting one adapter."""
+
+    #: "module:Class" of the adapter (a `brokers.base.BrokerAdapter`)
+    adapter: str = "brokers.paper:PaperBroker"
+    currency: str = "USDT"
+    #: the account's cash at the start (paper)
+    initial_cash: Decimal = Decimal("1000000")
+    #: capflow symbol -> the broker's symbol, where they differ
+    symbols: dict[str, str] = msgspec.field(default_factory=dict)
+    connect: ConnectConfig = msgspec.field(default_factory=ConnectConfig)
+    #: adapter-specific settings (the paper broker: taker_fee, maker_fee, slippage_bps)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def _default_accounts() -> dict[str, AccountConfig]:
+    return {"paper": AccountConfig()}
+
+
+class BrokerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: account of a profile created without one
+    default_account: str = "paper"
+    accounts: dict[str, AccountConfig] = msgspec.field(default_factory=_default_accounts)
+
+
+class OmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: false: signals are received and audited, nothing is traded
+    enabled: bool = True
+    #: take-profit / stop-loss distance in percent of the entry price when a signal
+    #: names none
+    tp_pct: Decimal = Decimal("2")
+    sl_pct: Decimal = Decimal("1")
+    #: a signal without qty or notional risks this percent of equity at its stop
+    risk_per_trade_pct: Decimal = Decimal("1")
+    #: a market order reserves its notional at the signal price plus this percent
+    #: (slippage room) plus the taker fee
+    reserve_buffer_pct: Decimal = Decimal("1")
+    #: append-only JSON lines audit of every signal, rotated by size
+    audit_log: str = "data/signals.jsonl"
+    audit_max_bytes: int = 50 << 20
+    audit_backups: int = 10
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     environment: str = "paper"
     #: pin the process to these CPUs (hand-offs between threads are cheaper on one)
@@ -105,6 +204,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
+    brokers: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    oms: OmsConfig = msgspec.field(default_factory=OmsConfig)
 
     def places(self, currency: str) -> int:
         try:
