@@ -1,0 +1,397 @@
+"""The interface every broker adapter implements, and what they share.
+
+An adapter is hosted by one `AccountManagerActor` (one per broker account) and is only
+ever called from that actor's thread, so it needs no locks. It reports everything that
+happens -- connection changes, fills, exits, cancels -- by calling `self.emit(event)`
+with a `BrokerEvent`; the account manager books fills on the profiles' ledgers.
+
+Writing an adapter (see also docs/adapters.md):
+
+1. Subclass `BrokerAdapter` and implement `connect`, `account_info`, `portfolio`,
+   `submit_order`, `cancel_order`, `close_position` and `set_stops`.
+2. `connect()` raises on failure; the base class retries with exponential backoff and
+   jitter and gives up after ``connect.max_attempts`` (then emits `Disconnected`, and
+   orders are refused with UNAVAILABLE until an operator restarts it). Call
+   `self.connection_lost(reason)` when an established connection drops.
+3. Translate symbols with `self.symbols.to_broker()` / `from_broker()`: capflow names on
+   one side, the broker's on the other, from the account's ``symbols`` table in config.
+4. Name the class in config: ``[brokers.accounts.mine] adapter = "mypkg.mod:MyBroker"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import msgspec
+
+from actors.config import AccountConfig, ConfigError, ConnectConfig
+from actors.errors import Unavailable
+from actors.money import ZERO
+
+# -- records --------------------------------------------------------------------------
+
+
+class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as an adapter sees it (capflow symbol; translate at the edge)."""
+
+    order_id: str
+    profile_id: str
+    symbol: str
+    side: str  # BUY or SELL
+    type: str  # MARKET or LIMIT
+    qty: Decimal
+    price: Decimal | None = None
+    position_id: str
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    filled_qty: Decimal = ZERO
+
+
+class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
+    position_id: str
+    profile_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    entry_price: Decimal
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+
+
+class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
+    currency: str
+    cash: Decimal
+    equity: Decimal
+    margin_used: Decimal
+    #: cash not tied up in positions or working orders
+    free_cash: Decimal
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+class BrokerEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    account_id: str
+    ts: datetime
+
+
+class Connected(BrokerEvent, frozen=True):
+    attempt: int
+
+
+class ConnectionFailed(BrokerEvent, frozen=True):
+    attempt: int
+    error: str
+    retry_in_s: float
+
+
+class Disconnected(BrokerEvent, frozen=True):
+    """The adapter gave up connecting: orders are refused until it is restarted."""
+
+    reason: str
+    attempts: int
+
+
+class OrderAccepted(BrokerEvent, frozen=True):
+    order_id: str
+    profile_id: str
+
+
+class OrderFilled(BrokerEvent, frozen=True):
+    """An entry order (partly) filled."""
+
+    order_id: str
+    profile_id: str
+    position_id: str
+    fill_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    liquidity: str  # MAKER or TAKER
+
+
+class PositionExited(BrokerEvent, frozen=True):
+    """A position (partly) closed: by its take-profit, its stop-loss, or by hand."""
+
+    position_id: str
+    profile_id: str
+    fill_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    reason: str  # tp, sl or manual
+
+
+class OrderCanceled(BrokerEvent, frozen=True):
+    order_id: str
+    profile_id: str
+    reason: str
+
+
+class OrderRejected(BrokerEvent, frozen=True):
+    order_id: str
+    profile_id: str
+    reason: str
+
+
+# -- symbols --------------------------------------------------------------------------
+
+
+class SymbolMap:
+    """capflow symbol <-> broker symbol; unmapped symbols are the same on both sides."""
+
+    def __init__(self, table: dict[str, str]):
+        self._out = dict(table)
+        self._in = {v: k for k, v in table.items()}
+        if len(self._in) != len(self._out):
+            raise ConfigError("broker symbol table maps two capflow symbols to one broker "
+                              "symbol")
+
+    def to_broker(self, symbol: str) -> str:
+        return self._out.get(symbol, symbol)
+
+    def from_broker(self, symbol: str) -> str:
+        return self._in.get(symbol, symbol)
+
+
+# -- the connection state machine -----------------------------------------------------
+
+DISCONNECTED, CONNECTING, CONNECTED, WAITING, GAVE_UP = (
+    "DISCONNECTED", "CONNECTING", "CONNECTED", "WAITING", "GAVE_UP")
+
+
+class Connection:
+    """Connect, retry with exponential backoff and jitter, give up after a maximum.
+
+    The n-th failed attempt in a row waits ``min(max_delay, base * 2**(n-1))`` times a
+    random factor in ``[1 - jitter, 1 + jitter]`` before the next one. Time comes from
+    the injected clock and moves on `poll()`, so tests drive it by hand.
+    """
+
+    def __init__(self, account_id: str, cfg: ConnectConfig, clock, connect: Callable[[], None],
+                 emit: Callable[[BrokerEvent], None], rng: random.Random):
+        self.account_id = account_id
+        self.cfg = cfg
+        self.clock = clock
+        self._connect = connect
+        self._emit = emit
+        self.rng = rng
+        self.state = DISCONNECTED
+        self.failures = 0
+        self.next_attempt_at: datetime | None = None
+        #: every backoff delay chosen so far, for inspection
+        self.delays: list[float] = []
+        self.last_error = ""
+
+    def delay(self, failures: int) -> float:
+        base = min(self.cfg.max_delay_s, self.cfg.base_delay_s * 2 ** (failures - 1))
+        j = self.cfg.jitter
+        return base * self.rng.uniform(1 - j, 1 + j) if j else base
+
+    def begin(self) -> None:
+        self.failures = 0
+        self.attempt()
+
+    def attempt(self) -> None:
+        self.state = CONNECTING
+        now = self.clock.now()
+        try:
+            self._connect()
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if self.failures >= self.cfg.max_attempts:
+                self.state = GAVE_UP
+                self.next_attempt_at = None
+                self._emit(Disconnected(account_id=self.account_id, ts=now,
+                                        reason=self.last_error, attempts=self.failures))
+                return
+            wait = self.delay(self.failures)
+            self.delays.append(wait)
+            self.state = WAITING
+            self.next_attempt_at = now + timedelta(seconds=wait)
+            self._emit(ConnectionFailed(account_id=self.account_id, ts=now,
+                                        attempt=self.failures, error=self.last_error,
+                                        retry_in_s=wait))
+            return
+        attempts = self.failures + 1
+        self.state = CONNECTED
+        self.failures = 0
+        self.next_attempt_at = None
+        self._emit(Connected(account_id=self.account_id, ts=now, attempt=attempts))
+
+    def poll(self) -> None:
+        if (self.state == WAITING and self.next_attempt_at is not None
+                and self.clock.now() >= self.next_attempt_at):
+            self.attempt()
+
+    def lost(self, reason: str) -> None:
+        """An established connection dropped: retry after the first backoff delay."""
+        if self.state != CONNECTED:
+            return
+        self.failures = 1
+        self.last_error = reason
+        wait = self.delay(1)
+        self.delays.append(wait)
+        now = self.clock.now()
+        self.state = WAITING
+        self.next_attempt_at = now + timedelta(seconds=wait)
+        self._emit(ConnectionFailed(account_id=self.account_id, ts=now, attempt=1,
+                                    error=reason, retry_in_s=wait))
+
+
+# -- the adapter ----------------------------------------------------------------------
+
+
+class BrokerAdapter(ABC):
+    """One broker account. Lifecycle: ``__init__`` -> `init` -> `start` -> `step` (called
+    by the account manager on every tick it receives and on a timer) -> `shutdown`."""
+
+    def __init__(self, account_id: str, config: AccountConfig, *, clock,
+                 emit: Callable[[BrokerEvent], None], money_places: int = 2,
+                 rng: random.Random | None = None, ids: Callable[[str], str] | None = None):
+        self.account_id = account_id
+        self.config = config
+        self.clock = clock
+        self.emit = emit
+        self.money_places = money_places
+        self.symbols = SymbolMap(config.symbols)
+        self.subscriptions: set[str] = set()
+        self._ids = ids or _counter_ids()
+        self.connection = Connection(account_id, config.connect, clock, self.connect, emit,
+                                     rng or random.Random())
+
+    def new_id(self, prefix: str) -> str:
+        return self._ids(prefix)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def init(self) -> None:  # noqa: B027 -- optional hook
+        """Read settings, build clients; nothing touches the network yet."""
+
+    def start(self) -> None:
+        self.connection.begin()
+
+    def step(self) -> None:
+        """The main step: drives reconnection; adapters add their periodic work."""
+        self.connection.poll()
+
+    def shutdown(self) -> None:
+        if self.connection.state == CONNECTED:
+            self.disconnect()
+        self.connection.state = DISCONNECTED
+
+    # -- connection -------------------------------------------------------------------
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Open the connection; raise on failure."""
+
+    def disconnect(self) -> None:  # noqa: B027 -- optional hook
+        """Close the connection."""
+
+    @property
+    def connected(self) -> bool:
+        return self.connection.state == CONNECTED
+
+    def connection_lost(self, reason: str) -> None:
+        self.connection.lost(reason)
+
+    def require_connected(self) -> None:
+        c = self.connection
+        if c.state == CONNECTED:
+            return
+        if c.state == GAVE_UP:
+            raise Unavailable(f"broker account {self.account_id!r} is disconnected: gave up "
+                              f"after {c.failures} attempts ({c.last_error})",
+                              {"account_id": self.account_id, "state": c.state})
+        raise Unavailable(f"broker account {self.account_id!r} is not connected "
+                          f"({c.state.lower()})", {"account_id": self.account_id,
+                                                   "state": c.state})
+
+    # -- account ----------------------------------------------------------------------
+
+    @abstractmethod
+    def account_info(self) -> AccountInfo: ...
+
+    @abstractmethod
+    def portfolio(self) -> list[BrokerPosition]: ...
+
+    # -- market data ------------------------------------------------------------------
+
+    def subscribe(self, symbol: str) -> None:
+        self.subscriptions.add(symbol)
+
+    def unsubscribe(self, symbol: str) -> None:
+        self.subscriptions.discard(symbol)
+
+    def on_tick(self, tick) -> None:  # noqa: B027 -- brokers with their own data ignore it
+        """A tick of the market simulator (paper trading)."""
+
+    # -- orders -----------------------------------------------------------------------
+
+    @abstractmethod
+    def submit_order(self, order: BrokerOrder) -> None:
+        """Send an entry order; fills come back as `OrderFilled` events."""
+
+    @abstractmethod
+    def cancel_order(self, order_id: str) -> bool:
+        """Cancel what is left of a working order; False if there is no such order."""
+
+    @abstractmethod
+    def close_position(self, position_id: str, reason: str = "manual") -> bool:
+        """Close a position at market; False if there is no such open position."""
+
+    @abstractmethod
+    def set_stops(self, position_id: str, tp_price: Decimal | None,
+                  sl_price: Decimal | None) -> bool:
+        """Attach (or replace) the take-profit / stop-loss pair of a position (OCO)."""
+
+    def restore(self, orders: Iterable[BrokerOrder],
+                positions: Iterable[BrokerPosition]) -> None:
+        """After a restart: what capflow's storage says is working and open. A live
+        broker reconciles this with its own view; the default re-sends the orders and
+        re-attaches the stops."""
+        for p in positions:
+            self.set_stops(p.position_id, p.tp_price, p.sl_price)
+        for o in orders:
+            self.submit_order(o)
+
+
+def _counter_ids() -> Callable[[str], str]:
+    n = 0
+
+    def new(prefix: str) -> str:
+        nonlocal n
+        n += 1
+        return f"{prefix}_{n}"
+
+    return new
+
+
+class AdapterLoadError(ConfigError):
+    """The configured adapter class cannot be loaded; the message names it."""
+
+
+def load_adapter(path: str) -> type[BrokerAdapter]:
+    """The adapter class named ``"package.module:Class"``."""
+    module_name, sep, class_name = path.partition(":")
+    if not sep or not module_name or not class_name:
+        raise AdapterLoadError(f"broker adapter {path!r}: expected 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AdapterLoadError(f"broker adapter {path!r}: cannot import module "
+                               f"{module_name!r} ({exc})") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise AdapterLoadError(f"broker adapter {path!r}: module {module_name!r} has no "
+                               f"class {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, BrokerAdapter)):
+        raise AdapterLoadError(f"broker adapter {path!r} is not a brokers.base.BrokerAdapter")
+    return cls

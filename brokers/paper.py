@@ -1,0 +1,243 @@
+"""`PaperBroker`: a simulated broker account driven by the market simulator's ticks.
+
+Fill rules (what a backtest of a strategy on it assumes):
+
+- An order fills on ticks that arrive after it was submitted, never on the price it was
+  decided on. A MARKET order fills at the tick's ask (BUY) or bid (SELL), moved against
+  it by ``slippage_bps``, and pays the taker fee.
+- A LIMIT order fills when the market crosses its price (ask <= limit for a BUY, bid >=
+  limit for a SELL) at the limit or the better tick price, and pays the maker fee.
+- Each tick offers ``tick.liquidity`` on each side of a symbol, shared by the orders in
+  the order they came: a larger order fills partly over several ticks.
+- A position carries its take-profit and stop-loss as one OCO pair, checked on every tick
+  of its symbol from the tick after it opened: a long exits at the bid, a short at the
+  ask -- the tick's price, so a gap through a level fills beyond it, never at it. The
+  take-profit pays the maker fee, the stop-loss and a manual close the taker fee.
+  Exits take the whole position in one tick (they are not limited by liquidity).
+- When a position exits while its entry order is still working, the rest of the entry
+  order is canceled.
+
+Settings (``[brokers.accounts.<id>.settings]``): ``taker_fee`` (default 0.0004),
+``maker_fee`` (0.0002), ``slippage_bps`` (1), ``fail_connects`` (0: connection attempts
+that fail before one succeeds, to rehearse outages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from actors.money import ZERO, parse_decimal, round_down, round_up
+from brokers.base import (
+    AccountInfo,
+    BrokerAdapter,
+    BrokerOrder,
+    BrokerPosition,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    PositionExited,
+)
+
+_BPS = Decimal(10000)
+
+
+@dataclass
+class _Working:
+    order: BrokerOrder
+    remaining: Decimal
+
+
+@dataclass
+class _Position:
+    position_id: str
+    profile_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    entry_price: Decimal
+    order_id: str | None
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    closing: str | None = None  # a requested close ("manual"), filled on the next tick
+
+
+def _places(price: Decimal) -> int:
+    return max(0, -price.as_tuple().exponent)
+
+
+class PaperBroker(BrokerAdapter):
+    def init(self) -> None:
+        s = self.config.settings
+        self.taker_fee = parse_decimal(s.get("taker_fee", "0.0004"), "taker_fee",
+                                       allow_zero=True)
+        self.maker_fee = parse_decimal(s.get("maker_fee", "0.0002"), "maker_fee",
+                                       allow_zero=True)
+        self.slippage = parse_decimal(s.get("slippage_bps", "1"), "slippage_bps",
+                                      allow_zero=True) / _BPS
+        self._fail_connects = int(s.get("fail_connects", 0))
+        self.cash = self.config.initial_cash
+        self.fees_paid = ZERO
+        self.working: dict[str, _Working] = {}
+        self.positions: dict[str, _Position] = {}
+        self.last: dict = {}
+
+    # -- connection -------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._fail_connects > 0:
+            self._fail_connects -= 1
+            raise ConnectionError("paper broker: simulated connection failure")
+
+    # -- account ----------------------------------------------------------------------
+
+    def account_info(self) -> AccountInfo:
+        margin = sum((p.qty * p.entry_price for p in self.positions.values()), ZERO)
+        unrealized = ZERO
+        for p in self.positions.values():
+            tick = self.last.get(p.symbol)
+            if tick is not None:
+                mark = tick.bid if p.side == "BUY" else tick.ask
+                diff = (mark - p.entry_price) * p.qty
+                unrealized += diff if p.side == "BUY" else -diff
+        working = sum((w.remaining * (w.order.price or ZERO) for w in self.working.values()),
+                      ZERO)
+        places = self.money_places
+        return AccountInfo(currency=self.config.currency, cash=self.cash,
+                           equity=round_down(self.cash + unrealized, places),
+                           margin_used=round_up(margin, places),
+                           free_cash=round_down(self.cash - margin - working, places))
+
+    def portfolio(self) -> list[BrokerPosition]:
+        return [BrokerPosition(position_id=p.position_id, profile_id=p.profile_id,
+                               symbol=p.symbol, side=p.side, qty=p.qty,
+                               entry_price=p.entry_price, tp_price=p.tp_price,
+                               sl_price=p.sl_price) for p in self.positions.values()]
+
+    # -- orders -----------------------------------------------------------------------
+
+    def submit_order(self, order: BrokerOrder) -> None:
+        self.working[order.order_id] = _Working(order, order.qty - order.filled_qty)
+        self.emit(OrderAccepted(account_id=self.account_id, ts=self.clock.now(),
+                                order_id=order.order_id, profile_id=order.profile_id))
+
+    def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:
+        w = self.working.pop(order_id, None)
+        if w is None:
+            return False
+        self.emit(OrderCanceled(account_id=self.account_id, ts=self.clock.now(),
+                                order_id=order_id, profile_id=w.order.profile_id,
+                                reason=reason))
+        return True
+
+    def close_position(self, position_id: str, reason: str = "manual") -> bool:
+        p = self.positions.get(position_id)
+        if p is None:
+            return False
+        p.closing = p.closing or reason
+        return True
+
+    def set_stops(self, position_id: str, tp_price: Decimal | None,
+                  sl_price: Decimal | None) -> bool:
+        p = self.positions.get(position_id)
+        if p is None:
+            return False
+        p.tp_price, p.sl_price = tp_price, sl_price
+        return True
+
+    def restore(self, orders: Iterable[BrokerOrder],
+                positions: Iterable[BrokerPosition]) -> None:
+        for bp in positions:
+            self.positions[bp.position_id] = _Position(
+                bp.position_id, bp.profile_id, bp.symbol, bp.side, bp.qty, bp.entry_price,
+                None, bp.tp_price, bp.sl_price)
+        for o in orders:
+            self.working[o.order_id] = _Working(o, o.qty - o.filled_qty)
+            p = self.positions.get(o.position_id)
+            if p is not None:
+                p.order_id = o.order_id
+
+    # -- the market -------------------------------------------------------------------
+
+    def on_tick(self, tick) -> None:
+        self.last[tick.symbol] = tick
+        if not self.connected:
+            return
+        self._check_exits(tick)
+        self._work_orders(tick)
+
+    def _check_exits(self, tick) -> None:
+        for p in [p for p in self.positions.values() if p.symbol == tick.symbol]:
+            long = p.side == "BUY"
+            price = tick.bid if long else tick.ask
+            fee_rate = self.taker_fee
+            if p.closing is not None:
+                reason = p.closing
+                places = _places(price)
+                price = (round_down(price * (1 - self.slippage), places) if long
+                         else round_up(price * (1 + self.slippage), places))
+            elif p.sl_price is not None and (price <= p.sl_price if long
+                                             else price >= p.sl_price):
+                reason = "sl"
+            elif p.tp_price is not None and (price >= p.tp_price if long
+                                             else price <= p.tp_price):
+                reason, fee_rate = "tp", self.maker_fee
+            else:
+                continue
+            self._exit(p, price, fee_rate, reason)
+
+    def _exit(self, p: _Position, price: Decimal, fee_rate: Decimal, reason: str) -> None:
+        fee = round_up(p.qty * price * fee_rate, self.money_places)
+        pnl = (price - p.entry_price) * p.qty
+        self.cash += (pnl if p.side == "BUY" else -pnl) - fee
+        self.fees_paid += fee
+        del self.positions[p.position_id]
+        self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
+                                 position_id=p.position_id, profile_id=p.profile_id,
+                                 fill_id=self.new_id("fill"), qty=p.qty, price=price,
+                                 fee=fee, reason=reason))
+        if p.order_id is not None and p.order_id in self.working:
+            self.cancel_order(p.order_id, reason="position closed")
+
+    def _work_orders(self, tick) -> None:
+        room = {"BUY": tick.liquidity, "SELL": tick.liquidity}
+        for w in [w for w in self.working.values() if w.order.symbol == tick.symbol]:
+            o = w.order
+            if room[o.side] <= 0:
+                continue
+            if o.type == "LIMIT":
+                crossed = tick.ask <= o.price if o.side == "BUY" else tick.bid >= o.price
+                if not crossed:
+                    continue
+                price = min(o.price, tick.ask) if o.side == "BUY" else max(o.price, tick.bid)
+                fee_rate, liquidity = self.maker_fee, "MAKER"
+            else:
+                places = _places(tick.ask)
+                price = (round_up(tick.ask * (1 + self.slippage), places) if o.side == "BUY"
+                         else round_down(tick.bid * (1 - self.slippage), places))
+                fee_rate, liquidity = self.taker_fee, "TAKER"
+            qty = min(w.remaining, room[o.side])
+            room[o.side] -= qty
+            w.remaining -= qty
+            if w.remaining <= 0:
+                del self.working[o.order_id]
+            self._entry(o, qty, price, fee_rate, liquidity)
+
+    def _entry(self, o: BrokerOrder, qty: Decimal, price: Decimal, fee_rate: Decimal,
+               liquidity: str) -> None:
+        fee = round_up(qty * price * fee_rate, self.money_places)
+        self.cash -= fee
+        self.fees_paid += fee
+        p = self.positions.get(o.position_id)
+        if p is None:
+            p = _Position(o.position_id, o.profile_id, o.symbol, o.side, qty, price,
+                          o.order_id, o.tp_price, o.sl_price)
+            self.positions[o.position_id] = p
+        else:
+            p.entry_price = (p.entry_price * p.qty + price * qty) / (p.qty + qty)
+            p.qty += qty
+        self.emit(OrderFilled(account_id=self.account_id, ts=self.clock.now(),
+                              order_id=o.order_id, profile_id=o.profile_id,
+                              position_id=o.position_id, fill_id=self.new_id("fill"),
+                              qty=qty, price=price, fee=fee, liquidity=liquidity))
