@@ -63,14 +63,26 @@ from actors.messages import (
     PositionReduced,
     ReservationExpired,
     ReservationReleased,
+    SignalRecord,
+    SignalRecorded,
     TradingStateChanged,
     Transfer,
 )
 from actors.money import ZERO, parse_decimal, quant, round_down, round_half_even, round_up
+from actors.orders import (
+    CLOSE_REASONS,
+    OrderSpec,
+    Signal,
+    SignalPolicy,
+    order_reservation,
+    parse_side,
+    protective_prices,
+    size_signal,
+    weighted_price,
+)
 from actors.reply import Reply
 from storage.writer import WriteRequest
 
-SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
 #: idempotency keys with this prefix are capflow's own and refused from clients
 RESERVED_KEY_PREFIX = "capflow:"
 #: the key of the transfer that holds a profile's allocation at creation
@@ -107,7 +119,9 @@ class Ledger:
                  buckets: Buckets | None = None, seq: int = 0, state: str = "ACTIVE",
                  holds: Iterable[Hold] = (), orders: Iterable[OrderCapital] = (),
                  positions: Iterable[PositionCapital] = (),
-                 transfers: Iterable[Transfer] = ()):
+                 transfers: Iterable[Transfer] = (),
+                 order_keys: dict[str, tuple[str, tuple]] | None = None,
+                 signals: Iterable[SignalRecord] = ()):
         self.profile_id = profile_id
         self.currency = currency
         self.places = places
@@ -127,6 +141,9 @@ class Ledger:
         self.orders: dict[str, OrderCapital] = {o.order_id: o for o in orders}
         self.positions: dict[str, PositionCapital] = {p.position_id: p for p in positions}
         self.transfers: dict[str, Transfer] = {t.client_request_id: t for t in transfers}
+        #: client_order_id -> (order_id, fingerprint) of every order with a client key
+        self.order_keys: dict[str, tuple[str, tuple]] = dict(order_keys or {})
+        self.signals: dict[str, SignalRecord] = {r.signal_id: r for r in signals}
         self.held = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), zero)
         self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), zero)
         self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), zero)
@@ -290,48 +307,118 @@ class Ledger:
     def reserve_order(self, order_id: str, symbol: str, side: str, qty: object,
                       amount: object, now: datetime, reservation_id: str | None = None,
                       cause: str = "") -> Outcome | Denial:
-        order_id = _text(order_id, "order_id")
-        symbol = _text(symbol, "symbol", 64)
-        side = SIDES.get(str(side).upper()) if isinstance(side, str) else None
-        if side is None:
-            raise InvalidArgument("side", "side must be BUY or SELL (or long / short)")
-        q = parse_decimal(qty, "qty")
+        """Reserve capital for a bare order (no broker behind it): see `open_order`."""
+        spec = OrderSpec(order_id=_text(order_id, "order_id"), position_id=order_id,
+                         symbol=_text(symbol, "symbol", 64), side=parse_side(side),
+                         qty=parse_decimal(qty, "qty"), reservation_id=reservation_id)
+        return self.open_order(spec, amount, now, cause)
+
+    def open_order(self, spec: OrderSpec, amount: object, now: datetime,
+                   cause: str = "") -> Outcome | Denial:
+        """Record an order and reserve `amount` for it, from its reservation (a hold)
+        when it names one, else fresh. A repeated `client_order_id` with the same content
+        is the first order (`reused`), with other content `Conflict`."""
         value = self._amount(amount)
-        if order_id in self.orders:
-            raise Conflict(f"order {order_id!r} already holds capital", {"order_id": order_id})
+        key = spec.client_order_id
+        if key is not None:
+            prior = self.order_keys.get(key)
+            if prior is not None:
+                if prior[1] != spec.fingerprint():
+                    raise Conflict(f"client_order_id {key!r} was used for a different order",
+                                   {"client_order_id": key, "order_id": prior[0]})
+                return Outcome(self.orders.get(prior[0]) or prior[0], [], reused=True)
+        if spec.order_id in self.orders:
+            raise Conflict(f"order {spec.order_id!r} already holds capital",
+                           {"order_id": spec.order_id})
         if denied := self._entries_blocked():
             return denied
-        consumed = None
+        rid = spec.reservation_id
         from_hold = ZERO
-        if reservation_id is not None:
-            h = self.holds.get(reservation_id)
+        if rid is not None:
+            h = self.holds.get(rid)
             if h is None or h.status != ACTIVE:
-                raise NotFound("reservation", reservation_id)
-            if h.symbol != symbol:
-                raise Conflict(f"reservation {reservation_id!r} is for {h.symbol}, "
-                               f"not {symbol}", {"reservation_id": reservation_id})
+                raise NotFound("reservation", rid)
+            if h.symbol != spec.symbol:
+                raise Conflict(f"reservation {rid!r} is for {h.symbol}, not {spec.symbol}",
+                               {"reservation_id": rid})
             from_hold = h.amount
         # the hold's amount is freed first, so the check sees the net need
         if value > from_hold and (denied := self._short(value - from_hold)):
             return denied
-        if reservation_id is not None:
-            consumed = self._end_hold(reservation_id, CONSUMED, f"order {order_id}", now)
-        o = OrderCapital(order_id, symbol, side, q, ZERO, value, "OPEN", reservation_id,
-                         now, now)
-        self.orders[order_id] = o
+        consumed = None
+        if rid is not None:
+            consumed = self._end_hold(rid, CONSUMED, f"order {spec.order_id}", now)
+        o = OrderCapital(spec.order_id, spec.symbol, spec.side, spec.qty, ZERO, value, "OPEN",
+                         rid, now, now, account_id=spec.account_id,
+                         client_order_id=key, type=spec.type, price=spec.price,
+                         tp_price=spec.tp_price, sl_price=spec.sl_price,
+                         position_id=spec.position_id, signal_id=spec.signal_id,
+                         strategy=spec.strategy, exchange=spec.exchange)
+        self.orders[o.order_id] = o
+        if key is not None:
+            self.order_keys[key] = (o.order_id, spec.fingerprint())
         self.reserved_for_orders += value
-        return Outcome(o, [self._event(OrderCapitalReserved, now, cause or order_id,
+        return Outcome(o, [self._event(OrderCapitalReserved, now, cause or o.order_id,
                                        order=o, consumed=consumed)])
 
+    def submit_signal(self, signal: Signal, policy: SignalPolicy, now: datetime,
+                      cause: str = "") -> Outcome:
+        """Size a signal, check it, and open its order. A signal is always answered: a
+        failed check is a `SignalRecord` with ``risk_ok = False`` and the reason, not an
+        error. A repeated `signal_id` answers what the first one got."""
+        sid = signal.signal_id
+        if sid is not None:
+            prior = self.signals.get(sid)
+            if prior is not None:
+                if prior.fingerprint != signal.fingerprint():
+                    raise Conflict(f"signal_id {sid!r} was used for a different signal",
+                                   {"signal_id": sid})
+                return Outcome(prior, [], reused=True)
+        tp_pct = policy.tp_pct if signal.tp_pct is None else signal.tp_pct
+        sl_pct = policy.sl_pct if signal.sl_pct is None else signal.sl_pct
+        tp, sl = protective_prices(signal.side, signal.price, tp_pct, sl_pct,
+                                   policy.price_places)
+        equity = self.allocated + self.realized_pnl - self.fees
+        qty = size_signal(signal, policy, equity, sl)
+        reason: str | None = None
+        events: list[Event] = []
+        if qty <= 0:
+            reason = "MIN_NOTIONAL"
+        else:
+            spec = OrderSpec(order_id=policy.order_id, position_id=policy.position_id,
+                             symbol=signal.symbol, side=signal.side, qty=qty,
+                             price=signal.price, tp_price=tp, sl_price=sl,
+                             client_order_id=None if sid is None else f"signal:{sid}",
+                             account_id=policy.account_id, signal_id=sid,
+                             strategy=signal.strategy, exchange=signal.exchange)
+            amount = order_reservation(qty, signal.price, policy.reserve_buffer_pct,
+                                       policy.taker_fee, self.places)
+            opened = self.open_order(spec, amount, now, cause or sid or policy.order_id)
+            if isinstance(opened, Denial):
+                reason = opened.details.get("reason") or opened.code
+            else:
+                events = opened.events
+        ok = reason is None
+        record = SignalRecord(sid or "", signal.fingerprint(), ok, reason,
+                              policy.order_id if ok else None,
+                              policy.position_id if ok else None, signal.symbol, signal.side,
+                              qty if ok else None, tp if ok else None, sl if ok else None, now)
+        if sid is not None:
+            self.signals[sid] = record
+            events.append(self._event(SignalRecorded, now, cause or sid, signal=record))
+        return Outcome(record, events)
+
     def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
-                   price: object, fee: object, now: datetime,
-                   cause: str = "") -> Outcome | Denial:
+                   price: object, fee: object, now: datetime, cause: str = "",
+                   book: bool = False) -> Outcome | Denial:
         """An order (partly) filled: its filled notional moves to the position.
 
         The order's reservation is released pro rata to the filled quantity (the whole
         remainder on the last fill); the filled notional at the fill price is reserved
         for the position, and the fee is booked. If the fill costs more than its share
-        of the order's reservation, the difference must be available.
+        of the order's reservation, the difference must be available -- unless the fill
+        is `book`ed (a broker reports it: it has happened), which books it anyway and
+        stops new exposure if that leaves the profile short.
         """
         o = self.orders.get(order_id)
         if o is None:
@@ -351,12 +438,13 @@ class Ledger:
                                                                 self.places)
         notional = round_up(q * px, self.places)
         extra = notional + f - portion
-        if extra > 0 and (denied := self._short(extra)):
+        if extra > 0 and not book and (denied := self._short(extra)):
             return denied
         filled = o.filled_qty + q
         left = o.reserved - portion
         status = "FILLED" if filled == o.qty else "PARTIALLY_FILLED"
-        o = replace(o, filled_qty=filled, reserved=left, status=status, updated_at=now)
+        o = replace(o, filled_qty=filled, reserved=left, status=status, updated_at=now,
+                    avg_price=weighted_price(o.avg_price, o.filled_qty, px, q))
         if status == "FILLED":
             self.orders.pop(order_id)
         else:
@@ -364,20 +452,27 @@ class Ledger:
         opened = p is None
         if opened:
             p = PositionCapital(position_id, o.symbol, o.side, q, q, notional, notional,
-                                ZERO, f, "OPEN", now)
+                                ZERO, f, "OPEN", now, account_id=o.account_id,
+                                order_id=o.order_id, tp_price=o.tp_price,
+                                sl_price=o.sl_price, strategy=o.strategy,
+                                exchange=o.exchange, entry_price=px,
+                                exit_notional=ZERO * notional)
         else:
             p = replace(p, qty_open=p.qty_open + q, qty_total=p.qty_total + q,
                         entry_notional=p.entry_notional + notional,
-                        reserved=p.reserved + notional, fees=p.fees + f)
+                        reserved=p.reserved + notional, fees=p.fees + f,
+                        entry_price=weighted_price(p.entry_price, p.qty_total, px, q))
         self.positions[position_id] = p
         self.reserved_for_orders -= portion
         self.reserved_for_positions += notional
         self.fees += f
         fill = Fill(fill_id, order_id, position_id, "ENTRY", o.symbol, o.side, q, px,
                     notional, f, ZERO, now)
-        ev = self._event(OrderFilled, now, cause or fill_id, fill=fill, order=o, position=p,
-                         released=portion, position_opened=opened)
-        return Outcome(fill, [ev])
+        events: list[Event] = [self._event(OrderFilled, now, cause or fill_id, fill=fill,
+                                           order=o, position=p, released=portion,
+                                           position_opened=opened)]
+        events += self._stop_if_short(now, fill_id)
+        return Outcome(fill, events)
 
     def end_order(self, order_id: str, status: str, now: datetime,
                   cause: str = "") -> Outcome:
@@ -397,7 +492,8 @@ class Ledger:
     # -- exits ------------------------------------------------------------------------
 
     def fill_exit(self, fill_id: str, position_id: str, qty: object, price: object,
-                  fee: object, now: datetime, cause: str = "") -> Outcome:
+                  fee: object, now: datetime, cause: str = "",
+                  reason: str | None = None) -> Outcome:
         """A position (partly) closed: release its reservation pro rata, book PnL and fee.
 
         An exit reduces risk, so it is never denied. PnL is measured against the cost
@@ -416,10 +512,16 @@ class Ledger:
                                                                   self.places)
         proceeds = round_half_even(q * px, self.places)
         pnl = proceeds - released if p.side == "BUY" else released - proceeds
+        if reason is not None and reason not in CLOSE_REASONS:
+            raise InvalidArgument("reason", f"reason must be one of {list(CLOSE_REASONS)}")
         left = p.qty_open - q
+        closed_qty = p.qty_total - p.qty_open
         p = replace(p, qty_open=left, reserved=p.reserved - released,
                     realized_pnl=p.realized_pnl + pnl, fees=p.fees + f,
-                    status="OPEN" if left else "CLOSED", closed_at=None if left else now)
+                    status="OPEN" if left else "CLOSED", closed_at=None if left else now,
+                    exit_notional=p.exit_notional + proceeds,
+                    exit_price=weighted_price(p.exit_price, closed_qty, px, q),
+                    close_reason=reason or p.close_reason)
         self.reserved_for_positions -= released
         self.realized_pnl += pnl
         self.fees += f
@@ -432,13 +534,18 @@ class Ledger:
         else:
             del self.positions[position_id]
             events.append(self._event(PositionClosed, now, cause or fill_id, position=p))
-        if self.available < 0 and self.state == "ACTIVE":
-            # a loss beyond the position's reservation (a short squeezed past 2x, a fee
-            # larger than the proceeds): book it, and stop new exposure until a human looks
-            self.state = "REDUCE_ONLY"
-            events.append(self._event(TradingStateChanged, now, fill_id, state="REDUCE_ONLY",
-                                      reason="NEGATIVE_AVAILABLE", changed_by="ledger"))
+        events += self._stop_if_short(now, fill_id)
         return Outcome(fill, events)
+
+    def _stop_if_short(self, now: datetime, cause: str) -> list[Event]:
+        """A booked fill left the profile short (a loss beyond a position's reservation,
+        an entry filled far above its reserved price): stop new exposure until a human
+        looks."""
+        if self.available >= 0 or self.state != "ACTIVE":
+            return []
+        self.state = "REDUCE_ONLY"
+        return [self._event(TradingStateChanged, now, cause, state="REDUCE_ONLY",
+                            reason="NEGATIVE_AVAILABLE", changed_by="ledger")]
 
     # -- trading state ----------------------------------------------------------------
 
@@ -625,9 +732,11 @@ class LedgerActor(pykka.ThreadingActor):
         bus = self.ctx.bus
 
         def committed() -> None:
+            # listeners first: an account manager hears of a new order before the caller
+            # is answered, so what the caller does next comes after it
+            bus.publish(events)
             if reply is not None:
                 reply.resolve(outcome)
-            bus.publish(events)
 
         self.ctx.writer.submit(WriteRequest(
             self.profile_id, self.ctx.store.rows_for(events), gen=self.gen,
@@ -721,9 +830,17 @@ class LedgerActor(pykka.ThreadingActor):
                                          cmd.amount, self.ctx.clock.now(),
                                          cmd.reservation_id, cmd.cause)
 
+    def _place_order(self, cmd: m.PlaceOrder):
+        return self.ledger.open_order(cmd.spec, cmd.amount, self.ctx.clock.now(), cmd.cause)
+
+    def _signal(self, cmd: m.SubmitSignal):
+        return self.ledger.submit_signal(cmd.signal, cmd.policy, self.ctx.clock.now(),
+                                         cmd.cause)
+
     def _entry_fill(self, cmd: m.ApplyEntryFill):
         return self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id, cmd.qty,
-                                      cmd.price, cmd.fee, self.ctx.clock.now(), cmd.cause)
+                                      cmd.price, cmd.fee, self.ctx.clock.now(), cmd.cause,
+                                      book=cmd.book)
 
     def _end_order(self, cmd: m.EndOrder):
         return self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
@@ -731,7 +848,7 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _exit_fill(self, cmd: m.ApplyExitFill):
         return self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
-                                     cmd.fee, self.ctx.clock.now(), cmd.cause)
+                                     cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason)
 
     def _set_state(self, cmd: m.SetTradingState):
         return self.ledger.set_state(cmd.state, cmd.reason, cmd.changed_by,
@@ -795,6 +912,8 @@ _HANDLERS = {
     m.ReleaseReservation: _handler(LedgerActor._release),
     m.ExpireReservations: _handler(LedgerActor._expire),
     m.ReserveOrder: _handler(LedgerActor._reserve_order),
+    m.PlaceOrder: _handler(LedgerActor._place_order),
+    m.SubmitSignal: _handler(LedgerActor._signal),
     m.ApplyEntryFill: _handler(LedgerActor._entry_fill),
     m.EndOrder: _handler(LedgerActor._end_order),
     m.ApplyExitFill: _handler(LedgerActor._exit_fill),

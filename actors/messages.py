@@ -88,6 +88,21 @@ class OrderCapital(msgspec.Struct, frozen=True):
     reservation_id: str | None
     created_at: datetime
     updated_at: datetime
+    # -- what the order management system adds (all optional for bare capital orders)
+    account_id: str | None = None
+    client_order_id: str | None = None
+    type: str = "MARKET"
+    #: the limit price (LIMIT orders)
+    price: Decimal | None = None
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    #: the position its fills open (or add to)
+    position_id: str | None = None
+    signal_id: str | None = None
+    strategy: str | None = None
+    exchange: str | None = None
+    #: volume-weighted price of its fills so far
+    avg_price: Decimal | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):
@@ -105,6 +120,19 @@ class PositionCapital(msgspec.Struct, frozen=True):
     status: str
     opened_at: datetime
     closed_at: datetime | None = None
+    account_id: str | None = None
+    order_id: str | None = None
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    strategy: str | None = None
+    exchange: str | None = None
+    #: volume-weighted entry and exit prices
+    entry_price: Decimal | None = None
+    exit_price: Decimal | None = None
+    #: proceeds of the exits so far
+    exit_notional: Decimal = ZERO
+    #: why it was closed: "tp", "sl" or "manual"
+    close_reason: str | None = None
 
 
 class Fill(msgspec.Struct, frozen=True):
@@ -119,6 +147,23 @@ class Fill(msgspec.Struct, frozen=True):
     notional: Decimal
     fee: Decimal
     pnl: Decimal
+    ts: datetime
+
+
+class SignalRecord(msgspec.Struct, frozen=True):
+    """A signal with an id, and what capflow answered: repeating it returns this."""
+
+    signal_id: str
+    fingerprint: str
+    risk_ok: bool
+    risk_reason: str | None
+    order_id: str | None
+    position_id: str | None
+    symbol: str
+    side: str
+    qty: Decimal | None
+    tp_price: Decimal | None
+    sl_price: Decimal | None
     ts: datetime
 
 
@@ -183,6 +228,10 @@ class PositionClosed(Event, frozen=True):
     position: PositionCapital
 
 
+class SignalRecorded(Event, frozen=True):
+    signal: SignalRecord
+
+
 class TradingStateChanged(Event, frozen=True):
     state: str
     reason: str
@@ -243,6 +292,20 @@ class ReserveOrder(Command, frozen=True):
     reservation_id: str | None = None
 
 
+class PlaceOrder(Command, frozen=True):
+    """Reserve an order's capital and record the order (`orders.OrderSpec`)."""
+
+    spec: Any
+    amount: Any
+
+
+class SubmitSignal(Command, frozen=True):
+    """Size a signal into an order, check it, reserve, and record the signal."""
+
+    signal: Any  # orders.Signal
+    policy: Any  # orders.SignalPolicy
+
+
 class ApplyEntryFill(Command, frozen=True):
     fill_id: str
     order_id: str
@@ -250,6 +313,9 @@ class ApplyEntryFill(Command, frozen=True):
     qty: Any
     price: Any
     fee: Any = 0
+    #: a fill reported by a broker has happened: book it even if it costs more than
+    #: what the order reserved (the profile goes REDUCE_ONLY if that leaves it short)
+    book: bool = False
 
 
 class EndOrder(Command, frozen=True):
@@ -263,6 +329,7 @@ class ApplyExitFill(Command, frozen=True):
     qty: Any
     price: Any
     fee: Any = 0
+    reason: str | None = None
 
 
 class SetTradingState(Command, frozen=True):

@@ -33,6 +33,8 @@ from actors.messages import (
     Profile,
     ReservationExpired,
     ReservationReleased,
+    SignalRecord,
+    SignalRecorded,
     TradingStateChanged,
     Transfer,
 )
@@ -73,6 +75,8 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
         elif isinstance(e, PositionReduced):
             ops.append(("insert", "fills", _with(pid, e.fill)))
             ops.append(("upsert", "positions", _with(pid, e.position)))
+        elif isinstance(e, SignalRecorded):
+            ops.append(("insert", "signals", _with(pid, e.signal)))
         elif isinstance(e, TradingStateChanged):
             ops.append(("update", "profiles", {"profile_id": pid, "state": e.state,
                                                "state_reason": e.reason,
@@ -165,12 +169,22 @@ class LedgerStore:
                                           s.positions.c.status == "OPEN"))]
             transfers = [_record(Transfer, r) for r in c.execute(
                 select(s.transfers).where(s.transfers.c.profile_id == profile_id))]
+            o = s.orders.c
+            order_keys = {r.client_order_id: (r.order_id, (
+                r.symbol, r.side, r.type, r.qty, r.price, r.tp_price, r.sl_price,
+                r.reservation_id)) for r in c.execute(
+                select(o.client_order_id, o.order_id, o.symbol, o.side, o.type, o.qty,
+                       o.price, o.tp_price, o.sl_price, o.reservation_id)
+                .where(o.profile_id == profile_id, o.client_order_id.is_not(None)))}
+            signals = [_record(SignalRecord, r) for r in c.execute(
+                select(s.signals).where(s.signals.c.profile_id == profile_id))]
         buckets = Buckets(snap["allocated"], realized_pnl=snap["realized_pnl"],
                           fees=snap["fees"])
         profile = _record(Profile, prof)
         ledger = Ledger(profile_id, profile.currency, self.places_for(profile.currency),
                         buckets=buckets, seq=snap["last_seq"], state=profile.state,
-                        holds=holds, orders=orders, positions=positions, transfers=transfers)
+                        holds=holds, orders=orders, positions=positions, transfers=transfers,
+                        order_keys=order_keys, signals=signals)
         return profile, ledger
 
     # -- whole-database views (recovery, audit) ---------------------------------------

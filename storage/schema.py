@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
@@ -103,7 +104,20 @@ orders = Table(
     Column("reservation_id", ID),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("account_id", ID),
+    Column("client_order_id", ID),
+    Column("price", Money),
+    Column("tp_price", Money),
+    Column("sl_price", Money),
+    Column("position_id", ID),
+    Column("signal_id", ID),
+    Column("strategy", String(128)),
+    Column("exchange", String(64)),
+    Column("avg_price", Money),
+    Column("type", String(16), nullable=False, server_default="MARKET"),
     Index("ix_orders_profile_status", "profile_id", "status"),
+    Index("uq_orders_client_key", "profile_id", "client_order_id", unique=True),
+    Index("ix_orders_account_status", "account_id", "status"),
 )
 
 positions = Table(
@@ -121,7 +135,35 @@ positions = Table(
     Column("status", String(16), nullable=False),
     Column("opened_at", UtcDateTime, nullable=False),
     Column("closed_at", UtcDateTime),
+    Column("account_id", ID),
+    Column("order_id", ID),
+    Column("tp_price", Money),
+    Column("sl_price", Money),
+    Column("strategy", String(128)),
+    Column("exchange", String(64)),
+    Column("entry_price", Money),
+    Column("exit_price", Money),
+    Column("close_reason", String(16)),
+    Column("exit_notional", Money, nullable=False, server_default="0"),
     Index("ix_positions_profile_status", "profile_id", "status"),
+    Index("ix_positions_account_status", "account_id", "status"),
+)
+
+signals = Table(
+    "signals", metadata,
+    Column("profile_id", ID, primary_key=True),
+    Column("signal_id", ID, primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("risk_ok", Boolean, nullable=False),
+    Column("risk_reason", String(64)),
+    Column("order_id", ID),
+    Column("position_id", ID),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("qty", Money),
+    Column("tp_price", Money),
+    Column("sl_price", Money),
+    Column("ts", UtcDateTime, nullable=False),
 )
 
 fills = Table(

@@ -1,0 +1,190 @@
+"""Order management, the pure part: what an order is, how a signal becomes one.
+
+No I/O and no threads. The `Ledger` calls these inside its actor, so sizing, checks and
+the capital reservation that follows are one step for a profile.
+
+Percentages (`tp_pct`, `sl_pct`, `risk_per_trade_pct`, `reserve_buffer_pct`) are in
+percent: ``2`` means 2 %.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from actors.errors import InvalidArgument
+from actors.money import CONTEXT, ZERO, parse_decimal, round_down, round_half_even, round_up
+
+SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
+ORDER_TYPES = ("MARKET", "LIMIT")
+CLOSE_REASONS = ("tp", "sl", "manual")
+HUNDRED = Decimal(100)
+
+
+def parse_side(value: object) -> str:
+    side = SIDES.get(value.upper()) if isinstance(value, str) else None
+    if side is None:
+        raise InvalidArgument("side", "side must be BUY or SELL (or long / short)")
+    return side
+
+
+class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as submitted: everything but its capital and fills."""
+
+    order_id: str
+    position_id: str
+    symbol: str
+    side: str
+    type: str = "MARKET"
+    qty: Decimal
+    #: limit price (LIMIT), or the reference price of a MARKET order (its reservation)
+    price: Decimal | None = None
+    tp_price: Decimal | None = None
+    sl_price: Decimal | None = None
+    client_order_id: str | None = None
+    account_id: str | None = None
+    reservation_id: str | None = None
+    signal_id: str | None = None
+    strategy: str | None = None
+    exchange: str | None = None
+
+    def fingerprint(self) -> tuple:
+        """What a repeated `client_order_id` must match to be the same order."""
+        return (self.symbol, self.side, self.type, self.qty, self.price, self.tp_price,
+                self.sl_price, self.reservation_id)
+
+
+def check_protection(side: str, reference: Decimal | None, tp: Decimal | None,
+                     sl: Decimal | None) -> None:
+    """Take-profit beyond the reference price, stop-loss on the other side of it."""
+    if reference is None:
+        if tp is not None and sl is not None and (tp <= sl if side == "BUY" else tp >= sl):
+            raise InvalidArgument("tp_price", "tp_price and sl_price are on the wrong sides")
+        return
+    if tp is not None and (tp <= reference if side == "BUY" else tp >= reference):
+        raise InvalidArgument("tp_price", f"tp_price {tp} must be "
+                                          f"{'above' if side == 'BUY' else 'below'} "
+                                          f"the price {reference}")
+    if sl is not None and (sl >= reference if side == "BUY" else sl <= reference):
+        raise InvalidArgument("sl_price", f"sl_price {sl} must be "
+                                          f"{'below' if side == 'BUY' else 'above'} "
+                                          f"the price {reference}")
+
+
+def protective_prices(side: str, price: Decimal, tp_pct: Decimal, sl_pct: Decimal,
+                      places: int) -> tuple[Decimal, Decimal]:
+    """(tp_price, sl_price) at `tp_pct` / `sl_pct` percent from `price`; a BUY takes
+    profit above and stops below, a SELL the reverse."""
+    up = 1 if side == "BUY" else -1
+    tp = round_half_even(price * (1 + up * tp_pct / HUNDRED), places)
+    sl = round_half_even(price * (1 - up * sl_pct / HUNDRED), places)
+    return tp, sl
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """A trading signal as a bot sends it (`signal.submit`), validated."""
+
+    symbol: str
+    side: str
+    price: Decimal
+    timestamp: str
+    signal_id: str | None = None
+    exchange: str | None = None
+    timeframe_min: int | None = None
+    strategy: str | None = None
+    tp_pct: Decimal | None = None
+    sl_pct: Decimal | None = None
+    qty: Decimal | None = None
+    notional: Decimal | None = None
+
+    def fingerprint(self) -> str:
+        """What a repeated `signal_id` must match to be the same signal."""
+        text = "|".join(str(x) for x in (self.symbol, self.side, self.price, self.qty,
+                                         self.notional, self.tp_pct, self.sl_pct))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def parse_signal(raw: dict[str, Any]) -> Signal:
+    """Validate the numbers and names of a signal (the wire schema checked the types)."""
+    side = parse_side(raw.get("side"))
+    price = parse_decimal(raw.get("price"), "price")
+    pct = {}
+    for name in ("tp_pct", "sl_pct"):
+        if raw.get(name) is not None:
+            pct[name] = parse_decimal(raw[name], name)
+            if pct[name] >= HUNDRED and (name == "sl_pct" or side == "SELL"):
+                raise InvalidArgument(name, f"{name} must be below 100")
+    qty = raw.get("qty")
+    notional = raw.get("notional")
+    if qty is not None and notional is not None:
+        raise InvalidArgument("qty", "give qty or notional, not both")
+    return Signal(symbol=raw["symbol"], side=side, price=price,
+                  timestamp=str(raw.get("timestamp", "")), signal_id=raw.get("signal_id"),
+                  exchange=raw.get("exchange"), timeframe_min=raw.get("timeframe_min"),
+                  strategy=raw.get("strategy"), tp_pct=pct.get("tp_pct"),
+                  sl_pct=pct.get("sl_pct"),
+                  qty=None if qty is None else parse_decimal(qty, "qty"),
+                  notional=None if notional is None else parse_decimal(notional, "notional"))
+
+
+class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """What the server decides for a signal before its profile's actor sizes it: ids,
+    defaults from config, the account's fee and the instrument's precision."""
+
+    order_id: str
+    position_id: str
+    account_id: str | None
+    tp_pct: Decimal
+    sl_pct: Decimal
+    risk_per_trade_pct: Decimal
+    reserve_buffer_pct: Decimal
+    taker_fee: Decimal
+    price_places: int
+    qty_places: int
+
+
+def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,
+                sl_price: Decimal) -> Decimal:
+    """The order quantity: `qty` as given, else `notional` / price, else the quantity
+    that loses `risk_per_trade_pct` of `equity` at the stop. Rounded down to the
+    instrument's quantity step (zero when too small)."""
+    if signal.qty is not None:
+        if signal.qty != round_down(signal.qty, policy.qty_places):
+            raise InvalidArgument("qty", f"qty has more than {policy.qty_places} decimal "
+                                         f"places for {signal.symbol}")
+        return signal.qty
+    if signal.notional is not None:
+        raw = signal.notional / signal.price
+    else:
+        stop = abs(signal.price - sl_price)
+        if stop == 0 or equity <= 0:
+            return ZERO
+        raw = equity * policy.risk_per_trade_pct / HUNDRED / stop
+    return max(round_down(CONTEXT.plus(raw), policy.qty_places), ZERO)
+
+
+def order_reservation(qty: Decimal, price: Decimal, buffer_pct: Decimal, fee_rate: Decimal,
+                      places: int) -> Decimal:
+    """Capital a market order reserves: notional at `price`, plus the slippage buffer,
+    plus the fee on that, rounded up (never under-reserve)."""
+    return round_up(qty * price * (1 + buffer_pct / HUNDRED) * (1 + fee_rate), places)
+
+
+def weighted_price(prev_price: Decimal | None, prev_qty: Decimal, price: Decimal,
+                   qty: Decimal) -> Decimal:
+    """Volume-weighted average of two prices, to 10 places."""
+    if prev_price is None or prev_qty == 0:
+        return price
+    return round_half_even((prev_price * prev_qty + price * qty) / (prev_qty + qty), 10
+                           ).normalize()
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -1,0 +1,137 @@
+"""Reads of orders, positions and fills: the lists and lookups of the order ops, the book
+an account manager restores at start, and the positions statistics are computed from.
+
+Writes never come here: orders and positions are written by their profile's ledger
+actor, through the storage writer, in the same transaction as the capital they hold.
+Lists page by id (server ids are time-ordered, so id order is creation order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Engine, select
+
+from actors.messages import Fill, OrderCapital, PositionCapital
+from storage import schema as s
+from storage.ledger_store import OPEN_ORDER_STATES
+
+
+def _record(cls: type, row) -> object:
+    m = row._mapping
+    return cls(**{f: m[f] for f in cls.__struct_fields__})
+
+
+def _orders(rows) -> list[OrderCapital]:
+    return [_record(OrderCapital, r) for r in rows]
+
+
+def _positions(rows) -> list[PositionCapital]:
+    return [_record(PositionCapital, r) for r in rows]
+
+
+class OmsStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- one object -------------------------------------------------------------------
+
+    def get_order(self, profile_id: str, order_id: str) -> OrderCapital | None:
+        o = s.orders.c
+        with self.engine.connect() as c:
+            row = c.execute(select(s.orders).where(o.profile_id == profile_id,
+                                                   o.order_id == order_id)).first()
+        return None if row is None else _record(OrderCapital, row)
+
+    def order_by_client_id(self, profile_id: str, client_order_id: str) -> OrderCapital | None:
+        o = s.orders.c
+        with self.engine.connect() as c:
+            row = c.execute(select(s.orders).where(
+                o.profile_id == profile_id, o.client_order_id == client_order_id)).first()
+        return None if row is None else _record(OrderCapital, row)
+
+    def get_position(self, profile_id: str, position_id: str) -> PositionCapital | None:
+        p = s.positions.c
+        with self.engine.connect() as c:
+            row = c.execute(select(s.positions).where(p.profile_id == profile_id,
+                                                      p.position_id == position_id)).first()
+        return None if row is None else _record(PositionCapital, row)
+
+    # -- lists ------------------------------------------------------------------------
+
+    def list_orders(self, profile_id: str, *, status: str | None = None,
+                    symbol: str | None = None, limit: int = 100,
+                    cursor: str | None = None) -> tuple[list[OrderCapital], str | None]:
+        """A page of a profile's orders (oldest first) and the cursor of the next page.
+        `status` ``OPEN`` also matches partly filled orders."""
+        o = s.orders.c
+        query = select(s.orders).where(o.profile_id == profile_id)
+        if status == "OPEN":
+            query = query.where(o.status.in_(OPEN_ORDER_STATES))
+        elif status is not None:
+            query = query.where(o.status == status)
+        if symbol is not None:
+            query = query.where(o.symbol == symbol)
+        if cursor:
+            query = query.where(o.order_id > cursor)
+        with self.engine.connect() as c:
+            found = _orders(c.execute(query.order_by(o.order_id).limit(limit + 1)))
+        more = len(found) > limit
+        page = found[:limit]
+        return page, page[-1].order_id if more else None
+
+    def list_positions(self, profile_id: str | None, *, status: str | None = None,
+                       symbol: str | None = None, limit: int = 100,
+                       cursor: str | None = None
+                       ) -> tuple[list[PositionCapital], str | None]:
+        p = s.positions.c
+        query = select(s.positions)
+        if profile_id is not None:
+            query = query.where(p.profile_id == profile_id)
+        if status is not None:
+            query = query.where(p.status == status)
+        if symbol is not None:
+            query = query.where(p.symbol == symbol)
+        if cursor:
+            query = query.where(p.position_id > cursor)
+        with self.engine.connect() as c:
+            found = _positions(c.execute(query.order_by(p.position_id).limit(limit + 1)))
+        more = len(found) > limit
+        page = found[:limit]
+        return page, page[-1].position_id if more else None
+
+    def positions_for_stats(self, profile_ids: Iterable[str] | None = None
+                            ) -> list[PositionCapital]:
+        """Every position (of `profile_ids`, or all), for statistics."""
+        query = select(s.positions)
+        if profile_ids is not None:
+            query = query.where(s.positions.c.profile_id.in_(list(profile_ids)))
+        with self.engine.connect() as c:
+            return _positions(c.execute(query.order_by(s.positions.c.position_id)))
+
+    def fills(self, profile_id: str, position_id: str | None = None) -> list[Fill]:
+        f = s.fills.c
+        query = select(s.fills).where(f.profile_id == profile_id)
+        if position_id is not None:
+            query = query.where(f.position_id == position_id)
+        with self.engine.connect() as c:
+            return [_record(Fill, r) for r in c.execute(query.order_by(f.ts, f.fill_id))]
+
+    # -- what an account manager restores ---------------------------------------------
+
+    def open_book(self, account_id: str
+                  ) -> tuple[list[tuple[str, OrderCapital]], list[tuple[str, PositionCapital]]]:
+        """(profile_id, order) of every working order and (profile_id, position) of every
+        open position of an account. Orders that name no account are capital-only (their
+        fills are reported by the embedding program), never sent to a broker."""
+        o, p = s.orders.c, s.positions.c
+        o_acct = o.account_id == account_id
+        p_acct = p.account_id == account_id
+        with self.engine.connect() as c:
+            orders = [(r.profile_id, _record(OrderCapital, r)) for r in c.execute(
+                select(s.orders).where(o_acct, o.status.in_(OPEN_ORDER_STATES))
+                .order_by(o.order_id))]
+            positions = [(r.profile_id, _record(PositionCapital, r)) for r in c.execute(
+                select(s.positions).where(p_acct, p.status == "OPEN")
+                .order_by(p.position_id))]
+        return orders, positions
