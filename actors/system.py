@@ -38,6 +38,7 @@ from actors.money import parse_decimal
 from actors.registry import LedgerRegistry
 from actors.reply import Reply
 from actors.scheduler import Scheduler
+from actors.trading import Trading
 from storage.writer import NullWriter, StorageWriter, WriteRequest
 
 PROFILE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -82,6 +83,7 @@ class System:
         self.store: Any = None
         self.registry: LedgerRegistry | None = None
         self.scheduler: Scheduler | None = None
+        self.trading: Trading | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -94,7 +96,8 @@ class System:
 
     def _abort_start(self) -> None:
         """A start that failed half-way releases what it had taken, in reverse."""
-        for step in (lambda: self.scheduler and self.scheduler.stop(),
+        for step in (lambda: self.trading and self.trading.stop(),
+                     lambda: self.scheduler and self.scheduler.stop(),
                      lambda: self.registry and self.registry.stop_all(5),
                      lambda: self.writer and self.writer.stop(),
                      lambda: self._owner and self._owner.release(),
@@ -162,6 +165,13 @@ class System:
         self._recover()
         self.scheduler.start()
         self.started_at = time.monotonic()
+        self.trading = Trading(self)
+        oms_store = None
+        if cfg.storage.durable:
+            from storage.oms_store import OmsStore
+
+            oms_store = OmsStore(self.engine)
+        self.trading.start(oms_store, self.store.list_profiles("", 1 << 62))
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 
@@ -169,6 +179,7 @@ class System:
         if self.started_at is None:
             return
         self.started_at = None
+        self.trading.stop()
         self.scheduler.stop()
         self.registry.stop_all()
         self.writer.stop()
@@ -252,6 +263,8 @@ class System:
                        account_id: str | None = None) -> tuple[ProfileView, bool]:
         """`create_profile`, also telling whether the profile already existed."""
         check_profile_id(profile_id)
+        if self.trading is not None:
+            self.trading.check_account(account_id)
         currency = currency or self.config.ledger.default_currency
         if currency not in self.config.ledger.currency_places:
             raise InvalidArgument("currency", f"unknown currency {currency!r}")
@@ -275,6 +288,8 @@ class System:
                                             on_fail=done.fail))
             done.get(self.config.ledger.call_timeout_s)
             self.registry.add_known([profile_id])
+            if self.trading is not None:
+                self.trading.profile_created(profile_id, account_id)
         return self.get_profile(profile_id), False
 
     def get_profile(self, profile_id: str) -> ProfileView:
@@ -341,3 +356,36 @@ class System:
 
     def available(self, profile_id: str) -> Decimal:
         return self.ledger(profile_id).available
+
+    # -- trading (actors/trading.py) --------------------------------------------------
+
+    def signal(self, profile_id: str, symbol: str, side: str, price: Any, *,
+               timestamp: str | None = None, **optional: Any) -> dict[str, Any]:
+        """Submit a trading signal (the `signal.submit` op) and wait for the answer."""
+        raw = {"symbol": symbol, "side": side, "price": price,
+               "timestamp": timestamp or self.clock.now().isoformat(), **optional}
+        return self.trading.submit_signal(profile_id, raw).get(
+            self.config.ledger.call_timeout_s)
+
+    def submit_order(self, profile_id: str, client_order_id: str, symbol: str, side: str,
+                     qty: Any, *, type: str = "MARKET", price: Any = None,
+                     tp_price: Any = None, sl_price: Any = None,
+                     reservation_id: str | None = None) -> Outcome:
+        """Place an order (the `order.submit` op); waits until it is recorded and sent."""
+        return self.trading.submit_order(
+            profile_id, client_order_id=client_order_id, symbol=symbol, side=side,
+            type=type, qty=qty, price=price, tp_price=tp_price, sl_price=sl_price,
+            reservation_id=reservation_id).get(self.config.ledger.call_timeout_s)
+
+    def cancel_order(self, profile_id: str, order_id: str):
+        return self.trading.cancel_order(profile_id, order_id)
+
+    def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
+        return self.trading.close_position(profile_id, position_id, reason)
+
+    def advance(self, n: int = 1) -> int:
+        """Step mode: run `n` simulator ticks and wait for all they caused to commit."""
+        return self.trading.advance(n)
+
+    def price(self, symbol: str):
+        return self.trading.price(symbol)

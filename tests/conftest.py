@@ -26,14 +26,19 @@ def clock():
 
 
 @pytest.fixture
-def make_system():
-    """Start Systems with config overrides; every one is stopped at the end of the test."""
+def make_system(tmp_path):
+    """Start Systems with config overrides; every one is stopped at the end of the test.
+    The market simulator is in step mode (nothing moves unless a test advances it) and
+    the signal audit log is under the test's directory, unless a test says otherwise."""
     started: list[System] = []
 
     def make(url: str | None = None, *, clock=None, **sections) -> System:
         storage = dict(sections.pop("storage", {}))
         if url is not None:
             storage["url"] = url
+        sections["simulator"] = {"mode": "step", **sections.get("simulator", {})}
+        sections["oms"] = {"audit_log": str(tmp_path / "signals.jsonl"),
+                           **sections.get("oms", {})}
         cfg = load_config(env={}, storage=storage, **sections)
         system = System(cfg, clock=clock).start()
         started.append(system)

@@ -1,0 +1,279 @@
+"""`AccountManagerActor`: one per broker account, hosting its adapter.
+
+It is the execution side of the profiles that belong to the account: it hears (from the
+event bus, after their commit) of the orders their ledgers recorded, sends them to the
+adapter, feeds the adapter the simulator's ticks, and books what the adapter reports --
+fills, exits, cancels -- on the profiles' ledgers. It never waits on a ledger: bookings
+are sent with a callback, and `pending` counts those not yet committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from queue import SimpleQueue
+from typing import Any
+
+import msgspec
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from actors.errors import CapflowError, Internal, NotFound
+from actors.reply import Reply
+from brokers.base import (
+    BrokerAdapter,
+    BrokerEvent,
+    BrokerOrder,
+    BrokerPosition,
+    Connected,
+    ConnectionFailed,
+    Disconnected,
+    OrderCanceled,
+    OrderFilled,
+    OrderRejected,
+    PositionExited,
+)
+
+# -- messages (each travels with a Reply) ---------------------------------------------
+
+
+class Place(msgspec.Struct, frozen=True):
+    profile_id: str
+    order: m.OrderCapital
+
+
+class Cancel(msgspec.Struct, frozen=True):
+    profile_id: str
+    order_id: str
+
+
+class Close(msgspec.Struct, frozen=True):
+    profile_id: str
+    position_id: str
+    reason: str = "manual"
+
+
+class Ticks(msgspec.Struct, frozen=True):
+    ticks: list
+
+
+class Restore(msgspec.Struct, frozen=True):
+    orders: list  # (profile_id, OrderCapital)
+    positions: list  # (profile_id, PositionCapital)
+
+
+class Info(msgspec.Struct, frozen=True):
+    pass
+
+
+class Sync(msgspec.Struct, frozen=True):
+    """Answered once everything before it in the mailbox is handled."""
+
+
+class AccountStatus:
+    """What an account manager shows other threads (written only by its own thread)."""
+
+    def __init__(self) -> None:
+        self.state = "DISCONNECTED"
+        #: ledger bookings sent and not yet answered
+        self.pending = 0
+        #: connection events so far (Connected, ConnectionFailed, Disconnected)
+        self.connection_events: list[BrokerEvent] = []
+        self.booking_errors = 0
+
+
+def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
+    return BrokerOrder(order_id=o.order_id, profile_id=profile_id, symbol=o.symbol,
+                       side=o.side, type=o.type, qty=o.qty, price=o.price,
+                       position_id=o.position_id or o.order_id, tp_price=o.tp_price,
+                       sl_price=o.sl_price, filled_qty=o.filled_qty)
+
+
+def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:
+    return BrokerPosition(position_id=p.position_id, profile_id=profile_id, symbol=p.symbol,
+                          side=p.side, qty=p.qty_open, entry_price=p.entry_price or
+                          p.entry_notional / p.qty_total, tp_price=p.tp_price,
+                          sl_price=p.sl_price)
+
+
+class AccountManagerActor(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox():
+        return SimpleQueue()
+
+    def __init__(self, account_id: str, adapter_factory: Callable[..., BrokerAdapter],
+                 submit: Callable[[str, m.Command, Callable], Reply],
+                 status: AccountStatus,
+                 on_event: Callable[[BrokerEvent], None] | None = None):
+        super().__init__()
+        self.account_id = account_id
+        self._factory = adapter_factory
+        self._submit = submit
+        self._on_event = on_event
+        self.adapter: BrokerAdapter | None = None
+        self.status = status
+        self._pending_lock = threading.Lock()
+        self._cancel_waiters: dict[str, Reply] = {}
+        self.log = logger.bind(account=account_id)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.adapter = self._factory(emit=self._emit)
+        self.adapter.init()
+        self.adapter.start()
+        self.status.state = self.adapter.connection.state
+
+    def on_stop(self) -> None:
+        if self.adapter is not None:
+            try:
+                self.adapter.shutdown()
+            except Exception:
+                self.log.exception("adapter shutdown failed")
+
+    def on_receive(self, message: Any) -> None:
+        msg, reply = message
+        try:
+            handler = _HANDLERS[type(msg)]
+            value = handler(self, msg, reply)
+        except CapflowError as exc:
+            reply.fail(exc)
+        except Exception:
+            self.log.exception("bug while handling {}", type(msg).__name__)
+            reply.fail(Internal("internal error; see the server log"))
+        else:
+            if value is not _LATER:
+                reply.resolve(value)
+        finally:
+            self.status.state = self.adapter.connection.state
+
+    # -- handlers ---------------------------------------------------------------------
+
+    def _place(self, msg: Place, reply: Reply) -> Any:
+        try:
+            self.adapter.require_connected()
+        except CapflowError as exc:
+            self.log.error("order {} refused: {}", msg.order.order_id, exc.message)
+            self._book(msg.profile_id, m.EndOrder(order_id=msg.order.order_id,
+                                                  status="REJECTED", cause="broker"))
+            raise
+        self.adapter.subscribe(msg.order.symbol)
+        self.adapter.submit_order(broker_order(msg.profile_id, msg.order))
+        return True
+
+    def _cancel(self, msg: Cancel, reply: Reply) -> Any:
+        self._cancel_waiters[msg.order_id] = reply
+        if not self.adapter.cancel_order(msg.order_id):
+            self._cancel_waiters.pop(msg.order_id, None)
+            raise NotFound("order", msg.order_id)
+        return _LATER  # answered when the ledger has booked the cancel
+
+    def _close(self, msg: Close, reply: Reply) -> Any:
+        if not self.adapter.close_position(msg.position_id, msg.reason):
+            raise NotFound("position", msg.position_id)
+        return True
+
+    def _ticks(self, msg: Ticks, reply: Reply) -> Any:
+        adapter = self.adapter
+        adapter.step()
+        for tick in msg.ticks:
+            adapter.on_tick(tick)
+        return len(msg.ticks)
+
+    def _restore(self, msg: Restore, reply: Reply) -> Any:
+        orders = [broker_order(pid, o) for pid, o in msg.orders]
+        positions = [broker_position(pid, p) for pid, p in msg.positions]
+        for x in (*orders, *positions):
+            self.adapter.subscribe(x.symbol)
+        self.adapter.restore(orders, positions)
+        if orders or positions:
+            self.log.info("restored {} working orders and {} open positions",
+                          len(orders), len(positions))
+        return len(orders), len(positions)
+
+    def _info(self, msg: Info, reply: Reply) -> Any:
+        return self.adapter.account_info()
+
+    def _sync(self, msg: Sync, reply: Reply) -> Any:
+        self.adapter.step()
+        return True
+
+    # -- what the adapter reports -----------------------------------------------------
+
+    def _emit(self, e: BrokerEvent) -> None:
+        if isinstance(e, OrderFilled):
+            self._book(e.profile_id, m.ApplyEntryFill(
+                fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
+                qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id))
+        elif isinstance(e, PositionExited):
+            self._book(e.profile_id, m.ApplyExitFill(
+                fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
+                fee=e.fee, reason=e.reason, cause=e.fill_id))
+        elif isinstance(e, OrderCanceled | OrderRejected):
+            status = "CANCELED" if isinstance(e, OrderCanceled) else "REJECTED"
+            self._book(e.profile_id, m.EndOrder(order_id=e.order_id, status=status,
+                                                cause=e.reason),
+                       waiter=self._cancel_waiters.pop(e.order_id, None))
+        elif isinstance(e, Connected | ConnectionFailed | Disconnected):
+            self.status.connection_events.append(e)
+            if isinstance(e, Disconnected):
+                self.log.error("broker account gave up connecting after {} attempts: {}",
+                               e.attempts, e.reason)
+            elif isinstance(e, ConnectionFailed):
+                self.log.warning("broker connection attempt {} failed ({}); retrying in "
+                                 "{:.2f} s", e.attempt, e.error, e.retry_in_s)
+            else:
+                self.log.info("broker connected (attempt {})", e.attempt)
+        if self._on_event is not None:
+            try:
+                self._on_event(e)
+            except Exception:
+                self.log.exception("broker event listener failed")
+
+    def _book(self, profile_id: str, cmd: m.Command, waiter: Reply | None = None) -> None:
+        with self._pending_lock:
+            self.status.pending += 1
+
+        def done(reply: Reply) -> None:
+            value, error = reply.result()
+            with self._pending_lock:
+                self.status.pending -= 1
+            if error is not None:
+                self.status.booking_errors += 1
+                self.log.bind(profile=profile_id).error("booking {} failed: {}",
+                                                        type(cmd).__name__, error)
+            if waiter is not None:
+                if error is None:
+                    waiter.resolve(value)
+                else:
+                    waiter.fail(error)
+
+        self._submit(profile_id, cmd, done)
+
+
+_LATER = object()
+
+_HANDLERS = {
+    Place: AccountManagerActor._place,
+    Cancel: AccountManagerActor._cancel,
+    Close: AccountManagerActor._close,
+    Ticks: AccountManagerActor._ticks,
+    Restore: AccountManagerActor._restore,
+    Info: AccountManagerActor._info,
+    Sync: AccountManagerActor._sync,
+}
+
+
+def new_order_listener(account_id: str, ref: pykka.ActorRef
+                       ) -> Callable[[Sequence[m.Event]], None]:
+    """A bus listener that sends the account's newly recorded orders to its manager."""
+
+    def listener(events: Sequence[m.Event]) -> None:
+        for e in events:
+            if isinstance(e, m.OrderCapitalReserved) and e.order.account_id == account_id:
+                ref.tell((Place(e.profile_id, e.order), Reply()))
+
+    return listener

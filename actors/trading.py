@@ -1,0 +1,427 @@
+"""`Trading`: the order management side of a `System` -- the market simulator, the
+account managers, the signal audit log, and the calls of the order ops.
+
+Order of things for a signal (`signal.submit`):
+
+1. the raw signal is appended to the audit log, before anything else;
+2. the profile's ledger actor sizes it, runs the checks, reserves the capital and records
+   the order (and the signal, when it has an id) in one commit;
+3. the commit's events reach the account manager, which sends the order to its adapter;
+   the caller is answered after that hand-over, so what it does next comes after it;
+4. ticks fill the order; the manager books each fill on the ledger; the position's
+   take-profit / stop-loss (or `position.close`) closes it, and the exit is booked with
+   its reason and realized PnL.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from loguru import logger
+
+from actors import messages as m
+from actors.account import (
+    AccountManagerActor,
+    AccountStatus,
+    Cancel,
+    Close,
+    Info,
+    Restore,
+    Sync,
+    Ticks,
+    new_order_listener,
+)
+from actors.audit_log import SignalAuditLog
+from actors.config import ConfigError
+from actors.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from actors.money import parse_decimal
+from actors.orders import (
+    CLOSE_REASONS,
+    ORDER_TYPES,
+    OrderSpec,
+    SignalPolicy,
+    check_protection,
+    order_reservation,
+    parse_side,
+    parse_signal,
+)
+from actors.reply import Reply
+from actors.simulator import MarketSimulatorActor, Tick
+from actors.stats import compute_stats, group_stats
+from brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
+
+DEFAULT_TAKER_FEE = Decimal("0.0004")
+DEFAULT_MAKER_FEE = Decimal("0.0002")
+
+
+def _new_symbol_places(price: Decimal) -> int:
+    """Price places of a symbol first seen at `price` (as the simulator chooses them)."""
+    return min(8, max(2, -price.normalize().as_tuple().exponent))
+
+
+class Trading:
+    def __init__(self, system):
+        self.system = system
+        self.config = system.config
+        self.clock = system.clock
+        self.sim = None
+        self.board: dict[str, Tick] = {}
+        self.managers: dict[str, Any] = {}  # account id -> ActorRef
+        self.status: dict[str, AccountStatus] = {}
+        self.account_of: dict[str, str | None] = {}
+        self.audit: SignalAuditLog | None = None
+        self.oms_store = None
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self, oms_store, profiles) -> None:
+        cfg = self.config
+        brokers = cfg.brokers
+        if brokers.default_account not in brokers.accounts:
+            raise ConfigError(f"[brokers] default_account {brokers.default_account!r} is not "
+                              "one of [brokers.accounts]")
+        classes = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
+        self.oms_store = oms_store
+        self.account_of = {p.profile_id: p.account_id for p in profiles}
+        self.sim, self.board = MarketSimulatorActor.start_with_board(
+            cfg.simulator, self.clock, publish=self.system.bus.publish)
+        sim = self.sim.proxy()
+        from actors.system import new_id
+
+        for aid, acfg in brokers.accounts.items():
+            status = AccountStatus()
+            factory = functools.partial(classes[aid], aid, acfg, clock=self.clock,
+                                        money_places=cfg.places(acfg.currency), ids=new_id)
+            ref = AccountManagerActor.start(aid, factory, self.system.submit, status,
+                                            on_event=self._broker_event)
+            self.managers[aid] = ref
+            self.status[aid] = status
+            self._unsubscribe.append(self.system.bus.subscribe(new_order_listener(aid, ref)))
+            sim.subscribe(aid, functools.partial(self._deliver, ref)).get(timeout=10)
+            if oms_store is not None:
+                orders, positions = oms_store.open_book(aid)
+                if orders or positions:
+                    self._ask(aid, Restore(orders, positions), 60)
+        if cfg.simulator.mode == "realtime":
+            sim.start_realtime().get(timeout=10)
+        logger.info("trading: {} account(s) {}, simulator in {} mode, OMS {}",
+                    len(self.managers), sorted(self.managers), cfg.simulator.mode,
+                    "on" if cfg.oms.enabled else "off (signals are audited only)")
+
+    def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        if self.sim is not None:
+            self.sim.stop(timeout=10)
+            self.sim = None
+        for ref in self.managers.values():
+            ref.stop(timeout=10)
+        self.managers.clear()
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
+
+    def _broker_event(self, e) -> None:
+        if isinstance(e, Connected | ConnectionFailed | Disconnected):
+            self.system.bus.publish([e])
+
+    def _deliver(self, ref, ticks: list[Tick]) -> None:
+        r = Reply()
+        ref.tell((Ticks(ticks), r))
+        r.get(self.config.ledger.call_timeout_s)
+
+    def _ask(self, account_id: str, msg: Any, timeout: float | None = None) -> Any:
+        r = Reply()
+        self.managers[account_id].tell((msg, r))
+        return r.get(timeout or self.config.ledger.call_timeout_s)
+
+    # -- accounts ---------------------------------------------------------------------
+
+    def account_for(self, profile_id: str) -> str:
+        return self.account_of.get(profile_id) or self.config.brokers.default_account
+
+    def check_account(self, account_id: str | None) -> None:
+        if account_id is not None and account_id not in self.config.brokers.accounts:
+            raise InvalidArgument("account_id", f"no broker account {account_id!r} is "
+                                                "configured")
+
+    def profile_created(self, profile_id: str, account_id: str | None) -> None:
+        self.account_of[profile_id] = account_id
+
+    def account_info(self, account_id: str):
+        return self._ask(account_id, Info())
+
+    def _require_connected(self, account_id: str) -> None:
+        st = self.status[account_id]
+        if st.state != "CONNECTED":
+            raise Unavailable(f"broker account {account_id!r} is {st.state.lower()}: orders "
+                              "are refused", {"account_id": account_id, "state": st.state})
+
+    # -- the market -------------------------------------------------------------------
+
+    def price(self, symbol: str) -> Tick:
+        tick = self.board.get(symbol)
+        if tick is None:
+            raise NotFound("symbol", symbol)
+        return tick
+
+    def advance(self, n: int = 1, timeout: float = 120.0) -> int:
+        """Step mode: run `n` ticks and wait until everything they caused is committed."""
+        done = self.sim.proxy().advance(n).get(timeout=timeout)
+        self.settle(timeout)
+        return done
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every account manager has handled its mailbox and every booking it
+        sent is committed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for aid in self.managers:
+                self._ask(aid, Sync(), timeout)
+            if all(st.pending == 0 for st in self.status.values()):
+                # one more round: a booking's commit may have queued a new order
+                for aid in self.managers:
+                    self._ask(aid, Sync(), timeout)
+                if all(st.pending == 0 for st in self.status.values()):
+                    return
+            if time.monotonic() > deadline:
+                raise Unavailable("trading did not settle in time")
+            time.sleep(0.0005)
+
+    def _ensure_symbol(self, symbol: str, price: Decimal) -> None:
+        if symbol not in self.board and self.sim is not None:
+            self.sim.proxy().ensure_symbol(symbol, price)
+
+    def _places(self, symbol: str, price: Decimal) -> tuple[int, int]:
+        spec = self.config.simulator.symbols.get(symbol)
+        if spec is not None:
+            return spec.price_places, spec.qty_places
+        return _new_symbol_places(price), 6
+
+    def _fees(self, account_id: str) -> tuple[Decimal, Decimal]:
+        s = self.config.brokers.accounts[account_id].settings
+        return (Decimal(str(s.get("taker_fee", DEFAULT_TAKER_FEE))),
+                Decimal(str(s.get("maker_fee", DEFAULT_MAKER_FEE))))
+
+    # -- signals ----------------------------------------------------------------------
+
+    def _audit(self, record: dict[str, Any]) -> None:
+        if self.audit is None:
+            o = self.config.oms
+            self.audit = SignalAuditLog(o.audit_log, o.audit_max_bytes, o.audit_backups)
+        self.audit.write(record)
+
+    def submit_signal(self, profile_id: str, raw: dict[str, Any],
+                      callback: Callable[[Reply], None] | None = None) -> Reply:
+        """Audit, then trade a signal. The reply resolves to the answer map of
+        `signal.submit`; only a malformed signal fails (`InvalidArgument`)."""
+        reply = Reply(callback)
+        try:
+            self._audit({"received_at": self.clock.now(), "profile_id": profile_id,
+                         "signal": raw})
+            answer = self._signal_gate(profile_id)
+            if answer is not None:
+                parse_signal(raw)
+                reply.resolve(answer)
+                return reply
+            signal = parse_signal(raw)
+            account = self.account_for(profile_id)
+            price_places, qty_places = self._places(signal.symbol, signal.price)
+            from actors.system import new_id
+
+            order_id = new_id("ord")
+            policy = SignalPolicy(
+                order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
+                account_id=account, tp_pct=self.config.oms.tp_pct,
+                sl_pct=self.config.oms.sl_pct,
+                risk_per_trade_pct=self.config.oms.risk_per_trade_pct,
+                reserve_buffer_pct=self.config.oms.reserve_buffer_pct,
+                taker_fee=self._fees(account)[0], price_places=price_places,
+                qty_places=qty_places)
+            broker_down = self.status[account].state == "GAVE_UP"
+        except Exception as exc:
+            reply.fail(exc)
+            return reply
+        if broker_down:
+            reply.resolve(_signal_answer(None, reused=False, reason="BROKER_DISCONNECTED"))
+            return reply
+        self._ensure_symbol(signal.symbol, signal.price)
+
+        def answered(r: Reply) -> None:
+            out, error = r.result()
+            if error is not None:
+                reply.fail(error)
+            else:
+                reply.resolve(_signal_answer(out.result, reused=out.reused))
+
+        self.system.submit(profile_id, m.SubmitSignal(signal=signal, policy=policy,
+                                                      cause=signal.signal_id or order_id),
+                           answered)
+        return reply
+
+    def _signal_gate(self, profile_id: str) -> dict[str, Any] | None:
+        if not self.system.registry.knows(profile_id):
+            raise NotFound("profile", profile_id)
+        if not self.config.oms.enabled:
+            return _signal_answer(None, reused=False, reason="OMS_DISABLED", oms=False)
+        return None
+
+    # -- orders -----------------------------------------------------------------------
+
+    def submit_order(self, profile_id: str, *, client_order_id: str, symbol: str, side: str,
+                     type: str = "MARKET", qty: Any, price: Any = None, tp_price: Any = None,
+                     sl_price: Any = None, reservation_id: str | None = None,
+                     callback: Callable[[Reply], None] | None = None) -> Reply:
+        """Record an order (capital reserved) and send it to the account's broker. The
+        reply resolves to an Outcome whose result is the order (or, for a repeat of a
+        finished order, its id)."""
+        reply = Reply(callback)
+        try:
+            spec, amount = self._order_spec(profile_id, client_order_id, symbol, side, type,
+                                            qty, price, tp_price, sl_price, reservation_id)
+        except Exception as exc:
+            reply.fail(exc)
+            return reply
+        self._ensure_symbol(spec.symbol, spec.price)
+        self.system.submit(profile_id, m.PlaceOrder(spec=spec, amount=amount,
+                                                    cause=client_order_id),
+                           lambda r: reply.fail(r.result()[1]) if r.result()[1]
+                           else reply.resolve(r.result()[0]))
+        return reply
+
+    def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
+                    tp_price, sl_price, reservation_id) -> tuple[OrderSpec, Decimal]:
+        if not self.system.registry.knows(profile_id):
+            raise NotFound("profile", profile_id)
+        side = parse_side(side)
+        if type not in ORDER_TYPES:
+            raise InvalidArgument("type", f"type must be one of {list(ORDER_TYPES)}")
+        q = parse_decimal(qty, "qty")
+        px = None if price is None else parse_decimal(price, "price")
+        tp = None if tp_price is None else parse_decimal(tp_price, "tp_price")
+        sl = None if sl_price is None else parse_decimal(sl_price, "sl_price")
+        if type == "LIMIT" and px is None:
+            raise InvalidArgument("price", "a LIMIT order needs a price")
+        reference = px
+        if reference is None:
+            tick = self.board.get(symbol)
+            if tick is None:
+                raise InvalidArgument("price", f"no market price for {symbol!r} yet: give "
+                                               "a price")
+            reference = tick.ask if side == "BUY" else tick.bid
+        check_protection(side, reference, tp, sl)
+        _, qty_places = self._places(symbol, reference)
+        if q != q.quantize(Decimal(1).scaleb(-qty_places)):
+            raise InvalidArgument("qty", f"qty has more than {qty_places} decimal places "
+                                         f"for {symbol}")
+        account = self.account_for(profile_id)
+        self._require_connected(account)
+        taker, maker = self._fees(account)
+        places = self.config.places(self.config.brokers.accounts[account].currency)
+        if type == "MARKET":
+            amount = order_reservation(q, reference, self.config.oms.reserve_buffer_pct,
+                                       taker, places)
+        else:
+            amount = order_reservation(q, reference, Decimal(0), maker, places)
+        from actors.system import new_id
+
+        order_id = new_id("ord")
+        spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
+                         symbol=symbol, side=side, type=type, qty=q, price=reference,
+                         tp_price=tp, sl_price=sl, client_order_id=client_order_id,
+                         account_id=account, reservation_id=reservation_id)
+        return spec, amount
+
+    def cancel_order(self, profile_id: str, order_id: str) -> m.OrderCapital:
+        """Blocking: cancel what is left of a working order; answered once the release
+        of its capital is committed."""
+        o = self._store().get_order(profile_id, order_id)
+        if o is None:
+            raise NotFound("order", order_id)
+        if o.status not in m.ORDER_OPEN_STATES:
+            raise Conflict(f"order {order_id!r} is {o.status}", {"order_id": order_id,
+                                                                  "status": o.status})
+        if o.account_id is None:
+            return self.system.end_order(profile_id, order_id, "CANCELED")
+        try:
+            return self._ask(o.account_id, Cancel(profile_id, order_id)).result
+        except NotFound:  # filled or ended in the meantime
+            o = self._store().get_order(profile_id, order_id)
+            raise Conflict(f"order {order_id!r} is {o.status if o else 'gone'}",
+                           {"order_id": order_id}) from None
+
+    def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
+        """Blocking: ask the broker to close a position at market. The exit is booked
+        when it fills (the next tick for the paper broker)."""
+        if reason not in CLOSE_REASONS:
+            reason = "manual"
+        p = self._store().get_position(profile_id, position_id)
+        if p is None:
+            raise NotFound("position", position_id)
+        if p.status != "OPEN":
+            raise Conflict(f"position {position_id!r} is {p.status}",
+                           {"position_id": position_id, "status": p.status})
+        if p.account_id is None:
+            raise Conflict(f"position {position_id!r} is not held at a broker: close it "
+                           "with an exit fill", {"position_id": position_id})
+        self._ask(p.account_id, Close(profile_id, position_id, reason))
+        return p
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _store(self):
+        if self.oms_store is None:
+            raise Unavailable("storage is off: orders and positions are not kept")
+        return self.oms_store
+
+    def get_order(self, profile_id: str, order_id: str) -> m.OrderCapital:
+        o = self._store().get_order(profile_id, order_id)
+        if o is None:
+            raise NotFound("order", order_id)
+        return o
+
+    def order_by_client_id(self, profile_id: str, client_order_id: str) -> m.OrderCapital:
+        o = self._store().order_by_client_id(profile_id, client_order_id)
+        if o is None:
+            raise NotFound("order", client_order_id)
+        return o
+
+    def list_orders(self, profile_id: str, **filters):
+        return self._store().list_orders(profile_id, **filters)
+
+    def list_positions(self, profile_id: str, **filters):
+        return self._store().list_positions(profile_id, **filters)
+
+    def stats(self, profile_id: str | None = None, group_by: str | None = None,
+              only: frozenset[str] | None = None) -> tuple[Any, dict[str, Any] | None]:
+        ids = [profile_id] if profile_id is not None else (
+            None if only is None else sorted(only))
+        positions = self._store().positions_for_stats(ids)
+        snaps = self.system.store.snapshots(ids)
+        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
+        overall = compute_stats(positions, initial_equity=initial)
+        groups = None
+        if group_by is not None:
+            groups = group_stats(positions, group_by, initial_equity=initial)
+        return overall, groups
+
+    def positions_for_report(self, profile_id: str | None = None):
+        return self._store().positions_for_stats(None if profile_id is None else [profile_id])
+
+
+def _signal_answer(rec: m.SignalRecord | None, *, reused: bool, reason: str | None = None,
+                   oms: bool = True) -> dict[str, Any]:
+    if rec is None:
+        return {"received": True, "oms_enabled": oms, "risk_ok": False,
+                "risk_reason": reason, "order_id": None, "position_id": None,
+                "tp_price": None, "sl_price": None, "qty": None, "reused": reused}
+    return {"received": True, "oms_enabled": oms, "risk_ok": rec.risk_ok,
+            "risk_reason": rec.risk_reason, "order_id": rec.order_id,
+            "position_id": rec.position_id, "tp_price": rec.tp_price,
+            "sl_price": rec.sl_price, "qty": rec.qty, "reused": reused}
