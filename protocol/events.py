@@ -2,7 +2,9 @@
 
 Each map has `type` (past tense), `seq` (per topic, set by the server when it sends),
 `ts`, `id`, `causation_id`, `profile_id`, and the object it is about. Deposits and
-withdrawals go on ``ledger.<profile_id>``, a topic this implementation adds.
+withdrawals go on ``ledger.<profile_id>``, recorded signals on ``signal.<profile_id>``,
+simulator ticks on ``tick.<symbol>`` and broker connection changes on
+``broker.<account_id>``: topics this implementation adds.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import msgspec
 
 from actors import messages as m
+from actors.simulator import Tick
+from brokers.base import BrokerEvent
 
 _TOPIC = {
     m.CapitalReserved: "reservation", m.ReservationReleased: "reservation",
@@ -20,15 +24,23 @@ _TOPIC = {
     m.OrderCapitalReleased: "order", m.OrderFilled: "fill", m.PositionReduced: "fill",
     m.PositionClosed: "position", m.TradingStateChanged: "risk",
     m.LedgerMismatchDetected: "risk", m.CapitalDeposited: "ledger",
-    m.CapitalWithdrawn: "ledger",
+    m.CapitalWithdrawn: "ledger", m.SignalRecorded: "signal",
 }
 _BASE = frozenset({"profile_id", "seq", "ts", "causation_id"})
 
 
-def event_frames(events: Iterable[m.Event]) -> Iterator[tuple[str, dict[str, Any]]]:
+def event_frames(events: Iterable[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for e in events:
         kind = _TOPIC.get(type(e))
         if kind is None:
+            if isinstance(e, Tick):
+                yield f"tick.{e.symbol}", {"type": "Tick", "ts": e.ts, "symbol": e.symbol,
+                                           "bid": e.bid, "ask": e.ask, "last": e.last,
+                                           "tick_seq": e.seq}
+            elif isinstance(e, BrokerEvent):
+                body = msgspec.structs.asdict(e)
+                body["type"] = type(e).__name__
+                yield f"broker.{e.account_id}", body
             continue
         body: dict[str, Any] = {"type": type(e).__name__, "id": e.event_id, "ts": e.ts,
                                 "causation_id": e.causation_id, "profile_id": e.profile_id}

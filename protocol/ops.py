@@ -274,6 +274,12 @@ OPS: dict[str, tuple[type[Args], Callable]] = {
     "allocation.release": (ReleaseArgs, op_release),
 }
 
+# the trading ops live in their own module, which builds on the pieces above (import
+# protocol.ops, never protocol.trading_ops directly)
+from protocol.trading_ops import TRADING_OPS  # noqa: E402
+
+OPS.update(TRADING_OPS)
+
 _FIELD = re.compile(r"`\$\.([A-Za-z_][A-Za-z0-9_]*)|field `([^`]+)`")
 
 
@@ -307,10 +313,15 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
     cfg = system.config
     return {"status": "ok" if system.started_at is not None else "stopping",
             "version": _version(), "protocol": VERSION, "environment": environment,
-            "broker_mode": "paper", "oms_enabled": False,
+            "broker_mode": _broker_mode(cfg), "oms_enabled": cfg.oms.enabled,
             "storage": describe(cfg.storage.url) if cfg.storage.durable else "memory",
             "uptime_s": round(time.monotonic() - started, 3),
             "profiles": system.registry.known_count(), "security": "curve" if curve else "plain"}
+
+
+def _broker_mode(cfg) -> str:
+    adapters = {a.adapter for a in cfg.brokers.accounts.values()}
+    return "paper" if adapters == {"brokers.paper:PaperBroker"} else "live"
 
 
 def _version() -> str:

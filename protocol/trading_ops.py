@@ -1,0 +1,224 @@
+"""The trading ops: `signal.submit`, `order.*`, `position.*`, `stats.get`,
+`market.price`. Same rules as protocol/ops.py: typed arguments, one answer, and the
+socket thread never blocks (reads of storage run on the worker pool).
+
+protocol/ops.py imports this module and adds `TRADING_OPS` to its `OPS`: import
+protocol.ops, not this module, first."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from actors import messages as m
+from actors.stats import stats_map
+from protocol.codec import WireError
+from protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text
+
+Side = Annotated[str, Meta(min_length=1, max_length=8)]
+Limit = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class SignalArgs(Args, frozen=True):
+    profile_id: Id
+    symbol: Symbol
+    side: Side
+    price: Amount
+    timestamp: Annotated[str, Meta(max_length=64)] | int | float
+    signal_id: Id | None = None
+    exchange: Annotated[str, Meta(max_length=64)] | None = None
+    timeframe_min: Annotated[int, Meta(ge=0, le=525600)] | None = None
+    strategy: Text | None = None
+    tp_pct: Amount | None = None
+    sl_pct: Amount | None = None
+    qty: Amount | None = None
+    notional: Amount | None = None
+
+
+class OrderSubmitArgs(Args, frozen=True):
+    profile_id: Id
+    client_order_id: Id
+    symbol: Symbol
+    side: Side
+    type: Annotated[str, Meta(min_length=1, max_length=16)]
+    qty: Amount
+    price: Amount | None = None
+    tp_price: Amount | None = None
+    sl_price: Amount | None = None
+    reservation_id: Id | None = None
+
+
+class OrderRefArgs(Args, frozen=True):
+    profile_id: Id
+    order_id: Id
+
+
+class ListArgs(Args, frozen=True):
+    profile_id: Id
+    status: Annotated[str, Meta(min_length=1, max_length=24)] | None = None
+    symbol: Symbol | None = None
+    limit: Limit = 100
+    cursor: Text | None = None
+
+
+class PositionCloseArgs(Args, frozen=True):
+    profile_id: Id
+    position_id: Id
+    reason: Text | None = None
+
+
+class StatsArgs(Args, frozen=True):
+    profile_id: Id | None = None
+    group_by: Literal["strategy", "symbol", "exchange"] | None = None
+
+
+class PriceArgs(Args, frozen=True):
+    symbol: Symbol
+
+
+# -- results ---------------------------------------------------------------------------
+
+_ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "type", "qty",
+                 "filled_qty", "price", "avg_price", "tp_price", "sl_price", "status",
+                 "reserved", "position_id", "reservation_id", "signal_id", "strategy",
+                 "exchange", "account_id", "created_at", "updated_at")
+_POSITION_FIELDS = ("position_id", "order_id", "symbol", "side", "status", "qty_open",
+                    "qty_total", "entry_price", "exit_price", "entry_notional",
+                    "exit_notional", "reserved", "realized_pnl", "fees", "tp_price",
+                    "sl_price", "close_reason", "strategy", "exchange", "account_id",
+                    "opened_at", "closed_at")
+
+
+def order_map(profile_id: str, o: m.OrderCapital) -> dict[str, Any]:
+    return {"profile_id": profile_id, **{f: getattr(o, f) for f in _ORDER_FIELDS}}
+
+
+def position_map(profile_id: str, p: m.PositionCapital) -> dict[str, Any]:
+    out = {"profile_id": profile_id, **{f: getattr(p, f) for f in _POSITION_FIELDS}}
+    out["net_pnl"] = p.realized_pnl - p.fees
+    return out
+
+
+# -- handlers --------------------------------------------------------------------------
+
+def op_signal(ctx: OpContext, a: SignalArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    raw = {k: v for k, v in msgspec.structs.asdict(a).items()
+           if v is not None and k != "profile_id"}
+
+    def answered(reply) -> None:
+        value, error = reply.result()
+        if error is not None:
+            done(error=WireError.of(error))
+        else:
+            done(value)
+
+    ctx.system.trading.submit_signal(a.profile_id, raw, answered)
+
+
+def op_order_submit(ctx: OpContext, a: OrderSubmitArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    pid = a.profile_id
+    trading = ctx.system.trading
+
+    def answered(reply) -> None:
+        out, error = reply.result()
+        if error is not None:
+            done(error=WireError.of(error))
+        elif isinstance(out.result, m.OrderCapital):
+            done({**order_map(pid, out.result), "reused": out.reused})
+        else:  # a repeat of an order that has finished: read it back
+            ctx.run_blocking(lambda: {**order_map(pid, trading.get_order(pid, out.result)),
+                                      "reused": True}, done)
+
+    trading.submit_order(pid, client_order_id=a.client_order_id, symbol=a.symbol,
+                         side=a.side, type=a.type.upper(), qty=a.qty, price=a.price,
+                         tp_price=a.tp_price, sl_price=a.sl_price,
+                         reservation_id=a.reservation_id, callback=answered)
+
+
+def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    trading = ctx.system.trading
+    ctx.run_blocking(lambda: order_map(a.profile_id,
+                                       trading.cancel_order(a.profile_id, a.order_id)), done)
+
+
+def op_order_get(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    trading = ctx.system.trading
+    ctx.run_blocking(lambda: order_map(a.profile_id,
+                                       trading.get_order(a.profile_id, a.order_id)), done)
+
+
+def _filters(a: ListArgs) -> dict[str, Any]:
+    return {"status": a.status.upper() if a.status else None, "symbol": a.symbol,
+            "limit": a.limit, "cursor": a.cursor}
+
+
+def op_order_list(ctx: OpContext, a: ListArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        page, nxt = ctx.system.trading.list_orders(a.profile_id, **_filters(a))
+        return {"orders": [order_map(a.profile_id, o) for o in page], "next_cursor": nxt}
+
+    ctx.run_blocking(work, done)
+
+
+def op_position_list(ctx: OpContext, a: ListArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        page, nxt = ctx.system.trading.list_positions(a.profile_id, **_filters(a))
+        return {"positions": [position_map(a.profile_id, p) for p in page],
+                "next_cursor": nxt}
+
+    ctx.run_blocking(work, done)
+
+
+def op_position_close(ctx: OpContext, a: PositionCloseArgs, caller: Caller,
+                      done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        p = ctx.system.trading.close_position(a.profile_id, a.position_id, "manual")
+        return {**position_map(a.profile_id, p), "close_requested": True}
+
+    ctx.run_blocking(work, done)
+
+
+def op_stats(ctx: OpContext, a: StatsArgs, caller: Caller, done: Done) -> None:
+    if a.profile_id is not None:
+        caller.check(a.profile_id)
+
+    def work():
+        overall, groups = ctx.system.trading.stats(a.profile_id, a.group_by,
+                                                   only=caller.profiles)
+        out = stats_map(overall)
+        if groups is not None:
+            out["groups"] = {k: stats_map(v) for k, v in groups.items()}
+        return out
+
+    ctx.run_blocking(work, done)
+
+
+def op_price(ctx: OpContext, a: PriceArgs, caller: Caller, done: Done) -> None:
+    t = ctx.system.trading.price(a.symbol)
+    done({"symbol": t.symbol, "bid": t.bid, "ask": t.ask, "last": t.last, "ts": t.ts,
+          "seq": t.seq})
+
+
+TRADING_OPS = {
+    "signal.submit": (SignalArgs, op_signal),
+    "order.submit": (OrderSubmitArgs, op_order_submit),
+    "order.cancel": (OrderRefArgs, op_order_cancel),
+    "order.get": (OrderRefArgs, op_order_get),
+    "order.list": (ListArgs, op_order_list),
+    "position.list": (ListArgs, op_position_list),
+    "position.close": (PositionCloseArgs, op_position_close),
+    "stats.get": (StatsArgs, op_stats),
+    "market.price": (PriceArgs, op_price),
+}
