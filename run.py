@@ -7,6 +7,10 @@
     capflow call OP [KEY=VALUE ...]       send one request to a running server
     capflow events [TOPIC ...]            print a running server's event stream
     capflow keys generate [CLIENT ...]    make CURVE keys (server, and one per client)
+    capflow stats [--profile ID] [--group-by strategy|symbol|exchange]
+                                          trading statistics from storage
+    capflow report [--profile ID] [--out FILE.png]
+                                          the statistics and an equity-curve PNG
 
 Options common to all: ``--config FILE`` (TOML; default ``./capflow.toml`` if present),
 and ``CAPFLOW_*`` environment variables (``CAPFLOW_STORAGE__URL=...``). The profile
@@ -20,6 +24,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from decimal import Decimal
 
 from loguru import logger
 
@@ -63,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="topic prefixes, e.g. reservation.alpha (default: everything)")
     ev.add_argument("--count", type=int, default=0, help="stop after this many events")
     _client_options(ev)
+    for name, text in (("stats", "trading statistics (read from storage)"),
+                       ("report", "statistics and an equity-curve PNG")):
+        st = sub.add_parser(name, help=text)
+        st.add_argument("--profile", help="one profile (default: all)")
+        if name == "stats":
+            st.add_argument("--group-by", choices=("strategy", "symbol", "exchange"))
+        else:
+            st.add_argument("--out", help="PNG path (default: reports/equity-<profile>.png)")
     keys = sub.add_parser("keys", help="CURVE keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     gen = ksub.add_parser("generate", help="make the server key pair and client key pairs")
@@ -234,6 +247,63 @@ def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None):
+    """Positions and statistics straight from storage: no actors, and a running server
+    may own the database meanwhile (these are reads)."""
+    from actors.errors import NotFound
+    from actors.stats import compute_stats, group_stats
+    from storage.engine import open_engine
+    from storage.ledger_store import LedgerStore
+    from storage.oms_store import OmsStore
+
+    engine = open_engine(cfg.storage.url, synchronous=cfg.storage.sqlite_synchronous)
+    try:
+        ledgers = LedgerStore(engine, cfg.places)
+        ids = None if profile is None else [profile]
+        if profile is not None and ledgers.get_profile(profile) is None:
+            raise NotFound("profile", profile)
+        snaps = ledgers.snapshots(ids)
+        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
+        positions = OmsStore(engine).positions_for_stats(ids)
+    finally:
+        engine.dispose()
+    stats = compute_stats(positions, initial_equity=initial)
+    groups = group_stats(positions, group_by, initial_equity=initial) if group_by else None
+    return positions, stats, groups, initial
+
+
+def _print_stats(stats, out, title: str) -> None:
+    from actors.stats import stats_map
+
+    print(title, file=out)
+    for key, value in stats_map(stats).items():
+        text = "-" if value is None else fmt(value) if isinstance(value, Decimal) else value
+        print(f"  {key:<22}{text:>18}", file=out)
+
+
+def stats_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
+    _, stats, groups, _ = _read_stats(cfg, args.profile, args.group_by)
+    _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
+    for key, group in (groups or {}).items():
+        _print_stats(group, out, f"{args.group_by} = {key or '(none)'}")
+    return 0
+
+
+def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
+    from actors.report import write_equity_png
+    from actors.stats import equity_curve
+
+    positions, stats, _, initial = _read_stats(cfg, args.profile)
+    _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
+    path = args.out or f"reports/equity-{args.profile or 'all'}.png"
+    written = write_equity_png(equity_curve(positions, start=initial or Decimal(0)), path,
+                               title=f"capflow equity: {args.profile or 'all profiles'}")
+    print(f"wrote {written}", file=out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -247,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(cfg)
         commands = {"profile": profile_command, "call": call_command,
-                    "events": events_command, "keys": keys_command}
+                    "events": events_command, "keys": keys_command,
+                    "stats": stats_command, "report": report_command}
         return commands[args.command](cfg, args)
     except CapflowError as exc:
         field = exc.details.get("field")

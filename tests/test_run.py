@@ -58,3 +58,43 @@ def test_keys_generate_writes_key_pairs_and_the_client_table(env, capsys):
     assert '[clients."bot-1"]' in (env / "keys" / "clients.toml").read_text()
     code, _, err = _run(["keys", "generate", "bot-1", "--dir", str(env / "keys")], capsys)
     assert code == 2 and "already exists" in err
+
+
+def _trade_one_round_trip(env):
+    """A closed position in the CLI's database: BUY 10 @ 100.20, take-profit at 106."""
+    from actors.clock import ManualClock
+    from actors.config import load_config
+    from actors.system import System
+
+    csv = env / "ticks.csv"
+    csv.write_text("ts,symbol,bid,ask\n2026-01-05T12:00:01+00:00,TESTUSDT,100.00,100.20\n"
+                   "2026-01-05T12:00:02+00:00,TESTUSDT,106.00,106.20\n")
+    cfg = load_config(simulator={"mode": "step", "replay": str(csv), "symbols": {}},
+                      brokers={"accounts": {"paper": {"settings": {
+                          "taker_fee": "0", "maker_fee": "0", "slippage_bps": "0"}}}},
+                      oms={"audit_log": str(env / "signals.jsonl")})
+    with System(cfg, clock=ManualClock()) as cf:
+        cf.create_profile("alpha", "10000")
+        cf.signal("alpha", "TESTUSDT", "BUY", "100", qty="10", tp_pct="5", strategy="t")
+        cf.advance(2)
+
+
+def test_stats_and_report_read_storage(env, capsys):
+    _trade_one_round_trip(env)
+    code, out, _ = _run(["stats", "--profile", "alpha", "--group-by", "strategy"], capsys)
+    # 10 * (106.00 - 100.20) = 58.00, no fees
+    assert code == 0
+    assert "total_pnl" in out and "58.00" in out and "strategy = t" in out
+    assert "tp_count" in out
+    code, out, _ = _run(["report", "--profile", "alpha", "--out", str(env / "eq.png")],
+                        capsys)
+    assert code == 0 and "wrote" in out
+    assert (env / "eq.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    code, _, err = _run(["stats", "--profile", "ghost"], capsys)
+    assert code == 2 and "NOT_FOUND" in err
+
+
+def test_a_wrong_adapter_class_stops_the_cli_with_its_name(env, capsys, monkeypatch):
+    monkeypatch.setenv("CAPFLOW_BROKERS__ACCOUNTS__PAPER__ADAPTER", "brokers.paper:Nope")
+    code, _, err = _run(["profile", "list"], capsys)
+    assert code == 2 and "brokers.paper:Nope" in err and "has no class 'Nope'" in err
