@@ -451,12 +451,12 @@ class Ledger:
             self.orders[order_id] = o
         opened = p is None
         if opened:
+            zero = notional * 0  # with the currency's places
             p = PositionCapital(position_id, o.symbol, o.side, q, q, notional, notional,
-                                ZERO, f, "OPEN", now, account_id=o.account_id,
+                                zero, f, "OPEN", now, account_id=o.account_id,
                                 order_id=o.order_id, tp_price=o.tp_price,
                                 sl_price=o.sl_price, strategy=o.strategy,
-                                exchange=o.exchange, entry_price=px,
-                                exit_notional=ZERO * notional)
+                                exchange=o.exchange, entry_price=px, exit_notional=zero)
         else:
             p = replace(p, qty_open=p.qty_open + q, qty_total=p.qty_total + q,
                         entry_notional=p.entry_notional + notional,
