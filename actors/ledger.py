@@ -382,7 +382,9 @@ class Ledger:
         qty = size_signal(signal, policy, equity, sl)
         reason: str | None = None
         events: list[Event] = []
-        if qty <= 0:
+        if policy.blocked is not None:
+            reason = policy.blocked
+        elif qty <= 0:
             reason = "MIN_NOTIONAL"
         else:
             spec = OrderSpec(order_id=policy.order_id, position_id=policy.position_id,

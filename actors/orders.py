@@ -41,7 +41,7 @@ class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     side: str
     type: str = "MARKET"
     qty: Decimal
-    #: limit price (LIMIT), or the reference price of a MARKET order (its reservation)
+    #: the limit price (LIMIT); for a MARKET order the price it was decided on, if given
     price: Decimal | None = None
     tp_price: Decimal | None = None
     sl_price: Decimal | None = None
@@ -102,9 +102,11 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     notional: Decimal | None = None
 
     def fingerprint(self) -> str:
-        """What a repeated `signal_id` must match to be the same signal."""
-        text = "|".join(str(x) for x in (self.symbol, self.side, self.price, self.qty,
-                                         self.notional, self.tp_pct, self.sl_pct))
+        """What a repeated `signal_id` must match to be the same signal (numbers by
+        value: "100" and "100.0" are the same price)."""
+        text = "|".join(str(x.normalize() if isinstance(x, Decimal) else x) for x in (
+            self.symbol, self.side, self.price, self.qty, self.notional, self.tp_pct,
+            self.sl_pct))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -145,6 +147,9 @@ class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
     taker_fee: Decimal
     price_places: int
     qty_places: int
+    #: set when the signal cannot be traded whatever it says (the broker account gave
+    #: up connecting): a new signal is answered with this reason, a repeat as before
+    blocked: str | None = None
 
 
 def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,

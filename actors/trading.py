@@ -37,7 +37,7 @@ from actors.account import (
 )
 from actors.audit_log import SignalAuditLog
 from actors.config import ConfigError
-from actors.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from actors.errors import Conflict, Denial, Denied, InvalidArgument, NotFound, Unavailable
 from actors.money import parse_decimal
 from actors.orders import (
     CLOSE_REASONS,
@@ -54,6 +54,7 @@ from actors.simulator import MarketSimulatorActor, Tick
 from actors.stats import compute_stats, group_stats
 from brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
 
+ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")
 
@@ -243,13 +244,14 @@ class Trading:
                 risk_per_trade_pct=self.config.oms.risk_per_trade_pct,
                 reserve_buffer_pct=self.config.oms.reserve_buffer_pct,
                 taker_fee=self._fees(account)[0], price_places=price_places,
-                qty_places=qty_places)
-            broker_down = self.status[account].state == "GAVE_UP"
+                qty_places=qty_places,
+                blocked="BROKER_DISCONNECTED" if self.status[account].state == "GAVE_UP"
+                else None)
         except Exception as exc:
             reply.fail(exc)
             return reply
-        if broker_down:
-            reply.resolve(_signal_answer(None, reused=False, reason="BROKER_DISCONNECTED"))
+        if signal.signal_id is None and policy.blocked is not None:
+            reply.resolve(_signal_answer(None, reused=False, reason=policy.blocked))
             return reply
         self._ensure_symbol(signal.symbol, signal.price)
 
@@ -288,7 +290,8 @@ class Trading:
         except Exception as exc:
             reply.fail(exc)
             return reply
-        self._ensure_symbol(spec.symbol, spec.price)
+        if spec.price is not None:
+            self._ensure_symbol(spec.symbol, spec.price)
         self.system.submit(profile_id, m.PlaceOrder(spec=spec, amount=amount,
                                                     cause=client_order_id),
                            lambda r: reply.fail(r.result()[1]) if r.result()[1]
@@ -297,8 +300,11 @@ class Trading:
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
                     tp_price, sl_price, reservation_id) -> tuple[OrderSpec, Decimal]:
-        if not self.system.registry.knows(profile_id):
-            raise NotFound("profile", profile_id)
+        self._known(profile_id)
+        if not self.config.oms.enabled:
+            raise Denied(Denial("RISK_REJECTED", "the order management system is disabled "
+                                "([oms] enabled = false): no orders are taken",
+                                {"reason": "OMS_DISABLED", "limit": False, "value": True}))
         side = parse_side(side)
         if type not in ORDER_TYPES:
             raise InvalidArgument("type", f"type must be one of {list(ORDER_TYPES)}")
@@ -333,7 +339,7 @@ class Trading:
 
         order_id = new_id("ord")
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
-                         symbol=symbol, side=side, type=type, qty=q, price=reference,
+                         symbol=symbol, side=side, type=type, qty=q, price=px,
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id)
         return spec, amount
@@ -375,6 +381,10 @@ class Trading:
 
     # -- reads ------------------------------------------------------------------------
 
+    def _known(self, profile_id: str) -> None:
+        if not self.system.registry.knows(profile_id):
+            raise NotFound("profile", profile_id)
+
     def _store(self):
         if self.oms_store is None:
             raise Unavailable("storage is off: orders and positions are not kept")
@@ -392,14 +402,22 @@ class Trading:
             raise NotFound("order", client_order_id)
         return o
 
-    def list_orders(self, profile_id: str, **filters):
-        return self._store().list_orders(profile_id, **filters)
+    def list_orders(self, profile_id: str, *, status: str | None = None, **filters):
+        self._known(profile_id)
+        if status is not None and status not in ORDER_STATUSES:
+            raise InvalidArgument("status", f"status must be one of {list(ORDER_STATUSES)}")
+        return self._store().list_orders(profile_id, status=status, **filters)
 
-    def list_positions(self, profile_id: str, **filters):
-        return self._store().list_positions(profile_id, **filters)
+    def list_positions(self, profile_id: str, *, status: str | None = None, **filters):
+        self._known(profile_id)
+        if status is not None and status not in ("OPEN", "CLOSED"):
+            raise InvalidArgument("status", "status must be OPEN or CLOSED")
+        return self._store().list_positions(profile_id, status=status, **filters)
 
     def stats(self, profile_id: str | None = None, group_by: str | None = None,
               only: frozenset[str] | None = None) -> tuple[Any, dict[str, Any] | None]:
+        if profile_id is not None:
+            self._known(profile_id)
         ids = [profile_id] if profile_id is not None else (
             None if only is None else sorted(only))
         positions = self._store().positions_for_stats(ids)

@@ -260,3 +260,21 @@ def test_unknown_symbol_starts_a_price_process_at_the_signal_price(make_system, 
     cf.advance(1)
     tick = cf.price("DOGEUSDT")
     assert tick.bid < D("0.1234") < tick.ask
+
+
+def test_oms_disabled_takes_no_orders_and_lists_check_their_input(make_system, sqlite_url):
+    from actors.errors import Denied, InvalidArgument
+
+    cf = make_system(sqlite_url, oms={"enabled": False})
+    cf.create_profile("p", "1000")
+    with pytest.raises(Denied) as info:
+        cf.submit_order("p", "o-1", "BTCUSDT", "BUY", "0.001", price="65000")
+    assert info.value.code == "RISK_REJECTED" and info.value.details["reason"] == "OMS_DISABLED"
+    with pytest.raises(InvalidArgument):
+        cf.trading.list_orders("p", status="DONE")
+    with pytest.raises(InvalidArgument):
+        cf.trading.list_positions("p", status="FILLED")
+    with pytest.raises(NotFound):
+        cf.trading.list_positions("ghost")
+    with pytest.raises(NotFound):
+        cf.trading.stats("ghost")
