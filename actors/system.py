@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import secrets
 import threading
 import time
 from decimal import Decimal
@@ -32,6 +31,7 @@ from actors.bus import EventBus
 from actors.clock import Clock
 from actors.config import Config, load_config
 from actors.errors import Conflict, InvalidArgument, Unavailable
+from actors.ids import new_id
 from actors.ledger import AuditReport, LedgerContext, LedgerView, Outcome, ProfileView, Reconcile
 from actors.messages import Hold, Profile, Transfer
 from actors.money import parse_decimal
@@ -54,12 +54,6 @@ class TransferResult(msgspec.Struct, frozen=True):
     transfer: Transfer
     ledger: LedgerView
     reused: bool
-
-
-def new_id(prefix: str) -> str:
-    """A server-made id: time-ordered (new rows land at the end of the primary-key
-    index instead of on random pages) and unique (48 random bits per nanosecond)."""
-    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(6)}"
 
 
 def check_profile_id(profile_id: object) -> str:

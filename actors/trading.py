@@ -38,6 +38,7 @@ from actors.account import (
 from actors.audit_log import SignalAuditLog
 from actors.config import ConfigError
 from actors.errors import Conflict, Denial, Denied, InvalidArgument, NotFound, Unavailable
+from actors.ids import new_id
 from actors.money import parse_decimal
 from actors.orders import (
     CLOSE_REASONS,
@@ -92,8 +93,6 @@ class Trading:
         self.sim, self.board = MarketSimulatorActor.start_with_board(
             cfg.simulator, self.clock, publish=self.system.bus.publish)
         sim = self.sim.proxy()
-        from actors.system import new_id
-
         for aid, acfg in brokers.accounts.items():
             status = AccountStatus()
             factory = functools.partial(classes[aid], aid, acfg, clock=self.clock,
@@ -234,8 +233,6 @@ class Trading:
             signal = parse_signal(raw)
             account = self.account_for(profile_id)
             price_places, qty_places = self._places(signal.symbol, signal.price)
-            from actors.system import new_id
-
             order_id = new_id("ord")
             policy = SignalPolicy(
                 order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
@@ -292,10 +289,16 @@ class Trading:
             return reply
         if spec.price is not None:
             self._ensure_symbol(spec.symbol, spec.price)
+
+        def placed(r: Reply) -> None:
+            out, error = r.result()
+            if error is not None:
+                reply.fail(error)
+            else:
+                reply.resolve(out)
+
         self.system.submit(profile_id, m.PlaceOrder(spec=spec, amount=amount,
-                                                    cause=client_order_id),
-                           lambda r: reply.fail(r.result()[1]) if r.result()[1]
-                           else reply.resolve(r.result()[0]))
+                                                    cause=client_order_id), placed)
         return reply
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
@@ -335,8 +338,6 @@ class Trading:
                                        taker, places)
         else:
             amount = order_reservation(q, reference, Decimal(0), maker, places)
-        from actors.system import new_id
-
         order_id = new_id("ord")
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,
