@@ -56,6 +56,16 @@ class TransferResult(msgspec.Struct, frozen=True):
     reused: bool
 
 
+def _pin_process(cpus) -> None:
+    """Pin every thread of this process (sched_setaffinity(0) moves only the calling
+    thread; threads started later inherit from the thread that starts them)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that ended meanwhile
+
+
 def check_profile_id(profile_id: object) -> str:
     if (not isinstance(profile_id, str) or not 1 <= len(profile_id) <= 128
             or not PROFILE_ID_CHARS.issuperset(profile_id)):
@@ -78,6 +88,7 @@ class System:
         self.registry: LedgerRegistry | None = None
         self.scheduler: Scheduler | None = None
         self.trading: Trading | None = None
+        self._unpinned: set[int] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -105,7 +116,8 @@ class System:
         cfg = self.config
         all_cpus = set(os.sched_getaffinity(0))
         if cfg.cpu_affinity:
-            os.sched_setaffinity(0, cfg.cpu_affinity)
+            self._unpinned = all_cpus
+            _pin_process(cfg.cpu_affinity)
         if cfg.storage.durable:
             from storage.engine import OwnerLock, describe, open_engine
             from storage.ledger_store import LedgerStore
@@ -181,6 +193,9 @@ class System:
             self._owner.release()
         if self.engine is not None:
             self.engine.dispose()
+        if self._unpinned is not None:
+            _pin_process(self._unpinned)
+            self._unpinned = None
         logger.info("capflow stopped")
 
     def __enter__(self) -> System:

@@ -82,6 +82,11 @@ class PaperBroker(BrokerAdapter):
         self.working: dict[str, _Working] = {}
         self.positions: dict[str, _Position] = {}
         self.last: dict = {}
+        # per symbol, in arrival order: the working orders, and the positions a tick
+        # can close (with a take-profit or stop-loss, or a close requested), so a tick
+        # costs what it can touch, not what is open
+        self._book: dict[str, dict[str, _Working]] = {}
+        self._armed: dict[str, dict[str, _Position]] = {}
 
     # -- connection -------------------------------------------------------------------
 
@@ -117,13 +122,31 @@ class PaperBroker(BrokerAdapter):
 
     # -- orders -----------------------------------------------------------------------
 
+    def _work(self, order: BrokerOrder) -> None:
+        w = _Working(order, order.qty - order.filled_qty)
+        self.working[order.order_id] = w
+        self._book.setdefault(order.symbol, {})[order.order_id] = w
+
+    def _unwork(self, order_id: str) -> _Working | None:
+        w = self.working.pop(order_id, None)
+        if w is not None:
+            self._book[w.order.symbol].pop(order_id, None)
+        return w
+
+    def _arm(self, p: _Position) -> None:
+        armed = self._armed.setdefault(p.symbol, {})
+        if p.tp_price is not None or p.sl_price is not None or p.closing is not None:
+            armed[p.position_id] = p
+        else:
+            armed.pop(p.position_id, None)
+
     def submit_order(self, order: BrokerOrder) -> None:
-        self.working[order.order_id] = _Working(order, order.qty - order.filled_qty)
+        self._work(order)
         self.emit(OrderAccepted(account_id=self.account_id, ts=self.clock.now(),
                                 order_id=order.order_id, profile_id=order.profile_id))
 
     def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:
-        w = self.working.pop(order_id, None)
+        w = self._unwork(order_id)
         if w is None:
             return False
         self.emit(OrderCanceled(account_id=self.account_id, ts=self.clock.now(),
@@ -136,6 +159,7 @@ class PaperBroker(BrokerAdapter):
         if p is None:
             return False
         p.closing = p.closing or reason
+        self._arm(p)
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
@@ -144,16 +168,18 @@ class PaperBroker(BrokerAdapter):
         if p is None:
             return False
         p.tp_price, p.sl_price = tp_price, sl_price
+        self._arm(p)
         return True
 
     def restore(self, orders: Iterable[BrokerOrder],
                 positions: Iterable[BrokerPosition]) -> None:
         for bp in positions:
-            self.positions[bp.position_id] = _Position(
-                bp.position_id, bp.profile_id, bp.symbol, bp.side, bp.qty, bp.entry_price,
-                None, bp.tp_price, bp.sl_price)
+            p = _Position(bp.position_id, bp.profile_id, bp.symbol, bp.side, bp.qty,
+                          bp.entry_price, None, bp.tp_price, bp.sl_price)
+            self.positions[bp.position_id] = p
+            self._arm(p)
         for o in orders:
-            self.working[o.order_id] = _Working(o, o.qty - o.filled_qty)
+            self._work(o)
             p = self.positions.get(o.position_id)
             if p is not None:
                 p.order_id = o.order_id
@@ -168,7 +194,10 @@ class PaperBroker(BrokerAdapter):
         self._work_orders(tick)
 
     def _check_exits(self, tick) -> None:
-        for p in [p for p in self.positions.values() if p.symbol == tick.symbol]:
+        armed = self._armed.get(tick.symbol)
+        if not armed:
+            return
+        for p in list(armed.values()):
             long = p.side == "BUY"
             price = tick.bid if long else tick.ask
             fee_rate = self.taker_fee
@@ -193,6 +222,7 @@ class PaperBroker(BrokerAdapter):
         self.cash += (pnl if p.side == "BUY" else -pnl) - fee
         self.fees_paid += fee
         del self.positions[p.position_id]
+        self._armed[p.symbol].pop(p.position_id, None)
         self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
                                  position_id=p.position_id, profile_id=p.profile_id,
                                  fill_id=self.new_id("fill"), qty=p.qty, price=price,
@@ -201,8 +231,11 @@ class PaperBroker(BrokerAdapter):
             self.cancel_order(p.order_id, reason="position closed")
 
     def _work_orders(self, tick) -> None:
+        book = self._book.get(tick.symbol)
+        if not book:
+            return
         room = {"BUY": tick.liquidity, "SELL": tick.liquidity}
-        for w in [w for w in self.working.values() if w.order.symbol == tick.symbol]:
+        for w in list(book.values()):
             o = w.order
             if room[o.side] <= 0:
                 continue
@@ -221,7 +254,7 @@ class PaperBroker(BrokerAdapter):
             room[o.side] -= qty
             w.remaining -= qty
             if w.remaining <= 0:
-                del self.working[o.order_id]
+                self._unwork(o.order_id)
             self._entry(o, qty, price, fee_rate, liquidity)
 
     def _entry(self, o: BrokerOrder, qty: Decimal, price: Decimal, fee_rate: Decimal,
@@ -234,6 +267,7 @@ class PaperBroker(BrokerAdapter):
             p = _Position(o.position_id, o.profile_id, o.symbol, o.side, qty, price,
                           o.order_id, o.tp_price, o.sl_price)
             self.positions[o.position_id] = p
+            self._arm(p)
         else:
             p.entry_price = (p.entry_price * p.qty + price * qty) / (p.qty + qty)
             p.qty += qty
