@@ -25,7 +25,7 @@ import struct
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,13 +50,16 @@ def _typed(obj: Any) -> Any:
 
 
 def _stored(obj: Any) -> Any:
-    """SQLite: send each value already as the text the column type stores."""
-    from storage.writer import _sqlite_value
-
-    value = _sqlite_value(obj)
-    if value is obj:
-        raise TypeError(f"cannot send {type(obj).__name__} to the storage process")
-    return value
+    """SQLite: send each value already as the text the column type stores (the same as
+    storage.writer._sqlite_value; inlined, it runs for every Decimal and datetime)."""
+    t = type(obj)
+    if t is Decimal:
+        return format(obj, "f")
+    if t is datetime:
+        if obj.tzinfo is not None:
+            obj = obj.astimezone(UTC).replace(tzinfo=None)
+        return obj.isoformat(" ", "microseconds")
+    raise TypeError(f"cannot send {t.__name__} to the storage process")
 
 
 def _ext(code: int, data: bytes) -> Any:
