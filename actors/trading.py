@@ -251,14 +251,7 @@ class Trading:
             reply.resolve(_signal_answer(None, reused=False, reason=policy.blocked))
             return reply
         self._ensure_symbol(signal.symbol, signal.price)
-
-        def answered(r: Reply) -> None:
-            out, error = r.result()
-            if error is not None:
-                reply.fail(error)
-            else:
-                reply.resolve(_signal_answer(out.result, reused=out.reused))
-
+        answered = _relay(reply, lambda out: _signal_answer(out.result, reused=out.reused))
         self.system.submit(profile_id, m.SubmitSignal(signal=signal, policy=policy,
                                                       cause=signal.signal_id or order_id),
                            answered)
@@ -289,16 +282,9 @@ class Trading:
             return reply
         if spec.price is not None:
             self._ensure_symbol(spec.symbol, spec.price)
-
-        def placed(r: Reply) -> None:
-            out, error = r.result()
-            if error is not None:
-                reply.fail(error)
-            else:
-                reply.resolve(out)
-
         self.system.submit(profile_id, m.PlaceOrder(spec=spec, amount=amount,
-                                                    cause=client_order_id), placed)
+                                                    cause=client_order_id),
+                           _relay(reply, lambda out: out))
         return reply
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
@@ -432,6 +418,19 @@ class Trading:
 
     def positions_for_report(self, profile_id: str | None = None):
         return self._store().positions_for_stats(None if profile_id is None else [profile_id])
+
+
+def _relay(reply: Reply, build: Callable[[Any], Any]) -> Callable[[Reply], None]:
+    """A callback that answers `reply` with `build(value)`, or with the error."""
+
+    def relay(r: Reply) -> None:
+        out, error = r.result()
+        if error is not None:
+            reply.fail(error)
+        else:
+            reply.resolve(build(out))
+
+    return relay
 
 
 def _signal_answer(rec: m.SignalRecord | None, *, reused: bool, reason: str | None = None,

@@ -22,10 +22,6 @@ def _record(cls: type, row) -> object:
     return cls(**{f: m[f] for f in cls.__struct_fields__})
 
 
-def _orders(rows) -> list[OrderCapital]:
-    return [_record(OrderCapital, r) for r in rows]
-
-
 def _positions(rows) -> list[PositionCapital]:
     return [_record(PositionCapital, r) for r in rows]
 
@@ -72,13 +68,7 @@ class OmsStore:
             query = query.where(o.status == status)
         if symbol is not None:
             query = query.where(o.symbol == symbol)
-        if cursor:
-            query = query.where(o.order_id > cursor)
-        with self.engine.connect() as c:
-            found = _orders(c.execute(query.order_by(o.order_id).limit(limit + 1)))
-        more = len(found) > limit
-        page = found[:limit]
-        return page, page[-1].order_id if more else None
+        return self._page(query, o.order_id, OrderCapital, limit, cursor)
 
     def list_positions(self, profile_id: str | None, *, status: str | None = None,
                        symbol: str | None = None, limit: int = 100,
@@ -92,13 +82,17 @@ class OmsStore:
             query = query.where(p.status == status)
         if symbol is not None:
             query = query.where(p.symbol == symbol)
+        return self._page(query, p.position_id, PositionCapital, limit, cursor)
+
+    def _page(self, query, key, cls, limit: int, cursor: str | None):
+        """One page by `key` after `cursor`, and the cursor of the next page (one row more
+        than asked tells whether there is one)."""
         if cursor:
-            query = query.where(p.position_id > cursor)
+            query = query.where(key > cursor)
         with self.engine.connect() as c:
-            found = _positions(c.execute(query.order_by(p.position_id).limit(limit + 1)))
-        more = len(found) > limit
+            found = [_record(cls, r) for r in c.execute(query.order_by(key).limit(limit + 1))]
         page = found[:limit]
-        return page, page[-1].position_id if more else None
+        return page, getattr(page[-1], key.name) if len(found) > limit else None
 
     def positions_for_stats(self, profile_ids: Iterable[str] | None = None
                             ) -> list[PositionCapital]:

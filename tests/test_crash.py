@@ -21,8 +21,9 @@ from tests.crash_child import PROFILES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run_and_kill(url: str, run: str, acks_before_kill: int) -> list[dict]:
-    child = subprocess.Popen([sys.executable, "-m", "tests.crash_child", url, run],
+def _run_and_kill(url: str, run: str, acks_before_kill: int, *extra: str,
+                  child_module: str = "tests.crash_child") -> list[dict]:
+    child = subprocess.Popen([sys.executable, "-m", child_module, url, run, *extra],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True, bufsize=1)
     acks: list[dict] = []
@@ -78,29 +79,6 @@ def test_sigkill_loses_no_acknowledged_mutation(tmp_path, make_system):
         assert report.ok, report.violations
 
 
-def _run_oms_and_kill(url: str, run: str, audit: str, acks_before_kill: int) -> list[dict]:
-    child = subprocess.Popen([sys.executable, "-m", "tests.oms_crash_child", url, run, audit],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True, bufsize=1)
-    acks: list[dict] = []
-    deadline = time.monotonic() + 60
-    try:
-        for line in child.stdout:
-            msg = json.loads(line)
-            if msg["op"] != "ready":
-                acks.append(msg)
-            if len(acks) >= acks_before_kill or time.monotonic() > deadline:
-                break
-        os.kill(child.pid, signal.SIGKILL)  # ticks, fills and exits are in flight
-        rest, _ = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    acks += [json.loads(x) for x in rest.splitlines() if x.strip()]
-    assert child.returncode == -signal.SIGKILL
-    return acks
-
-
 def test_sigkill_while_trading_loses_no_order_and_open_positions_still_close(tmp_path,
                                                                            make_system):
     from tests.oms_crash_child import MARKET
@@ -108,8 +86,8 @@ def test_sigkill_while_trading_loses_no_order_and_open_positions_still_close(tmp
 
     url = f"sqlite:///{tmp_path}/oms.db"
     audit = str(tmp_path / "signals.jsonl")
-    acks = _run_oms_and_kill(url, "r1", audit, 150)
-    acks += _run_oms_and_kill(url, "r2", audit, 150)
+    acks = _run_and_kill(url, "r1", 150, audit, child_module="tests.oms_crash_child")
+    acks += _run_and_kill(url, "r2", 150, audit, child_module="tests.oms_crash_child")
     traded = [a for a in acks if a["ok"]]
     assert len(traded) >= 250
 
