@@ -101,6 +101,7 @@ class System:
 
     def _abort_start(self) -> None:
         """A start that failed half-way releases what it had taken, in reverse."""
+        self.started_at = None
         for step in (lambda: self.trading and self.trading.stop(),
                      lambda: self.scheduler and self.scheduler.stop(),
                      lambda: self.registry and self.registry.stop_all(5),
