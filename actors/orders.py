@@ -10,7 +10,6 @@ percent: ``2`` means 2 %.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -187,9 +186,3 @@ def weighted_price(prev_price: Decimal | None, prev_qty: Decimal, price: Decimal
     return round_half_even((prev_price * prev_qty + price * qty) / (prev_qty + qty), 10
                            ).normalize()
 
-
-def parse_timestamp(value: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None

@@ -383,12 +383,6 @@ class Trading:
             raise NotFound("order", order_id)
         return o
 
-    def order_by_client_id(self, profile_id: str, client_order_id: str) -> m.OrderCapital:
-        o = self._store().order_by_client_id(profile_id, client_order_id)
-        if o is None:
-            raise NotFound("order", client_order_id)
-        return o
-
     def list_orders(self, profile_id: str, *, status: str | None = None, **filters):
         self._known(profile_id)
         if status is not None and status not in ORDER_STATUSES:
@@ -415,9 +409,6 @@ class Trading:
         if group_by is not None:
             groups = group_stats(positions, group_by, initial_equity=initial)
         return overall, groups
-
-    def positions_for_report(self, profile_id: str | None = None):
-        return self._store().positions_for_stats(None if profile_id is None else [profile_id])
 
 
 def _relay(reply: Reply, build: Callable[[Any], Any]) -> Callable[[Reply], None]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Engine, select
 
-from actors.messages import Fill, OrderCapital, PositionCapital
+from actors.messages import OrderCapital, PositionCapital
 from storage import schema as s
 from storage.ledger_store import OPEN_ORDER_STATES
 
@@ -37,13 +37,6 @@ class OmsStore:
         with self.engine.connect() as c:
             row = c.execute(select(s.orders).where(o.profile_id == profile_id,
                                                    o.order_id == order_id)).first()
-        return None if row is None else _record(OrderCapital, row)
-
-    def order_by_client_id(self, profile_id: str, client_order_id: str) -> OrderCapital | None:
-        o = s.orders.c
-        with self.engine.connect() as c:
-            row = c.execute(select(s.orders).where(
-                o.profile_id == profile_id, o.client_order_id == client_order_id)).first()
         return None if row is None else _record(OrderCapital, row)
 
     def get_position(self, profile_id: str, position_id: str) -> PositionCapital | None:
@@ -102,14 +95,6 @@ class OmsStore:
             query = query.where(s.positions.c.profile_id.in_(list(profile_ids)))
         with self.engine.connect() as c:
             return _positions(c.execute(query.order_by(s.positions.c.position_id)))
-
-    def fills(self, profile_id: str, position_id: str | None = None) -> list[Fill]:
-        f = s.fills.c
-        query = select(s.fills).where(f.profile_id == profile_id)
-        if position_id is not None:
-            query = query.where(f.position_id == position_id)
-        with self.engine.connect() as c:
-            return [_record(Fill, r) for r in c.execute(query.order_by(f.ts, f.fill_id))]
 
     # -- what an account manager restores ---------------------------------------------
 

@@ -25,7 +25,7 @@ import struct
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import msgpack
 from loguru import logger
 
 from actors.errors import Unavailable
+from storage.writer import _sqlite_value
 
 _DECIMAL, _DATETIME = 1, 2
 _LEN = struct.Struct(">I")
@@ -50,16 +51,11 @@ def _typed(obj: Any) -> Any:
 
 
 def _stored(obj: Any) -> Any:
-    """SQLite: send each value already as the text the column type stores (the same as
-    storage.writer._sqlite_value; inlined, it runs for every Decimal and datetime)."""
-    t = type(obj)
-    if t is Decimal:
-        return format(obj, "f")
-    if t is datetime:
-        if obj.tzinfo is not None:
-            obj = obj.astimezone(UTC).replace(tzinfo=None)
-        return obj.isoformat(" ", "microseconds")
-    raise TypeError(f"cannot send {t.__name__} to the storage process")
+    """SQLite: send each value already as the text the column type stores."""
+    value = _sqlite_value(obj)
+    if value is obj:
+        raise TypeError(f"cannot send {type(obj).__name__} to the storage process")
+    return value
 
 
 def _ext(code: int, data: bytes) -> Any:
