@@ -9,8 +9,10 @@ are sent with a callback, and `pending` counts those not yet committed.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from queue import SimpleQueue
 from typing import Any
 
@@ -19,7 +21,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.errors import CapflowError, Internal, NotFound
+from actors.errors import CapflowError, Denial, Denied, Internal, NotFound
 from actors.reply import Reply
 from brokers.base import (
     BrokerAdapter,
@@ -71,6 +73,29 @@ class Sync(msgspec.Struct, frozen=True):
     """Answered once everything before it in the mailbox is handled."""
 
 
+class ClaimCapital(msgspec.Struct, frozen=True):
+    """Before capital is allocated to a profile on this account (creation, deposit):
+    claim it from the account's unallocated cash. Answered with a claim id, or
+    `INSUFFICIENT_CAPITAL`. Every claim is settled afterwards."""
+
+    profile_id: str
+    amount: Decimal
+
+
+class SettleClaim(msgspec.Struct, frozen=True):
+    """The allocation a claim was made for is done: `booked` of it stays allocated
+    (0 when it failed or was a repeat)."""
+
+    claim_id: int
+    booked: Decimal
+
+
+class ReturnCapital(msgspec.Struct, frozen=True):
+    """A profile on this account gave capital back (a withdrawal)."""
+
+    amount: Decimal
+
+
 class AccountStatus:
     """What an account manager shows other threads (written only by its own thread)."""
 
@@ -81,6 +106,9 @@ class AccountStatus:
         #: connection events so far (Connected, ConnectionFailed, Disconnected)
         self.connection_events: list[BrokerEvent] = []
         self.booking_errors = 0
+        #: capital the account's profiles were allocated, and its cap (initial cash)
+        self.allocated = Decimal(0)
+        self.capital = Decimal(0)
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
@@ -117,6 +145,8 @@ class AccountManagerActor(pykka.ThreadingActor):
         self.status = status
         self._pending_lock = threading.Lock()
         self._cancel_waiters: dict[str, Reply] = {}
+        self._claims: dict[int, Decimal] = {}
+        self._claim_ids = itertools.count(1)
         self.log = logger.bind(account=account_id)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -201,6 +231,30 @@ class AccountManagerActor(pykka.ThreadingActor):
         self.adapter.step()
         return True
 
+    # -- the account's capital, divided among its profiles -----------------------------
+
+    def _claim(self, msg: ClaimCapital, reply: Reply) -> Any:
+        st = self.status
+        free = st.capital - st.allocated - sum(self._claims.values(), Decimal(0))
+        if msg.amount > free:
+            raise Denied(Denial(
+                "INSUFFICIENT_CAPITAL",
+                f"broker account {self.account_id!r} has {free} unallocated; "
+                f"{msg.amount} requested", {"available": free, "requested": msg.amount,
+                                            "account_id": self.account_id}))
+        claim = next(self._claim_ids)
+        self._claims[claim] = msg.amount
+        return claim
+
+    def _settle(self, msg: SettleClaim, reply: Reply) -> Any:
+        if self._claims.pop(msg.claim_id, None) is not None:
+            self.status.allocated += msg.booked
+        return True
+
+    def _return(self, msg: ReturnCapital, reply: Reply) -> Any:
+        self.status.allocated -= msg.amount
+        return True
+
     # -- what the adapter reports -----------------------------------------------------
 
     def _emit(self, e: BrokerEvent) -> None:
@@ -264,6 +318,9 @@ _HANDLERS = {
     Restore: AccountManagerActor._restore,
     Info: AccountManagerActor._info,
     Sync: AccountManagerActor._sync,
+    ClaimCapital: AccountManagerActor._claim,
+    SettleClaim: AccountManagerActor._settle,
+    ReturnCapital: AccountManagerActor._return,
 }
 
 

@@ -195,6 +195,69 @@ class OmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     audit_backups: int = 10
 
 
+class InstrumentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the concentration limits group a symbol by."""
+
+    sector: str | None = None
+    industry: str | None = None
+    area: str | None = None
+
+
+class LiquidityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the liquidity / risk-regime signal of `allocation.quote` comes from."""
+
+    #: "static" (the values below), "file" (a JSON file, re-read when it changes),
+    #: "push" (set with the `liquidity.set` op), or "module:Class" of a
+    #: `actors.liquidity.LiquidityProvider`
+    provider: str = "static"
+    #: static: the signal; no score means liquidity is unknown (confidence 0: the
+    #: fallback reserve applies)
+    score: Decimal | None = None
+    risk_regime: str = "NORMAL"
+    volatility: Decimal = Decimal("0")
+    confidence: Decimal = Decimal("100")
+    #: file: the JSON file (see the README)
+    file: str = "data/liquidity.json"
+    #: exponential smoothing of the score, 0 < alpha <= 1 (none: off)
+    ema_alpha: Decimal | None = None
+    #: a new risk regime counts only once it is read this many times in a row
+    regime_hysteresis: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class AllocationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The decision formula of `allocation.quote` (see the README for the formula)."""
+
+    #: how long a quote waits for each thing it gathers
+    account_timeout_s: float = 5.0
+    exposure_timeout_s: float = 5.0
+    liquidity_timeout_s: float = 5.0
+    #: below this confidence the liquidity signal is not trusted: the fallback applies
+    confidence_min: Decimal = Decimal("69")
+    fallback_reserved_pct: Decimal = Decimal("0.60")
+    #: the reserved cash share runs linearly from this at score 0 to the next at 100
+    reserved_pct_at_score_0: Decimal = Decimal("0.70")
+    reserved_pct_at_score_100: Decimal = Decimal("0.20")
+    #: added in these regimes
+    risk_off_add: Decimal = Decimal("0.10")
+    risk_off_regimes: list[str] = msgspec.field(default_factory=lambda: ["OFF", "RISK_OFF"])
+    #: volatility / vol_scale is added, at most vol_add_max
+    vol_scale: Decimal = Decimal("100")
+    vol_add_max: Decimal = Decimal("0.10")
+    reserved_pct_min: Decimal = Decimal("0.20")
+    reserved_pct_max: Decimal = Decimal("0.85")
+    #: a quote below this is INSUFFICIENT_CAPITAL
+    min_order_notional: Decimal = Decimal("50")
+    #: concentration limits, fractions of the profile's equity, applied in this order
+    max_ticker: Decimal = Decimal("0.10")
+    max_sector: Decimal = Decimal("0.40")
+    max_industry: Decimal = Decimal("0.30")
+    max_area: Decimal = Decimal("0.50")
+    #: instrument metadata: a CSV (symbol,sector,industry,area) and/or entries here
+    instruments_csv: str | None = None
+    instruments: dict[str, InstrumentConfig] = msgspec.field(default_factory=dict)
+    liquidity: LiquidityConfig = msgspec.field(default_factory=LiquidityConfig)
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     environment: str = "paper"
     #: pin the process to these CPUs (hand-offs between threads are cheaper on one)
@@ -207,6 +270,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     brokers: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     oms: OmsConfig = msgspec.field(default_factory=OmsConfig)
+    allocation: AllocationConfig = msgspec.field(default_factory=AllocationConfig)
 
     def places(self, currency: str) -> int:
         try:

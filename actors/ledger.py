@@ -29,6 +29,7 @@ from loguru import logger
 from msgspec.structs import replace
 
 from actors import messages as m
+from actors.allocation import CapitalPicture, Decision, decide, exposure_by_symbol
 from actors.errors import (
     CapflowError,
     Conflict,
@@ -135,6 +136,8 @@ class Ledger:
         #: every reservation by id; the active ones make up `held`
         self.holds: dict[str, Hold] = {}
         self._hold_keys: dict[str, str] = {}
+        #: active reservations per symbol (what the concentration limits count)
+        self.held_by_symbol: dict[str, Decimal] = {}
         self._expiry: list[tuple[datetime, str]] = []
         for h in holds:
             self._index_hold(h)
@@ -224,12 +227,29 @@ class Ledger:
         self._hold_keys[h.client_request_id] = h.reservation_id
         if h.status == ACTIVE:
             heapq.heappush(self._expiry, (h.expires_at, h.reservation_id))
+            self.held_by_symbol[h.symbol] = self.held_by_symbol.get(h.symbol, ZERO) + h.amount
 
     def _end_hold(self, rid: str, status: str, reason: str, now: datetime) -> Hold:
         h = replace(self.holds[rid], status=status, ended_at=now, end_reason=reason)
         self.holds[rid] = h
         self.held -= h.amount
+        left = self.held_by_symbol[h.symbol] - h.amount
+        if left:
+            self.held_by_symbol[h.symbol] = left
+        else:
+            del self.held_by_symbol[h.symbol]
         return h
+
+    def picture(self, mark) -> CapitalPicture:
+        """Capital and exposure now (`actors.allocation`); `mark(symbol)` prices
+        positions at market."""
+        return CapitalPicture(
+            profile_id=self.profile_id, currency=self.currency, places=self.places,
+            allocated=self.allocated, realized_pnl=self.realized_pnl, fees=self.fees,
+            held=self.held, reserved_for_orders=self.reserved_for_orders,
+            reserved_for_positions=self.reserved_for_positions, available=self.available,
+            state=self.state, exposure=exposure_by_symbol(
+                self.positions.values(), self.orders.values(), self.held_by_symbol, mark))
 
     # -- capital movements ------------------------------------------------------------
 
@@ -261,7 +281,11 @@ class Ledger:
     # -- holds (reservations) ---------------------------------------------------------
 
     def hold(self, reservation_id: str, client_request_id: str, symbol: str, amount: object,
-             ttl_s: int, now: datetime, cause: str = "") -> Outcome | Denial:
+             ttl_s: int, now: datetime, cause: str = "",
+             cap: Decision | None = None) -> Outcome | Denial:
+        """Reserve `amount` for `symbol` until `ttl_s` from now. With `cap` (the
+        allocation decision made just before, in the same step) the amount must fit in
+        its `max_investable`, which must itself reach the minimum order notional."""
         key = _client_key(client_request_id)
         symbol = _text(symbol, "symbol", 64)
         value = self._amount(amount)
@@ -278,6 +302,14 @@ class Ledger:
             return Outcome(prior, [], reused=True)
         if (denied := self._entries_blocked()) or (denied := self._short(value)):
             return denied
+        if cap is not None and (cap.too_small or value > cap.max_investable):
+            return Denial("INSUFFICIENT_CAPITAL",
+                          f"requested {value} {self.currency}, the allocation allows "
+                          f"{cap.max_investable}" + (" (below the minimum order notional "
+                                                     f"{cap.min_order_notional})"
+                                                     if cap.too_small else ""),
+                          {"available": cap.max_investable, "requested": value,
+                           "decision": cap.to_map()})
         h = Hold(reservation_id, key, symbol, value, ttl_s, now,
                  now + timedelta(seconds=ttl_s))
         self._index_hold(h)
@@ -622,6 +654,10 @@ class LedgerContext:
     default_ttl_s: int
     ids: Any  # () -> str, new server-made ids
     flush_timeout_s: float = 30.0
+    #: the allocation formula's constants, instrument metadata, and market prices
+    allocation: Any = None  # AllocationConfig
+    instruments: Any = None  # actors.allocation.Instruments
+    mark: Any = lambda symbol: None  # (symbol) -> Decimal | None
 
 
 class LedgerActor(pykka.ThreadingActor):
@@ -814,8 +850,15 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _reserve(self, cmd: m.ReserveCapital):
         ttl = self.ctx.default_ttl_s if cmd.ttl_s is None else cmd.ttl_s
+        cap = None
+        if cmd.externals is not None and isinstance(cmd.symbol, str):
+            cap = decide(self.ledger.picture(self.ctx.mark), cmd.symbol, cmd.externals,
+                         self.ctx.instruments, self.ctx.allocation)
         return self.ledger.hold(self.ctx.ids(), cmd.client_request_id, cmd.symbol,
-                                cmd.amount, ttl, self.ctx.clock.now(), cmd.cause)
+                                cmd.amount, ttl, self.ctx.clock.now(), cmd.cause, cap=cap)
+
+    def _picture(self, cmd: m.GetCapitalPicture) -> Outcome:
+        return Outcome(self.ledger.picture(self.ctx.mark), [])
 
     def _release(self, cmd: m.ReleaseReservation):
         return self.ledger.release(cmd.reservation_id, cmd.reason, self.ctx.clock.now(),
@@ -911,6 +954,7 @@ _HANDLERS = {
     m.Deposit: _handler(LedgerActor._deposit),
     m.Withdraw: _handler(LedgerActor._withdraw),
     m.ReserveCapital: _handler(LedgerActor._reserve),
+    m.GetCapitalPicture: _handler(LedgerActor._picture),
     m.ReleaseReservation: _handler(LedgerActor._release),
     m.ExpireReservations: _handler(LedgerActor._expire),
     m.ReserveOrder: _handler(LedgerActor._reserve_order),

@@ -272,6 +272,13 @@ class ReserveCapital(Command, frozen=True):
     amount: Any
     client_request_id: str
     ttl_s: int | None = None
+    #: `actors.allocation.Externals`: cap the amount by the allocation decision made
+    #: in the actor (the allocation service always sends it; None: no cap)
+    externals: Any = None
+
+
+class GetCapitalPicture(Command, frozen=True):
+    """The profile's capital and exposure (`actors.allocation.CapitalPicture`)."""
 
 
 class ReleaseReservation(Command, frozen=True):

@@ -27,6 +27,8 @@ import msgspec
 from loguru import logger
 
 from actors import messages as m
+from actors.allocation import Decision, Instruments
+from actors.allocation_service import AllocationService
 from actors.bus import EventBus
 from actors.clock import Clock
 from actors.config import Config, load_config
@@ -88,6 +90,7 @@ class System:
         self.registry: LedgerRegistry | None = None
         self.scheduler: Scheduler | None = None
         self.trading: Trading | None = None
+        self.allocation: AllocationService | None = None
         self._unpinned: set[int] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -102,7 +105,8 @@ class System:
     def _abort_start(self) -> None:
         """A start that failed half-way releases what it had taken, in reverse."""
         self.started_at = None
-        for step in (lambda: self.trading and self.trading.stop(),
+        for step in (lambda: self.allocation and self.allocation.stop(),
+                     lambda: self.trading and self.trading.stop(),
                      lambda: self.scheduler and self.scheduler.stop(),
                      lambda: self.registry and self.registry.stop_all(5),
                      lambda: self.writer and self.writer.stop(),
@@ -158,10 +162,12 @@ class System:
             self.writer = NullWriter()
             self.writer.start()
             logger.warning("storage is off: nothing is persisted")
+        instruments = Instruments.load(cfg.allocation)
         ctx = LedgerContext(store=self.store, writer=self.writer, bus=self.bus,
                             clock=self.clock, schedule_expiry=self._schedule_expiry,
                             default_ttl_s=cfg.ledger.default_ttl_s,
-                            ids=lambda: new_id("rsv"))
+                            ids=lambda: new_id("rsv"), allocation=cfg.allocation,
+                            instruments=instruments, mark=self._mark)
         # storage off keeps ledgers only in memory actors: nothing to passivate them to
         max_live = cfg.ledger.max_live if cfg.storage.durable else 1 << 30
         self.registry = LedgerRegistry(ctx, max_live=max_live, idle_s=cfg.ledger.idle_s)
@@ -179,6 +185,7 @@ class System:
 
             oms_store = OmsStore(self.engine)
         self.trading.start(oms_store, self.store.list_profiles("", 1 << 62))
+        self.allocation = AllocationService(self, self.trading, instruments)
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 
@@ -186,6 +193,7 @@ class System:
         if self.started_at is None:
             return
         self.started_at = None
+        self.allocation.stop()
         self.trading.stop()
         self.scheduler.stop()
         self.registry.stop_all()
@@ -225,6 +233,10 @@ class System:
         for pid, when in self.store.active_expiries():
             self.scheduler.schedule(pid, when)
         self.scheduler.run_due()
+
+    def _mark(self, symbol: str) -> Decimal | None:
+        tick = self.trading.board.get(symbol) if self.trading is not None else None
+        return None if tick is None else tick.last
 
     def _schedule_expiry(self, profile_id: str, when) -> None:
         self.scheduler.schedule(profile_id, when)
@@ -293,13 +305,23 @@ class System:
             profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
                               "create", now, now)
             ops = self.store.create_profile_ops(profile, amount)
-            done = Reply()
-            self.writer.submit(WriteRequest(None, ops, on_commit=lambda: done.resolve(True),
-                                            on_fail=done.fail))
-            done.get(self.config.ledger.call_timeout_s)
+            # the account's cash is divided among its profiles: claim this share first
+            claim = self.trading.claim(account_id, currency, amount) if (
+                self.trading is not None and amount) else None
+            booked = amount * 0
+            try:
+                done = Reply()
+                self.writer.submit(WriteRequest(None, ops,
+                                                on_commit=lambda: done.resolve(True),
+                                                on_fail=done.fail))
+                done.get(self.config.ledger.call_timeout_s)
+                booked = amount
+            finally:
+                if claim is not None:
+                    self.trading.settle_claim(claim, booked)
             self.registry.add_known([profile_id])
             if self.trading is not None:
-                self.trading.profile_created(profile_id, account_id)
+                self.trading.profile_created(profile_id, account_id, currency)
         return self.get_profile(profile_id), False
 
     def get_profile(self, profile_id: str) -> ProfileView:
@@ -319,21 +341,47 @@ class System:
     def ledger(self, profile_id: str) -> LedgerView:
         return self._call(profile_id, m.GetLedger()).result
 
+    def transfer(self, profile_id: str, cmd: m.Deposit | m.Withdraw,
+                 callback=None) -> Reply:
+        """Deposit or withdraw (non-blocking). A deposit first claims the amount from
+        the unallocated cash of the profile's broker account."""
+        if self.started_at is None:
+            reply = Reply(callback)
+            reply.fail(Unavailable("capflow is not running"))
+            return reply
+        return self.trading.transfer(profile_id, cmd, callback)
+
     def deposit(self, profile_id: str, amount: Any, client_request_id: str) -> TransferResult:
-        out = self._call(profile_id, m.Deposit(amount=amount,
-                                               client_request_id=client_request_id))
+        out = self.transfer(profile_id, m.Deposit(
+            amount=amount, client_request_id=client_request_id)).get(
+            self.config.ledger.call_timeout_s)
         return TransferResult(out.result, self.ledger(profile_id), out.reused)
 
     def withdraw(self, profile_id: str, amount: Any, client_request_id: str) -> TransferResult:
-        out = self._call(profile_id, m.Withdraw(amount=amount,
-                                                client_request_id=client_request_id))
+        out = self.transfer(profile_id, m.Withdraw(
+            amount=amount, client_request_id=client_request_id)).get(
+            self.config.ledger.call_timeout_s)
         return TransferResult(out.result, self.ledger(profile_id), out.reused)
+
+    # -- allocation (actors/allocation_service.py) ------------------------------------
+
+    def quote(self, profile_id: str, symbol: str) -> Decision:
+        """How much the profile may invest in `symbol` now (`allocation.quote`); raises
+        `Denied` (INSUFFICIENT_CAPITAL) below the minimum order notional."""
+        return self.allocation.quote(profile_id, symbol).get(
+            self.config.ledger.call_timeout_s)
 
     def reserve(self, profile_id: str, symbol: str, amount: Any, client_request_id: str,
                 ttl_s: int | None = None) -> Reservation:
-        out = self._call(profile_id, m.ReserveCapital(
-            symbol=symbol, amount=amount, client_request_id=client_request_id, ttl_s=ttl_s))
+        """Reserve capital for `symbol`, at most what a quote would allow now, for
+        `ttl_s` (default ``[ledger] default_ttl_s``)."""
+        out = self.allocation.reserve(profile_id, symbol, amount, client_request_id,
+                                      ttl_s).get(self.config.ledger.call_timeout_s)
         return Reservation(out.result, out.reused)
+
+    def set_liquidity(self, symbol: str, **signal: Any) -> dict[str, Any]:
+        """Push a liquidity signal (provider ``push``), for `symbol` or ``"*"``."""
+        return self.allocation.set_liquidity(symbol, signal)
 
     def release(self, profile_id: str, reservation_id: str, reason: str = "client") -> Hold:
         return self._call(profile_id, m.ReleaseReservation(reservation_id=reservation_id,

@@ -28,9 +28,12 @@ from actors.account import (
     AccountManagerActor,
     AccountStatus,
     Cancel,
+    ClaimCapital,
     Close,
     Info,
     Restore,
+    ReturnCapital,
+    SettleClaim,
     Sync,
     Ticks,
     new_order_listener,
@@ -75,6 +78,9 @@ class Trading:
         self.managers: dict[str, Any] = {}  # account id -> ActorRef
         self.status: dict[str, AccountStatus] = {}
         self.account_of: dict[str, str | None] = {}
+        #: profile -> the account whose cash its allocation is part of (None: the
+        #: profile's currency is not the account's, so no share of it)
+        self.capital_of: dict[str, str | None] = {}
         self.audit: SignalAuditLog | None = None
         self.oms_store = None
         self._unsubscribe: list[Callable[[], None]] = []
@@ -90,11 +96,20 @@ class Trading:
         classes = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
         self.oms_store = oms_store
         self.account_of = {p.profile_id: p.account_id for p in profiles}
+        self.capital_of = {p.profile_id: self._capital_account(p.account_id, p.currency)
+                           for p in profiles}
+        allocated: dict[str, Decimal] = {}
+        snaps = self.system.store.snapshots()
+        for pid, aid in self.capital_of.items():
+            if aid is not None and pid in snaps:
+                allocated[aid] = allocated.get(aid, Decimal(0)) + snaps[pid].allocated
         self.sim, self.board = MarketSimulatorActor.start_with_board(
             cfg.simulator, self.clock, publish=self.system.bus.publish)
         sim = self.sim.proxy()
         for aid, acfg in brokers.accounts.items():
             status = AccountStatus()
+            status.capital = acfg.initial_cash
+            status.allocated = allocated.get(aid, Decimal(0))
             factory = functools.partial(classes[aid], aid, acfg, clock=self.clock,
                                         money_places=cfg.places(acfg.currency), ids=new_id)
             ref = AccountManagerActor.start(aid, factory, self.system.submit, status,
@@ -151,8 +166,71 @@ class Trading:
             raise InvalidArgument("account_id", f"no broker account {account_id!r} is "
                                                 "configured")
 
-    def profile_created(self, profile_id: str, account_id: str | None) -> None:
+    def profile_created(self, profile_id: str, account_id: str | None,
+                        currency: str) -> None:
         self.account_of[profile_id] = account_id
+        self.capital_of[profile_id] = self._capital_account(account_id, currency)
+
+    # -- the accounts' capital, divided among their profiles ------------------------
+
+    def _capital_account(self, account_id: str | None, currency: str) -> str | None:
+        aid = account_id or self.config.brokers.default_account
+        acfg = self.config.brokers.accounts.get(aid)
+        return aid if acfg is not None and acfg.currency == currency else None
+
+    def claim(self, account_id: str | None, currency: str,
+              amount: Decimal) -> tuple[str, int] | None:
+        """Blocking: claim `amount` of the account's unallocated cash (raises `Denied`
+        INSUFFICIENT_CAPITAL); settle the claim with `settle_claim` whatever happens next."""
+        aid = self._capital_account(account_id, currency)
+        if aid is None:
+            return None
+        return aid, self._ask(aid, ClaimCapital("", amount))
+
+    def settle_claim(self, claim: tuple[str, int], booked: Decimal) -> None:
+        aid, claim_id = claim
+        self.managers[aid].tell((SettleClaim(claim_id, booked), Reply()))
+
+    def transfer(self, profile_id: str, cmd, callback=None) -> Reply:
+        """A deposit (after claiming its amount from the account) or a withdrawal (which
+        gives it back); non-blocking."""
+        reply = Reply(callback)
+        aid = self.capital_of.get(profile_id)
+        if aid is None:  # not on an account's capital (or not a profile: the ledger says)
+            self.system.submit(profile_id, cmd, _relay(reply, lambda out: out))
+            return reply
+        ref = self.managers[aid]
+        if isinstance(cmd, m.Withdraw):
+            def withdrawn(r: Reply) -> None:
+                out, error = r.result()
+                if error is None and not out.reused:
+                    ref.tell((ReturnCapital(-out.result.amount), Reply()))
+                _forward(reply, out, error)
+
+            self.system.submit(profile_id, cmd, withdrawn)
+            return reply
+        try:
+            amount = parse_decimal(cmd.amount, "amount")
+        except Exception as exc:
+            reply.fail(exc)
+            return reply
+
+        def claimed(r: Reply) -> None:
+            claim_id, error = r.result()
+            if error is not None:
+                reply.fail(error)
+                return
+
+            def deposited(d: Reply) -> None:
+                out, err = d.result()
+                booked = amount if err is None and not out.reused else Decimal(0)
+                ref.tell((SettleClaim(claim_id, booked), Reply()))
+                _forward(reply, out, err)
+
+            self.system.submit(profile_id, cmd, deposited)
+
+        ref.tell((ClaimCapital(profile_id, amount), Reply(claimed)))
+        return reply
 
     def account_info(self, account_id: str):
         return self._ask(account_id, Info())
@@ -422,6 +500,13 @@ def _relay(reply: Reply, build: Callable[[Any], Any]) -> Callable[[Reply], None]
             reply.resolve(build(out))
 
     return relay
+
+
+def _forward(reply: Reply, value: Any, error: BaseException | None) -> None:
+    if error is not None:
+        reply.fail(error)
+    else:
+        reply.resolve(value)
 
 
 def _signal_answer(rec: m.SignalRecord | None, *, reused: bool, reason: str | None = None,

@@ -36,6 +36,10 @@ from actors.ledger import Ledger
 from actors.reply import Reply
 from actors.system import System, new_id
 
+#: every profile of a bench gets a large allocation: the paper account that they share
+#: (whose cash the profiles divide) is made large enough for all of them
+BIG_ACCOUNT = {"accounts": {"paper": {"initial_cash": "1000000000000000"}}}
+
 
 def _drive(callers: int, seconds: float, pair) -> float:
     """Run `pair(i, n)` in `callers` threads for `seconds`; return pairs per second."""
@@ -68,7 +72,8 @@ def bench_system(callers: int, seconds: float, durable: bool, workdir: str,
     url = f"sqlite:///{workdir}/bench-{time.time_ns()}.db"
     cfg = load_config(env={}, storage={"url": url, "durable": durable,
                                        "sqlite_synchronous": synchronous},
-                      ledger={"max_live": callers * 2}, cpu_affinity=pin)
+                      ledger={"max_live": callers * 2}, brokers=BIG_ACCOUNT,
+                      cpu_affinity=pin)
     system = System(cfg).start()
     try:
         pids = [f"bench-{i}" for i in range(callers)]

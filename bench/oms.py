@@ -64,6 +64,9 @@ from actors.config import load_config
 from actors.money import round_half_even
 from actors.system import System
 
+#: every profile of a bench gets a large allocation: the paper account that they share
+#: (whose cash the profiles divide) is made large enough for all of them
+BIG_ACCOUNT = {"accounts": {"paper": {"initial_cash": "1000000000000000"}}}
 #: the figure quoted in the issue, measured on this machine (see `REFERENCE_TEXT`)
 REFERENCE_RATE = 3970.0
 REFERENCE_TEXT = ("NautilusTrader 1.221.0 backtest engine, risk engine on, no "
@@ -137,7 +140,7 @@ def run_segment(kind: str, ticks: int, first: int, args, workdir: str,
                       simulator=simulator,
                       oms={"audit_log": f"{run_dir}/signals.jsonl"},
                       ledger={"call_timeout_s": CALL_TIMEOUT_S},
-                      cpu_affinity=pin)
+                      brokers=BIG_ACCOUNT, cpu_affinity=pin)
     system = System(cfg)
     counter = Counter()
     unsubscribe = None

@@ -43,6 +43,9 @@ import zmq
 
 from protocol.client import Client, ClientTimeout, request_bytes
 
+#: every profile of a bench gets a large allocation: the paper account that they share
+#: (whose cash the profiles divide) is made large enough for all of them
+BIG_ACCOUNT = {"accounts": {"paper": {"initial_cash": "1000000000000000"}}}
 KINDS = ("echo", "ledger.get", "reserve")
 LABELS = {"echo": "echo (bare ROUTER)", "ledger.get": "ledger.get",
           "reserve": "reserve+release, durable"}
@@ -74,7 +77,8 @@ def _serve_capflow(conn, url: str, config_file: str) -> None:
 
         cfg = load_config(config_file, env={}, storage={"url": url, "durable": True},
                           server={"endpoint": "tcp://127.0.0.1:*",
-                                  "events_endpoint": "tcp://127.0.0.1:*"})
+                                  "events_endpoint": "tcp://127.0.0.1:*"},
+                          brokers=BIG_ACCOUNT)
         system = System(cfg).start()
     except BaseException:
         conn.send(("error", traceback.format_exc()))

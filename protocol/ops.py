@@ -76,6 +76,23 @@ class ReserveArgs(Args, frozen=True):
     ttl_s: Annotated[int, Meta(ge=1, le=604800)] | None = None
 
 
+class QuoteArgs(Args, frozen=True):
+    profile_id: Id
+    symbol: Symbol
+    #: accepted for the contract; the quote uses the profile's own account
+    market: Text | None = None
+    #: accepted for the contract; positions are valued at the market's last price
+    price_hint: Amount | None = None
+
+
+class LiquiditySetArgs(Args, frozen=True):
+    score: Amount
+    symbol: Symbol = "*"
+    risk_regime: Annotated[str, Meta(min_length=1, max_length=32)] = "NORMAL"
+    volatility: Amount = 0
+    confidence: Amount = 100
+
+
 class ReleaseArgs(Args, frozen=True):
     profile_id: Id
     reservation_id: Id
@@ -226,17 +243,31 @@ def _transfer(cls) -> Callable:
 
         cmd = cls(amount=a.amount, client_request_id=a.client_request_id,
                   cause=a.client_request_id)
-        ctx.system.submit(pid, cmd, _then(_chain(done), then_ledger))
+        ctx.system.transfer(pid, cmd, _then(_chain(done), then_ledger))
 
     return op
 
 
+def op_quote(ctx: OpContext, a: QuoteArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    ctx.system.allocation.quote(a.profile_id, a.symbol,
+                                _then(done, lambda decision: decision.to_map()))
+
+
 def op_reserve(ctx: OpContext, a: ReserveArgs, caller: Caller, done: Done) -> None:
     caller.check(a.profile_id)
-    cmd = m.ReserveCapital(symbol=a.symbol, amount=a.amount,
-                           client_request_id=a.client_request_id, ttl_s=a.ttl_s)
-    _submit(ctx, a.profile_id, cmd, done,
-            lambda out: reservation_map(out.result, out.reused))
+    ctx.system.allocation.reserve(
+        a.profile_id, a.symbol, a.amount, a.client_request_id, a.ttl_s,
+        _then(done, lambda out: reservation_map(out.result, out.reused)))
+
+
+def op_liquidity_set(ctx: OpContext, a: LiquiditySetArgs, caller: Caller,
+                     done: Done) -> None:
+    if caller.profiles is not None:
+        raise WireError("FORBIDDEN", "only a client allowed every profile ('*') may set "
+                                     "the liquidity signal", {})
+    done(ctx.system.set_liquidity(a.symbol, score=a.score, risk_regime=a.risk_regime,
+                                  volatility=a.volatility, confidence=a.confidence))
 
 
 def op_release(ctx: OpContext, a: ReleaseArgs, caller: Caller, done: Done) -> None:
@@ -270,8 +301,10 @@ OPS: dict[str, tuple[type[Args], Callable]] = {
     "ledger.get": (ProfileArgs, op_ledger_get),
     "ledger.deposit": (TransferArgs, _transfer(m.Deposit)),
     "ledger.withdraw": (TransferArgs, _transfer(m.Withdraw)),
+    "allocation.quote": (QuoteArgs, op_quote),
     "allocation.reserve": (ReserveArgs, op_reserve),
     "allocation.release": (ReleaseArgs, op_release),
+    "liquidity.set": (LiquiditySetArgs, op_liquidity_set),
 }
 
 # the trading ops live in their own module, which builds on the pieces above (import

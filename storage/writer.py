@@ -159,6 +159,10 @@ class StorageWriter:
         self._close_lock = threading.Lock()
         self.batches = 0
         self.requests = 0
+        #: False from a batch that failed as a whole until the next commit: storage is
+        #: not reachable, and reads that must not be guessed answer UNAVAILABLE
+        self.healthy = True
+        self._probing = False
         self._thread = threading.Thread(target=self._run, name="capflow-writer", daemon=True)
 
     # -- API for actors ---------------------------------------------------------------
@@ -177,6 +181,17 @@ class StorageWriter:
     def done_seq(self, profile_id: str) -> int:
         """The seq of the last request of this profile that is committed or failed."""
         return self._done.get(profile_id, 0)
+
+    def probe(self) -> None:
+        """Check that the database answers (`healthy` follows); one probe at a time."""
+        if self._probing:
+            return
+        self._probing = True
+
+        def over(*_exc) -> None:
+            self._probing = False
+
+        self.submit(WriteRequest(None, [("probe", "", {})], on_commit=over, on_fail=over))
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted before this call is committed or failed."""
@@ -222,6 +237,7 @@ class StorageWriter:
             try:
                 self._process(batch)
             except Exception:  # never let the writer die: fail the batch instead
+                self.healthy = False
                 logger.exception("storage writer: unexpected failure")
                 for req in batch:
                     self._fail(req, Unavailable("storage failure"))
@@ -248,6 +264,7 @@ class StorageWriter:
             return
         statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live])
         self.batches += 1
+        self.healthy = any(error is None for error in statuses)
         for req, error in zip(live, statuses, strict=True):
             if error is None:
                 self._acknowledge(req)
@@ -347,9 +364,12 @@ class SqlExecutor:
         inserts: dict[str, list[dict]] = {}
         records: dict[str, dict[Any, dict]] = {}
         updates: dict[str, list[dict]] = {}
+        probe = False
         for profile_id, ops, snapshot in items:
             for kind, table, row in ops:
-                if kind == "upsert":
+                if kind == "probe":
+                    probe = True
+                elif kind == "upsert":
                     records.setdefault(table, {})[row[_pk(table)]] = row
                 elif kind == "insert":
                     inserts.setdefault(table, []).append(row)
@@ -358,6 +378,8 @@ class SqlExecutor:
             if snapshot is not None:
                 records.setdefault("ledger_snapshots", {})[profile_id] = snapshot
         if not (inserts or records or updates):
+            if probe:  # is the database there at all?
+                self._connection().exec_driver_sql("SELECT 1").close()
             return
         conn = self._connection()
         with conn.begin():
@@ -406,6 +428,10 @@ class NullWriter:
     and for embedding without durability; never the server default."""
 
     batches = requests = 0
+    healthy = True
+
+    def probe(self) -> None:
+        pass
 
     def start(self) -> None:
         pass

@@ -75,7 +75,7 @@ def test_unsupported_version_lists_the_supported_ones(wire):
 
 def test_unknown_op(wire):
     _server, r = wire
-    assert _error(r.request("allocation.quote", {"profile_id": "alpha"}))["code"] == (
+    assert _error(r.request("allocation.forecast", {"profile_id": "alpha"}))["code"] == (
         "UNKNOWN_OP")
 
 

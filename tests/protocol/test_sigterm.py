@@ -38,7 +38,7 @@ def test_sigterm_under_load_loses_no_acknowledged_request(tmp_path, make_system)
         with Client(endpoint, timeout_s=0.5, retries=20) as c:
             c.health()  # retries until the server is up
             for i in range(4):
-                c.profile_create(f"p{i}", "1000000")
+                c.profile_create(f"p{i}", "100000")
         acked: list[tuple[str, str]] = []
         lock = threading.Lock()
         stop = threading.Event()

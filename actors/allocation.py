@@ -1,0 +1,291 @@
+"""The allocation decision: how much a profile may invest in a symbol now, and why.
+
+Plain synchronous code (DESIGN.md): `decide` takes what was gathered -- the profile's
+capital and exposure (`CapitalPicture`, from its ledger actor), the free cash of its
+broker account and a liquidity signal (`Externals`) -- and returns a `Decision` whose
+every step is written down in `reasoning`.
+
+The formula (constants from `[allocation]`, defaults shown)::
+
+    cash          = allocated + realized_pnl - fees - reserved_for_positions
+    confidence < 69            -> reserved_cash_pct = 0.60            (the fallback)
+    else  base = 0.70 - score / 100 * (0.70 - 0.20)
+               + 0.10 in a risk-off regime
+               + clamp(volatility / vol_scale, 0, 0.10)
+          reserved_cash_pct = clamp(base, 0.20, 0.85)
+    reserved_cash  = cash * reserved_cash_pct
+    max_investable = max(0, cash - reserved_cash - reservations - open_orders)  (floored)
+
+then capped, in this order, by the account's free cash (`ACCOUNT_CASH`), the
+concentration limits ticker -> sector -> industry -> area (`MAX_TICKER`, ...), and the
+ledger's `available` (`LEDGER`); each cap that lowers the figure is named in
+`limited_by`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actors.config import AllocationConfig, ConfigError
+from actors.money import ZERO, quant, round_down, round_up
+
+#: concentration dimensions in the order they apply, with their `limited_by` names
+DIMENSIONS = (("ticker", "MAX_TICKER"), ("sector", "MAX_SECTOR"),
+              ("industry", "MAX_INDUSTRY"), ("area", "MAX_AREA"))
+_HUNDRED = Decimal(100)
+
+
+class LiquiditySignal(msgspec.Struct, frozen=True, kw_only=True):
+    """How liquid / risky the market is: `score` and `confidence` 0..100, `volatility`
+    >= 0 (in the provider's unit; `vol_scale` maps it to a share), `risk_regime` a name
+    (``OFF`` / ``RISK_OFF`` add to the reserve)."""
+
+    score: Decimal
+    risk_regime: str = "NORMAL"
+    volatility: Decimal = ZERO
+    confidence: Decimal = _HUNDRED
+    #: where it came from, and a version that changes with every new reading
+    source: str = ""
+    version: float = 0.0
+
+    def to_map(self) -> dict[str, Any]:
+        return {"score": self.score, "risk_regime": self.risk_regime,
+                "volatility": self.volatility, "confidence": self.confidence,
+                "source": self.source}
+
+
+class Instrument(msgspec.Struct, frozen=True):
+    ticker: str
+    sector: str | None = None
+    industry: str | None = None
+    area: str | None = None
+
+
+class Instruments:
+    """Instrument metadata (sector, industry, area) by symbol; unknown symbols have
+    none, so only their ticker limit applies."""
+
+    def __init__(self, table: Mapping[str, Instrument] | None = None):
+        self._table = dict(table or {})
+
+    @classmethod
+    def load(cls, cfg: AllocationConfig) -> Instruments:
+        table: dict[str, Instrument] = {}
+        if cfg.instruments_csv:
+            path = Path(cfg.instruments_csv)
+            try:
+                with path.open(newline="") as f:
+                    for row in csv.DictReader(f):
+                        sym = (row.get("symbol") or "").strip()
+                        if sym:
+                            table[sym] = Instrument(sym, *(
+                                (row.get(k) or "").strip() or None
+                                for k in ("sector", "industry", "area")))
+            except FileNotFoundError:
+                raise ConfigError(f"[allocation] instruments_csv {path} does not exist"
+                                  ) from None
+        for sym, meta in cfg.instruments.items():
+            table[sym] = Instrument(sym, meta.sector, meta.industry, meta.area)
+        return cls(table)
+
+    def get(self, symbol: str) -> Instrument:
+        return self._table.get(symbol) or Instrument(symbol)
+
+    def key(self, symbol: str, dimension: str) -> str | None:
+        return getattr(self.get(symbol), dimension)
+
+
+class CapitalPicture(msgspec.Struct, frozen=True, kw_only=True):
+    """A profile's capital and exposure at one moment, read by its own actor."""
+
+    profile_id: str
+    currency: str
+    places: int
+    allocated: Decimal
+    realized_pnl: Decimal
+    fees: Decimal
+    held: Decimal
+    reserved_for_orders: Decimal
+    reserved_for_positions: Decimal
+    available: Decimal
+    state: str
+    #: symbol -> open positions at market value + active BUY orders + active
+    #: reservations
+    exposure: dict[str, Decimal]
+
+    @property
+    def equity(self) -> Decimal:
+        """The profile's maximum investment: what the concentration limits divide."""
+        return self.allocated + self.realized_pnl - self.fees
+
+    @property
+    def cash(self) -> Decimal:
+        return self.equity - self.reserved_for_positions
+
+
+class Externals(msgspec.Struct, frozen=True, kw_only=True):
+    """What a decision needs from outside the ledger; None: unknown (with a note why)."""
+
+    account_id: str
+    account_cash: Decimal | None
+    account_note: str = ""
+    liquidity: LiquiditySignal | None = None
+    liquidity_note: str = ""
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    profile_id: str
+    symbol: str
+    currency: str
+    max_investable: Decimal
+    reserved_cash_pct: Decimal
+    reserved_cash: Decimal
+    cash: Decimal
+    open_orders: Decimal
+    reservations: Decimal
+    account_id: str
+    account_cash: Decimal
+    ledger_available: Decimal
+    concentration: dict[str, dict[str, Any]]
+    limited_by: list[str]
+    used_fallback: bool
+    liquidity: dict[str, Any] | None
+    min_order_notional: Decimal
+    reasoning: list[str]
+
+    @property
+    def too_small(self) -> bool:
+        return self.max_investable < self.min_order_notional
+
+    def to_map(self) -> dict[str, Any]:
+        return {"profile_id": self.profile_id, "symbol": self.symbol,
+                "currency": self.currency, "max_investable": self.max_investable,
+                "reserved_cash_pct": self.reserved_cash_pct,
+                "reserved_cash": self.reserved_cash,
+                "constraints": {"cash": self.cash, "open_orders": self.open_orders,
+                                "reservations": self.reservations,
+                                "account_cash": self.account_cash,
+                                "ledger_available": self.ledger_available},
+                "account_id": self.account_id, "concentration": self.concentration,
+                "limited_by": self.limited_by, "used_fallback": self.used_fallback,
+                "liquidity": self.liquidity, "min_order_notional": self.min_order_notional,
+                "reasoning": self.reasoning}
+
+
+def _clamp(x: Decimal, lo: Decimal, hi: Decimal) -> Decimal:
+    return max(lo, min(hi, x))
+
+
+def reserved_cash_pct(liq: LiquiditySignal | None, cfg: AllocationConfig,
+                      why: list[str] | None = None) -> tuple[Decimal, bool]:
+    """The share of cash kept back, and whether it is the fallback."""
+    why = [] if why is None else why
+    confidence = ZERO if liq is None else liq.confidence
+    if confidence < cfg.confidence_min:
+        why.append(f"confidence {confidence} < {cfg.confidence_min}: fallback reserve "
+                   f"{cfg.fallback_reserved_pct}")
+        return cfg.fallback_reserved_pct, True
+    lo, hi = cfg.reserved_pct_at_score_100, cfg.reserved_pct_at_score_0
+    base = hi - liq.score / _HUNDRED * (hi - lo)
+    why.append(f"score {liq.score}: base {hi} - {liq.score}/100 * ({hi} - {lo}) = {base}")
+    if liq.risk_regime.upper() in {r.upper() for r in cfg.risk_off_regimes}:
+        base += cfg.risk_off_add
+        why.append(f"regime {liq.risk_regime}: +{cfg.risk_off_add} = {base}")
+    vol_add = _clamp(liq.volatility / cfg.vol_scale, ZERO, cfg.vol_add_max)
+    if vol_add:
+        base += vol_add
+        why.append(f"volatility {liq.volatility} / {cfg.vol_scale} (at most "
+                   f"{cfg.vol_add_max}): +{vol_add} = {base}")
+    pct = _clamp(base, cfg.reserved_pct_min, cfg.reserved_pct_max)
+    if pct != base:
+        why.append(f"clamped to [{cfg.reserved_pct_min}, {cfg.reserved_pct_max}]: {pct}")
+    return pct, False
+
+
+def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instruments,
+           cfg: AllocationConfig) -> Decision:
+    places = pic.places
+    q = quant(places)
+    why: list[str] = []
+    cash = pic.cash
+    why.append(f"cash = allocated {pic.allocated} + realized {pic.realized_pnl} - fees "
+               f"{pic.fees} - in positions {pic.reserved_for_positions} = {cash}")
+    liq = ext.liquidity
+    if liq is None:
+        why.append(f"liquidity unknown ({ext.liquidity_note or 'no signal'}): "
+                   "confidence 0")
+    pct, fallback = reserved_cash_pct(liq, cfg, why)
+    reserved = cash * pct
+    raw = cash - reserved - pic.held - pic.reserved_for_orders
+    value = max(ZERO, round_down(raw, places))
+    why.append(f"max_investable = cash {cash} - reserved {round_up(reserved, places)} "
+               f"({pct}) - reservations {pic.held} - open orders "
+               f"{pic.reserved_for_orders} = {value}")
+    limited_by: list[str] = []
+
+    def cap(limit: Decimal, name: str, text: str) -> None:
+        nonlocal value
+        limit = max(ZERO, round_down(limit, places))
+        if limit < value:
+            value = limit
+            limited_by.append(name)
+            why.append(f"{text}: capped to {value} ({name})")
+        else:
+            why.append(f"{text}: not binding")
+
+    account_cash = ext.account_cash
+    if account_cash is None:
+        why.append(f"account {ext.account_id} cash unknown "
+                   f"({ext.account_note or 'no answer'}): 0")
+        account_cash = ZERO
+    cap(account_cash, "ACCOUNT_CASH", f"account {ext.account_id} free cash {account_cash}")
+    concentration: dict[str, dict[str, Any]] = {}
+    equity = pic.equity
+    for dim, name in DIMENSIONS:
+        key = instruments.key(symbol, dim)
+        if key is None:
+            why.append(f"{dim}: not known for {symbol}, no limit")
+            continue
+        frac = getattr(cfg, f"max_{dim}")
+        limit = round_down(max(ZERO, equity) * frac, places)
+        invested = sum((v for s, v in pic.exposure.items()
+                        if instruments.key(s, dim) == key), ZERO)
+        invested = round_up(invested, places)
+        residual = max(ZERO, limit - invested)
+        concentration[dim] = {"key": key, "limit": limit, "invested": invested,
+                              "residual": residual}
+        cap(residual, name, f"{dim} {key}: limit {frac} of equity {equity} = {limit}, "
+                            f"invested {invested}, residual {residual}")
+    cap(pic.available, "LEDGER", f"ledger available {pic.available}")
+    if value < cfg.min_order_notional:
+        why.append(f"{value} is below the minimum order notional {cfg.min_order_notional}")
+    return Decision(
+        profile_id=pic.profile_id, symbol=symbol, currency=pic.currency,
+        max_investable=value.quantize(q), reserved_cash_pct=pct,
+        reserved_cash=round_up(reserved, places), cash=cash,
+        open_orders=pic.reserved_for_orders, reservations=pic.held,
+        account_id=ext.account_id, account_cash=account_cash,
+        ledger_available=pic.available, concentration=concentration,
+        limited_by=limited_by, used_fallback=fallback,
+        liquidity=None if liq is None else liq.to_map(),
+        min_order_notional=cfg.min_order_notional, reasoning=why)
+
+
+def exposure_by_symbol(positions, orders, held_by_symbol: Mapping[str, Decimal],
+                       mark: Callable[[str], Decimal | None]) -> dict[str, Decimal]:
+    """Open positions at market value (entry price when there is no mark), plus what
+    active BUY orders and reservations hold, per symbol."""
+    out: dict[str, Decimal] = dict(held_by_symbol)
+    for p in positions:
+        px = mark(p.symbol) or p.entry_price or (p.entry_notional / p.qty_total)
+        out[p.symbol] = out.get(p.symbol, ZERO) + p.qty_open * px
+    for o in orders:
+        if o.side == "BUY":
+            out[o.symbol] = out.get(o.symbol, ZERO) + o.reserved
+    return out

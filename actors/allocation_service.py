@@ -1,0 +1,320 @@
+"""`AllocationService`: the calls of `allocation.quote` and `allocation.reserve`.
+
+A quote gathers three things in parallel, each with its own timeout:
+
+- the profile's capital and exposure, from its ledger actor (fail closed: without it
+  the quote is `UNAVAILABLE`, never an optimistic zero);
+- the free cash of the profile's broker account, from its account manager (unknown
+  counts as 0: nothing to invest);
+- the liquidity signal, from the provider (unknown: confidence 0, the fallback);
+
+then applies `actors.allocation.decide`. Nothing here blocks: the parts answer through
+callbacks, and one sweeper thread ends the parts that are past their time.
+
+A reservation gathers the two outside parts the same way and then sends them with the
+reserve command, so that the ledger actor decides and reserves in one step: concurrent
+reservations of one profile cannot both spend the same capital.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from loguru import logger
+
+from actors import messages as m
+from actors.account import Info
+from actors.allocation import CapitalPicture, Decision, Externals, Instruments, decide
+from actors.errors import CapflowError, Denial, Denied, NotFound, Unavailable
+from actors.liquidity import PushLiquidity, load_provider, unwrap
+from actors.reply import Reply
+
+_LEDGER, _ACCOUNT, _LIQUIDITY = "ledger", "account", "liquidity"
+
+
+class _Gather:
+    """The parts of one request: each is set once, by its answer or by its deadline;
+    `finish` runs once, when the last part is in (or at the first error)."""
+
+    __slots__ = ("deadlines", "done", "error", "finish", "lock", "notes", "pending",
+                 "values")
+
+    def __init__(self, deadlines: dict[str, float], finish: Callable[[_Gather], None]):
+        self.deadlines = deadlines
+        self.pending = set(deadlines)
+        self.values: dict[str, Any] = {}
+        self.notes: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.finish = finish
+        self.done = False
+        self.lock = threading.Lock()
+
+    def set(self, name: str, value: Any, note: str = "") -> None:
+        with self.lock:
+            if self.done or name not in self.pending:
+                return
+            self.pending.discard(name)
+            self.values[name], self.notes[name] = value, note
+            if self.pending:
+                return
+            self.done = True
+        self._finish()
+
+    def fail(self, error: BaseException) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done, self.error = True, error
+        self._finish()
+
+    def expire(self, now: float) -> bool:
+        """End the parts past their deadline; True once the gather is finished."""
+        with self.lock:
+            if self.done:
+                return True
+            for name in [n for n in self.pending if self.deadlines[n] <= now]:
+                self.pending.discard(name)
+                self.values[name], self.notes[name] = None, "timeout"
+            if self.pending:
+                return False
+            self.done = True
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        try:
+            self.finish(self)
+        except Exception:
+            logger.exception("allocation: finishing a request failed")
+
+
+class _Sweeper:
+    """One thread that times out the parts of every gather in flight."""
+
+    def __init__(self, resolution_s: float = 0.02):
+        self.resolution_s = resolution_s
+        self._live: set[_Gather] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capflow-allocation",
+                                        daemon=True)
+        self._thread.start()
+
+    def watch(self, g: _Gather) -> None:
+        with self._lock:
+            self._live.add(g)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.resolution_s):
+            with self._lock:
+                live = list(self._live)
+            now = time.monotonic()
+            ended = [g for g in live if g.expire(now)]
+            if ended:
+                with self._lock:
+                    self._live.difference_update(ended)
+
+
+class AllocationService:
+    def __init__(self, system, trading, instruments: Instruments | None = None):
+        self.system = system
+        self.trading = trading
+        self.cfg = system.config.allocation
+        self.instruments = instruments or Instruments.load(self.cfg)
+        self.provider = load_provider(self.cfg.liquidity)
+        self._pool = ThreadPoolExecutor(max_workers=4,
+                                        thread_name_prefix="capflow-liquidity") \
+            if self.provider.blocking else None
+        self._sweeper = _Sweeper()
+
+    def stop(self) -> None:
+        self._sweeper.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.provider.close()
+
+    # -- the calls --------------------------------------------------------------------
+
+    def quote(self, profile_id: str, symbol: str,
+              callback: Callable[[Reply], None] | None = None) -> Reply:
+        """The allocation decision for `symbol` now. Resolves to a `Decision`; fails
+        with `INSUFFICIENT_CAPITAL` (the decision in ``details``) when it is below the
+        minimum order notional."""
+        reply = Reply(callback)
+        cfg = self.cfg
+
+        def finish(g: _Gather) -> None:
+            if g.error is not None:
+                reply.fail(g.error)
+                return
+            pic = g.values[_LEDGER]
+            if pic is None:
+                reply.fail(Unavailable("the profile's exposure is unknown (its ledger did "
+                                       f"not answer in {cfg.exposure_timeout_s} s): no "
+                                       "quote", {"profile_id": profile_id}))
+                return
+            decision = decide(pic, symbol, self._externals(g), self.instruments, cfg)
+            if decision.too_small:
+                reply.fail(_too_small(decision))
+            else:
+                reply.resolve(decision)
+
+        try:
+            account = self._check(profile_id, symbol)
+            if not self.system.writer.healthy:
+                self.system.writer.probe()  # so that it is healthy again once it answers
+                raise Unavailable("storage is not reachable: no allocation decisions now")
+            now = time.monotonic()
+            g = _Gather({_LEDGER: now + cfg.exposure_timeout_s,
+                         _ACCOUNT: now + cfg.account_timeout_s,
+                         _LIQUIDITY: now + cfg.liquidity_timeout_s}, finish)
+        except Exception as exc:
+            reply.fail(exc)
+            return reply
+        self._sweeper.watch(g)
+        self._ask_account(g, account)
+        self._ask_liquidity(g, symbol)
+
+        def pictured(r: Reply) -> None:
+            out, error = r.result()
+            if error is not None:
+                g.fail(error)
+            else:
+                g.set(_LEDGER, out.result)
+
+        self.system.submit(profile_id, m.GetCapitalPicture(), pictured)
+        return reply
+
+    def reserve(self, profile_id: str, symbol: str, amount: Any, client_request_id: str,
+                ttl_s: int | None = None,
+                callback: Callable[[Reply], None] | None = None) -> Reply:
+        """Reserve `amount` for `symbol`, capped by the allocation decision that the
+        profile's actor makes in the same step. Resolves to the ledger's `Outcome`."""
+        reply = Reply(callback)
+
+        def finish(g: _Gather) -> None:
+            if g.error is not None:
+                reply.fail(g.error)
+                return
+            cmd = m.ReserveCapital(symbol=symbol, amount=amount,
+                                   client_request_id=client_request_id, ttl_s=ttl_s,
+                                   externals=self._externals(g), cause=client_request_id)
+            self.system.submit(profile_id, cmd, _relay(reply))
+
+        try:
+            account = self._check(profile_id, symbol)
+            now = time.monotonic()
+            g = _Gather({_ACCOUNT: now + self.cfg.account_timeout_s,
+                         _LIQUIDITY: now + self.cfg.liquidity_timeout_s}, finish)
+        except Exception as exc:
+            reply.fail(exc)
+            return reply
+        self._sweeper.watch(g)
+        self._ask_account(g, account)
+        self._ask_liquidity(g, symbol)
+        return reply
+
+    def set_liquidity(self, symbol: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """`liquidity.set`: a pushed signal (the provider must be ``push``)."""
+        inner = unwrap(self.provider)
+        if not isinstance(inner, PushLiquidity):
+            from actors.errors import Conflict
+
+            raise Conflict(f"the liquidity provider is {self.cfg.liquidity.provider!r}; "
+                           "pushed signals need [allocation.liquidity] provider = 'push'",
+                           {"provider": self.cfg.liquidity.provider})
+        raw_signal = inner.set(symbol, raw)
+        effective = self.provider.get(symbol)
+        return {"symbol": symbol, "signal": raw_signal.to_map(),
+                "effective": None if effective is None else effective.to_map()}
+
+    # -- the parts --------------------------------------------------------------------
+
+    def _check(self, profile_id: str, symbol: str) -> str:
+        system = self.system
+        if system.started_at is None:
+            raise Unavailable("capflow is not running")
+        if not system.registry.knows(profile_id):
+            raise NotFound("profile", profile_id)
+        if not isinstance(symbol, str) or not 1 <= len(symbol) <= 64:
+            from actors.errors import InvalidArgument
+
+            raise InvalidArgument("symbol", "symbol must be 1..64 characters")
+        return self.trading.account_for(profile_id)
+
+    def _ask_account(self, g: _Gather, account_id: str) -> None:
+        g.values["account_id"] = account_id  # not a part: read by _externals
+
+        def answered(r: Reply) -> None:
+            info, error = r.result()
+            if error is not None:
+                g.set(_ACCOUNT, None, f"error: {getattr(error, 'message', error)}")
+            else:
+                g.set(_ACCOUNT, info.free_cash)
+
+        ref = self.trading.managers.get(account_id)
+        if ref is None:
+            g.set(_ACCOUNT, None, "no such account")
+            return
+        try:
+            ref.tell((Info(), Reply(answered)))
+        except Exception as exc:  # the manager is gone
+            g.set(_ACCOUNT, None, f"error: {exc}")
+
+    def _ask_liquidity(self, g: _Gather, symbol: str) -> None:
+        provider = self.provider
+        if self._pool is None:
+            try:
+                g.set(_LIQUIDITY, provider.get(symbol))
+            except Exception as exc:
+                g.set(_LIQUIDITY, None, f"error: {exc}")
+            return
+
+        def run() -> None:
+            try:
+                g.set(_LIQUIDITY, provider.get(symbol))
+            except Exception as exc:
+                g.set(_LIQUIDITY, None, f"error: {exc}")
+
+        try:
+            self._pool.submit(run)
+        except RuntimeError as exc:  # shut down
+            g.set(_LIQUIDITY, None, f"error: {exc}")
+
+    @staticmethod
+    def _externals(g: _Gather) -> Externals:
+        return Externals(account_id=g.values["account_id"],
+                         account_cash=g.values[_ACCOUNT],
+                         account_note=g.notes.get(_ACCOUNT, ""),
+                         liquidity=g.values[_LIQUIDITY],
+                         liquidity_note=g.notes.get(_LIQUIDITY, ""))
+
+
+def _too_small(d: Decision) -> CapflowError:
+    return Denied(Denial("INSUFFICIENT_CAPITAL",
+                         f"{d.max_investable} {d.currency} may be invested in {d.symbol} "
+                         f"now, below the minimum order notional {d.min_order_notional}",
+                         {"available": d.max_investable, "requested": d.min_order_notional,
+                          "decision": d.to_map()}))
+
+
+def _relay(reply: Reply) -> Callable[[Reply], None]:
+    def relay(r: Reply) -> None:
+        value, error = r.result()
+        if error is not None:
+            reply.fail(error)
+        else:
+            reply.resolve(value)
+
+    return relay
+
+
+__all__ = ["AllocationService", "CapitalPicture"]
