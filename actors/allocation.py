@@ -135,6 +135,8 @@ class Externals(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
     account_cash: Decimal | None
     account_note: str = ""
+    #: False when the profile's currency is not the account's: its cash is no cap
+    account_applies: bool = True
     liquidity: LiquiditySignal | None = None
     liquidity_note: str = ""
 
@@ -150,7 +152,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     open_orders: Decimal
     reservations: Decimal
     account_id: str
-    account_cash: Decimal
+    #: None when the account holds another currency (then it is no cap)
+    account_cash: Decimal | None
     ledger_available: Decimal
     concentration: dict[str, dict[str, Any]]
     limited_by: list[str]
@@ -240,11 +243,16 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
             why.append(f"{text}: not binding")
 
     account_cash = ext.account_cash
-    if account_cash is None:
-        why.append(f"account {ext.account_id} cash unknown "
-                   f"({ext.account_note or 'no answer'}): 0")
-        account_cash = ZERO
-    cap(account_cash, "ACCOUNT_CASH", f"account {ext.account_id} free cash {account_cash}")
+    if not ext.account_applies:
+        why.append(f"account {ext.account_id} holds another currency than "
+                   f"{pic.currency}: its cash is no cap")
+    else:
+        if account_cash is None:
+            why.append(f"account {ext.account_id} cash unknown "
+                       f"({ext.account_note or 'no answer'}): 0")
+            account_cash = ZERO
+        cap(account_cash, "ACCOUNT_CASH",
+            f"account {ext.account_id} free cash {account_cash}")
     concentration: dict[str, dict[str, Any]] = {}
     equity = pic.equity
     for dim, name in DIMENSIONS:
@@ -270,7 +278,8 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
         max_investable=value.quantize(q), reserved_cash_pct=pct,
         reserved_cash=round_up(reserved, places), cash=cash,
         open_orders=pic.reserved_for_orders, reservations=pic.held,
-        account_id=ext.account_id, account_cash=account_cash,
+        account_id=ext.account_id, account_cash=account_cash if ext.account_applies
+        else None,
         ledger_available=pic.available, concentration=concentration,
         limited_by=limited_by, used_fallback=fallback,
         liquidity=None if liq is None else liq.to_map(),

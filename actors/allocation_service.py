@@ -180,7 +180,7 @@ class AllocationService:
             reply.fail(exc)
             return reply
         self._sweeper.watch(g)
-        self._ask_account(g, account)
+        self._ask_account(g, account, profile_id)
         self._ask_liquidity(g, symbol)
 
         def pictured(r: Reply) -> None:
@@ -218,7 +218,7 @@ class AllocationService:
             reply.fail(exc)
             return reply
         self._sweeper.watch(g)
-        self._ask_account(g, account)
+        self._ask_account(g, account, profile_id)
         self._ask_liquidity(g, symbol)
         return reply
 
@@ -250,8 +250,12 @@ class AllocationService:
             raise InvalidArgument("symbol", "symbol must be 1..64 characters")
         return self.trading.account_for(profile_id)
 
-    def _ask_account(self, g: _Gather, account_id: str) -> None:
+    def _ask_account(self, g: _Gather, account_id: str, profile_id: str) -> None:
         g.values["account_id"] = account_id  # not a part: read by _externals
+        if self.trading.capital_of.get(profile_id) is None:
+            g.values["account_applies"] = False  # another currency: no cap
+            g.set(_ACCOUNT, None, "another currency")
+            return
 
         def answered(r: Reply) -> None:
             info, error = r.result()
@@ -293,6 +297,7 @@ class AllocationService:
     def _externals(g: _Gather) -> Externals:
         return Externals(account_id=g.values["account_id"],
                          account_cash=g.values[_ACCOUNT],
+                         account_applies=g.values.get("account_applies", True),
                          account_note=g.notes.get(_ACCOUNT, ""),
                          liquidity=g.values[_LIQUIDITY],
                          liquidity_note=g.notes.get(_LIQUIDITY, ""))

@@ -229,7 +229,10 @@ class Trading:
 
             self.system.submit(profile_id, cmd, deposited)
 
-        ref.tell((ClaimCapital(profile_id, amount), Reply(claimed)))
+        try:
+            ref.tell((ClaimCapital(profile_id, amount), Reply(claimed)))
+        except Exception as exc:  # the account manager has stopped
+            reply.fail(Unavailable(f"broker account {aid!r} is not running: {exc}"))
         return reply
 
     def account_info(self, account_id: str):

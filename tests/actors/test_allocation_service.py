@@ -231,6 +231,10 @@ def test_profiles_divide_the_accounts_initial_cash(make_system, sqlite_url):
         system.create_profile("c", "0.01")
     # another currency is not a share of this account's cash
     system.create_profile("e", "100", currency="EUR")
+    d = system.quote("e", "BTCUSDT")  # nor is the USDT cash a cap of its quotes
+    assert d.account_cash is None and d.max_investable == D("100.00")
+    assert "ACCOUNT_CASH" not in d.limited_by
+    assert any("another currency" in line for line in d.reasoning)
     # the division survives a restart
     system.stop()
     again = make_system(sqlite_url, brokers=SMALL_ACCOUNT)
