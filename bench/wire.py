@@ -2,7 +2,7 @@
 
     python bench/wire.py [--clients 1,8] [--seconds 3] [--rounds 3] [--json FILE]
 
-Three paths, each server in its own process, answer REQ clients that are separate
+Four paths, each server in its own process, answer REQ clients that are separate
 processes too (one REQ socket each, `protocol.client.Client`, one request in flight, a
 fresh id per request):
   echo        a bare pyzmq ROUTER that drains every ready request and sends the same
@@ -11,15 +11,22 @@ fresh id per request):
   ledger.get  the real server (System + Server) reading a profile's ledger;
   reserve     the same server, durable (SQLite WAL, synchronous=FULL, in a temporary
               directory): `allocation.reserve` then `allocation.release`, each answered
-              after its commit; counted as pairs/s and as requests/s.
+              after its commit; counted as pairs/s and as requests/s;
+  quote       the same server: `allocation.quote` of BTCUSDT for the client's profile
+              (ledger actor, account manager and liquidity provider gathered, then the
+              decision); counted as quotes/s, only the ones answered ok.
 
-Each client process owns one profile (made up front, allocated 1,000,000). The three are
-measured in interleaved rounds in one run for every client count, and medians are
-printed, because this machine is shared and noisy. Latency is per request (a pair is two
+Each client process owns one profile (made up front, allocated 1,000,000: the default
+ticker limit of 10 % of equity and the fallback reserve leave 100,000 for BTCUSDT, far
+above the minimum order notional of 50, so every quote succeeds). The four are measured
+in interleaved rounds in one run for every client count, and medians are printed,
+because this machine is shared and noisy. Latency is per request (a pair is two
 requests), over every request of every client of a round. Aims at the largest client
-count (8): ledger.get >= 0.5 of echo, reserve requests >= 0.25 of echo, p99 < 5 ms.
-requests/s counts every answered round trip; one answered with an error, or with bytes
-that do not decode as one msgpack map, is also counted as failed, and the run exits 1.
+count (8): ledger.get >= 0.5 of echo, reserve requests >= 0.25 of echo, quotes >= 0.25
+of echo, p99 (ledger.get, reserve) < 5 ms. requests/s counts every answered round trip
+(quotes/s only the ok ones); one answered with an error (a quote too, e.g.
+INSUFFICIENT_CAPITAL), or with bytes that do not decode as one msgpack map, is counted
+as failed, and the run exits 1.
 """
 
 from __future__ import annotations
@@ -46,12 +53,15 @@ from protocol.client import Client, ClientTimeout, request_bytes
 #: every profile of a bench gets a large allocation: the paper account that they share
 #: (whose cash the profiles divide) is made large enough for all of them
 BIG_ACCOUNT = {"accounts": {"paper": {"initial_cash": "1000000000000000"}}}
-KINDS = ("echo", "ledger.get", "reserve")
+KINDS = ("echo", "ledger.get", "reserve", "quote")
 LABELS = {"echo": "echo (bare ROUTER)", "ledger.get": "ledger.get",
-          "reserve": "reserve+release, durable"}
+          "reserve": "reserve+release, durable", "quote": "allocation.quote"}
+#: per profile; a quote needs max_investable >= min_order_notional (50 by default), and
+#: with the defaults it is 10 % of this (the ticker limit)
 ALLOCATED = "1000000"
 AMOUNT = "10"
-AIM_GET, AIM_RESERVE, AIM_P99_MS = 0.5, 0.25, 5.0
+SYMBOL = "BTCUSDT"
+AIM_GET, AIM_RESERVE, AIM_QUOTE, AIM_P99_MS = 0.5, 0.25, 0.25, 5.0
 MAX_ERRORS = 1000  # failed requests (error or undecodable replies) before a client gives up
 STARTUP_S = 60.0  # how long a child may take to start (spawn, imports, migrations)
 
@@ -159,7 +169,7 @@ def _measure_one(conn, wid: int, kind: str, endpoint: str, seconds: float, tag: 
     send = client.send_raw
     clock = time.perf_counter_ns
     lat = array("q")
-    n = pairs = errors = 0
+    n = units = errors = 0  # units: reserve+release pairs, or quotes answered ok
     first_error = ""
 
     def call(op: str, args: dict, rid: str) -> dict | None:
@@ -189,17 +199,24 @@ def _measure_one(conn, wid: int, kind: str, endpoint: str, seconds: float, tag: 
         call("ledger.get", {"profile_id": profile}, f"{tag}-{n}")
 
     def pair() -> None:
-        nonlocal n, pairs
+        nonlocal n, units
         n += 1
-        r = call("allocation.reserve", {"profile_id": profile, "symbol": "BTCUSDT",
+        r = call("allocation.reserve", {"profile_id": profile, "symbol": SYMBOL,
                                         "amount": AMOUNT, "client_request_id": f"{tag}-{n}"},
                  f"{tag}-{n}a")
         if r is not None and call("allocation.release", {
                 "profile_id": profile, "reservation_id": r["result"]["reservation_id"]},
                 f"{tag}-{n}b") is not None:
-            pairs += 1
+            units += 1
 
-    step = pair if kind == "reserve" else get
+    def quote() -> None:  # only an ok answer counts (an error is a failed request)
+        nonlocal n, units
+        n += 1
+        if call("allocation.quote", {"profile_id": profile, "symbol": SYMBOL},
+                f"{tag}-{n}") is not None:
+            units += 1
+
+    step = {"reserve": pair, "quote": quote}.get(kind, get)
     try:
         until = time.monotonic() + warmup_s
         while time.monotonic() < until:
@@ -209,7 +226,7 @@ def _measure_one(conn, wid: int, kind: str, endpoint: str, seconds: float, tag: 
         if start_at is None:
             return False
         lat = array("q")
-        pairs = errors = 0
+        units = errors = 0
         first_error = ""
         delay = start_at - time.monotonic()
         if delay > 0:
@@ -218,7 +235,7 @@ def _measure_one(conn, wid: int, kind: str, endpoint: str, seconds: float, tag: 
         while time.monotonic() < deadline:
             step()
         end = time.monotonic()
-        conn.send(("done", pairs, errors, first_error, end, lat.tobytes()))
+        conn.send(("done", units, errors, first_error, end, lat.tobytes()))
         return True
     finally:
         client.close()
@@ -256,17 +273,19 @@ def measure(workers: list, kind: str, endpoint: str, clients: int, seconds: floa
     start_at = time.monotonic() + 0.02
     for conn in conns:
         conn.send(start_at)
-    pairs, errors, first_error, end, lat = 0, 0, "", start_at, array("q")
+    units, errors, first_error, end, lat = 0, 0, "", start_at, array("q")
     for conn in conns:
         _, n, failed, first, finished, raw = _expect(conn, "done", seconds + 30)
-        pairs += n
+        units += n
         errors += failed
         first_error = first_error or first
         end = max(end, finished)
         lat.frombytes(raw)
     ordered = sorted(lat)
-    rps = len(ordered) / (end - start_at)
-    return {"rps": rps, "pairs_s": pairs / (end - start_at) if kind == "reserve" else None,
+    elapsed = end - start_at
+    # quotes: only the ones answered ok; the other paths: every answered round trip
+    rps = (units if kind == "quote" else len(ordered)) / elapsed
+    return {"rps": rps, "pairs_s": units / elapsed if kind == "reserve" else None,
             "p50_ms": _pct(ordered, 0.50), "p99_ms": _pct(ordered, 0.99),
             "requests": len(ordered), "errors": errors, "first_error": first_error}
 
@@ -363,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             workers = [_start_child(ctx, _client_loop, (wid,), procs) for wid in range(top)]
             endpoint = {"ledger.get": _expect(capflow_conn, "ready", STARTUP_S)[1],
                         "echo": _expect(echo_conn, "ready", STARTUP_S)[1]}
-            endpoint["reserve"] = endpoint["ledger.get"]
+            endpoint["reserve"] = endpoint["quote"] = endpoint["ledger.get"]
             _wait_health(endpoint["ledger.get"])
             _make_profiles(endpoint["ledger.get"], top)
             for r in range(args.rounds):
@@ -386,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = {key: sum(x["errors"] for x in figs) for key, figs in runs.items()}
     get_ratio = med[f"ledger.get@{top}"]["rps"] / med[f"echo@{top}"]["rps"]
     res_ratio = med[f"reserve@{top}"]["rps"] / med[f"echo@{top}"]["rps"]
+    quote_ratio = med[f"quote@{top}"]["rps"] / med[f"echo@{top}"]["rps"]
     p99 = {k: med[f"{k}@{top}"]["p99_ms"] for k in ("ledger.get", "reserve")}
     print(f"\nwire bench: servers and clients in separate processes, REQ clients "
           f"{'/'.join(map(str, counts))}, {args.rounds} rounds x {args.seconds:g} s, "
@@ -403,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({_verdict(get_ratio >= AIM_GET)})")
     print(f"  at {top} clients: reserve requests / echo = {res_ratio:.2f}   "
           f"aim >= {AIM_RESERVE} ({_verdict(res_ratio >= AIM_RESERVE)})")
+    print(f"  at {top} clients: quotes / echo = {quote_ratio:.2f}   "
+          f"aim >= {AIM_QUOTE} ({_verdict(quote_ratio >= AIM_QUOTE)})")
     print(f"  at {top} clients: p99 ledger.get {p99['ledger.get']:.2f} ms, reserve "
           f"{p99['reserve']:.2f} ms   aim < {AIM_P99_MS:g} ms "
           f"({_verdict(max(p99.values()) < AIM_P99_MS)})")
@@ -411,9 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             "clients": counts, "seconds": args.seconds, "rounds": args.rounds,
             "cpus": len(os.sched_getaffinity(0)), "runs": runs, "median": med, "failed": failed,
             "ratios": {"clients": top, "ledger_get_over_echo": get_ratio,
-                       "reserve_over_echo": res_ratio},
+                       "reserve_over_echo": res_ratio, "quote_over_echo": quote_ratio},
             "aims": {"ledger_get_over_echo": AIM_GET, "reserve_over_echo": AIM_RESERVE,
-                     "p99_ms": AIM_P99_MS}}, indent=2))
+                     "quote_over_echo": AIM_QUOTE, "p99_ms": AIM_P99_MS}}, indent=2))
     if any(failed.values()):
         first = next(x["first_error"] for figs in runs.values() for x in figs
                      if x["errors"])
