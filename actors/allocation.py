@@ -181,6 +181,13 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
                 "reasoning": self.reasoning}
 
 
+def _tidy(share: Decimal) -> Decimal:
+    """A share as people write it: at least two places, no trailing zeros beyond
+    (0.4400 -> 0.44, 0.3 -> 0.30, 0.425 -> 0.425)."""
+    n = share.normalize()
+    return n.quantize(Decimal("0.01")) if n.as_tuple().exponent > -2 else n
+
+
 def _clamp(x: Decimal, lo: Decimal, hi: Decimal) -> Decimal:
     return max(lo, min(hi, x))
 
@@ -224,6 +231,7 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
         why.append(f"liquidity unknown ({ext.liquidity_note or 'no signal'}): "
                    "confidence 0")
     pct, fallback = reserved_cash_pct(liq, cfg, why)
+    pct = _tidy(pct)
     reserved = cash * pct
     raw = cash - reserved - pic.held - pic.reserved_for_orders
     value = max(ZERO, round_down(raw, places))
@@ -271,6 +279,8 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
         cap(residual, name, f"{dim} {key}: limit {frac} of equity {equity} = {limit}, "
                             f"invested {invested}, residual {residual}")
     cap(pic.available, "LEDGER", f"ledger available {pic.available}")
+    if pic.state != "ACTIVE":
+        cap(ZERO, "TRADING_STATE", f"the profile is {pic.state}: no new exposure")
     if value < cfg.min_order_notional:
         why.append(f"{value} is below the minimum order notional {cfg.min_order_notional}")
     return Decision(

@@ -254,7 +254,12 @@ class Ledger:
     # -- capital movements ------------------------------------------------------------
 
     def deposit(self, amount: object, client_request_id: str, now: datetime,
-                cause: str = "") -> Outcome:
+                cause: str = "", refusal: Denial | None = None) -> Outcome | Denial:
+        """With `refusal`, only a repeat of an earlier deposit is answered (reused);
+        a new one gets the refusal."""
+        if refusal is not None and _client_key(client_request_id) not in self.transfers:
+            self._amount(amount)  # bad input is still bad input
+            return refusal
         return self._transfer(self._amount(amount), client_request_id, now, cause)
 
     def withdraw(self, amount: object, client_request_id: str, now: datetime,
@@ -842,7 +847,7 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _deposit(self, cmd: m.Deposit):
         return self.ledger.deposit(cmd.amount, cmd.client_request_id, self.ctx.clock.now(),
-                                   cmd.cause)
+                                   cmd.cause, cmd.refusal if cmd.repeat_only else None)
 
     def _withdraw(self, cmd: m.Withdraw):
         return self.ledger.withdraw(cmd.amount, cmd.client_request_id, self.ctx.clock.now(),

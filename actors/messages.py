@@ -260,6 +260,10 @@ class GetProfile(Command, frozen=True):
 class Deposit(Command, frozen=True):
     amount: Any
     client_request_id: str
+    #: answer only a repeat of an earlier deposit with this key; anything else is
+    #: refused with `refusal` (the account had no cash left for a new one)
+    repeat_only: bool = False
+    refusal: Any = None
 
 
 class Withdraw(Command, frozen=True):

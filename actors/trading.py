@@ -21,6 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from loguru import logger
 
 from actors import messages as m
@@ -210,13 +211,20 @@ class Trading:
             self.system.submit(profile_id, cmd, withdrawn)
             return reply
         try:
-            amount = parse_decimal(cmd.amount, "amount")
+            places = self.config.places(self.config.brokers.accounts[aid].currency)
+            amount = parse_decimal(cmd.amount, "amount", places=places)
         except Exception as exc:
             reply.fail(exc)
             return reply
 
         def claimed(r: Reply) -> None:
             claim_id, error = r.result()
+            if isinstance(error, Denied):
+                # no cash left for a new deposit; a repeat of one already made is still
+                # answered with its first result
+                again = msgspec.structs.replace(cmd, repeat_only=True, refusal=error.denial)
+                self.system.submit(profile_id, again, _relay(reply, lambda out: out))
+                return
             if error is not None:
                 reply.fail(error)
                 return

@@ -250,3 +250,13 @@ def test_smoothing_ema_and_regime_hysteresis():
     inner.set("*", {"score": "40", "risk_regime": "RISK_OFF"})
     s = p.get("X")
     assert s.score == D("50") and s.risk_regime == "RISK_OFF"  # twice in a row: taken
+
+
+def test_a_profile_that_may_not_add_exposure_gets_nothing():
+    pic = picture("5000.00")
+    for state in ("HALTED", "REDUCE_ONLY"):
+        halted = CapitalPicture(**{**{f: getattr(pic, f) for f in pic.__struct_fields__},
+                                   "state": state})
+        d = decide(halted, "X", ext(signal=liq("100")), Instruments(), NO_LIMITS)
+        assert d.max_investable == D("0.00") and d.limited_by == ["TRADING_STATE"]
+        assert d.too_small
