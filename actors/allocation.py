@@ -17,9 +17,10 @@ The formula (constants from `[allocation]`, defaults shown)::
     max_investable = max(0, cash - reserved_cash - reservations - open_orders)  (floored)
 
 then capped, in this order, by the account's free cash (`ACCOUNT_CASH`), the
-concentration limits ticker -> sector -> industry -> area (`MAX_TICKER`, ...), and the
-ledger's `available` (`LEDGER`); each cap that lowers the figure is named in
-`limited_by`.
+concentration limits ticker -> sector -> industry -> area (`MAX_TICKER`, ...), the
+ledger's `available` (`LEDGER`), and to 0 when the profile may not add exposure
+(`TRADING_STATE`); each cap that lowers the figure is named in `limited_by`. The
+reserved share is shown with at least two places and no trailing zeros (0.44).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import msgspec
 
 from actors.config import AllocationConfig, ConfigError
-from actors.money import ZERO, quant, round_down, round_up
+from actors.money import ZERO, fmt, quant, round_down, round_up
 
 #: concentration dimensions in the order they apply, with their `limited_by` names
 DIMENSIONS = (("ticker", "MAX_TICKER"), ("sector", "MAX_SECTOR"),
@@ -198,23 +199,25 @@ def reserved_cash_pct(liq: LiquiditySignal | None, cfg: AllocationConfig,
     why = [] if why is None else why
     confidence = ZERO if liq is None else liq.confidence
     if confidence < cfg.confidence_min:
-        why.append(f"confidence {confidence} < {cfg.confidence_min}: fallback reserve "
-                   f"{cfg.fallback_reserved_pct}")
+        why.append(f"confidence {fmt(confidence)} < {fmt(cfg.confidence_min)}: fallback "
+                   f"reserve {fmt(cfg.fallback_reserved_pct)}")
         return cfg.fallback_reserved_pct, True
     lo, hi = cfg.reserved_pct_at_score_100, cfg.reserved_pct_at_score_0
     base = hi - liq.score / _HUNDRED * (hi - lo)
-    why.append(f"score {liq.score}: base {hi} - {liq.score}/100 * ({hi} - {lo}) = {base}")
+    why.append(f"score {fmt(liq.score)}: base {fmt(hi)} - {fmt(liq.score)}/100 * "
+               f"({fmt(hi)} - {fmt(lo)}) = {fmt(base)}")
     if liq.risk_regime.upper() in {r.upper() for r in cfg.risk_off_regimes}:
         base += cfg.risk_off_add
-        why.append(f"regime {liq.risk_regime}: +{cfg.risk_off_add} = {base}")
+        why.append(f"regime {liq.risk_regime}: +{fmt(cfg.risk_off_add)} = {fmt(base)}")
     vol_add = _clamp(liq.volatility / cfg.vol_scale, ZERO, cfg.vol_add_max)
     if vol_add:
         base += vol_add
-        why.append(f"volatility {liq.volatility} / {cfg.vol_scale} (at most "
-                   f"{cfg.vol_add_max}): +{vol_add} = {base}")
+        why.append(f"volatility {fmt(liq.volatility)} / {fmt(cfg.vol_scale)} (at most "
+                   f"{fmt(cfg.vol_add_max)}): +{fmt(vol_add)} = {fmt(base)}")
     pct = _clamp(base, cfg.reserved_pct_min, cfg.reserved_pct_max)
     if pct != base:
-        why.append(f"clamped to [{cfg.reserved_pct_min}, {cfg.reserved_pct_max}]: {pct}")
+        why.append(f"clamped to [{fmt(cfg.reserved_pct_min)}, "
+                   f"{fmt(cfg.reserved_pct_max)}]: {fmt(pct)}")
     return pct, False
 
 
@@ -224,8 +227,9 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
     q = quant(places)
     why: list[str] = []
     cash = pic.cash
-    why.append(f"cash = allocated {pic.allocated} + realized {pic.realized_pnl} - fees "
-               f"{pic.fees} - in positions {pic.reserved_for_positions} = {cash}")
+    why.append(f"cash = allocated {fmt(pic.allocated)} + realized "
+               f"{fmt(pic.realized_pnl)} - fees {fmt(pic.fees)} - in positions "
+               f"{fmt(pic.reserved_for_positions)} = {fmt(cash)}")
     liq = ext.liquidity
     if liq is None:
         why.append(f"liquidity unknown ({ext.liquidity_note or 'no signal'}): "
@@ -234,19 +238,20 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
     pct = _tidy(pct)
     reserved = cash * pct
     raw = cash - reserved - pic.held - pic.reserved_for_orders
-    value = max(ZERO, round_down(raw, places))
-    why.append(f"max_investable = cash {cash} - reserved {round_up(reserved, places)} "
-               f"({pct}) - reservations {pic.held} - open orders "
-               f"{pic.reserved_for_orders} = {value}")
+    value = round_down(max(ZERO, raw), places)
+    why.append(f"max_investable = cash {fmt(cash)} - reserved "
+               f"{fmt(round_up(reserved, places))} "
+               f"({fmt(pct)}) - reservations {fmt(pic.held)} - open orders "
+               f"{fmt(pic.reserved_for_orders)} = {fmt(value)}")
     limited_by: list[str] = []
 
     def cap(limit: Decimal, name: str, text: str) -> None:
         nonlocal value
-        limit = max(ZERO, round_down(limit, places))
+        limit = round_down(max(ZERO, limit), places)
         if limit < value:
             value = limit
             limited_by.append(name)
-            why.append(f"{text}: capped to {value} ({name})")
+            why.append(f"{text}: capped to {fmt(value)} ({name})")
         else:
             why.append(f"{text}: not binding")
 
@@ -260,7 +265,7 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
                        f"({ext.account_note or 'no answer'}): 0")
             account_cash = ZERO
         cap(account_cash, "ACCOUNT_CASH",
-            f"account {ext.account_id} free cash {account_cash}")
+            f"account {ext.account_id} free cash {fmt(account_cash)}")
     concentration: dict[str, dict[str, Any]] = {}
     equity = pic.equity
     for dim, name in DIMENSIONS:
@@ -273,16 +278,18 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
         invested = sum((v for s, v in pic.exposure.items()
                         if instruments.key(s, dim) == key), ZERO)
         invested = round_up(invested, places)
-        residual = max(ZERO, limit - invested)
+        residual = limit - invested if limit > invested else ZERO.quantize(q)
         concentration[dim] = {"key": key, "limit": limit, "invested": invested,
                               "residual": residual}
-        cap(residual, name, f"{dim} {key}: limit {frac} of equity {equity} = {limit}, "
-                            f"invested {invested}, residual {residual}")
-    cap(pic.available, "LEDGER", f"ledger available {pic.available}")
+        cap(residual, name, f"{dim} {key}: limit {fmt(frac)} of equity {fmt(equity)} = "
+                            f"{fmt(limit)}, invested {fmt(invested)}, residual "
+                            f"{fmt(residual)}")
+    cap(pic.available, "LEDGER", f"ledger available {fmt(pic.available)}")
     if pic.state != "ACTIVE":
         cap(ZERO, "TRADING_STATE", f"the profile is {pic.state}: no new exposure")
     if value < cfg.min_order_notional:
-        why.append(f"{value} is below the minimum order notional {cfg.min_order_notional}")
+        why.append(f"{fmt(value)} is below the minimum order notional "
+                   f"{fmt(cfg.min_order_notional)}")
     return Decision(
         profile_id=pic.profile_id, symbol=symbol, currency=pic.currency,
         max_investable=value.quantize(q), reserved_cash_pct=pct,

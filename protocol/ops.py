@@ -21,6 +21,7 @@ from msgspec import Meta
 from actors import messages as m
 from actors.ledger import LedgerView, ProfileView
 from actors.messages import Hold
+from actors.money import parse_decimal
 from actors.reply import Reply
 from protocol.codec import VERSION, WireError
 
@@ -250,6 +251,8 @@ def _transfer(cls) -> Callable:
 
 def op_quote(ctx: OpContext, a: QuoteArgs, caller: Caller, done: Done) -> None:
     caller.check(a.profile_id)
+    if a.price_hint is not None:
+        parse_decimal(a.price_hint, "price_hint")  # accepted, but not any string
     ctx.system.allocation.quote(a.profile_id, a.symbol,
                                 _then(done, lambda decision: decision.to_map()))
 
