@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Any
 
 from loguru import logger
@@ -29,7 +29,7 @@ from loguru import logger
 from actors import messages as m
 from actors.account import Info
 from actors.allocation import CapitalPicture, Decision, Externals, Instruments, decide
-from actors.errors import CapflowError, Denial, Denied, NotFound, Unavailable
+from actors.errors import CapflowError, Denial, Denied, Internal, NotFound, Unavailable
 from actors.liquidity import PushLiquidity, load_provider, unwrap
 from actors.reply import Reply
 
@@ -40,8 +40,8 @@ class _Gather:
     """The parts of one request: each is set once, by its answer or by its deadline;
     `finish` runs once, when the last part is in (or at the first error)."""
 
-    __slots__ = ("deadlines", "done", "error", "finish", "lock", "notes", "pending",
-                 "values")
+    __slots__ = ("deadlines", "done", "error", "finish", "lock", "notes", "on_bug",
+                 "pending", "values")
 
     def __init__(self, deadlines: dict[str, float], finish: Callable[[_Gather], None]):
         self.deadlines = deadlines
@@ -50,6 +50,7 @@ class _Gather:
         self.notes: dict[str, str] = {}
         self.error: BaseException | None = None
         self.finish = finish
+        self.on_bug: Callable[[], None] | None = None
         self.done = False
         self.lock = threading.Lock()
 
@@ -90,6 +91,8 @@ class _Gather:
             self.finish(self)
         except Exception:
             logger.exception("allocation: finishing a request failed")
+            if self.on_bug is not None:  # answer the request, whatever went wrong
+                self.on_bug()
 
 
 class _Sweeper:
@@ -123,6 +126,33 @@ class _Sweeper:
                     self._live.difference_update(ended)
 
 
+class _BlockingCalls:
+    """Daemon threads for a provider whose `get` may block: a hung provider holds
+    them, never the process's exit; a bounded queue, so it cannot pile work up."""
+
+    def __init__(self, threads: int = 4, max_waiting: int = 256):
+        self.max_waiting = max_waiting
+        self._queue: SimpleQueue = SimpleQueue()
+        for i in range(threads):
+            threading.Thread(target=self._run, name=f"capflow-liquidity-{i}",
+                             daemon=True).start()
+        self._threads = threads
+
+    def submit(self, fn: Callable[[], None]) -> bool:
+        if self._queue.qsize() >= self.max_waiting:
+            return False
+        self._queue.put(fn)
+        return True
+
+    def stop(self) -> None:
+        for _ in range(self._threads):
+            self._queue.put(None)
+
+    def _run(self) -> None:
+        while (fn := self._queue.get()) is not None:
+            fn()
+
+
 class AllocationService:
     def __init__(self, system, trading, instruments: Instruments | None = None):
         self.system = system
@@ -130,15 +160,13 @@ class AllocationService:
         self.cfg = system.config.allocation
         self.instruments = instruments or Instruments.load(self.cfg)
         self.provider = load_provider(self.cfg.liquidity)
-        self._pool = ThreadPoolExecutor(max_workers=4,
-                                        thread_name_prefix="capflow-liquidity") \
-            if self.provider.blocking else None
+        self._calls = _BlockingCalls() if self.provider.blocking else None
         self._sweeper = _Sweeper()
 
     def stop(self) -> None:
         self._sweeper.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._calls is not None:
+            self._calls.stop()
         self.provider.close()
 
     # -- the calls --------------------------------------------------------------------
@@ -176,6 +204,7 @@ class AllocationService:
             g = _Gather({_LEDGER: now + cfg.exposure_timeout_s,
                          _ACCOUNT: now + cfg.account_timeout_s,
                          _LIQUIDITY: now + cfg.liquidity_timeout_s}, finish)
+            g.on_bug = lambda: reply.fail(Internal("internal error; see the server log"))
         except Exception as exc:
             reply.fail(exc)
             return reply
@@ -214,6 +243,7 @@ class AllocationService:
             now = time.monotonic()
             g = _Gather({_ACCOUNT: now + self.cfg.account_timeout_s,
                          _LIQUIDITY: now + self.cfg.liquidity_timeout_s}, finish)
+            g.on_bug = lambda: reply.fail(Internal("internal error; see the server log"))
         except Exception as exc:
             reply.fail(exc)
             return reply
@@ -275,23 +305,19 @@ class AllocationService:
 
     def _ask_liquidity(self, g: _Gather, symbol: str) -> None:
         provider = self.provider
-        if self._pool is None:
-            try:
-                g.set(_LIQUIDITY, provider.get(symbol))
-            except Exception as exc:
-                g.set(_LIQUIDITY, None, f"error: {exc}")
-            return
 
         def run() -> None:
+            if g.done:  # it gave up waiting already: do not queue the provider up
+                return
             try:
                 g.set(_LIQUIDITY, provider.get(symbol))
             except Exception as exc:
                 g.set(_LIQUIDITY, None, f"error: {exc}")
 
-        try:
-            self._pool.submit(run)
-        except RuntimeError as exc:  # shut down
-            g.set(_LIQUIDITY, None, f"error: {exc}")
+        if self._calls is None:
+            run()
+        elif not self._calls.submit(run):
+            g.set(_LIQUIDITY, None, "busy: the provider has too many calls waiting")
 
     @staticmethod
     def _externals(g: _Gather) -> Externals:

@@ -257,6 +257,24 @@ class AllocationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instruments: dict[str, InstrumentConfig] = msgspec.field(default_factory=dict)
     liquidity: LiquidityConfig = msgspec.field(default_factory=LiquidityConfig)
 
+    def __post_init__(self) -> None:
+        if min(self.account_timeout_s, self.exposure_timeout_s,
+               self.liquidity_timeout_s) <= 0:
+            raise ValueError("[allocation] timeouts must be greater than 0")
+        if self.vol_scale <= 0:
+            raise ValueError("[allocation] vol_scale must be greater than 0")
+        shares = ("fallback_reserved_pct", "reserved_pct_at_score_0",
+                  "reserved_pct_at_score_100", "risk_off_add", "vol_add_max",
+                  "reserved_pct_min", "reserved_pct_max", "max_ticker", "max_sector",
+                  "max_industry", "max_area")
+        for name in shares:
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"[allocation] {name} must be a share in 0..1")
+        if self.reserved_pct_min > self.reserved_pct_max:
+            raise ValueError("[allocation] reserved_pct_min is above reserved_pct_max")
+        if self.min_order_notional < 0:
+            raise ValueError("[allocation] min_order_notional must not be negative")
+
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     environment: str = "paper"

@@ -308,20 +308,25 @@ class System:
             # the account's cash is divided among its profiles: claim this share first
             claim = self.trading.claim(account_id, currency, amount) if (
                 self.trading is not None and amount) else None
-            booked = amount * 0
+            # an unknown outcome (a timeout, a failed commit that may have been made)
+            # keeps the claim booked: the account then looks fuller than it may be,
+            # never emptier, until a restart recounts it from what was committed
+            booked = amount
             try:
                 done = Reply()
                 self.writer.submit(WriteRequest(None, ops,
                                                 on_commit=lambda: done.resolve(True),
                                                 on_fail=done.fail))
                 done.get(self.config.ledger.call_timeout_s)
-                booked = amount
+            except (Conflict, InvalidArgument):
+                booked = amount * 0
+                raise
             finally:
                 if claim is not None:
                     self.trading.settle_claim(claim, booked)
-            self.registry.add_known([profile_id])
-            if self.trading is not None:
+            if self.trading is not None:  # before the profile is known to anyone
                 self.trading.profile_created(profile_id, account_id, currency)
+            self.registry.add_known([profile_id])
         return self.get_profile(profile_id), False
 
     def get_profile(self, profile_id: str) -> ProfileView:

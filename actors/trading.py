@@ -190,7 +190,7 @@ class Trading:
 
     def settle_claim(self, claim: tuple[str, int], booked: Decimal) -> None:
         aid, claim_id = claim
-        self.managers[aid].tell((SettleClaim(claim_id, booked), Reply()))
+        _tell(self.managers[aid], SettleClaim(claim_id, booked))
 
     def transfer(self, profile_id: str, cmd, callback=None) -> Reply:
         """A deposit (after claiming its amount from the account) or a withdrawal (which
@@ -205,7 +205,7 @@ class Trading:
             def withdrawn(r: Reply) -> None:
                 out, error = r.result()
                 if error is None and not out.reused:
-                    ref.tell((ReturnCapital(-out.result.amount), Reply()))
+                    _tell(ref, ReturnCapital(-out.result.amount))
                 _forward(reply, out, error)
 
             self.system.submit(profile_id, cmd, withdrawn)
@@ -231,8 +231,11 @@ class Trading:
 
             def deposited(d: Reply) -> None:
                 out, err = d.result()
-                booked = amount if err is None and not out.reused else Decimal(0)
-                ref.tell((SettleClaim(claim_id, booked), Reply()))
+                # booked unless it surely was not: a refusal, a repeat; an unknown
+                # outcome keeps the claim (the account looks fuller, never emptier)
+                refused = isinstance(err, Denied | Conflict | InvalidArgument | NotFound)
+                booked = Decimal(0) if refused or (err is None and out.reused) else amount
+                _tell(ref, SettleClaim(claim_id, booked))
                 _forward(reply, out, err)
 
             self.system.submit(profile_id, cmd, deposited)
@@ -511,6 +514,15 @@ def _relay(reply: Reply, build: Callable[[Any], Any]) -> Callable[[Reply], None]
             reply.resolve(build(out))
 
     return relay
+
+
+def _tell(ref, msg: Any) -> None:
+    """Tell an account manager something that needs no answer; one that has stopped
+    (shutting down) has nothing left to count."""
+    try:
+        ref.tell((msg, Reply()))
+    except Exception as exc:
+        logger.warning("account manager gone; {} dropped: {}", type(msg).__name__, exc)
 
 
 def _forward(reply: Reply, value: Any, error: BaseException | None) -> None:

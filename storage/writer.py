@@ -264,7 +264,12 @@ class StorageWriter:
             return
         statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live])
         self.batches += 1
-        self.healthy = any(error is None for error in statuses)
+        # only what reached the database tells whether it is there (an empty request,
+        # a read barrier, "commits" without it)
+        reached = [error for r, error in zip(live, statuses, strict=True)
+                   if r.ops or r.snapshot is not None]
+        if reached:
+            self.healthy = any(error is None for error in reached)
         for req, error in zip(live, statuses, strict=True):
             if error is None:
                 self._acknowledge(req)

@@ -260,3 +260,13 @@ def test_a_profile_that_may_not_add_exposure_gets_nothing():
         d = decide(halted, "X", ext(signal=liq("100")), Instruments(), NO_LIMITS)
         assert d.max_investable == D("0.00") and d.limited_by == ["TRADING_STATE"]
         assert d.too_small
+
+
+@pytest.mark.parametrize("bad", [{"vol_scale": "0"}, {"max_ticker": "1.5"},
+                                 {"reserved_pct_min": "0.9"}, {"account_timeout_s": 0},
+                                 {"min_order_notional": "-1"}])
+def test_nonsense_constants_are_refused_at_start(bad):
+    from actors.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        load_config(env={}, allocation=bad)

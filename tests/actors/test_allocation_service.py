@@ -272,3 +272,31 @@ def test_concurrent_creations_and_deposits_never_overallocate_the_account(make_s
     assert all(isinstance(e, Denied) and e.code == "INSUFFICIENT_CAPITAL" for e in refused)
     total = sum((b.allocated for b in system.store.snapshots().values()), D(0))
     assert total == D("10000.00")
+
+
+def test_a_creation_with_an_unknown_outcome_keeps_its_claim(make_system, sqlite_url):
+    # the commit takes longer than the caller waits: the creation times out, yet it is
+    # made; the account must not give the same cash to another profile meanwhile
+    system = make_system(sqlite_url, storage={"writer": "thread"},
+                         ledger={"call_timeout_s": 1}, brokers=SMALL_ACCOUNT)
+    executor = system.writer.executor
+    real_commit = executor._commit
+    slow = threading.Event()
+    slow.set()
+
+    def stalled(items):
+        if slow.is_set():
+            time.sleep(2)
+        return real_commit(items)
+
+    executor._commit = stalled
+    with pytest.raises(Exception) as err:
+        system.create_profile("a", "10000")
+    assert getattr(err.value, "code", None) == "TIMEOUT"
+    slow.clear()
+    assert system.writer.flush(10)
+    assert system.store.snapshots()["a"].allocated == D("10000.00")  # it was made
+    with pytest.raises(Denied) as denied:
+        system.create_profile("b", "10000")
+    assert denied.value.code == "INSUFFICIENT_CAPITAL"
+    assert sum((b.allocated for b in system.store.snapshots().values()), D(0)) == D("10000")
