@@ -195,22 +195,9 @@ class AllocationService:
             else:
                 reply.resolve(decision)
 
-        try:
-            account = self._check(profile_id, symbol)
-            if not self.system.writer.healthy:
-                self.system.writer.probe()  # so that it is healthy again once it answers
-                raise Unavailable("storage is not reachable: no allocation decisions now")
-            now = time.monotonic()
-            g = _Gather({_LEDGER: now + cfg.exposure_timeout_s,
-                         _ACCOUNT: now + cfg.account_timeout_s,
-                         _LIQUIDITY: now + cfg.liquidity_timeout_s}, finish)
-            g.on_bug = lambda: reply.fail(Internal("internal error; see the server log"))
-        except Exception as exc:
-            reply.fail(exc)
+        g = self._begin(reply, profile_id, symbol, finish, ledger=True)
+        if g is None:
             return reply
-        self._sweeper.watch(g)
-        self._ask_account(g, account, profile_id)
-        self._ask_liquidity(g, symbol)
 
         def pictured(r: Reply) -> None:
             out, error = r.result()
@@ -238,18 +225,7 @@ class AllocationService:
                                    externals=self._externals(g), cause=client_request_id)
             self.system.submit(profile_id, cmd, _relay(reply))
 
-        try:
-            account = self._check(profile_id, symbol)
-            now = time.monotonic()
-            g = _Gather({_ACCOUNT: now + self.cfg.account_timeout_s,
-                         _LIQUIDITY: now + self.cfg.liquidity_timeout_s}, finish)
-            g.on_bug = lambda: reply.fail(Internal("internal error; see the server log"))
-        except Exception as exc:
-            reply.fail(exc)
-            return reply
-        self._sweeper.watch(g)
-        self._ask_account(g, account, profile_id)
-        self._ask_liquidity(g, symbol)
+        self._begin(reply, profile_id, symbol, finish, ledger=False)
         return reply
 
     def set_liquidity(self, symbol: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +243,32 @@ class AllocationService:
                 "effective": None if effective is None else effective.to_map()}
 
     # -- the parts --------------------------------------------------------------------
+
+    def _begin(self, reply: Reply, profile_id: str, symbol: str,
+               finish: Callable[[_Gather], None], *, ledger: bool) -> _Gather | None:
+        """Check the request and start gathering the account's cash and the liquidity
+        signal (and a ledger part, which the caller asks for); None: `reply` failed."""
+        cfg = self.cfg
+        try:
+            account = self._check(profile_id, symbol)
+            now = time.monotonic()
+            parts = {_ACCOUNT: now + cfg.account_timeout_s,
+                     _LIQUIDITY: now + cfg.liquidity_timeout_s}
+            if ledger:
+                if not self.system.writer.healthy:
+                    self.system.writer.probe()  # healthy again once the database answers
+                    raise Unavailable("storage is not reachable: no allocation decisions "
+                                      "now")
+                parts[_LEDGER] = now + cfg.exposure_timeout_s
+            g = _Gather(parts, finish)
+            g.on_bug = lambda: reply.fail(Internal("internal error; see the server log"))
+        except Exception as exc:
+            reply.fail(exc)
+            return None
+        self._sweeper.watch(g)
+        self._ask_account(g, account, profile_id)
+        self._ask_liquidity(g, symbol)
+        return g
 
     def _check(self, profile_id: str, symbol: str) -> str:
         system = self.system

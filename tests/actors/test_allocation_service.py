@@ -19,6 +19,27 @@ from actors.liquidity import LiquidityProvider
 TRUSTED = {"liquidity": {"score": "100", "confidence": "100"}, "max_ticker": "1"}
 
 
+def race(n: int, call) -> tuple[list, list]:
+    """Run `call(i)` in `n` threads released at once: (results, exceptions)."""
+    start = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def worker(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = call(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return ([r for r in results if not isinstance(r, Exception)],
+            [r for r in results if isinstance(r, Exception)])
+
+
 def test_50_concurrent_reserves_exactly_the_ones_that_fit_succeed(make_system, sqlite_url):
     # allocated 10,000; score 100 -> 20 % kept back -> max_investable 8,000 (the
     # ledger's own available would allow 10,000: the formula is what binds)
@@ -26,23 +47,7 @@ def test_50_concurrent_reserves_exactly_the_ones_that_fit_succeed(make_system, s
     system = make_system(sqlite_url, allocation=TRUSTED)
     system.create_profile("p", "10000")
     assert system.quote("p", "BTCUSDT").max_investable == D("8000.00")
-    start = threading.Barrier(50)
-    results: list[object] = [None] * 50
-
-    def worker(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = system.reserve("p", "BTCUSDT", "300", f"k-{i}")
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    ok = [r for r in results if not isinstance(r, Exception)]
-    refused = [r for r in results if isinstance(r, Exception)]
+    ok, refused = race(50, lambda i: system.reserve("p", "BTCUSDT", "300", f"k-{i}"))
     assert len(ok) == 26 and len(refused) == 24
     for exc in refused:
         assert isinstance(exc, Denied) and exc.code == "INSUFFICIENT_CAPITAL", exc
@@ -248,26 +253,8 @@ def test_concurrent_creations_and_deposits_never_overallocate_the_account(make_s
                                                                           sqlite_url):
     system = make_system(sqlite_url, brokers=SMALL_ACCOUNT)
     system.create_profile("base", "2000")
-    start = threading.Barrier(24)
-    results: list[object] = [None] * 24
-
-    def worker(i: int) -> None:
-        start.wait()
-        try:
-            if i % 2:
-                results[i] = system.create_profile(f"p{i}", "1000")
-            else:
-                results[i] = system.deposit("base", "1000", f"d{i}")
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    ok = [r for r in results if not isinstance(r, Exception)]
-    refused = [r for r in results if isinstance(r, Exception)]
+    ok, refused = race(24, lambda i: system.create_profile(f"p{i}", "1000") if i % 2
+                       else system.deposit("base", "1000", f"d{i}"))
     assert len(ok) == 8, refused  # (10,000 - 2,000) / 1,000
     assert all(isinstance(e, Denied) and e.code == "INSUFFICIENT_CAPITAL" for e in refused)
     total = sum((b.allocated for b in system.store.snapshots().values()), D(0))

@@ -22,6 +22,7 @@ import msgpack
 import zmq
 
 from actors.clock import ManualClock
+from tests.protocol.replies import error, ok
 
 #: static liquidity: score 72, volatility 18.5, confidence 80 (>= 69: trusted);
 #: base 0.70 - 72 / 100 * 0.50 = 0.70 - 0.36 = 0.3400, volatility 18.5 / 100 = 0.185,
@@ -33,19 +34,6 @@ DECISION_KEYS = {"profile_id", "symbol", "currency", "max_investable", "reserved
                  "limited_by", "used_fallback", "liquidity", "min_order_notional",
                  "reasoning"}
 SETTINGS = {"taker_fee": "0.001", "maker_fee": "0.0005", "slippage_bps": "0"}
-
-
-def ok(reply: dict) -> dict:
-    assert reply["v"] == 1 and reply["ok"] is True, reply
-    return reply["result"]
-
-
-def error(reply: dict, code: str) -> dict:
-    assert reply["v"] == 1 and reply["ok"] is False, reply
-    assert reply["error"]["code"] == code, reply
-    assert isinstance(reply["error"]["message"], str) and reply["error"]["message"]
-    assert isinstance(reply["error"]["details"], dict)
-    return reply["error"]["details"]
 
 
 def quote(r, profile_id="p", symbol="BTCUSDT", **more) -> dict:

@@ -16,6 +16,8 @@ import msgpack
 import pytest
 import zmq
 
+from tests.protocol.replies import error, ok
+
 SETTINGS = {"taker_fee": "0.001", "maker_fee": "0.0005", "slippage_bps": "0"}
 SIGNAL_KEYS = {"received", "oms_enabled", "risk_ok", "risk_reason", "order_id",
                "position_id", "tp_price", "sl_price", "reused"}
@@ -30,18 +32,6 @@ def write_ticks(path, steps):
             lines.append(f"2026-01-05T12:00:{i:02d}+00:00,{symbol},{bid},{ask},1000")
     path.write_text("\n".join(lines) + "\n")
     return str(path)
-
-
-def ok(reply: dict) -> dict:
-    assert reply["v"] == 1 and reply["ok"] is True, reply
-    return reply["result"]
-
-
-def error(reply: dict, code: str) -> dict:
-    assert reply["v"] == 1 and reply["ok"] is False, reply
-    assert reply["error"]["code"] == code, reply
-    assert isinstance(reply["error"]["details"], dict)
-    return reply["error"]["details"]
 
 
 @pytest.fixture
