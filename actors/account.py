@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from queue import SimpleQueue
@@ -109,6 +110,12 @@ class AccountStatus:
         #: capital the account's profiles were allocated, and its cap (initial cash)
         self.allocated = Decimal(0)
         self.capital = Decimal(0)
+        #: the free cash the adapter last reported, and whether anything that can
+        #: change it (an order, a fill, an exit) has been handled since
+        self.free_cash: Decimal | None = None
+        self.cash_dirty = True
+        #: monotonic time the message being handled started at (None: idle)
+        self.busy_since: float | None = None
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
@@ -146,6 +153,7 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._pending_lock = threading.Lock()
         self._cancel_waiters: dict[str, Reply] = {}
         self._claims: dict[int, Decimal] = {}
+        self._emitted = 0  # events the adapter reported so far
         self._claim_ids = itertools.count(1)
         self.log = logger.bind(account=account_id)
 
@@ -166,6 +174,9 @@ class AccountManagerActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> None:
         msg, reply = message
+        status = self.status
+        status.busy_since = time.monotonic()
+        emitted = self._emitted
         try:
             handler = _HANDLERS[type(msg)]
             value = handler(self, msg, reply)
@@ -178,7 +189,10 @@ class AccountManagerActor(pykka.ThreadingActor):
             if value is not _LATER:
                 reply.resolve(value)
         finally:
-            self.status.state = self.adapter.connection.state
+            status.state = self.adapter.connection.state
+            if type(msg) in _CHANGES_CASH or self._emitted != emitted:
+                status.cash_dirty = True
+            status.busy_since = None
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -225,7 +239,10 @@ class AccountManagerActor(pykka.ThreadingActor):
         return len(orders), len(positions)
 
     def _info(self, msg: Info, reply: Reply) -> Any:
-        return self.adapter.account_info()
+        info = self.adapter.account_info()
+        self.status.free_cash = info.free_cash
+        self.status.cash_dirty = False
+        return info
 
     def _sync(self, msg: Sync, reply: Reply) -> Any:
         self.adapter.step()
@@ -258,6 +275,7 @@ class AccountManagerActor(pykka.ThreadingActor):
     # -- what the adapter reports -----------------------------------------------------
 
     def _emit(self, e: BrokerEvent) -> None:
+        self._emitted += 1
         if isinstance(e, OrderFilled):
             self._book(e.profile_id, m.ApplyEntryFill(
                 fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
@@ -309,6 +327,9 @@ class AccountManagerActor(pykka.ThreadingActor):
 
 
 _LATER = object()
+#: messages that can change the account's free cash (besides any that make the adapter
+#: report an event: a tick that fills)
+_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore})
 
 _HANDLERS = {
     Place: AccountManagerActor._place,

@@ -300,6 +300,16 @@ class AllocationService:
         if ref is None:
             g.set(_ACCOUNT, None, "no such account")
             return
+        status = self.trading.status[account_id]
+        busy = status.busy_since
+        if busy is not None and time.monotonic() - busy > self.cfg.account_timeout_s:
+            g.set(_ACCOUNT, None, "timeout: its manager is stuck")
+            return
+        cash = status.free_cash
+        if not status.cash_dirty and cash is not None:
+            # nothing that changes it was handled since the manager last reported it
+            g.set(_ACCOUNT, cash)
+            return
         try:
             ref.tell((Info(), Reply(answered)))
         except Exception as exc:  # the manager is gone

@@ -145,22 +145,40 @@ def test_a_hanging_liquidity_provider_gives_the_fallback_within_its_timeout(make
         HangingLiquidity.release.set()
 
 
-def test_account_cash_unknown_counts_as_zero(make_system, sqlite_url, monkeypatch):
+def test_account_cash_unknown_counts_as_zero(make_system, sqlite_url):
     system = make_system(sqlite_url, allocation={**TRUSTED, "account_timeout_s": 0.2})
-
-    class Silent:  # an account manager that never answers
-        def tell(self, message):
-            pass
-
     system.create_profile("p", "10000")
-    monkeypatch.setitem(system.trading.managers, "paper", Silent())
-    with pytest.raises(Denied) as err:
-        system.quote("p", "BTCUSDT")
-    assert err.value.code == "INSUFFICIENT_CAPITAL"
-    decision = err.value.details["decision"]
-    assert decision["max_investable"] == D("0.00")
-    assert decision["limited_by"] == ["ACCOUNT_CASH"]
-    assert any("cash unknown (timeout)" in line for line in decision["reasoning"])
+    assert system.quote("p", "BTCUSDT").account_cash == D("1000000.00")
+    # the account manager gets stuck inside its adapter (a broker that hangs)
+    adapter = system.trading.managers["paper"].proxy().adapter.get()
+    stuck, real_step = threading.Event(), adapter.step
+    adapter.step = lambda: stuck.wait(30)
+    sync = threading.Thread(target=system.trading.settle, args=(30,))
+    sync.start()
+    try:
+        time.sleep(0.3)
+        with pytest.raises(Denied) as err:
+            system.quote("p", "BTCUSDT")
+        assert err.value.code == "INSUFFICIENT_CAPITAL"
+        decision = err.value.details["decision"]
+        assert decision["max_investable"] == D("0.00")
+        assert decision["limited_by"] == ["ACCOUNT_CASH"]
+        assert any("cash unknown (timeout" in line for line in decision["reasoning"])
+    finally:
+        adapter.step = real_step
+        stuck.set()
+        sync.join(30)
+    assert system.quote("p", "BTCUSDT").account_cash == D("1000000.00")
+
+
+def test_the_quote_sees_the_accounts_cash_change_with_an_order(make_system, sqlite_url):
+    system = make_system(sqlite_url, allocation=TRUSTED)
+    system.create_profile("p", "10000")
+    assert system.quote("p", "TESTUSDT").account_cash == D("1000000.00")
+    # a working LIMIT order 2 @ 100 ties up 200 of the paper account's cash
+    system.submit_order("p", "o1", "TESTUSDT", "BUY", "2", type="LIMIT", price="100")
+    system.trading.settle(10)
+    assert system.quote("p", "TESTUSDT").account_cash == D("999800.00")
 
 
 def test_exposure_unknown_fails_closed(make_system, sqlite_url, monkeypatch):
