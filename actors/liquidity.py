@@ -27,6 +27,7 @@ import json
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from decimal import Decimal
 from typing import Any
 
@@ -66,7 +67,7 @@ def parse_signal(raw: dict[str, Any], *, source: str, version: float = 0.0,
         source=source, version=version)
 
 
-class LiquidityProvider:
+class LiquidityProvider(ABC):
     """The interface. `get` may block unless `blocking` is False."""
 
     blocking = True
@@ -74,11 +75,12 @@ class LiquidityProvider:
     def __init__(self, config: LiquidityConfig):
         self.config = config
 
+    @abstractmethod
     def get(self, symbol: str) -> LiquiditySignal | None:
-        raise NotImplementedError
+        """The signal for `symbol` now, or None when nothing is known."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 -- optional: most providers hold nothing
+        """Release what the provider holds (files, connections); nothing by default."""
 
 
 class StaticLiquidity(LiquidityProvider):
