@@ -28,10 +28,19 @@ from loguru import logger
 
 from actors import messages as m
 from actors.account import Info
-from actors.allocation import CapitalPicture, Decision, Externals, Instruments, decide
-from actors.errors import CapflowError, Denial, Denied, Internal, NotFound, Unavailable
+from actors.allocation import Decision, Externals, Instruments, decide
+from actors.errors import (
+    CapflowError,
+    Conflict,
+    Denial,
+    Denied,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from actors.liquidity import PushLiquidity, load_provider, unwrap
-from actors.reply import Reply
+from actors.reply import Reply, relay
 
 _LEDGER, _ACCOUNT, _LIQUIDITY = "ledger", "account", "liquidity"
 
@@ -223,7 +232,7 @@ class AllocationService:
             cmd = m.ReserveCapital(symbol=symbol, amount=amount,
                                    client_request_id=client_request_id, ttl_s=ttl_s,
                                    externals=self._externals(g), cause=client_request_id)
-            self.system.submit(profile_id, cmd, _relay(reply))
+            self.system.submit(profile_id, cmd, relay(reply))
 
         self._begin(reply, profile_id, symbol, finish, ledger=False)
         return reply
@@ -232,8 +241,6 @@ class AllocationService:
         """`liquidity.set`: a pushed signal (the provider must be ``push``)."""
         inner = unwrap(self.provider)
         if not isinstance(inner, PushLiquidity):
-            from actors.errors import Conflict
-
             raise Conflict(f"the liquidity provider is {self.cfg.liquidity.provider!r}; "
                            "pushed signals need [allocation.liquidity] provider = 'push'",
                            {"provider": self.cfg.liquidity.provider})
@@ -277,8 +284,6 @@ class AllocationService:
         if not system.registry.knows(profile_id):
             raise NotFound("profile", profile_id)
         if not isinstance(symbol, str) or not 1 <= len(symbol) <= 64:
-            from actors.errors import InvalidArgument
-
             raise InvalidArgument("symbol", "symbol must be 1..64 characters")
         return self.trading.account_for(profile_id)
 
@@ -347,17 +352,3 @@ def _too_small(d: Decision) -> CapflowError:
                          f"now, below the minimum order notional {d.min_order_notional}",
                          {"available": d.max_investable, "requested": d.min_order_notional,
                           "decision": d.to_map()}))
-
-
-def _relay(reply: Reply) -> Callable[[Reply], None]:
-    def relay(r: Reply) -> None:
-        value, error = r.result()
-        if error is not None:
-            reply.fail(error)
-        else:
-            reply.resolve(value)
-
-    return relay
-
-
-__all__ = ["AllocationService", "CapitalPicture"]

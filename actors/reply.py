@@ -58,3 +58,25 @@ class Reply:
     def result(self) -> tuple[Any, CapflowError | BaseException | None]:
         """(value, error) of a finished reply, for callbacks."""
         return self._value, self._error
+
+    def finish_with(self, value: Any, error: BaseException | None) -> None:
+        """Resolve with `value`, or fail with `error` when there is one."""
+        if error is not None:
+            self.fail(error)
+        else:
+            self.resolve(value)
+
+
+def relay(reply: Reply, build: Callable[[Any], Any] | None = None
+          ) -> Callable[[Reply], None]:
+    """A callback that answers `reply` with the finished reply's value (through
+    `build`), or with its error."""
+
+    def relayed(r: Reply) -> None:
+        value, error = r.result()
+        if error is not None:
+            reply.fail(error)
+        else:
+            reply.resolve(value if build is None else build(value))
+
+    return relayed

@@ -54,7 +54,7 @@ from actors.orders import (
     parse_side,
     parse_signal,
 )
-from actors.reply import Reply
+from actors.reply import Reply, relay
 from actors.simulator import MarketSimulatorActor, Tick
 from actors.stats import compute_stats, group_stats
 from brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
@@ -198,7 +198,7 @@ class Trading:
         reply = Reply(callback)
         aid = self.capital_of.get(profile_id)
         if aid is None:  # not on an account's capital (or not a profile: the ledger says)
-            self.system.submit(profile_id, cmd, _relay(reply, lambda out: out))
+            self.system.submit(profile_id, cmd, relay(reply))
             return reply
         ref = self.managers[aid]
         if isinstance(cmd, m.Withdraw):
@@ -206,7 +206,7 @@ class Trading:
                 out, error = r.result()
                 if error is None and not out.reused:
                     _tell(ref, ReturnCapital(-out.result.amount))
-                _forward(reply, out, error)
+                reply.finish_with(out, error)
 
             self.system.submit(profile_id, cmd, withdrawn)
             return reply
@@ -223,7 +223,7 @@ class Trading:
                 # no cash left for a new deposit; a repeat of one already made is still
                 # answered with its first result
                 again = msgspec.structs.replace(cmd, repeat_only=True, refusal=error.denial)
-                self.system.submit(profile_id, again, _relay(reply, lambda out: out))
+                self.system.submit(profile_id, again, relay(reply))
                 return
             if error is not None:
                 reply.fail(error)
@@ -236,7 +236,7 @@ class Trading:
                 refused = isinstance(err, Denied | Conflict | InvalidArgument | NotFound)
                 booked = Decimal(0) if refused or (err is None and out.reused) else amount
                 _tell(ref, SettleClaim(claim_id, booked))
-                _forward(reply, out, err)
+                reply.finish_with(out, err)
 
             self.system.submit(profile_id, cmd, deposited)
 
@@ -343,7 +343,7 @@ class Trading:
             reply.resolve(_signal_answer(None, reused=False, reason=policy.blocked))
             return reply
         self._ensure_symbol(signal.symbol, signal.price)
-        answered = _relay(reply, lambda out: _signal_answer(out.result, reused=out.reused))
+        answered = relay(reply, lambda out: _signal_answer(out.result, reused=out.reused))
         self.system.submit(profile_id, m.SubmitSignal(signal=signal, policy=policy,
                                                       cause=signal.signal_id or order_id),
                            answered)
@@ -376,7 +376,7 @@ class Trading:
             self._ensure_symbol(spec.symbol, spec.price)
         self.system.submit(profile_id, m.PlaceOrder(spec=spec, amount=amount,
                                                     cause=client_order_id),
-                           _relay(reply, lambda out: out))
+                           relay(reply))
         return reply
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
@@ -503,19 +503,6 @@ class Trading:
         return overall, groups
 
 
-def _relay(reply: Reply, build: Callable[[Any], Any]) -> Callable[[Reply], None]:
-    """A callback that answers `reply` with `build(value)`, or with the error."""
-
-    def relay(r: Reply) -> None:
-        out, error = r.result()
-        if error is not None:
-            reply.fail(error)
-        else:
-            reply.resolve(build(out))
-
-    return relay
-
-
 def _tell(ref, msg: Any) -> None:
     """Tell an account manager something that needs no answer; one that has stopped
     (shutting down) has nothing left to count."""
@@ -523,13 +510,6 @@ def _tell(ref, msg: Any) -> None:
         ref.tell((msg, Reply()))
     except Exception as exc:
         logger.warning("account manager gone; {} dropped: {}", type(msg).__name__, exc)
-
-
-def _forward(reply: Reply, value: Any, error: BaseException | None) -> None:
-    if error is not None:
-        reply.fail(error)
-    else:
-        reply.resolve(value)
 
 
 def _signal_answer(rec: m.SignalRecord | None, *, reused: bool, reason: str | None = None,
