@@ -76,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
             st.add_argument("--group-by", choices=("strategy", "symbol", "exchange"))
         else:
             st.add_argument("--out", help="PNG path (default: reports/equity-<profile>.png)")
+    for name, text in (("halt", "stop new exposure: every profile (the global kill switch), "
+                                "or one with --profile; exits go on"),
+                       ("resume", "lift a halt: every profile, or one with --profile")):
+        hs = sub.add_parser(name, help=text)
+        hs.add_argument("--profile", help="one profile (default: the global kill switch)")
+        hs.add_argument("--reason", default="", help="why (recorded with who)")
+        if name == "halt":
+            hs.add_argument("--reduce-only", action="store_true",
+                            help="REDUCE_ONLY instead of HALTED")
+        hs.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+        _client_options(hs)
     keys = sub.add_parser("keys", help="CURVE keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     gen = ksub.add_parser("generate", help="make the server key pair and client key pairs")
@@ -166,6 +177,33 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                              default=str), file=out)
             return 1
     print(json.dumps(result, indent=2, default=str), file=out)
+    return 0
+
+
+def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`halt` / `resume`: through the running server, so its actors see it at once."""
+    out = out or sys.stdout
+    from protocol.client import Client, ClientError
+
+    if args.command == "resume":
+        state = "ACTIVE"
+    else:
+        state = "REDUCE_ONLY" if args.reduce_only else "HALTED"
+    with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
+                curve=_curve(args)) as client:
+        try:
+            if args.profile:
+                r = client.call("profile.set_state", profile_id=args.profile, state=state,
+                                reason=args.reason)
+                print(f"profile {args.profile}: {r['state']} (by {r['state_by']}: "
+                      f"{r['state_reason'] or '-'})", file=out)
+            else:
+                r = client.call("system.set_state", state=state, reason=args.reason)
+                print(f"every profile: {r['state']} (by {r['changed_by']}: "
+                      f"{r['reason'] or '-'})", file=out)
+        except ClientError as exc:
+            print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -318,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(cfg)
         commands = {"profile": profile_command, "call": call_command,
                     "events": events_command, "keys": keys_command,
-                    "stats": stats_command, "report": report_command}
+                    "stats": stats_command, "report": report_command,
+                    "halt": halt_command, "resume": halt_command}
         return commands[args.command](cfg, args)
     except CapflowError as exc:
         field = exc.details.get("field")

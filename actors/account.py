@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from queue import SimpleQueue
@@ -22,8 +23,10 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
+from actors.config import AccountRiskLimits
 from actors.errors import CapflowError, Denial, Denied, Internal, NotFound
 from actors.reply import Reply
+from actors.risk import Check
 from brokers.base import (
     BrokerAdapter,
     BrokerEvent,
@@ -97,6 +100,35 @@ class ReturnCapital(msgspec.Struct, frozen=True):
     amount: Decimal
 
 
+class ClaimSlot(msgspec.Struct, frozen=True):
+    """Before an entry order on this account: claim one of the account-wide open position
+    slots (`[risk.accounts.<id>]`). Answered with a claim id, or `RISK_REJECTED`
+    (`MAX_OPEN_POSITIONS` / `MAX_OPEN_POSITIONS_PER_SYMBOL`, scope account). Every claim
+    is settled afterwards, whatever happened to the order."""
+
+    profile_id: str
+    symbol: str
+
+
+class SettleSlot(msgspec.Struct, frozen=True):
+    """The order a slot was claimed for was recorded (its `Place` came first, and holds
+    the slot now) or was not: the claim itself ends."""
+
+    claim_id: int
+
+
+class SlotFreed(msgspec.Struct, frozen=True):
+    """A position of this account closed, or an entry order ended without a fill."""
+
+    position_id: str
+
+
+class SlotQuery(msgspec.Struct, frozen=True):
+    """`risk.check`: the account-wide checks for one more entry in `symbol`."""
+
+    symbol: str
+
+
 class AccountStatus:
     """What an account manager shows other threads (written only by its own thread)."""
 
@@ -142,7 +174,8 @@ class AccountManagerActor(pykka.ThreadingActor):
     def __init__(self, account_id: str, adapter_factory: Callable[..., BrokerAdapter],
                  submit: Callable[[str, m.Command, Callable], Reply],
                  status: AccountStatus,
-                 on_event: Callable[[BrokerEvent], None] | None = None):
+                 on_event: Callable[[BrokerEvent], None] | None = None,
+                 limits: AccountRiskLimits | None = None):
         super().__init__()
         self.account_id = account_id
         self._factory = adapter_factory
@@ -155,6 +188,12 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._claims: dict[int, Decimal] = {}
         self._emitted = 0  # events the adapter reported so far
         self._claim_ids = itertools.count(1)
+        #: open position slots of the account: position id -> symbol (entry orders hold
+        #: the slot of the position they will open), and claims not yet settled
+        self.limits = limits or AccountRiskLimits()
+        self._slots: dict[str, str] = {}
+        self._slot_claims: dict[int, str] = {}
+        self._per_symbol: Counter[str] = Counter()
         self.log = logger.bind(account=account_id)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -197,6 +236,7 @@ class AccountManagerActor(pykka.ThreadingActor):
     # -- handlers ---------------------------------------------------------------------
 
     def _place(self, msg: Place, reply: Reply) -> Any:
+        self._hold_slot(msg.order.position_id or msg.order.order_id, msg.order.symbol)
         try:
             self.adapter.require_connected()
         except CapflowError as exc:
@@ -230,6 +270,8 @@ class AccountManagerActor(pykka.ThreadingActor):
     def _restore(self, msg: Restore, reply: Reply) -> Any:
         orders = [broker_order(pid, o) for pid, o in msg.orders]
         positions = [broker_position(pid, p) for pid, p in msg.positions]
+        for x in (*orders, *positions):
+            self._hold_slot(x.position_id, x.symbol)
         for x in (*orders, *positions):
             self.adapter.subscribe(x.symbol)
         self.adapter.restore(orders, positions)
@@ -271,6 +313,58 @@ class AccountManagerActor(pykka.ThreadingActor):
     def _return(self, msg: ReturnCapital, reply: Reply) -> Any:
         self.status.allocated -= msg.amount
         return True
+
+    # -- account-wide open position limits -----------------------------------------
+
+    def _hold_slot(self, position_id: str, symbol: str) -> None:
+        if position_id not in self._slots:
+            self._slots[position_id] = symbol
+            self._per_symbol[symbol] += 1
+
+    def _slot_checks(self, symbol: str) -> list[Check]:
+        lim = self.limits
+        out = []
+        if lim.max_open_positions is not None:
+            n = len(self._slots) + len(self._slot_claims) + 1
+            out.append(Check("account_max_open_positions", "MAX_OPEN_POSITIONS",
+                             n <= lim.max_open_positions, lim.max_open_positions, n,
+                             lim.max_open_positions - n))
+        if lim.max_open_positions_per_symbol is not None:
+            n = self._per_symbol[symbol] + 1
+            out.append(Check("account_max_open_positions_per_symbol",
+                             "MAX_OPEN_POSITIONS_PER_SYMBOL",
+                             n <= lim.max_open_positions_per_symbol,
+                             lim.max_open_positions_per_symbol, n,
+                             lim.max_open_positions_per_symbol - n))
+        return out
+
+    def _claim_slot(self, msg: ClaimSlot, reply: Reply) -> Any:
+        for c in self._slot_checks(msg.symbol):
+            if not c.ok:
+                raise Denied(Denial(
+                    "RISK_REJECTED", f"broker account {self.account_id!r}: {c.check} "
+                                     f"{c.value} over the limit {c.limit}",
+                    {"reason": c.code, "limit": c.limit, "value": c.value, "check": c.check,
+                     "scope": "account", "account_id": self.account_id}))
+        claim = next(self._claim_ids)
+        self._slot_claims[claim] = msg.symbol
+        self._per_symbol[msg.symbol] += 1
+        return claim
+
+    def _settle_slot(self, msg: SettleSlot, reply: Reply) -> Any:
+        symbol = self._slot_claims.pop(msg.claim_id, None)
+        if symbol is not None:
+            self._per_symbol[symbol] -= 1
+        return True
+
+    def _slot_freed(self, msg: SlotFreed, reply: Reply) -> Any:
+        symbol = self._slots.pop(msg.position_id, None)
+        if symbol is not None:
+            self._per_symbol[symbol] -= 1
+        return True
+
+    def _slot_query(self, msg: SlotQuery, reply: Reply) -> Any:
+        return self._slot_checks(msg.symbol)
 
     # -- what the adapter reports -----------------------------------------------------
 
@@ -342,16 +436,26 @@ _HANDLERS = {
     ClaimCapital: AccountManagerActor._claim,
     SettleClaim: AccountManagerActor._settle,
     ReturnCapital: AccountManagerActor._return,
+    ClaimSlot: AccountManagerActor._claim_slot,
+    SettleSlot: AccountManagerActor._settle_slot,
+    SlotFreed: AccountManagerActor._slot_freed,
+    SlotQuery: AccountManagerActor._slot_query,
 }
 
 
 def new_order_listener(account_id: str, ref: pykka.ActorRef
                        ) -> Callable[[Sequence[m.Event]], None]:
-    """A bus listener that sends the account's newly recorded orders to its manager."""
+    """A bus listener that sends the account's newly recorded orders to its manager, and
+    tells it of the positions (and never-filled entry orders) that end."""
 
     def listener(events: Sequence[m.Event]) -> None:
         for e in events:
             if isinstance(e, m.OrderCapitalReserved) and e.order.account_id == account_id:
                 ref.tell((Place(e.profile_id, e.order), Reply()))
+            elif isinstance(e, m.PositionClosed) and e.position.account_id == account_id:
+                ref.tell((SlotFreed(e.position.position_id), Reply()))
+            elif (isinstance(e, m.OrderCapitalReleased) and e.order.filled_qty == 0
+                  and e.order.account_id == account_id):
+                ref.tell((SlotFreed(e.order.position_id or e.order.order_id), Reply()))
 
     return listener

@@ -3,7 +3,9 @@
 Precedence: defaults < TOML file < environment. A variable names its place with double
 underscores: ``CAPFLOW_STORAGE__URL=postgresql+psycopg://...`` sets ``[storage] url``;
 values are read as TOML values when they parse (numbers, booleans, arrays), else as text.
-The defaults run out of the box: SQLite under ``./data/``.
+The defaults run out of the box: SQLite under ``./data/``. The names bots already use
+(`ENV_ALIASES`: ``OMS_ENABLED``, ``MAX_OPEN_POSITIONS``, ...) are read too, below the
+``CAPFLOW_*`` variables.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 ENV_PREFIX = "CAPFLOW_"
+#: environment names bots already use, read as these settings (a ``CAPFLOW_*`` variable
+#: for the same setting wins)
+ENV_ALIASES = {
+    "OMS_ENABLED": ("oms", "enabled"),
+    "MAX_OPEN_POSITIONS": ("risk", "limits", "max_open_positions"),
+    "MAX_OPEN_POSITIONS_PER_SYMBOL": ("risk", "limits", "max_open_positions_per_symbol"),
+    "MAX_SIZE_PER_POSITION_USDT": ("risk", "limits", "max_notional"),
+}
 
 
 class ConfigError(ValueError):
@@ -276,6 +286,98 @@ class AllocationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("[allocation] min_order_notional must not be negative")
 
 
+class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Pre-trade limits of a profile (`actors.risk`). Unset (None) is no limit.
+    Percentages are in percent of the profile's equity: ``2`` means 2 %."""
+
+    #: loss at the stop (or the whole notional without one) over equity
+    max_risk_per_trade_pct: Decimal | None = None
+    #: loss since the start of the calendar day / week (Monday) / month, over the
+    #: equity at its start; a breaker trips at the limit until the period ends
+    daily_loss_limit_pct: Decimal | None = None
+    weekly_loss_limit_pct: Decimal | None = None
+    monthly_loss_limit_pct: Decimal | None = None
+    #: fall from the equity high-water mark; reset only by hand (`risk.reset`)
+    max_drawdown_pct: Decimal | None = None
+    #: total open notional at most this times equity (1: no leverage)
+    max_leverage: Decimal | None = None
+    #: open positions, counting entry orders that will open one
+    max_open_positions: int | None = None
+    max_open_positions_per_symbol: int | None = None
+    #: notional of one position (an entry order), in the profile's currency
+    max_notional: Decimal | None = None
+    #: total open notional (positions at market, working entry orders, this order)
+    max_exposure: Decimal | None = None
+    #: smallest order notional
+    min_notional: Decimal | None = None
+    #: when set, only these symbols; never the denied ones
+    allowed_symbols: list[str] | None = None
+    denied_symbols: list[str] | None = None
+    #: orders placed per minute (a token bucket holding `order_burst` tokens)
+    order_rate_per_min: Decimal | None = None
+    order_burst: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_risk_per_trade_pct", "daily_loss_limit_pct",
+                     "weekly_loss_limit_pct", "monthly_loss_limit_pct", "max_drawdown_pct"):
+            v = getattr(self, name)
+            if v is not None and not 0 < v <= 100:
+                raise ValueError(f"{name} must be a percentage in (0, 100]")
+        for name in ("max_leverage", "max_notional", "max_exposure", "order_rate_per_min"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"{name} must be greater than 0")
+        for name in ("max_open_positions", "max_open_positions_per_symbol"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.min_notional is not None and self.min_notional < 0:
+            raise ValueError("min_notional must not be negative")
+        if self.order_burst is not None and self.order_burst < 1:
+            raise ValueError("order_burst must be at least 1")
+
+
+class CustomRiskProfile(RiskLimits, frozen=True, forbid_unknown_fields=True):
+    """A risk profile of the config: a preset (`base`) with fields changed, or new."""
+
+    base: str | None = None
+
+
+class AccountRiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Limits across all the profiles of one broker account (its manager enforces them)."""
+
+    max_open_positions: int | None = None
+    max_open_positions_per_symbol: int | None = None
+
+
+class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: time zone of the daily / weekly / monthly loss periods
+    timezone: str = "UTC"
+    #: risk profile of a profile created without one (None: only `limits`)
+    default_profile: str | None = None
+    #: limits every profile starts from; its risk profile and its overrides come on top
+    limits: RiskLimits = msgspec.field(default_factory=RiskLimits)
+    #: custom risk profiles by name (the presets atlas, orion, nova always exist)
+    profiles: dict[str, CustomRiskProfile] = msgspec.field(default_factory=dict)
+    #: per trading profile (by profile_id): fields that override its risk profile
+    overrides: dict[str, RiskLimits] = msgspec.field(default_factory=dict)
+    #: per broker account: limits across its profiles
+    accounts: dict[str, AccountRiskLimits] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from actors.risk import PRESETS, load_timezone
+
+        load_timezone(self.timezone)
+        for name, custom in self.profiles.items():
+            if custom.base is not None and custom.base not in PRESETS:
+                raise ValueError(f"[risk.profiles.{name}] base {custom.base!r} is not a "
+                                 f"preset ({', '.join(PRESETS)})")
+        if (self.default_profile is not None and self.default_profile not in PRESETS
+                and self.default_profile not in self.profiles):
+            raise ValueError(f"[risk] default_profile {self.default_profile!r} is neither "
+                             "a preset nor in [risk.profiles]")
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     environment: str = "paper"
     #: pin the process to these CPUs (hand-offs between threads are cheaper on one)
@@ -289,6 +391,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     brokers: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     oms: OmsConfig = msgspec.field(default_factory=OmsConfig)
     allocation: AllocationConfig = msgspec.field(default_factory=AllocationConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
 
     def places(self, currency: str) -> int:
         try:
@@ -329,6 +432,9 @@ def load_config(path: str | Path | None = None,
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for name, place in ENV_ALIASES.items():
+        if name in env:
+            _merge(data, list(place), _env_value(env[name]))
     for name, text in env.items():
         if name.startswith(ENV_PREFIX) and name != "CAPFLOW_CONFIG":
             keys = name[len(ENV_PREFIX):].lower().split("__")

@@ -82,6 +82,19 @@ from actors.orders import (
     weighted_price,
 )
 from actors.reply import Reply
+from actors.risk import (
+    BREAKERS,
+    Book,
+    BreakerState,
+    Check,
+    Proposal,
+    RiskGate,
+    breaker_figures,
+    effective_state,
+    limits_map,
+    observe,
+    run_checks,
+)
 from storage.writer import WriteRequest
 
 #: idempotency keys with this prefix are capflow's own and refused from clients
@@ -122,7 +135,8 @@ class Ledger:
                  positions: Iterable[PositionCapital] = (),
                  transfers: Iterable[Transfer] = (),
                  order_keys: dict[str, tuple[str, tuple]] | None = None,
-                 signals: Iterable[SignalRecord] = ()):
+                 signals: Iterable[SignalRecord] = (),
+                 breakers: BreakerState | None = None):
         self.profile_id = profile_id
         self.currency = currency
         self.places = places
@@ -150,6 +164,11 @@ class Ledger:
         self.held = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), zero)
         self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), zero)
         self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), zero)
+        #: limits, breakers, order bucket (the actor sets the limits when it loads)
+        self.risk = RiskGate(breakers=breakers)
+        #: breaker events made while checking an entry that was then denied: the actor
+        #: persists them anyway (`take_risk_events`)
+        self._risk_events: list[Event] = []
 
     # -- views ------------------------------------------------------------------------
 
@@ -215,12 +234,140 @@ class Ledger:
                           {"available": available, "requested": requested})
         return None
 
-    def _entries_blocked(self) -> Denial | None:
-        if self.state == "ACTIVE":
-            return None
-        reason = "TRADING_HALTED" if self.state == "HALTED" else "REDUCE_ONLY"
-        return Denial("RISK_REJECTED", f"profile is {self.state}: no new exposure",
-                      {"reason": reason, "limit": self.state, "value": "entry"})
+    def _entries_blocked(self, now: datetime) -> Denial | None:
+        """The trading state (the profile's, or the global kill switch) and the drawdown
+        breakers: what stops any new exposure, whatever its size."""
+        state, scope = effective_state(self.state, self.risk.global_state())
+        if state != "ACTIVE":
+            reason = "TRADING_HALTED" if state == "HALTED" else "REDUCE_ONLY"
+            g = self.risk.global_state() if scope == "global" else None
+            why = f" (global kill switch by {g.changed_by}: {g.reason})" if g else ""
+            return Denial("RISK_REJECTED", f"profile is {state}{why}: no new exposure",
+                          {"reason": reason, "limit": "ACTIVE", "value": state,
+                           "scope": scope})
+        self._observe(now)
+        for trip in self.risk.breakers.trips.values():
+            until = f" until {trip.until.isoformat()}" if trip.until else " until reset"
+            return Denial("RISK_REJECTED", f"{trip.code}: loss {trip.loss_pct}% reached the "
+                                           f"limit {trip.limit_pct}%; entries are blocked"
+                                           + until,
+                          {"reason": trip.code, "limit": trip.limit_pct,
+                           "value": trip.loss_pct, "until": trip.until})
+        return None
+
+    # -- risk -------------------------------------------------------------------------
+
+    def book(self) -> Book:
+        """Equity (unrealized PnL at the market's last price), open position count per
+        symbol (entry orders count: they will open one) and total open notional."""
+        mark = self.risk.mark
+        unrealized = ZERO
+        exposure = ZERO
+        ids: dict[str, set[str]] = {}
+        for p in self.positions.values():
+            px = mark(p.symbol) or p.entry_price or p.entry_notional / p.qty_total
+            value = p.qty_open * px
+            unrealized += value - p.reserved if p.side == "BUY" else p.reserved - value
+            exposure += value
+            ids.setdefault(p.symbol, set()).add(p.position_id)
+        for o in self.orders.values():
+            exposure += o.reserved
+            ids.setdefault(o.symbol, set()).add(o.position_id or o.order_id)
+        equity = self.allocated + self.realized_pnl - self.fees + unrealized
+        return Book(equity, {s: len(v) for s, v in ids.items()}, exposure)
+
+    def _observe(self, now: datetime) -> None:
+        """Run the breakers at the current equity; a trip or reset becomes an event."""
+        r = self.risk
+        if not r.breakers.trips and not any(getattr(r.limits, f) is not None
+                                            for f, _ in BREAKERS.values()):
+            return
+        r.breakers, tripped, reset = observe(r.breakers, r.limits, self.book().equity, now,
+                                             r.tz)
+        for t in reset:
+            self._risk_events.append(self._event(m.BreakerReset, now, "period", trip=t,
+                                                 reset_by="period", reason="period ended"))
+        for t in tripped:
+            self._risk_events.append(self._event(m.BreakerTripped, now, t.code, trip=t))
+
+    def risk_view(self, now: datetime) -> dict[str, Any]:
+        """Limits, equity, the high-water mark and every breaker, as an answer map."""
+        r = self.risk
+        book = self.book()
+        breakers = {}
+        for kind, (loss, limit, trip) in breaker_figures(r.breakers, r.limits, book.equity,
+                                                         now, r.tz).items():
+            breakers[kind] = {"code": BREAKERS[kind][1], "loss_pct": loss,
+                              "limit_pct": limit, "tripped": trip is not None,
+                              "tripped_at": trip.at if trip else None,
+                              "until": trip.until if trip else None}
+        for kind, trip in r.breakers.trips.items():  # tripped under a limit since removed
+            breakers.setdefault(kind, {"code": trip.code, "loss_pct": trip.loss_pct,
+                                       "limit_pct": trip.limit_pct, "tripped": True,
+                                       "tripped_at": trip.at, "until": trip.until})
+        return {"limits": limits_map(r.limits), "equity": book.equity,
+                "exposure": book.exposure, "open_positions": sum(book.open_by_symbol.values()),
+                "high_water_mark": r.breakers.hwm, "breakers": breakers}
+
+    def take_risk_events(self) -> list[Event]:
+        out, self._risk_events = self._risk_events, []
+        return out
+
+    def checks(self, prop: Proposal, now: datetime) -> list[Check]:
+        """Every pre-trade check of `prop` now. Reads only: the breakers are evaluated
+        on a copy of their state."""
+        r = self.risk
+        state, scope = effective_state(self.state, r.global_state())
+        book = self.book()
+        figures = breaker_figures(r.breakers, r.limits, book.equity, now, r.tz)
+        return list(run_checks(r.limits, prop, book, state=state, scope=scope,
+                               breakers=figures, bucket_tokens=r.tokens(now)))
+
+    def _risk_denial(self, prop: Proposal, now: datetime) -> Denial | None:
+        if denied := self._entries_blocked(now):
+            return denied
+        for c in self.checks(prop, now):
+            if not c.ok:
+                return Denial("RISK_REJECTED", f"{c.check}: {c.value} against the limit "
+                                               f"{c.limit}",
+                              {"reason": c.code, "limit": c.limit, "value": c.value,
+                               "check": c.check})
+        return None
+
+    def what_if(self, prop: Proposal, amount: Decimal, now: datetime) -> list[Check]:
+        """`checks`, plus the capital the order would reserve against `available`."""
+        out = self.checks(prop, now)
+        available = self.available
+        out.append(Check("capital", "INSUFFICIENT_CAPITAL", amount <= available, available,
+                         amount, available - amount))
+        return out
+
+    def reset_breakers(self, kinds: Iterable[str], reason: str, changed_by: str,
+                       now: datetime, cause: str = "") -> Outcome:
+        """Reset tripped breakers by hand; their references restart at the equity now
+        (else the loss that tripped them would trip them again)."""
+        kinds = tuple(kinds) or tuple(BREAKERS)
+        for k in kinds:
+            if k not in BREAKERS:
+                raise InvalidArgument("breaker", f"breaker must be one of {list(BREAKERS)}")
+        r = self.risk
+        equity = self.book().equity
+        trips = dict(r.breakers.trips)
+        periods = dict(r.breakers.periods)
+        hwm = r.breakers.hwm
+        events: list[Event] = []
+        for k in kinds:
+            trip = trips.pop(k, None)
+            if trip is None:
+                continue
+            if k == "max":
+                hwm = equity
+            elif k in periods:
+                periods[k] = replace(periods[k], baseline=equity)
+            events.append(self._event(m.BreakerReset, now, cause or changed_by, trip=trip,
+                                      reset_by=changed_by, reason=reason or "by hand"))
+        r.breakers = BreakerState(hwm, periods, trips)
+        return Outcome([e.trip for e in events], events, reused=not events)
 
     def _index_hold(self, h: Hold) -> None:
         self.holds[h.reservation_id] = h
@@ -279,6 +426,7 @@ class Ledger:
             return denied
         t = Transfer(f"{self.profile_id}:t{self.seq + 1}", key, signed, now)
         self.allocated += signed
+        self.risk.breakers = self.risk.breakers.shifted(signed)
         self.transfers[key] = t
         cls = CapitalDeposited if signed > 0 else CapitalWithdrawn
         return Outcome(t, [self._event(cls, now, cause or key, transfer=t)])
@@ -305,7 +453,7 @@ class Ledger:
                                "reservation", {"client_request_id": key,
                                                "reservation_id": prior_id})
             return Outcome(prior, [], reused=True)
-        if (denied := self._entries_blocked()) or (denied := self._short(value)):
+        if (denied := self._entries_blocked(now)) or (denied := self._short(value)):
             return denied
         if cap is not None and (cap.too_small or value > cap.max_investable):
             return Denial("INSUFFICIENT_CAPITAL",
@@ -367,7 +515,9 @@ class Ledger:
         if spec.order_id in self.orders:
             raise Conflict(f"order {spec.order_id!r} already holds capital",
                            {"order_id": spec.order_id})
-        if denied := self._entries_blocked():
+        price = spec.price or spec.ref_price or value / spec.qty
+        if denied := self._risk_denial(Proposal(spec.symbol, spec.side, spec.qty, price,
+                                                spec.sl_price), now):
             return denied
         rid = spec.reservation_id
         from_hold = ZERO
@@ -395,6 +545,7 @@ class Ledger:
         if key is not None:
             self.order_keys[key] = (o.order_id, spec.fingerprint())
         self.reserved_for_orders += value
+        self.risk.bucket.take(self.risk.limits, now)
         return Outcome(o, [self._event(OrderCapitalReserved, now, cause or o.order_id,
                                        order=o, consumed=consumed)])
 
@@ -411,12 +562,7 @@ class Ledger:
                     raise Conflict(f"signal_id {sid!r} was used for a different signal",
                                    {"signal_id": sid})
                 return Outcome(prior, [], reused=True)
-        tp_pct = policy.tp_pct if signal.tp_pct is None else signal.tp_pct
-        sl_pct = policy.sl_pct if signal.sl_pct is None else signal.sl_pct
-        tp, sl = protective_prices(signal.side, signal.price, tp_pct, sl_pct,
-                                   policy.price_places)
-        equity = self.allocated + self.realized_pnl - self.fees
-        qty = size_signal(signal, policy, equity, sl)
+        tp, sl, qty = self._size(signal, policy)
         reason: str | None = None
         events: list[Event] = []
         if policy.blocked is not None:
@@ -446,6 +592,30 @@ class Ledger:
             self.signals[sid] = record
             events.append(self._event(SignalRecorded, now, cause or sid, signal=record))
         return Outcome(record, events)
+
+    def _size(self, signal: Signal, policy: SignalPolicy) -> tuple[Decimal, Decimal, Decimal]:
+        """(tp_price, sl_price, qty) of a signal."""
+        tp_pct = policy.tp_pct if signal.tp_pct is None else signal.tp_pct
+        sl_pct = policy.sl_pct if signal.sl_pct is None else signal.sl_pct
+        tp, sl = protective_prices(signal.side, signal.price, tp_pct, sl_pct,
+                                   policy.price_places)
+        equity = self.allocated + self.realized_pnl - self.fees
+        return tp, sl, size_signal(signal, policy, equity, sl)
+
+    def what_if_signal(self, signal: Signal, policy: SignalPolicy,
+                       now: datetime) -> dict[str, Any]:
+        """`risk.check`: size `signal` as `submit_signal` would and run every check on
+        the order it would make. Changes nothing."""
+        tp, sl, qty = self._size(signal, policy)
+        amount = order_reservation(qty, signal.price, policy.reserve_buffer_pct,
+                                   policy.taker_fee, self.places)
+        checks = self.what_if(Proposal(signal.symbol, signal.side, qty, signal.price, sl),
+                              amount, now)
+        if qty <= 0:
+            checks.insert(0, Check("quantity", "MIN_NOTIONAL", False, "> 0", qty))
+        return {"symbol": signal.symbol, "side": signal.side, "qty": qty,
+                "price": signal.price, "notional": qty * signal.price, "amount": amount,
+                "tp_price": tp, "sl_price": sl, "checks": checks}
 
     def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
                    price: object, fee: object, now: datetime, cause: str = "",
@@ -511,6 +681,7 @@ class Ledger:
                                            order=o, position=p, released=portion,
                                            position_opened=opened)]
         events += self._stop_if_short(now, fill_id)
+        self._observe(now)
         return Outcome(fill, events)
 
     def end_order(self, order_id: str, status: str, now: datetime,
@@ -574,6 +745,7 @@ class Ledger:
             del self.positions[position_id]
             events.append(self._event(PositionClosed, now, cause or fill_id, position=p))
         events += self._stop_if_short(now, fill_id)
+        self._observe(now)
         return Outcome(fill, events)
 
     def _stop_if_short(self, now: datetime, cause: str) -> list[Event]:
@@ -634,6 +806,8 @@ class ProfileView(msgspec.Struct, frozen=True):
     ledger: LedgerView
     #: the capital allocated when the profile was created (deposits come on top)
     initial_allocation: Decimal
+    #: the profile's limits, equity and breakers (`Ledger.risk_view`)
+    risk: dict | None = None
 
 
 class AuditReport(msgspec.Struct, frozen=True):
@@ -663,6 +837,11 @@ class LedgerContext:
     allocation: Any = None  # AllocationConfig
     instruments: Any = None  # actors.allocation.Instruments
     mark: Any = lambda symbol: None  # (symbol) -> Decimal | None
+    #: (profile_id, risk_profile) -> RiskLimits; the time zone of the loss periods; the
+    #: global kill switch, () -> an object with state, reason, changed_by (or None)
+    risk_limits: Any = None
+    risk_tz: Any = None
+    global_state: Any = lambda: None
 
 
 class LedgerActor(pykka.ThreadingActor):
@@ -720,11 +899,22 @@ class LedgerActor(pykka.ThreadingActor):
             self.ledger = None
             return
         self.profile, self.ledger = loaded
+        self._attach_risk()
         self._scheduled = None
         expired = self.ledger.expire_due(self.ctx.clock.now(), "activation")
         if expired.events:
             self._persist(expired, None)
         self._schedule_next()
+
+    def _attach_risk(self) -> None:
+        gate = self.ledger.risk
+        ctx = self.ctx
+        if ctx.risk_limits is not None:
+            gate.limits = ctx.risk_limits(self.profile_id, self.profile.risk_profile)
+        if ctx.risk_tz is not None:
+            gate.tz = ctx.risk_tz
+        gate.mark = ctx.mark
+        gate.global_state = ctx.global_state
 
     # -- message loop -----------------------------------------------------------------
 
@@ -753,6 +943,13 @@ class LedgerActor(pykka.ThreadingActor):
         if outcome is None:  # the handler dealt with the message itself
             reply.resolve(None)
             return
+        if self.ledger is not None and (extra := self.ledger.take_risk_events()):
+            # a breaker tripped or reset while handling this: persisted whatever the
+            # answer (a denied entry still records the trip)
+            if isinstance(outcome, Denial) or not outcome.events:
+                self._persist(Outcome(None, extra), None)
+            else:
+                outcome.events = sorted(extra + outcome.events, key=lambda e: e.seq)
         if isinstance(outcome, Denial):
             self._answer(reply, error=_denied(outcome))
         elif outcome.events:
@@ -843,7 +1040,8 @@ class LedgerActor(pykka.ThreadingActor):
         led = self.ledger
         first = led.transfers.get(INITIAL_ALLOCATION_KEY)
         initial = first.amount if first is not None else led.allocated * 0
-        return Outcome(ProfileView(self.profile, LedgerView.of(led), initial), [])
+        return Outcome(ProfileView(self.profile, LedgerView.of(led), initial,
+                                   led.risk_view(self.ctx.clock.now())), [])
 
     def _deposit(self, cmd: m.Deposit):
         return self.ledger.deposit(cmd.amount, cmd.client_request_id, self.ctx.clock.now(),
@@ -903,6 +1101,14 @@ class LedgerActor(pykka.ThreadingActor):
     def _set_state(self, cmd: m.SetTradingState):
         return self.ledger.set_state(cmd.state, cmd.reason, cmd.changed_by,
                                      self.ctx.clock.now(), cmd.cause)
+
+    def _check_risk(self, cmd: m.CheckRisk) -> Outcome:
+        return Outcome(self.ledger.what_if_signal(cmd.signal, cmd.policy,
+                                                  self.ctx.clock.now()), [])
+
+    def _reset_breakers(self, cmd: m.ResetBreakers) -> Outcome:
+        return self.ledger.reset_breakers(cmd.kinds, cmd.reason, cmd.changed_by,
+                                          self.ctx.clock.now(), cmd.cause)
 
     def _audit(self, cmd: m.Audit) -> Outcome:
         self._wait_for_writes()
@@ -969,6 +1175,8 @@ _HANDLERS = {
     m.EndOrder: _handler(LedgerActor._end_order),
     m.ApplyExitFill: _handler(LedgerActor._exit_fill),
     m.SetTradingState: _handler(LedgerActor._set_state),
+    m.CheckRisk: _handler(LedgerActor._check_risk),
+    m.ResetBreakers: _handler(LedgerActor._reset_breakers),
     m.Audit: _handler(LedgerActor._audit),
     Reconcile: _handler(LedgerActor._reconcile),
     m.Passivate: _handler(LedgerActor._passivate, needs_ledger=False),

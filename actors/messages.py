@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from actors.money import ZERO
+from actors.risk import Trip
 
 # -- records --------------------------------------------------------------------------
 
@@ -238,6 +239,21 @@ class TradingStateChanged(Event, frozen=True):
     changed_by: str
 
 
+class BreakerTripped(Event, frozen=True):
+    """A drawdown breaker tripped: entries are refused until `trip.until` (the end of its
+    period) or, for the max drawdown, until reset by hand."""
+
+    trip: Trip
+
+
+class BreakerReset(Event, frozen=True):
+    """A tripped breaker ended: its period ended (`reset_by` "period") or by hand."""
+
+    trip: Trip
+    reset_by: str
+    reason: str
+
+
 class LedgerMismatchDetected(Event, frozen=True):
     snapshot: Buckets
     rebuilt: Buckets
@@ -345,6 +361,22 @@ class ApplyExitFill(Command, frozen=True):
 
 class SetTradingState(Command, frozen=True):
     state: str
+    reason: str = ""
+    changed_by: str = "api"
+
+
+class CheckRisk(Command, frozen=True):
+    """What-if: every pre-trade check for a hypothetical entry; changes nothing."""
+
+    signal: Any  # actors.orders.Signal, sized and checked as `signal.submit` would
+    policy: Any  # actors.orders.SignalPolicy
+
+
+class ResetBreakers(Command, frozen=True):
+    """Reset tripped breakers by hand (`kinds` empty: all); their references restart at
+    the current equity."""
+
+    kinds: tuple[str, ...] = ()
     reason: str = ""
     changed_by: str = "api"
 

@@ -50,6 +50,8 @@ class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     signal_id: str | None = None
     strategy: str | None = None
     exchange: str | None = None
+    #: the market price a MARKET order without `price` was decided on (risk checks)
+    ref_price: Decimal | None = None
 
     def fingerprint(self) -> tuple:
         """What a repeated `client_order_id` must match to be the same order."""

@@ -39,6 +39,7 @@ from actors.messages import Hold, Profile, Transfer
 from actors.money import parse_decimal
 from actors.registry import LedgerRegistry
 from actors.reply import Reply
+from actors.risk import GlobalState, RiskLimits, known_profile, load_timezone, resolve
 from actors.scheduler import Scheduler
 from actors.trading import Trading
 from storage.writer import NullWriter, StorageWriter, WriteRequest
@@ -92,6 +93,7 @@ class System:
         self.trading: Trading | None = None
         self.allocation: AllocationService | None = None
         self._unpinned: set[int] | None = None
+        self._global = GlobalState()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -167,9 +169,20 @@ class System:
                             clock=self.clock, schedule_expiry=self._schedule_expiry,
                             default_ttl_s=cfg.ledger.default_ttl_s,
                             ids=lambda: new_id("rsv"), allocation=cfg.allocation,
-                            instruments=instruments, mark=self._mark)
+                            instruments=instruments, mark=self._mark,
+                            risk_limits=self._risk_limits,
+                            risk_tz=load_timezone(cfg.risk.timezone),
+                            global_state=lambda: self._global)
         # storage off keeps ledgers only in memory actors: nothing to passivate them to
         max_live = cfg.ledger.max_live if cfg.storage.durable else 1 << 30
+        stored = self.store.global_state()
+        if stored is not None:
+            self._global = GlobalState(stored["state"], stored["reason"],
+                                       stored["changed_by"], stored["changed_at"])
+            if self._global.state != "ACTIVE":
+                logger.warning("trading is {} for every profile (kill switch set by {}: {})",
+                               self._global.state, self._global.changed_by,
+                               self._global.reason)
         self.registry = LedgerRegistry(ctx, max_live=max_live, idle_s=cfg.ledger.idle_s)
         self.registry.add_known(self.store.profile_ids())
         self.scheduler = Scheduler(self.clock, self._fire_expiry,
@@ -238,6 +251,16 @@ class System:
         tick = self.trading.board.get(symbol) if self.trading is not None else None
         return None if tick is None else tick.last
 
+    def _risk_limits(self, profile_id: str, risk_profile: str | None) -> RiskLimits:
+        try:
+            return resolve(self.config.risk, profile_id, risk_profile)
+        except InvalidArgument:
+            # stored under a risk profile the config no longer has: fail closed
+            logger.bind(profile=profile_id).error(
+                "risk profile {!r} is not configured: every entry is refused "
+                "(SYMBOL_NOT_ALLOWED) until it is", risk_profile)
+            return RiskLimits(allowed_symbols=[])
+
     def _schedule_expiry(self, profile_id: str, when) -> None:
         self.scheduler.schedule(profile_id, when)
 
@@ -285,6 +308,10 @@ class System:
                        account_id: str | None = None) -> tuple[ProfileView, bool]:
         """`create_profile`, also telling whether the profile already existed."""
         check_profile_id(profile_id)
+        if not known_profile(self.config.risk, risk_profile):
+            raise InvalidArgument("risk_profile", f"unknown risk profile {risk_profile!r}: "
+                                                  "a preset (atlas, orion, nova) or one of "
+                                                  "[risk.profiles]")
         if self.trading is not None:
             self.trading.check_account(account_id)
         currency = currency or self.config.ledger.default_currency
@@ -340,6 +367,42 @@ class System:
         self._call(profile_id, m.SetTradingState(state=state, reason=reason,
                                                  changed_by=changed_by))
         return self.get_profile(profile_id)
+
+    # -- the kill switch and breakers ----------------------------------------------
+
+    @property
+    def global_state(self) -> GlobalState:
+        return self._global
+
+    def set_global_state(self, state: str, reason: str = "",
+                         changed_by: str = "api") -> GlobalState:
+        """The global kill switch: ``HALTED`` or ``REDUCE_ONLY`` stops new exposure on
+        every profile (exits go on), ``ACTIVE`` lets each profile's own state decide.
+        Answered once stored; every check that starts after that sees it."""
+        if state not in m.TRADING_STATES:
+            raise InvalidArgument("state", f"state must be one of {list(m.TRADING_STATES)}")
+        gs = GlobalState(state, reason or "", changed_by, self.clock.now())
+        done = Reply()
+        self.writer.submit(WriteRequest(None, [("upsert", "system_state", {
+            "name": "trading", "state": gs.state, "reason": gs.reason,
+            "changed_by": gs.changed_by, "changed_at": gs.changed_at})],
+            on_commit=lambda: done.resolve(True), on_fail=done.fail))
+        done.get(self.config.ledger.call_timeout_s)
+        self._global = gs
+        logger.warning("global trading state {} (by {}: {})", state, changed_by,
+                       reason or "no reason given")
+        return gs
+
+    def reset_breakers(self, profile_id: str, kinds=(), reason: str = "",
+                       changed_by: str = "api") -> list:
+        """Reset a profile's tripped breakers by hand (all when `kinds` is empty);
+        answers the trips that were reset."""
+        return self._call(profile_id, m.ResetBreakers(kinds=tuple(kinds), reason=reason,
+                                                      changed_by=changed_by)).result
+
+    def risk_check(self, profile_id: str, raw: dict[str, Any], callback=None) -> Reply:
+        """What-if (`risk.check`): every check for a signal like `raw`, no side effects."""
+        return self.trading.risk_check(profile_id, raw, callback)
 
     # -- the ledger -------------------------------------------------------------------
 

@@ -30,11 +30,14 @@ from actors.account import (
     AccountStatus,
     Cancel,
     ClaimCapital,
+    ClaimSlot,
     Close,
     Info,
     Restore,
     ReturnCapital,
     SettleClaim,
+    SettleSlot,
+    SlotQuery,
     Sync,
     Ticks,
     new_order_listener,
@@ -55,6 +58,7 @@ from actors.orders import (
     parse_signal,
 )
 from actors.reply import Reply, relay
+from actors.risk import Check
 from actors.simulator import MarketSimulatorActor, Tick
 from actors.stats import compute_stats, group_stats
 from brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
@@ -85,6 +89,8 @@ class Trading:
         self.audit: SignalAuditLog | None = None
         self.oms_store = None
         self._unsubscribe: list[Callable[[], None]] = []
+        #: accounts with account-wide open position limits (entries claim a slot first)
+        self.slot_limited: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -94,6 +100,10 @@ class Trading:
         if brokers.default_account not in brokers.accounts:
             raise ConfigError(f"[brokers] default_account {brokers.default_account!r} is not "
                               "one of [brokers.accounts]")
+        unknown = sorted(set(cfg.risk.accounts) - set(brokers.accounts))
+        if unknown:
+            raise ConfigError(f"[risk.accounts] names accounts that are not configured: "
+                              f"{unknown}")
         classes = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
         self.oms_store = oms_store
         self.account_of = {p.profile_id: p.account_id for p in profiles}
@@ -113,8 +123,12 @@ class Trading:
             status.allocated = allocated.get(aid, Decimal(0))
             factory = functools.partial(classes[aid], aid, acfg, clock=self.clock,
                                         money_places=cfg.places(acfg.currency), ids=new_id)
+            limits = cfg.risk.accounts.get(aid)
+            if limits is not None and (limits.max_open_positions is not None
+                                       or limits.max_open_positions_per_symbol is not None):
+                self.slot_limited.add(aid)
             ref = AccountManagerActor.start(aid, factory, self.system.submit, status,
-                                            on_event=self._broker_event)
+                                            on_event=self._broker_event, limits=limits)
             self.managers[aid] = ref
             self.status[aid] = status
             self._unsubscribe.append(self.system.bus.subscribe(new_order_listener(aid, ref)))
@@ -323,31 +337,81 @@ class Trading:
                 reply.resolve(answer)
                 return reply
             signal = parse_signal(raw)
-            account = self.account_for(profile_id)
-            price_places, qty_places = self._places(signal.symbol, signal.price)
-            order_id = new_id("ord")
-            policy = SignalPolicy(
-                order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
-                account_id=account, tp_pct=self.config.oms.tp_pct,
-                sl_pct=self.config.oms.sl_pct,
-                risk_per_trade_pct=self.config.oms.risk_per_trade_pct,
-                reserve_buffer_pct=self.config.oms.reserve_buffer_pct,
-                taker_fee=self._fees(account)[0], price_places=price_places,
-                qty_places=qty_places,
-                blocked="BROKER_DISCONNECTED" if self.status[account].state == "GAVE_UP"
-                else None)
+            policy = self._signal_policy(profile_id, signal)
         except Exception as exc:
             reply.fail(exc)
             return reply
+        self._ensure_symbol(signal.symbol, signal.price)
+        if policy.blocked is None and policy.account_id in self.slot_limited:
+            def claimed(claim_id: int | None, denial: Denial | None) -> None:
+                p = policy if denial is None else msgspec.structs.replace(
+                    policy, blocked=denial.details["reason"])
+                self._send_signal(profile_id, signal, p, reply, claim_id)
+
+            self._claim_slot(policy.account_id, profile_id, signal.symbol, claimed, reply)
+        else:
+            self._send_signal(profile_id, signal, policy, reply, None)
+        return reply
+
+    def _signal_policy(self, profile_id: str, signal) -> SignalPolicy:
+        account = self.account_for(profile_id)
+        price_places, qty_places = self._places(signal.symbol, signal.price)
+        order_id = new_id("ord")
+        return SignalPolicy(
+            order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
+            account_id=account, tp_pct=self.config.oms.tp_pct,
+            sl_pct=self.config.oms.sl_pct,
+            risk_per_trade_pct=self.config.oms.risk_per_trade_pct,
+            reserve_buffer_pct=self.config.oms.reserve_buffer_pct,
+            taker_fee=self._fees(account)[0], price_places=price_places,
+            qty_places=qty_places,
+            blocked="BROKER_DISCONNECTED" if self.status[account].state == "GAVE_UP"
+            else None)
+
+    def _send_signal(self, profile_id: str, signal, policy: SignalPolicy, reply: Reply,
+                     claim_id: int | None) -> None:
         if signal.signal_id is None and policy.blocked is not None:
             reply.resolve(_signal_answer(None, reused=False, reason=policy.blocked))
-            return reply
-        self._ensure_symbol(signal.symbol, signal.price)
+            return
         answered = relay(reply, lambda out: _signal_answer(out.result, reused=out.reused))
-        self.system.submit(profile_id, m.SubmitSignal(signal=signal, policy=policy,
-                                                      cause=signal.signal_id or order_id),
-                           answered)
-        return reply
+        if claim_id is not None:
+            answered = self._settling(policy.account_id, claim_id, answered)
+        self.system.submit(profile_id, m.SubmitSignal(
+            signal=signal, policy=policy, cause=signal.signal_id or policy.order_id),
+            answered)
+
+    # -- account-wide open position limits ------------------------------------------
+
+    def _claim_slot(self, account_id: str, profile_id: str, symbol: str,
+                    then: Callable[[int | None, Denial | None], None], reply: Reply) -> None:
+        """Claim an open position slot of the account, then `then(claim_id, None)`, or
+        `then(None, denial)` when the account is full; `reply` fails on anything else."""
+
+        def claimed(r: Reply) -> None:
+            claim_id, error = r.result()
+            if isinstance(error, Denied):
+                then(None, error.denial)
+            elif error is not None:
+                reply.fail(error)
+            else:
+                then(claim_id, None)
+
+        try:
+            self.managers[account_id].tell((ClaimSlot(profile_id, symbol), Reply(claimed)))
+        except Exception as exc:  # the account manager has stopped
+            reply.fail(Unavailable(f"broker account {account_id!r} is not running: {exc}"))
+
+    def _settling(self, account_id: str, claim_id: int,
+                  callback: Callable[[Reply], None]) -> Callable[[Reply], None]:
+        """Wrap a ledger reply callback: settle the slot claim first. A recorded order
+        told the manager of itself (`Place`) before this runs, so the slot is held by
+        the order when the claim ends."""
+
+        def settle(r: Reply) -> None:
+            _tell(self.managers[account_id], SettleSlot(claim_id))
+            callback(r)
+
+        return settle
 
     def _signal_gate(self, profile_id: str) -> dict[str, Any] | None:
         if not self.system.registry.knows(profile_id):
@@ -355,6 +419,58 @@ class Trading:
         if not self.config.oms.enabled:
             return _signal_answer(None, reused=False, reason="OMS_DISABLED", oms=False)
         return None
+
+    # -- what-if ---------------------------------------------------------------------
+
+    def risk_check(self, profile_id: str, raw: dict[str, Any],
+                   callback: Callable[[Reply], None] | None = None) -> Reply:
+        """`risk.check`: every check a signal like `raw` would meet, the account-wide
+        ones included; nothing is audited, reserved, counted or recorded."""
+        reply = Reply(callback)
+        try:
+            self._known(profile_id)
+            signal = parse_signal(raw)
+            policy = self._signal_policy(profile_id, signal)
+        except Exception as exc:
+            reply.fail(exc)
+            return reply
+        account = policy.account_id
+
+        def answer(result: dict[str, Any], extra: list) -> None:
+            checks = result["checks"] + extra
+            failed = [c for c in checks if not c.ok]
+            reply.resolve({**result, "profile_id": profile_id, "account_id": account,
+                           "allowed": not failed,
+                           "reason": failed[0].code if failed else None,
+                           "checks": [c.to_map() for c in checks]})
+
+        def checked(r: Reply) -> None:
+            out, error = r.result()
+            if error is not None:
+                reply.fail(error)
+                return
+            result = out.result
+            if policy.blocked is not None:
+                result["checks"].insert(0, Check("broker", policy.blocked, False,
+                                                 "CONNECTED", self.status[account].state))
+            if account not in self.slot_limited:
+                answer(result, [])
+                return
+
+            def counted(q: Reply) -> None:
+                extra, err = q.result()
+                if err is not None:
+                    reply.fail(err)
+                else:
+                    answer(result, extra)
+
+            try:
+                self.managers[account].tell((SlotQuery(signal.symbol), Reply(counted)))
+            except Exception as exc:
+                reply.fail(Unavailable(f"broker account {account!r} is not running: {exc}"))
+
+        self.system.submit(profile_id, m.CheckRisk(signal=signal, policy=policy), checked)
+        return reply
 
     # -- orders -----------------------------------------------------------------------
 
@@ -374,9 +490,18 @@ class Trading:
             return reply
         if spec.price is not None:
             self._ensure_symbol(spec.symbol, spec.price)
-        self.system.submit(profile_id, m.PlaceOrder(spec=spec, amount=amount,
-                                                    cause=client_order_id),
-                           relay(reply))
+        cmd = m.PlaceOrder(spec=spec, amount=amount, cause=client_order_id)
+        if spec.account_id in self.slot_limited:
+            def claimed(claim_id: int | None, denial: Denial | None) -> None:
+                if denial is not None:
+                    reply.fail(Denied(denial))
+                else:
+                    self.system.submit(profile_id, cmd, self._settling(
+                        spec.account_id, claim_id, relay(reply)))
+
+            self._claim_slot(spec.account_id, profile_id, spec.symbol, claimed, reply)
+        else:
+            self.system.submit(profile_id, cmd, relay(reply))
         return reply
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
@@ -420,7 +545,8 @@ class Trading:
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
-                         account_id=account, reservation_id=reservation_id)
+                         account_id=account, reservation_id=reservation_id,
+                         ref_price=reference)
         return spec, amount
 
     def cancel_order(self, profile_id: str, order_id: str) -> m.OrderCapital:

@@ -155,6 +155,21 @@ class _Ops:
         return self.call("allocation.release", **_args(
             profile_id=profile_id, reservation_id=reservation_id, reason=reason))
 
+    def risk_check(self, profile_id: str, symbol: str, side: str, **signal):
+        """What-if: every pre-trade check of a signal like this one (price, qty or
+        notional, tp_pct, sl_pct); nothing changes."""
+        return self.call("risk.check", **_args(profile_id=profile_id, symbol=symbol,
+                                                side=side, **signal))
+
+    def risk_reset(self, profile_id: str, breakers: list[str] | None = None,
+                   reason: str | None = None):
+        return self.call("risk.reset", **_args(profile_id=profile_id, breakers=breakers,
+                                                reason=reason))
+
+    def system_set_state(self, state: str, reason: str | None = None):
+        """The global kill switch: HALTED, REDUCE_ONLY or ACTIVE for every profile."""
+        return self.call("system.set_state", **_args(state=state, reason=reason))
+
 
 class Client(_Ops):
     def __init__(self, endpoint: str = "tcp://127.0.0.1:7100", *, timeout_s: float = 5.0,

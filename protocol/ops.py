@@ -117,7 +117,8 @@ def profile_map(pv: ProfileView) -> dict[str, Any]:
     return {"profile_id": p.profile_id, "currency": p.currency, "account_id": p.account_id,
             "risk_profile": p.risk_profile, "state": p.state, "state_reason": p.state_reason,
             "state_by": p.state_by, "state_at": p.state_at, "created_at": p.created_at,
-            "initial_allocation": pv.initial_allocation, "ledger": ledger_map(pv.ledger)}
+            "initial_allocation": pv.initial_allocation, "ledger": ledger_map(pv.ledger),
+            "risk": pv.risk}
 
 
 def reservation_map(h: Hold, reused: bool) -> dict[str, Any]:
@@ -315,6 +316,9 @@ OPS: dict[str, tuple[type[Args], Callable]] = {
 from protocol.trading_ops import TRADING_OPS  # noqa: E402
 
 OPS.update(TRADING_OPS)
+from protocol.risk_ops import RISK_OPS  # noqa: E402
+
+OPS.update(RISK_OPS)
 
 _FIELD = re.compile(r"`\$\.([A-Za-z_][A-Za-z0-9_]*)|field `([^`]+)`")
 
@@ -352,7 +356,8 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
             "broker_mode": _broker_mode(cfg), "oms_enabled": cfg.oms.enabled,
             "storage": describe(cfg.storage.url) if cfg.storage.durable else "memory",
             "uptime_s": round(time.monotonic() - started, 3),
-            "profiles": system.registry.known_count(), "security": "curve" if curve else "plain"}
+            "profiles": system.registry.known_count(), "security": "curve" if curve else "plain",
+            "trading_state": system.global_state.state}
 
 
 def _broker_mode(cfg) -> str:

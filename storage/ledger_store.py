@@ -39,6 +39,7 @@ from actors.messages import (
     Transfer,
 )
 from actors.money import ZERO
+from actors.risk import BreakerState
 from storage import schema as s
 from storage.writer import Op
 
@@ -92,7 +93,24 @@ def snapshot_row(ledger: Ledger, now: datetime) -> dict[str, Any]:
             "held": ledger.held, "reserved_for_orders": ledger.reserved_for_orders,
             "reserved_for_positions": ledger.reserved_for_positions,
             "realized_pnl": ledger.realized_pnl, "fees": ledger.fees,
-            "last_seq": ledger.seq, "updated_at": now}
+            "last_seq": ledger.seq, "updated_at": now,
+            "risk_state": _risk_json(ledger)}
+
+
+_EMPTY_BREAKERS = BreakerState()
+
+
+def _risk_json(ledger: Ledger) -> str | None:
+    state = ledger.risk.breakers
+    if state == _EMPTY_BREAKERS:
+        return None
+    cached = ledger.risk.encoded  # most commits repeat the state of the one before
+    if cached is None or cached[0] is not state:
+        cached = ledger.risk.encoded = (state, _json.encode(state).decode())
+    return cached[1]
+
+
+_decode_risk = msgspec.json.Decoder(BreakerState)
 
 
 def _record(cls: type, row: Any) -> Any:
@@ -145,7 +163,8 @@ class LedgerStore:
         zero = allocated * 0  # zero with the currency's places
         snap = {"profile_id": profile.profile_id, "allocated": allocated, "held": zero,
                 "reserved_for_orders": zero, "reserved_for_positions": zero,
-                "realized_pnl": zero, "fees": zero, "last_seq": seq, "updated_at": now}
+                "realized_pnl": zero, "fees": zero, "last_seq": seq, "updated_at": now,
+                "risk_state": None}
         ops.insert(1, ("upsert", "ledger_snapshots", snap))
         return ops
 
@@ -184,7 +203,9 @@ class LedgerStore:
         ledger = Ledger(profile_id, profile.currency, self.places_for(profile.currency),
                         buckets=buckets, seq=snap["last_seq"], state=profile.state,
                         holds=holds, orders=orders, positions=positions, transfers=transfers,
-                        order_keys=order_keys, signals=signals)
+                        order_keys=order_keys, signals=signals,
+                        breakers=None if snap["risk_state"] is None
+                        else _decode_risk.decode(snap["risk_state"]))
         return profile, ledger
 
     # -- whole-database views (recovery, audit) ---------------------------------------
@@ -230,6 +251,13 @@ class LedgerStore:
                     if pid in sums:
                         sums[pid][bucket] += amount
         return {pid: Buckets(**b) for pid, b in sums.items()}
+
+    def global_state(self) -> dict[str, Any] | None:
+        """The stored global trading state (the kill switch), if one was ever set."""
+        with self.engine.connect() as c:
+            row = c.execute(select(s.system_state).where(s.system_state.c.name == "trading")
+                            ).first()
+        return None if row is None else dict(row._mapping)
 
     def active_expiries(self) -> list[tuple[str, datetime]]:
         """(profile_id, earliest expiry) for every profile with an active reservation."""

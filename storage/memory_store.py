@@ -63,3 +63,6 @@ class MemoryLedgerStore:
 
     def active_expiries(self):
         return []
+
+    def global_state(self):
+        return None

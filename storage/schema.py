@@ -50,6 +50,18 @@ ledger_snapshots = Table(
     Column("fees", Money, nullable=False),
     Column("last_seq", BIGINT, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    #: the drawdown breakers (JSON of actors.risk.BreakerState); NULL: none yet
+    Column("risk_state", Text),
+)
+
+#: process-wide state; one row, "trading": the global kill switch
+system_state = Table(
+    "system_state", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("changed_by", String(128), nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
 )
 
 ledger_journal = Table(

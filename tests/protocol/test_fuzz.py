@@ -247,7 +247,8 @@ _counter = itertools.count()
 PLAUSIBLE = {
     "profile_id": st.sampled_from([PROFILE, PROFILE, "fz-2", "fz-3", "nope"]),
     "allocated": st.sampled_from(["1000", 500, "0", 0.1, "1e3"]),
-    "risk_profile": st.sampled_from([None, "default", "conservative"]),
+    "risk_profile": st.sampled_from([None, "default", "atlas", "nova"]),
+    "breakers": st.sampled_from([[], ["daily"], ["max", "weekly"], ["hourly"]]),
     "account_id": st.sampled_from([None, "acc-1"]),
     "currency": st.sampled_from([None, "USDT", "BTC", "XXX"]),
     "limit": st.integers(1, 5),

@@ -1,0 +1,90 @@
+"""The risk ops: `risk.check` (what-if), `risk.reset` (breakers, by hand) and
+`system.set_state` (the global kill switch). Same rules as protocol/ops.py; it imports
+this module and adds `RISK_OPS` to its `OPS`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from actors import messages as m
+from protocol.codec import WireError
+from protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text, _then
+from protocol.trading_ops import Side
+
+Breaker = Literal["daily", "weekly", "monthly", "max"]
+
+
+class RiskCheckArgs(Args, frozen=True):
+    profile_id: Id
+    symbol: Symbol
+    side: Side
+    #: default: the market's last price
+    price: Amount | None = None
+    qty: Amount | None = None
+    notional: Amount | None = None
+    tp_pct: Amount | None = None
+    sl_pct: Amount | None = None
+    strategy: Text | None = None
+
+
+class RiskResetArgs(Args, frozen=True):
+    profile_id: Id
+    #: which breakers (default: every tripped one)
+    breakers: Annotated[list[Breaker], Meta(max_length=4)] = []
+    reason: Text = ""
+
+
+class SystemStateArgs(Args, frozen=True):
+    state: Annotated[str, Meta(min_length=1, max_length=16)]
+    reason: Text = ""
+
+
+def global_state_map(gs) -> dict:
+    return {"state": gs.state, "reason": gs.reason, "changed_by": gs.changed_by,
+            "changed_at": gs.changed_at}
+
+
+def op_risk_check(ctx: OpContext, a: RiskCheckArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    raw = {k: v for k, v in msgspec.structs.asdict(a).items()
+           if v is not None and k != "profile_id"}
+    if a.price is None:
+        tick = ctx.system.trading.board.get(a.symbol)
+        if tick is None:
+            raise WireError("INVALID_ARGUMENT", f"no market price for {a.symbol!r} yet: "
+                                                "give a price", {"field": "price"})
+        raw["price"] = str(tick.last)
+    ctx.system.risk_check(a.profile_id, raw, _then(done, lambda answer: answer))
+
+
+def op_risk_reset(ctx: OpContext, a: RiskResetArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    cmd = m.ResetBreakers(kinds=tuple(a.breakers), reason=a.reason,
+                          changed_by=caller.name)
+
+    def build(out) -> dict:
+        return {"profile_id": a.profile_id,
+                "reset": [{"breaker": t.kind, "code": t.code, "tripped_at": t.at,
+                           "loss_pct": t.loss_pct, "limit_pct": t.limit_pct}
+                          for t in out.result]}
+
+    ctx.system.submit(a.profile_id, cmd, _then(done, build))
+
+
+def op_system_set_state(ctx: OpContext, a: SystemStateArgs, caller: Caller,
+                        done: Done) -> None:
+    if caller.profiles is not None:
+        raise WireError("FORBIDDEN", "only a client allowed every profile ('*') may set "
+                                     "the global trading state", {})
+    ctx.run_blocking(lambda: global_state_map(ctx.system.set_global_state(
+        a.state, a.reason, caller.name)), done)
+
+
+RISK_OPS = {
+    "risk.check": (RiskCheckArgs, op_risk_check),
+    "risk.reset": (RiskResetArgs, op_risk_reset),
+    "system.set_state": (SystemStateArgs, op_system_set_state),
+}
