@@ -9,6 +9,7 @@ import pytest
 import zmq
 
 from protocol.server import Server
+from tests.protocol.market import SETTINGS, write_ticks
 
 
 @pytest.fixture
@@ -73,3 +74,18 @@ def raw():
     yield connect
     for r in made:
         r.close()
+
+
+@pytest.fixture
+def market(live, raw, tmp_path):
+    """A server replaying `steps` (default: TESTUSDT at 100.00 / 100.20 for a few
+    steps) with the paper broker's fees (`SETTINGS`); returns (server, raw socket)."""
+
+    def start(steps=None, **sections):
+        steps = steps or [[("TESTUSDT", "100.00", "100.20")]] * 4
+        replay = write_ticks(tmp_path / "ticks.csv", steps)
+        sections.setdefault("brokers", {"accounts": {"paper": {"settings": SETTINGS}}})
+        server = live(simulator={"replay": replay, "symbols": {}}, **sections)
+        return server, raw(server.endpoint)
+
+    return start

@@ -16,37 +16,12 @@ import msgpack
 import pytest
 import zmq
 
+from tests.protocol.market import SETTINGS, write_ticks  # noqa: F401 -- until callers move
 from tests.protocol.replies import error, ok
 
-SETTINGS = {"taker_fee": "0.001", "maker_fee": "0.0005", "slippage_bps": "0"}
 SIGNAL_KEYS = {"received", "oms_enabled", "risk_ok", "risk_reason", "order_id",
                "position_id", "tp_price", "sl_price", "reused"}
 TS = "2026-01-05T11:59:00+00:00"
-
-
-def write_ticks(path, steps):
-    """One CSV row per (symbol, bid, ask) of each step; a step's rows share a ts."""
-    lines = ["ts,symbol,bid,ask,liquidity"]
-    for i, step in enumerate(steps, start=1):
-        for symbol, bid, ask in step:
-            lines.append(f"2026-01-05T12:00:{i:02d}+00:00,{symbol},{bid},{ask},1000")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-@pytest.fixture
-def market(live, raw, tmp_path):
-    """A server replaying `steps` (default: TESTUSDT at 100.00 / 100.20 for a few
-    steps) with the paper broker's fees above; returns (server, raw socket)."""
-
-    def start(steps=None, **sections):
-        steps = steps or [[("TESTUSDT", "100.00", "100.20")]] * 4
-        replay = write_ticks(tmp_path / "ticks.csv", steps)
-        sections.setdefault("brokers", {"accounts": {"paper": {"settings": SETTINGS}}})
-        server = live(simulator={"replay": replay, "symbols": {}}, **sections)
-        return server, raw(server.endpoint)
-
-    return start
 
 
 def signal(r, profile_id="p", symbol="TESTUSDT", side="BUY", price="100", **optional):
