@@ -84,6 +84,7 @@ from actors.orders import (
 from actors.reply import Reply
 from actors.risk import (
     BREAKERS,
+    EMPTY_BOOK,
     Book,
     BreakerState,
     Check,
@@ -271,7 +272,8 @@ class Ledger:
             exposure += value
             ids.setdefault(p.symbol, set()).add(p.position_id)
         for o in self.orders.values():
-            exposure += o.reserved
+            # a working order at its notional (its reservation adds buffer and fee)
+            exposure += (o.qty - o.filled_qty) * o.price if o.price else o.reserved
             ids.setdefault(o.symbol, set()).add(o.position_id or o.order_id)
         equity = self.allocated + self.realized_pnl - self.fees + unrealized
         return Book(equity, {s: len(v) for s, v in ids.items()}, exposure)
@@ -279,8 +281,7 @@ class Ledger:
     def _observe(self, now: datetime) -> None:
         """Run the breakers at the current equity; a trip or reset becomes an event."""
         r = self.risk
-        if not r.breakers.trips and not any(getattr(r.limits, f) is not None
-                                            for f, _ in BREAKERS.values()):
+        if not r.has_breakers and not r.breakers.trips:
             return
         r.breakers, tripped, reset = observe(r.breakers, r.limits, self.book().equity, now,
                                              r.tz)
@@ -318,14 +319,17 @@ class Ledger:
         on a copy of their state."""
         r = self.risk
         state, scope = effective_state(self.state, r.global_state())
-        book = self.book()
-        figures = breaker_figures(r.breakers, r.limits, book.equity, now, r.tz)
+        book = self.book() if r.needs_book else EMPTY_BOOK
+        figures = breaker_figures(r.breakers, r.limits, book.equity, now, r.tz
+                                  ) if r.has_breakers or r.breakers.trips else {}
         return list(run_checks(r.limits, prop, book, state=state, scope=scope,
                                breakers=figures, bucket_tokens=r.tokens(now)))
 
     def _risk_denial(self, prop: Proposal, now: datetime) -> Denial | None:
         if denied := self._entries_blocked(now):
             return denied
+        if self.risk.unlimited:
+            return None
         for c in self.checks(prop, now):
             if not c.ok:
                 return Denial("RISK_REJECTED", f"{c.check}: {c.value} against the limit "
@@ -395,7 +399,8 @@ class Ledger:
             allocated=self.allocated, realized_pnl=self.realized_pnl, fees=self.fees,
             held=self.held, reserved_for_orders=self.reserved_for_orders,
             reserved_for_positions=self.reserved_for_positions, available=self.available,
-            state=self.state, exposure=exposure_by_symbol(
+            state=effective_state(self.state, self.risk.global_state())[0],
+            exposure=exposure_by_symbol(
                 self.positions.values(), self.orders.values(), self.held_by_symbol, mark))
 
     # -- capital movements ------------------------------------------------------------
@@ -499,10 +504,12 @@ class Ledger:
         return self.open_order(spec, amount, now, cause)
 
     def open_order(self, spec: OrderSpec, amount: object, now: datetime,
-                   cause: str = "") -> Outcome | Denial:
+                   cause: str = "", refusal: Denial | None = None) -> Outcome | Denial:
         """Record an order and reserve `amount` for it, from its reservation (a hold)
         when it names one, else fresh. A repeated `client_order_id` with the same content
-        is the first order (`reused`), with other content `Conflict`."""
+        is the first order (`reused`), with other content `Conflict`. With `refusal`
+        (the account refused it before), only a repeat is answered; a new order gets
+        the refusal."""
         value = self._amount(amount)
         key = spec.client_order_id
         if key is not None:
@@ -515,6 +522,8 @@ class Ledger:
         if spec.order_id in self.orders:
             raise Conflict(f"order {spec.order_id!r} already holds capital",
                            {"order_id": spec.order_id})
+        if refusal is not None:
+            return refusal
         price = spec.price or spec.ref_price or value / spec.qty
         if denied := self._risk_denial(Proposal(spec.symbol, spec.side, spec.qty, price,
                                                 spec.sl_price), now):
@@ -1079,7 +1088,8 @@ class LedgerActor(pykka.ThreadingActor):
                                          cmd.reservation_id, cmd.cause)
 
     def _place_order(self, cmd: m.PlaceOrder):
-        return self.ledger.open_order(cmd.spec, cmd.amount, self.ctx.clock.now(), cmd.cause)
+        return self.ledger.open_order(cmd.spec, cmd.amount, self.ctx.clock.now(), cmd.cause,
+                                      cmd.refusal)
 
     def _signal(self, cmd: m.SubmitSignal):
         return self.ledger.submit_signal(cmd.signal, cmd.policy, self.ctx.clock.now(),

@@ -350,6 +350,10 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
                    book.open_by_symbol.get(prop.symbol, 0) + 1)
 
 
+_NO_LIMITS = RiskLimits()
+EMPTY_BOOK = Book(ZERO, {}, ZERO)
+
+
 class RiskGate:
     """A ledger's risk: its limits, time zone, market prices, the global kill switch,
     and its breaker state and order bucket. The actor attaches one when it loads the
@@ -367,6 +371,22 @@ class RiskGate:
         self.bucket = RateBucket()
         #: (breakers, their JSON) of the last snapshot written (storage's cache)
         self.encoded: tuple[BreakerState, str] | None = None
+
+    @property
+    def limits(self) -> RiskLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: RiskLimits) -> None:
+        self._limits = limits
+        #: no limit at all: an entry needs only the trading state (the fast path)
+        self.unlimited = limits == _NO_LIMITS
+        #: a breaker limit is set: equity is observed at every entry and fill
+        self.has_breakers = any(getattr(limits, f) is not None for f, _ in BREAKERS.values())
+        #: some check reads equity, exposure or the open position count
+        self.needs_book = self.has_breakers or any(getattr(limits, f) is not None for f in (
+            "max_risk_per_trade_pct", "max_leverage", "max_exposure", "max_open_positions",
+            "max_open_positions_per_symbol"))
 
     def tokens(self, now: datetime) -> Decimal | None:
         if self.limits.order_rate_per_min is None:
