@@ -403,9 +403,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def _env_value(text: str) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    # a decimal stays text: the typed conversion reads it exactly (a float would round
+    # an amount), and still makes a float of it where the setting is one
+    return text.strip() if isinstance(value, float) else value
 
 
 def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:

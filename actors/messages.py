@@ -324,6 +324,9 @@ class PlaceOrder(Command, frozen=True):
 
     spec: Any
     amount: Any
+    #: the account refused the order (its open position slots are taken): a repeat of
+    #: an order already made is answered as before, a new one gets this
+    refusal: Any = None
 
 
 class SubmitSignal(Command, frozen=True):

@@ -493,8 +493,9 @@ class Trading:
         cmd = m.PlaceOrder(spec=spec, amount=amount, cause=client_order_id)
         if spec.account_id in self.slot_limited:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
-                if denial is not None:
-                    reply.fail(Denied(denial))
+                if denial is not None:  # a repeat of an order made before is still it
+                    self.system.submit(profile_id, msgspec.structs.replace(
+                        cmd, refusal=denial), relay(reply))
                 else:
                     self.system.submit(profile_id, cmd, self._settling(
                         spec.account_id, claim_id, relay(reply)))

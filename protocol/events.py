@@ -23,7 +23,8 @@ _TOPIC = {
     m.ReservationExpired: "reservation", m.OrderCapitalReserved: "order",
     m.OrderCapitalReleased: "order", m.OrderFilled: "fill", m.PositionReduced: "fill",
     m.PositionClosed: "position", m.TradingStateChanged: "risk",
-    m.LedgerMismatchDetected: "risk", m.CapitalDeposited: "ledger",
+    m.LedgerMismatchDetected: "risk", m.BreakerTripped: "risk", m.BreakerReset: "risk",
+    m.CapitalDeposited: "ledger",
     m.CapitalWithdrawn: "ledger", m.SignalRecorded: "signal",
 }
 _BASE = frozenset({"profile_id", "seq", "ts", "causation_id"})

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.protocol.market import SETTINGS, write_ticks  # noqa: F401 -- until callers move
+from tests.protocol.market import SETTINGS
 from tests.protocol.replies import error, ok
 
 SIGNAL_KEYS = {"received", "oms_enabled", "risk_ok", "risk_reason", "order_id",
