@@ -302,10 +302,6 @@ class Ledger:
                               "limit_pct": limit, "tripped": trip is not None,
                               "tripped_at": trip.at if trip else None,
                               "until": trip.until if trip else None}
-        for kind, trip in r.breakers.trips.items():  # tripped under a limit since removed
-            breakers.setdefault(kind, {"code": trip.code, "loss_pct": trip.loss_pct,
-                                       "limit_pct": trip.limit_pct, "tripped": True,
-                                       "tripped_at": trip.at, "until": trip.until})
         return {"limits": limits_map(r.limits), "equity": book.equity,
                 "exposure": book.exposure, "open_positions": sum(book.open_by_symbol.values()),
                 "high_water_mark": r.breakers.hwm, "breakers": breakers}

@@ -217,6 +217,9 @@ def breaker_figures(state: BreakerState, limits: RiskLimits, equity: Decimal, no
     for kind, (field, _) in BREAKERS.items():
         limit = getattr(limits, field)
         if limit is None:
+            trip = after.trips.get(kind)  # tripped under a limit the config has dropped
+            if trip is not None:
+                out[kind] = (trip.loss_pct, trip.limit_pct, trip)
             continue
         reference = after.hwm if kind == "max" else after.periods[kind].baseline
         out[kind] = (_loss_pct(reference, equity), limit, after.trips.get(kind))

@@ -437,7 +437,10 @@ class Trading:
         account = policy.account_id
 
         def answer(result: dict[str, Any], extra: list) -> None:
-            checks = result["checks"] + extra
+            # in the order a real entry meets them: the account's slots come first
+            checks = extra + result["checks"]
+            if not self.config.oms.enabled:
+                checks.insert(0, Check("oms", "OMS_DISABLED", False, True, False))
             failed = [c for c in checks if not c.ok]
             reply.resolve({**result, "profile_id": profile_id, "account_id": account,
                            "allowed": not failed,
