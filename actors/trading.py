@@ -439,6 +439,9 @@ class Trading:
         def answer(result: dict[str, Any], extra: list) -> None:
             # in the order a real entry meets them: the account's slots come first
             checks = extra + result["checks"]
+            if policy.blocked is not None:
+                checks.insert(0, Check("broker", policy.blocked, False, "CONNECTED",
+                                       self.status[account].state))
             if not self.config.oms.enabled:
                 checks.insert(0, Check("oms", "OMS_DISABLED", False, True, False))
             failed = [c for c in checks if not c.ok]
@@ -453,9 +456,6 @@ class Trading:
                 reply.fail(error)
                 return
             result = out.result
-            if policy.blocked is not None:
-                result["checks"].insert(0, Check("broker", policy.blocked, False,
-                                                 "CONNECTED", self.status[account].state))
             if account not in self.slot_limited:
                 answer(result, [])
                 return
