@@ -87,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
                             help="REDUCE_ONLY instead of HALTED")
         hs.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
         _client_options(hs)
+    bench = sub.add_parser("bench", help="run the benchmarks in bench/, each figure beside "
+                           "the baseline it measured in the same run")
+    bench.add_argument("--quick", action="store_true",
+                       help="short settings (the whole suite in well under 2 minutes)")
+    bench.add_argument("--only", metavar="NAMES",
+                       help="comma-separated, from ledger,wire,oms (default: all)")
+    bench.add_argument("--json", metavar="FILE", help="also write every figure to this file")
+    bench.add_argument("--out-dir", metavar="DIR",
+                       help="keep each script's JSON and output in this directory")
+    bench.add_argument("--verbose", action="store_true",
+                       help="pass each script's own output through")
     keys = sub.add_parser("keys", help="CURVE keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     gen = ksub.add_parser("generate", help="make the server key pair and client key pairs")
@@ -249,6 +260,23 @@ def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`bench`: bench/suite.py, loaded from beside this file (bench/ is not installed)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "capflow_bench_suite", Path(__file__).resolve().parent / "bench" / "suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    try:
+        names = suite.parse_only(args.only)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return suite.command(names, args.quick, json_path=args.json, out_dir=args.out_dir,
+                         verbose=args.verbose, out=out)
+
+
 def _show(view, out) -> None:
     p, led = view.profile, view.ledger
     print(f"profile       {p.profile_id}", file=out)
@@ -357,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"profile": profile_command, "call": call_command,
                     "events": events_command, "keys": keys_command,
                     "stats": stats_command, "report": report_command,
-                    "halt": halt_command, "resume": halt_command}
+                    "halt": halt_command, "resume": halt_command,
+                    "bench": bench_command}
         return commands[args.command](cfg, args)
     except CapflowError as exc:
         field = exc.details.get("field")
