@@ -192,7 +192,7 @@ class AccountManagerActor(pykka.ThreadingActor):
         #: the slot of the position they will open), and claims not yet settled
         self.limits = limits or AccountRiskLimits()
         self._slots: dict[str, str] = {}
-        self._slot_claims: dict[int, str] = {}
+        self._slot_claims: dict[int, tuple[str, str]] = {}  # -> (profile, symbol)
         self._per_symbol: Counter[str] = Counter()
         self.log = logger.bind(account=account_id)
 
@@ -236,6 +236,7 @@ class AccountManagerActor(pykka.ThreadingActor):
     # -- handlers ---------------------------------------------------------------------
 
     def _place(self, msg: Place, reply: Reply) -> Any:
+        self._end_claim_for(msg.profile_id, msg.order.symbol)
         self._hold_slot(msg.order.position_id or msg.order.order_id, msg.order.symbol)
         try:
             self.adapter.require_connected()
@@ -347,14 +348,24 @@ class AccountManagerActor(pykka.ThreadingActor):
                     {"reason": c.code, "limit": c.limit, "value": c.value, "check": c.check,
                      "scope": "account", "account_id": self.account_id}))
         claim = next(self._claim_ids)
-        self._slot_claims[claim] = msg.symbol
+        self._slot_claims[claim] = (msg.profile_id, msg.symbol)
         self._per_symbol[msg.symbol] += 1
         return claim
 
+    def _end_claim_for(self, profile_id: str, symbol: str) -> None:
+        """A recorded order takes over a claim of its profile and symbol (claims of one
+        profile and symbol are interchangeable), so it never counts as both a slot and
+        a claim; the claim's own settlement then finds it gone."""
+        for claim, owner in self._slot_claims.items():
+            if owner == (profile_id, symbol):
+                del self._slot_claims[claim]
+                self._per_symbol[symbol] -= 1
+                return
+
     def _settle_slot(self, msg: SettleSlot, reply: Reply) -> Any:
-        symbol = self._slot_claims.pop(msg.claim_id, None)
-        if symbol is not None:
-            self._per_symbol[symbol] -= 1
+        owner = self._slot_claims.pop(msg.claim_id, None)
+        if owner is not None:
+            self._per_symbol[owner[1]] -= 1
         return True
 
     def _slot_freed(self, msg: SlotFreed, reply: Reply) -> Any:

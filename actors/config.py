@@ -318,6 +318,10 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     order_burst: int | None = None
 
     def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            v = getattr(self, name)
+            if isinstance(v, Decimal) and not v.is_finite():
+                raise ValueError(f"{name} must be a finite number")
         for name in ("max_risk_per_trade_pct", "daily_loss_limit_pct",
                      "weekly_loss_limit_pct", "monthly_loss_limit_pct", "max_drawdown_pct"):
             v = getattr(self, name)
@@ -348,6 +352,12 @@ class AccountRiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 
     max_open_positions: int | None = None
     max_open_positions_per_symbol: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_open_positions", "max_open_positions_per_symbol"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must not be negative")
 
 
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -89,6 +89,7 @@ from actors.risk import (
     BreakerState,
     Check,
     Proposal,
+    RateBucket,
     RiskGate,
     breaker_figures,
     effective_state,
@@ -306,6 +307,20 @@ class Ledger:
                 "exposure": book.exposure, "open_positions": sum(book.open_by_symbol.values()),
                 "high_water_mark": r.breakers.hwm, "breakers": breakers}
 
+    def observe(self, now: datetime) -> None:
+        """Run the breakers now (the actor does at each period's end)."""
+        self._observe(now)
+
+    def next_wakeup(self) -> datetime | None:
+        """When the actor must act by itself next: a reservation expires, or a loss
+        period ends (its baseline is then taken at the equity of that moment)."""
+        nxt = self.next_expiry()
+        if self.risk.has_breakers:
+            for p in self.risk.breakers.periods.values():
+                if nxt is None or p.end < nxt:
+                    nxt = p.end
+        return nxt
+
     def take_risk_events(self) -> list[Event]:
         out, self._risk_events = self._risk_events, []
         return out
@@ -522,7 +537,8 @@ class Ledger:
             return refusal
         price = spec.price or spec.ref_price or value / spec.qty
         if denied := self._risk_denial(Proposal(spec.symbol, spec.side, spec.qty, price,
-                                                spec.sl_price), now):
+                                                spec.sl_price, self.risk.mark(spec.symbol)),
+                                       now):
             return denied
         rid = spec.reservation_id
         from_hold = ZERO
@@ -614,8 +630,8 @@ class Ledger:
         tp, sl, qty = self._size(signal, policy)
         amount = order_reservation(qty, signal.price, policy.reserve_buffer_pct,
                                    policy.taker_fee, self.places)
-        checks = self.what_if(Proposal(signal.symbol, signal.side, qty, signal.price, sl),
-                              amount, now)
+        checks = self.what_if(Proposal(signal.symbol, signal.side, qty, signal.price, sl,
+                                       self.risk.mark(signal.symbol)), amount, now)
         if qty <= 0:
             checks.insert(0, Check("quantity", "MIN_NOTIONAL", False, "> 0", qty))
         return {"symbol": signal.symbol, "side": signal.side, "qty": qty,
@@ -877,6 +893,9 @@ class LedgerActor(pykka.ThreadingActor):
         self._predecessor = predecessor
         self._retired = retired
         self._scheduled: datetime | None = None
+        #: the order rate bucket lives with the actor, so a reload of the ledger (after
+        #: a failed write, a bug) does not refill it
+        self.bucket = RateBucket()
         self.log = logger.bind(profile=profile_id)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -920,6 +939,7 @@ class LedgerActor(pykka.ThreadingActor):
             gate.tz = ctx.risk_tz
         gate.mark = ctx.mark
         gate.global_state = ctx.global_state
+        gate.bucket = self.bucket
 
     # -- message loop -----------------------------------------------------------------
 
@@ -935,9 +955,11 @@ class LedgerActor(pykka.ThreadingActor):
             if self.ledger is None:
                 self._answer(reply, error=self._missing())
                 return
+        breakers = self.ledger.risk.breakers if self.ledger is not None else None
         try:
             outcome = handler(self, cmd)
         except CapflowError as exc:
+            self._flush_risk(breakers)
             self._answer(reply, error=exc)
             return
         except Exception:
@@ -948,19 +970,35 @@ class LedgerActor(pykka.ThreadingActor):
         if outcome is None:  # the handler dealt with the message itself
             reply.resolve(None)
             return
-        if self.ledger is not None and (extra := self.ledger.take_risk_events()):
-            # a breaker tripped or reset while handling this: persisted whatever the
-            # answer (a denied entry still records the trip)
-            if isinstance(outcome, Denial) or not outcome.events:
-                self._persist(Outcome(None, extra), None)
-            else:
-                outcome.events = sorted(extra + outcome.events, key=lambda e: e.seq)
+        if self.ledger.risk.breakers is not breakers:
+            self._schedule_next()  # a new loss period: wake up at its end
+        if isinstance(outcome, Denial) or not outcome.events:
+            self._flush_risk(breakers)
+        elif extra := self.ledger.take_risk_events():
+            outcome.events = sorted(extra + outcome.events, key=lambda e: e.seq)
         if isinstance(outcome, Denial):
             self._answer(reply, error=_denied(outcome))
         elif outcome.events:
             self._persist(outcome, reply)
         else:
             self._answer(reply, value=outcome)
+
+    def _flush_risk(self, before: Any) -> None:
+        """Persist what the breakers did while handling a message that writes nothing
+        else (a denied entry, a read that rolled a period over): a trip or reset as its
+        event, a new high-water mark or period baseline with the snapshot. The answer
+        then waits for it (`_answer`)."""
+        led = self.ledger
+        if led is None:
+            return
+        extra = led.take_risk_events()
+        if extra:
+            self._persist(Outcome(None, extra), None)
+        elif led.risk.breakers is not before and before is not None:
+            self.submitted += 1
+            self.ctx.writer.submit(WriteRequest(
+                self.profile_id, [], gen=self.gen, seq=self.submitted,
+                snapshot=self.ctx.store.snapshot_row(led, self.ctx.clock.now())))
 
     def _missing(self) -> CapflowError:
         try:
@@ -1031,7 +1069,7 @@ class LedgerActor(pykka.ThreadingActor):
         self._load()
 
     def _schedule_next(self) -> None:
-        nxt = self.ledger.next_expiry() if self.ledger is not None else None
+        nxt = self.ledger.next_wakeup() if self.ledger is not None else None
         if nxt is not None and (self._scheduled is None or nxt != self._scheduled):
             self._scheduled = nxt
             self.ctx.schedule_expiry(self.profile_id, nxt)
@@ -1074,7 +1112,9 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _expire(self, cmd: m.ExpireReservations):
         self._scheduled = None
-        outcome = self.ledger.expire_due(self.ctx.clock.now(), cmd.cause or "timer")
+        now = self.ctx.clock.now()
+        self.ledger.observe(now)  # a loss period may have ended: roll it over now
+        outcome = self.ledger.expire_due(now, cmd.cause or "timer")
         self._schedule_next()
         return outcome
 

@@ -17,6 +17,7 @@ positions at the market's last price (the entry price before any tick).
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
@@ -26,7 +27,7 @@ import msgspec
 
 from actors.config import CustomRiskProfile, RiskConfig, RiskLimits
 from actors.errors import InvalidArgument
-from actors.money import ZERO
+from actors.money import CONTEXT, ZERO
 
 HUNDRED = Decimal(100)
 
@@ -168,9 +169,20 @@ class BreakerState(msgspec.Struct, frozen=True):
 
 
 def _loss_pct(reference: Decimal, equity: Decimal) -> Decimal:
+    """Loss from `reference` to `equity` in percent, exact (compared as is; `shown`
+    rounds it for answers)."""
     if reference <= 0:
         return ZERO
-    return max((reference - equity) / reference * HUNDRED, ZERO).quantize(Decimal("0.0001"))
+    return max(CONTEXT.divide(reference - equity, reference) * HUNDRED, ZERO)
+
+
+def shown(value: Decimal, places: str = "0.0001") -> Decimal:
+    """A percentage or token count as answers show it; beyond the context's precision
+    it is shown as is."""
+    try:
+        return value.quantize(Decimal(places), context=CONTEXT)
+    except decimal.InvalidOperation:
+        return value
 
 
 def observe(state: BreakerState, limits: RiskLimits, equity: Decimal, now: datetime,
@@ -202,9 +214,12 @@ def observe(state: BreakerState, limits: RiskLimits, equity: Decimal, now: datet
             reference, until = p.baseline, p.end
         loss = _loss_pct(reference, equity)
         if kind not in trips and loss >= limit:
-            trips[kind] = t = Trip(kind, code, now, until, loss, limit, equity, reference)
+            trips[kind] = t = Trip(kind, code, now, until, shown(loss), limit, equity,
+                                   reference)
             tripped.append(t)
     new = BreakerState(hwm, periods, trips)
+    if new == state:  # unchanged: the same object (storage encodes it once)
+        return state, tripped, reset
     return new, tripped, reset
 
 
@@ -222,7 +237,7 @@ def breaker_figures(state: BreakerState, limits: RiskLimits, equity: Decimal, no
                 out[kind] = (trip.loss_pct, trip.limit_pct, trip)
             continue
         reference = after.hwm if kind == "max" else after.periods[kind].baseline
-        out[kind] = (_loss_pct(reference, equity), limit, after.trips.get(kind))
+        out[kind] = (shown(_loss_pct(reference, equity)), limit, after.trips.get(kind))
     return out
 
 
@@ -274,13 +289,20 @@ class Proposal(msgspec.Struct, frozen=True):
     symbol: str
     side: str
     qty: Decimal
-    #: the price the notional is valued at (limit price, signal price, or market)
+    #: the price it was given (limit price, signal price, or the market's)
     price: Decimal
     sl_price: Decimal | None = None
+    #: the market's last price now, if known: an entry is valued at the worse of the two
+    #: (a client-chosen price far from the market must not shrink its notional)
+    market: Decimal | None = None
+
+    @property
+    def prices(self) -> tuple[Decimal, ...]:
+        return (self.price,) if self.market is None else (self.price, self.market)
 
     @property
     def notional(self) -> Decimal:
-        return self.qty * self.price
+        return self.qty * max(self.prices)
 
 
 class Book(msgspec.Struct, frozen=True):
@@ -313,6 +335,8 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
     yield Check("trading_state", code, state == "ACTIVE", "ACTIVE",
                 state if scope == "profile" else f"{state} (global)")
     for kind, (loss, limit, trip) in breakers.items():
+        # a breaker not tripped by the last observation trips at this one if the loss
+        # reached the limit: the ledger observes before it checks
         yield Check(f"drawdown_{kind}", BREAKERS[kind][1], trip is None, limit, loss,
                     limit - loss)
     allowed, denied = limits.allowed_symbols, limits.denied_symbols
@@ -322,8 +346,8 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
                     {"allowed": allowed, "denied": denied or []}, prop.symbol)
     if bucket_tokens is not None:
         yield Check("order_rate", "ORDER_RATE", bucket_tokens >= 1,
-                    limits.order_rate_per_min, bucket_tokens.quantize(Decimal("0.001")),
-                    (bucket_tokens - 1).quantize(Decimal("0.001")))
+                    limits.order_rate_per_min, shown(bucket_tokens, "0.001"),
+                    shown(bucket_tokens - 1, "0.001"))
     notional = prop.notional
     if limits.min_notional is not None:
         yield Check("min_notional", "MIN_NOTIONAL", notional >= limits.min_notional,
@@ -331,12 +355,15 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
     if limits.max_notional is not None:
         yield _cap("max_notional", "MAX_NOTIONAL", limits.max_notional, notional)
     if limits.max_risk_per_trade_pct is not None:
-        at_risk = notional if prop.sl_price is None else prop.qty * abs(prop.price
-                                                                        - prop.sl_price)
-        pct = (at_risk / book.equity * HUNDRED if book.equity > 0 else HUNDRED * 100
-               ).quantize(Decimal("0.0001"))
-        yield _cap("max_risk_per_trade", "MAX_RISK_PER_TRADE",
-                   limits.max_risk_per_trade_pct, pct)
+        if prop.sl_price is None:
+            at_risk = notional
+        else:  # from the worse of the given price and the market to the stop
+            at_risk = prop.qty * max(abs(p - prop.sl_price) for p in prop.prices)
+        pct = (CONTEXT.divide(at_risk, book.equity) * HUNDRED if book.equity > 0
+               else HUNDRED * 100)
+        limit = limits.max_risk_per_trade_pct
+        yield Check("max_risk_per_trade", "MAX_RISK_PER_TRADE", pct <= limit, limit,
+                    shown(pct), shown(limit - pct))
     exposure_cap = limits.max_exposure
     if limits.max_leverage is not None:
         by_leverage = max(book.equity, ZERO) * limits.max_leverage

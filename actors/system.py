@@ -94,6 +94,7 @@ class System:
         self.allocation: AllocationService | None = None
         self._unpinned: set[int] | None = None
         self._global = GlobalState()
+        self._global_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -381,6 +382,10 @@ class System:
         Answered once stored; every check that starts after that sees it."""
         if state not in m.TRADING_STATES:
             raise InvalidArgument("state", f"state must be one of {list(m.TRADING_STATES)}")
+        with self._global_lock:  # the stored and the live state change together
+            return self._set_global_state(state, reason, changed_by)
+
+    def _set_global_state(self, state: str, reason: str, changed_by: str) -> GlobalState:
         gs = GlobalState(state, reason or "", changed_by, self.clock.now())
         done = Reply()
         self.writer.submit(WriteRequest(None, [("upsert", "system_state", {

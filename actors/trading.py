@@ -388,13 +388,18 @@ class Trading:
         `then(None, denial)` when the account is full; `reply` fails on anything else."""
 
         def claimed(r: Reply) -> None:
+            # runs on the account manager's thread: nothing may escape into it
             claim_id, error = r.result()
-            if isinstance(error, Denied):
-                then(None, error.denial)
-            elif error is not None:
-                reply.fail(error)
-            else:
-                then(claim_id, None)
+            try:
+                if isinstance(error, Denied):
+                    then(None, error.denial)
+                elif error is not None:
+                    reply.fail(error)
+                else:
+                    then(claim_id, None)
+            except Exception as exc:
+                logger.exception("entry after a slot claim failed")
+                reply.fail(Unavailable(f"the entry could not be sent: {exc}"))
 
         try:
             self.managers[account_id].tell((ClaimSlot(profile_id, symbol), Reply(claimed)))
@@ -408,8 +413,12 @@ class Trading:
         the order when the claim ends."""
 
         def settle(r: Reply) -> None:
-            _tell(self.managers[account_id], SettleSlot(claim_id))
-            callback(r)
+            try:
+                ref = self.managers.get(account_id)  # gone when shutting down
+                if ref is not None:
+                    _tell(ref, SettleSlot(claim_id))
+            finally:
+                callback(r)
 
         return settle
 

@@ -78,7 +78,14 @@ def test_daily_breaker_blocks_entries_until_the_next_utc_day_and_survives_a_rest
     # one second before midnight: still blocked; at midnight UTC the period ends
     clock.set(datetime(2026, 1, 5, 23, 59, 59, tzinfo=UTC))
     assert _buy(cf, "F")["risk_reason"] == "DRAWDOWN_DAILY"
+    # at midnight the profile's actor wakes up by itself: the period ends, the breaker
+    # resets (an event) before any entry looks
+    cf.bus.subscribe(lambda batch: events.extend(batch))
     clock.set(datetime(2026, 1, 6, 0, 0, 1, tzinfo=UTC))
+    assert cf.run_timers() == 1
+    cf.ledger("p")  # answered after the wake-up it queued behind
+    resets = [e for e in events if type(e).__name__ == "BreakerReset"]
+    assert [(e.trip.code, e.reset_by) for e in resets] == [("DRAWDOWN_DAILY", "period")]
     g = _buy(cf, "G")
     assert (g["risk_ok"], g["risk_reason"]) == (True, None)
     breakers = cf.get_profile("p").risk["breakers"]
