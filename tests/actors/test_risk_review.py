@@ -146,7 +146,9 @@ class _Adapter:
         pass
 
 
-def test_a_recorded_order_does_not_count_twice_before_its_claim_settles():
+def _manager_with_one_recorded_order():
+    """An account manager (limit 2 open positions) that claimed a slot for an order
+    and has just been told of the order (`Place`), its claim not settled yet."""
     mgr = AccountManagerActor("paper", None, None, AccountStatus(),
                               limits=AccountRiskLimits(max_open_positions=2))
     mgr.adapter = _Adapter()
@@ -155,6 +157,11 @@ def test_a_recorded_order_does_not_count_twice_before_its_claim_settles():
     order = m.OrderCapital("o1", "BTCUSDT", "BUY", D(1), D(0), D(100), "OPEN", None, now,
                            now, account_id="paper", position_id="pos1")
     mgr._place(Place("p1", order), Reply())
+    return mgr, claim
+
+
+def test_a_recorded_order_does_not_count_twice_before_its_claim_settles():
+    mgr, claim = _manager_with_one_recorded_order()
     # one order on the account, limit 2: a second entry fits
     try:
         second = mgr._claim_slot(ClaimSlot("p2", "ETHUSDT"), Reply())
@@ -260,13 +267,6 @@ def test_the_helpers_above_are_sound(make_system, sqlite_url, tmp_path, clock):
     b = cf.signal("p", "TESTUSDT", "BUY", "101", qty="1", signal_id="B")
     assert b["risk_reason"] == "MAX_DRAWDOWN"
     # (4) once the claim is settled the same second entry fits
-    mgr = AccountManagerActor("paper", None, None, AccountStatus(),
-                              limits=AccountRiskLimits(max_open_positions=2))
-    mgr.adapter = _Adapter()
-    claim = mgr._claim_slot(ClaimSlot("p1", "BTCUSDT"), Reply())
-    now = datetime(2026, 1, 5, tzinfo=UTC)
-    order = m.OrderCapital("o1", "BTCUSDT", "BUY", D(1), D(0), D(100), "OPEN", None, now,
-                           now, account_id="paper", position_id="pos1")
-    mgr._place(Place("p1", order), Reply())
+    mgr, claim = _manager_with_one_recorded_order()
     mgr._settle_slot(SettleSlot(claim), Reply())
     assert mgr._claim_slot(ClaimSlot("p2", "ETHUSDT"), Reply())
