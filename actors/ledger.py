@@ -236,7 +236,7 @@ class Ledger:
                           {"available": available, "requested": requested})
         return None
 
-    def _entries_blocked(self, now: datetime) -> Denial | None:
+    def _entries_blocked(self, now: datetime, book: Book | None = None) -> Denial | None:
         """The trading state (the profile's, or the global kill switch) and the drawdown
         breakers: what stops any new exposure, whatever its size."""
         state, scope = effective_state(self.state, self.risk.global_state())
@@ -247,7 +247,7 @@ class Ledger:
             return Denial("RISK_REJECTED", f"profile is {state}{why}: no new exposure",
                           {"reason": reason, "limit": "ACTIVE", "value": state,
                            "scope": scope})
-        self._observe(now)
+        self._observe(now, book)
         for trip in self.risk.breakers.trips.values():
             until = f" until {trip.until.isoformat()}" if trip.until else " until reset"
             return Denial("RISK_REJECTED", f"{trip.code}: loss {trip.loss_pct}% reached the "
@@ -279,13 +279,14 @@ class Ledger:
         equity = self.allocated + self.realized_pnl - self.fees + unrealized
         return Book(equity, {s: len(v) for s, v in ids.items()}, exposure)
 
-    def _observe(self, now: datetime) -> None:
-        """Run the breakers at the current equity; a trip or reset becomes an event."""
+    def _observe(self, now: datetime, book: Book | None = None) -> None:
+        """Run the breakers at the current equity (of `book` when the caller has it); a
+        trip or reset becomes an event."""
         r = self.risk
         if not r.has_breakers and not r.breakers.trips:
             return
-        r.breakers, tripped, reset = observe(r.breakers, r.limits, self.book().equity, now,
-                                             r.tz)
+        equity = (self.book() if book is None else book).equity
+        r.breakers, tripped, reset = observe(r.breakers, r.limits, equity, now, r.tz)
         for t in reset:
             self._risk_events.append(self._event(m.BreakerReset, now, "period", trip=t,
                                                  reset_by="period", reason="period ended"))
@@ -325,23 +326,26 @@ class Ledger:
         out, self._risk_events = self._risk_events, []
         return out
 
-    def checks(self, prop: Proposal, now: datetime) -> list[Check]:
+    def checks(self, prop: Proposal, now: datetime, book: Book | None = None) -> list[Check]:
         """Every pre-trade check of `prop` now. Reads only: the breakers are evaluated
         on a copy of their state."""
         r = self.risk
         state, scope = effective_state(self.state, r.global_state())
-        book = self.book() if r.needs_book else EMPTY_BOOK
+        if book is None:
+            book = self.book() if r.needs_book else EMPTY_BOOK
         figures = breaker_figures(r.breakers, r.limits, book.equity, now, r.tz
                                   ) if r.has_breakers or r.breakers.trips else {}
         return list(run_checks(r.limits, prop, book, state=state, scope=scope,
                                breakers=figures, bucket_tokens=r.tokens(now)))
 
     def _risk_denial(self, prop: Proposal, now: datetime) -> Denial | None:
-        if denied := self._entries_blocked(now):
+        # one walk of the book serves the breakers and the checks
+        book = self.book() if self.risk.needs_book else None
+        if denied := self._entries_blocked(now, book):
             return denied
         if self.risk.unlimited:
             return None
-        for c in self.checks(prop, now):
+        for c in self.checks(prop, now, book):
             if not c.ok:
                 return Denial("RISK_REJECTED", f"{c.check}: {c.value} against the limit "
                                                f"{c.limit}",
