@@ -161,7 +161,7 @@ def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:
     return BrokerPosition(position_id=p.position_id, profile_id=profile_id, symbol=p.symbol,
                           side=p.side, qty=p.qty_open, entry_price=p.entry_price or
                           p.entry_notional / p.qty_total, tp_price=p.tp_price,
-                          sl_price=p.sl_price)
+                          sl_price=p.sl_price, closing=p.close_requested)
 
 
 class AccountManagerActor(pykka.ThreadingActor):

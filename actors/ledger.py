@@ -61,6 +61,7 @@ from actors.messages import (
     OrderFilled,
     PositionCapital,
     PositionClosed,
+    PositionCloseRequested,
     PositionReduced,
     ReservationExpired,
     ReservationReleased,
@@ -726,6 +727,21 @@ class Ledger:
 
     # -- exits ------------------------------------------------------------------------
 
+    def request_close(self, position_id: str, reason: str, now: datetime,
+                      cause: str = "") -> Outcome:
+        """Record that an open position is to be closed, before the broker is asked, so
+        that a restart before the exit fills asks again. Asking again changes nothing."""
+        p = self.positions.get(position_id)
+        if p is None:
+            raise Conflict(f"position {position_id!r} is not open",
+                           {"position_id": position_id, "status": "CLOSED"})
+        if p.close_requested is not None:
+            return Outcome(p, [], reused=True)
+        p = replace(p, close_requested=reason)
+        self.positions[position_id] = p
+        return Outcome(p, [self._event(PositionCloseRequested, now, cause or position_id,
+                                       position=p)])
+
     def fill_exit(self, fill_id: str, position_id: str, qty: object, price: object,
                   fee: object, now: datetime, cause: str = "",
                   reason: str | None = None) -> Outcome:
@@ -1144,6 +1160,10 @@ class LedgerActor(pykka.ThreadingActor):
         return self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
                                      cmd.cause)
 
+    def _request_close(self, cmd: m.RequestClose):
+        return self.ledger.request_close(cmd.position_id, cmd.reason, self.ctx.clock.now(),
+                                         cmd.cause)
+
     def _exit_fill(self, cmd: m.ApplyExitFill):
         return self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
                                      cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason)
@@ -1224,6 +1244,7 @@ _HANDLERS = {
     m.ApplyEntryFill: _handler(LedgerActor._entry_fill),
     m.EndOrder: _handler(LedgerActor._end_order),
     m.ApplyExitFill: _handler(LedgerActor._exit_fill),
+    m.RequestClose: _handler(LedgerActor._request_close),
     m.SetTradingState: _handler(LedgerActor._set_state),
     m.CheckRisk: _handler(LedgerActor._check_risk),
     m.ResetBreakers: _handler(LedgerActor._reset_breakers),

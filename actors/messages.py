@@ -134,6 +134,9 @@ class PositionCapital(msgspec.Struct, frozen=True):
     exit_notional: Decimal = ZERO
     #: why it was closed: "tp", "sl" or "manual"
     close_reason: str | None = None
+    #: a close asked for and not filled yet ("manual"): kept so that a restart asks the
+    #: broker again
+    close_requested: str | None = None
 
 
 class Fill(msgspec.Struct, frozen=True):
@@ -226,6 +229,12 @@ class PositionReduced(Event, frozen=True):
 
 
 class PositionClosed(Event, frozen=True):
+    position: PositionCapital
+
+
+class PositionCloseRequested(Event, frozen=True):
+    """A close of the position was asked for (recorded before the broker is asked)."""
+
     position: PositionCapital
 
 
@@ -351,6 +360,13 @@ class ApplyEntryFill(Command, frozen=True):
 class EndOrder(Command, frozen=True):
     order_id: str
     status: str = "CANCELED"
+
+
+class RequestClose(Command, frozen=True):
+    """Record that a position is to be closed (then the broker is asked)."""
+
+    position_id: str
+    reason: str = "manual"
 
 
 class ApplyExitFill(Command, frozen=True):

@@ -594,6 +594,10 @@ class Trading:
         if p.account_id is None:
             raise Conflict(f"position {position_id!r} is not held at a broker: close it "
                            "with an exit fill", {"position_id": position_id})
+        # recorded first: a restart before the exit fills asks the broker again
+        p = self.system.submit(profile_id, m.RequestClose(
+            position_id=position_id, reason=reason)).get(
+                self.system.config.ledger.call_timeout_s).result
         self._ask(p.account_id, Close(profile_id, position_id, reason))
         return p
 

@@ -61,6 +61,8 @@ class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
     entry_price: Decimal
     tp_price: Decimal | None = None
     sl_price: Decimal | None = None
+    #: a close capflow asked for and that has not filled yet ("manual")
+    closing: str | None = None
 
 
 class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -356,11 +358,15 @@ class BrokerAdapter(ABC):
                 positions: Iterable[BrokerPosition]) -> None:
         """After a restart: what capflow's storage says is working and open. A live
         broker reconciles this with its own view; the default re-sends the orders and
-        re-attaches the stops."""
+        re-attaches the stops, then asks again for the closes not filled yet."""
+        positions = list(positions)
         for p in positions:
             self.set_stops(p.position_id, p.tp_price, p.sl_price)
         for o in orders:
             self.submit_order(o)
+        for p in positions:
+            if p.closing is not None:
+                self.close_position(p.position_id, p.closing)
 
 
 def _counter_ids() -> Callable[[str], str]:

@@ -176,6 +176,7 @@ class PaperBroker(BrokerAdapter):
         for bp in positions:
             p = _Position(bp.position_id, bp.profile_id, bp.symbol, bp.side, bp.qty,
                           bp.entry_price, None, bp.tp_price, bp.sl_price)
+            p.closing = bp.closing
             self.positions[bp.position_id] = p
             self._arm(p)
         for o in orders:

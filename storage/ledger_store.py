@@ -29,6 +29,7 @@ from actors.messages import (
     OrderCapitalReserved,
     OrderFilled,
     PositionCapital,
+    PositionCloseRequested,
     PositionReduced,
     Profile,
     ReservationExpired,
@@ -73,6 +74,8 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
             ops.append(("upsert", "positions", _with(pid, e.position)))
         elif isinstance(e, OrderCapitalReleased):
             ops.append(("upsert", "orders", _with(pid, e.order)))
+        elif isinstance(e, PositionCloseRequested):
+            ops.append(("upsert", "positions", _with(pid, e.position)))
         elif isinstance(e, PositionReduced):
             ops.append(("insert", "fills", _with(pid, e.fill)))
             ops.append(("upsert", "positions", _with(pid, e.position)))

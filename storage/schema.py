@@ -157,6 +157,8 @@ positions = Table(
     Column("exit_price", Money),
     Column("close_reason", String(16)),
     Column("exit_notional", Money, nullable=False, server_default="0"),
+    #: a close asked for and not filled yet: a restart asks the broker again
+    Column("close_requested", String(16)),
     Index("ix_positions_profile_status", "profile_id", "status"),
     Index("ix_positions_account_status", "account_id", "status"),
 )

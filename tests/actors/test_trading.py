@@ -240,6 +240,30 @@ def test_restart_with_open_positions_keeps_their_stops(make_system, sqlite_url, 
     assert cf.audit("p").ok
 
 
+def test_a_close_acknowledged_before_a_restart_is_still_done_after_it(
+        make_system, sqlite_url, tmp_path, clock):
+    """The paper broker holds a requested close until the next tick fills it; the request
+    is recorded on the position first, so the broker of the restarted server is asked
+    again."""
+    def start(rows, name):
+        return make_system(sqlite_url, clock=clock,
+                           simulator={"replay": write_ticks(tmp_path / name, rows),
+                                      "symbols": {}},
+                           brokers={"accounts": {"paper": {"settings": SETTINGS}}})
+
+    cf = start([("100.00", "100.20")], "before.csv")
+    cf.create_profile("p", "10000")
+    s = cf.signal("p", "TESTUSDT", "BUY", "100", qty="10", tp_pct="20", sl_pct="20")
+    step(cf, clock)  # filled at 100.20
+    cf.close_position("p", s["position_id"])  # acknowledged; no tick before the restart
+    cf.stop()
+
+    cf = start([("101.00", "101.20"), ("101.00", "101.20")], "after.csv")
+    step(cf, clock, 2)
+    pos = {p.position_id: p for p in cf.trading.list_positions("p")[0]}[s["position_id"]]
+    assert (pos.status, pos.close_reason) == ("CLOSED", "manual")
+
+
 def test_oms_disabled_audits_without_trading(make_system, sqlite_url, tmp_path):
     cf = make_system(sqlite_url, oms={"enabled": False})
     cf.create_profile("p", "1000")

@@ -595,7 +595,11 @@ def test_events_tick_signal_and_position_closed(market):
                 closed["position"]["status"], closed["position"]["close_reason"],
                 closed["position"]["exit_price"]) == (
             "p", s["position_id"], "CLOSED", "manual", "100.00")
-        assert closed["seq"] == 1 and closed["ts"].endswith("+00:00")
+        # the close request was published first, on the same topic
+        requested = [b for t, b in seen if b["type"] == "PositionCloseRequested"]
+        assert [(b["seq"], b["position"]["close_requested"]) for b in requested] == [
+            (1, "manual")]
+        assert closed["seq"] == 2 and closed["ts"].endswith("+00:00")
         # the second tick came on the same topic with the next seq
         ticks = [b for t, b in seen if t == "tick.TESTUSDT"]
         assert [b["seq"] for b in ticks] == [2]
