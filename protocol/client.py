@@ -117,6 +117,10 @@ class _Ops:
     def health(self):
         return self.call("system.health")
 
+    def system_metrics(self):
+        """Requests per op since the server started: counts, error codes, latencies."""
+        return self.call("system.metrics")
+
     def profile_create(self, profile_id: str, allocated, *, risk_profile: str | None = None,
                        account_id: str | None = None, currency: str | None = None):
         return self.call("profile.create", **_args(

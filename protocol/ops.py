@@ -144,10 +144,13 @@ class Caller:
 
 
 class OpContext:
-    def __init__(self, system, server_info: Callable[[], dict[str, Any]], run_blocking):
+    def __init__(self, system, server_info: Callable[[], dict[str, Any]], run_blocking,
+                 metrics: Callable[[], dict[str, Any]] | None = None):
         self.system = system
         self.server_info = server_info
         self.run_blocking = run_blocking  # (fn, done) -> None: fn() on the worker pool
+        #: the gateway's request metrics; called on its socket thread, like the handlers
+        self.metrics = metrics
 
 
 def _then(done: Done, build: Callable[[Any], Any]) -> Callable[[Reply], None]:
@@ -172,6 +175,14 @@ def _submit(ctx: OpContext, pid: str, cmd: m.Command, done: Done, build) -> None
 
 def op_health(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
     done(ctx.server_info())
+
+
+def op_metrics(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
+    # open to every caller, like system.health: counts and latencies per op, nothing
+    # about any profile
+    if ctx.metrics is None:
+        raise WireError("UNAVAILABLE", "this server keeps no request metrics", {})
+    done(ctx.metrics())
 
 
 def op_profile_create(ctx: OpContext, a: ProfileCreateArgs, caller: Caller,
@@ -298,6 +309,7 @@ def _chain(done: Done) -> Done:
 #: op name -> (argument schema, handler)
 OPS: dict[str, tuple[type[Args], Callable]] = {
     "system.health": (NoArgs, op_health),
+    "system.metrics": (NoArgs, op_metrics),
     "profile.create": (ProfileCreateArgs, op_profile_create),
     "profile.get": (ProfileArgs, op_profile_get),
     "profile.list": (ProfileListArgs, op_profile_list),

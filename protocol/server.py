@@ -11,11 +11,22 @@ are answered from a cache (kept `dedup_ttl_s`, at least 10 minutes) without exec
 twice; a repeat that arrives while the first is still running waits for the same
 answer. A request not finished in `request_timeout_s` is answered `TIMEOUT`; its real
 answer is still cached for the client's retry.
+
+Metrics (the `system.metrics` op) belong to the socket thread alone, so they need no
+lock: every admitted request is timed from admission to its answer, per op, into a
+cumulative histogram of logarithmic buckets (bucket i holds latencies in
+[10 us * 1.25^i, 10 us * 1.25^(i+1)); bucket 0 also holds anything shorter). A `TIMEOUT`
+answer is recorded as an outcome of its op (at the time it was sent), and the real
+answer, when it comes, is recorded as another: `count` counts outcomes, so a request
+that timed out counts twice. Repeats answered from the cache, and requests refused
+before admission (`BAD_REQUEST`, `UNSUPPORTED_VERSION`, `RATE_LIMITED`, `UNAVAILABLE`
+at shutdown), are only counted.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import threading
 import time
@@ -31,9 +42,82 @@ from actors.config import Config
 from protocol.auth import Authorizer
 from protocol.codec import WireError, decode, error_reply, ok_reply, pack
 from protocol.events import event_frames
-from protocol.ops import Caller, OpContext, dispatch, health
+from protocol.ops import OPS, Caller, OpContext, dispatch, health
 
 PLAIN_CALLER = Caller("wire")
+
+#: the latency histogram: bucket i covers [BASE * FACTOR**i, BASE * FACTOR**(i+1)) (in
+#: microseconds); bucket 0 also takes anything shorter, the last one anything longer
+BUCKET_BASE_US = 10.0
+BUCKET_FACTOR = 1.25
+BUCKETS = 100  # the last bucket starts at 10 us * 1.25**99: about 11 hours
+_PER_SECOND = 1e6 / BUCKET_BASE_US
+_INV_LOG_FACTOR = 1.0 / math.log(BUCKET_FACTOR)
+#: the metrics name of an op the server does not know (a bounded set of names)
+UNKNOWN_OP = "(unknown)"
+
+
+def bucket_of(seconds: float) -> int:
+    """The histogram bucket of a latency."""
+    x = seconds * _PER_SECOND
+    if x <= 1.0:
+        return 0
+    return min(int(math.log(x) * _INV_LOG_FACTOR), BUCKETS - 1)
+
+
+def percentile_ms(hist: dict[Any, int], q: float, *, base_us: float = BUCKET_BASE_US,
+                  factor: float = BUCKET_FACTOR, cap_ms: float | None = None) -> float | None:
+    """The `q` quantile (0 < q <= 1) of a histogram {bucket index (int or str): count}, as
+    the upper bound of the bucket it falls in, in milliseconds (at most `cap_ms`, when
+    given: the largest latency seen); None for an empty histogram."""
+    counts = sorted((int(i), n) for i, n in hist.items() if n > 0)
+    total = sum(n for _, n in counts)
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(q * total - 1e-9))
+    seen, index = 0, counts[-1][0]
+    for i, n in counts:
+        seen += n
+        if seen >= rank:
+            index = i
+            break
+    upper = base_us * factor ** (index + 1) / 1000.0
+    return upper if cap_ms is None else min(upper, cap_ms)
+
+
+class _OpStats:
+    """One op's outcomes since the start: owned by the socket thread."""
+
+    __slots__ = ("count", "errors", "hist", "max_s", "ok")
+
+    def __init__(self):
+        self.count = 0
+        self.ok = 0
+        self.errors: dict[str, int] = {}
+        self.hist = [0] * BUCKETS
+        self.max_s = 0.0
+
+    def add(self, code: str | None, seconds: float) -> None:
+        self.count += 1
+        if code is None:
+            self.ok += 1
+        else:
+            self.errors[code] = self.errors.get(code, 0) + 1
+        self.hist[bucket_of(seconds)] += 1
+        if seconds > self.max_s:
+            self.max_s = seconds
+
+    def to_map(self) -> dict[str, Any]:
+        hist = {str(i): n for i, n in enumerate(self.hist) if n}
+        max_ms = round(self.max_s * 1000.0, 3)
+        return {"count": self.count, "ok": self.ok, "errors": dict(self.errors),
+                "p50_ms": _rounded(percentile_ms(hist, 0.50, cap_ms=max_ms)),
+                "p99_ms": _rounded(percentile_ms(hist, 0.99, cap_ms=max_ms)),
+                "max_ms": max_ms, "histogram": hist}
+
+
+def _rounded(ms: float | None) -> float:
+    return 0.0 if ms is None else round(ms, 3)
 
 
 def _is_local(endpoint: str) -> bool:
@@ -52,11 +136,13 @@ def _is_local(endpoint: str) -> bool:
 
 
 class _Pending:
-    __slots__ = ("deadline", "routes", "timed_out")
+    __slots__ = ("deadline", "op", "routes", "started", "timed_out")
 
-    def __init__(self, route: list[bytes], deadline: float):
+    def __init__(self, route: list[bytes], started: float, deadline: float, op: str):
         self.routes = [route]
+        self.started = started  # time.monotonic() at admission
         self.deadline = deadline
+        self.op = op  # the metrics name
         self.timed_out = False
 
 
@@ -82,9 +168,13 @@ class Server:
         self._thread_id = 0
         self._pool = ThreadPoolExecutor(max_workers=scfg.workers,
                                         thread_name_prefix="capflow-op")
-        self._ops = OpContext(system, self._health, self._run_blocking)
+        self._ops = OpContext(system, self._health, self._run_blocking, self._metrics)
         self._unsubscribe = None
         self.requests = 0
+        # metrics: read and written by the socket thread only
+        self._op_stats: dict[str, _OpStats] = {}
+        self._refused: dict[str, int] = {}
+        self._deduplicated = 0
         self.ctx: zmq.Context | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -172,11 +262,13 @@ class Server:
                     req_id, result)
             except Exception:
                 logger.exception("cannot encode the answer to {}", req_id)
-                data = error_reply(req_id, WireError("INTERNAL", "cannot encode the answer"))
+                error = WireError("INTERNAL", "cannot encode the answer")
+                data = error_reply(req_id, error)
+            code = None if error is None else error.code
             if threading.get_ident() == self._thread_id:
-                self._complete(key, data)
+                self._complete(key, data, code)
             else:
-                self._completions.put((key, data))
+                self._completions.put((key, data, code))
                 self._notify()
 
         return done
@@ -196,11 +288,24 @@ class Server:
 
     def _on_events(self, events) -> None:
         for topic, body in event_frames(events):
-            self._completions.put((None, (topic, body)))
+            self._completions.put((None, (topic, body), None))
         self._notify()
 
     def _health(self) -> dict[str, Any]:
         return health(self.system, self.started, self.config.environment, self.curve)
+
+    def _metrics(self) -> dict[str, Any]:
+        """The `system.metrics` result; called on the socket thread (which owns them)."""
+        return {"uptime_s": round(time.monotonic() - self.started, 3),
+                "requests": self.requests, "refused": sum(self._refused.values()),
+                "refused_codes": dict(self._refused), "deduplicated": self._deduplicated,
+                # not counting the system.metrics request that asks
+                "in_flight": max(0, len(self._pending) - 1),
+                "bucket_base_us": BUCKET_BASE_US, "bucket_factor": BUCKET_FACTOR,
+                "ops": {op: stats.to_map() for op, stats in sorted(self._op_stats.items())}}
+
+    def _refuse(self, code: str) -> None:
+        self._refused[code] = self._refused.get(code, 0) + 1
 
     # -- the socket thread ------------------------------------------------------------
 
@@ -266,41 +371,48 @@ class Server:
         try:
             env = decode(payload)
         except WireError as err:
+            self._refuse(err.code)
             self._send(route, error_reply(getattr(err, "req_id", None), err))
             return
         key = (ckey, env.id)
         cached = self._cache.get(key)
         if cached is not None:
+            self._deduplicated += 1
             self._send(route, cached[0])
             return
         pending = self._pending.get(key)
         if pending is not None:  # a retry of a request still running: same answer
+            self._deduplicated += 1
             pending.routes.append(route)
             if pending.timed_out:
                 pending.deadline = time.monotonic() + self.timeout_s
                 heapq.heappush(self._deadlines, (pending.deadline, key))
             return
         if self._stopping:
+            self._refuse("UNAVAILABLE")
             self._send(route, error_reply(env.id, WireError(
                 "UNAVAILABLE", "the server is shutting down; retry later")))
             return
         if not self._admit(ckey):
+            self._refuse("RATE_LIMITED")
             self._send(route, error_reply(env.id, WireError(
                 "RATE_LIMITED", "too many requests; slow down",
                 {"limit_per_s": self.config.server.rate_limit_per_s})))
             return
         caller = self.authorizer.caller(client) if self.authorizer else PLAIN_CALLER
-        pending = _Pending(route, time.monotonic() + self.timeout_s)
+        op = env.op
+        now = time.monotonic()
+        pending = _Pending(route, now, now + self.timeout_s, op if op in OPS else UNKNOWN_OP)
         self._pending[key] = pending
         heapq.heappush(self._deadlines, (pending.deadline, key))
         done = self._done_for(key, env.id)
         try:
-            dispatch(self._ops, env.op, env.args, caller, done)
+            dispatch(self._ops, op, env.args, caller, done)
         except WireError as err:
             done(error=err)
         except Exception as exc:
             if getattr(exc, "code", None) is None:
-                logger.exception("op {} failed", env.op)
+                logger.exception("op {} failed", op)
             done(error=WireError.of(exc))
 
     def _admit(self, ckey: bytes) -> bool:
@@ -322,21 +434,23 @@ class Server:
     def _drain_completions(self) -> None:
         while True:
             try:
-                key, data = self._completions.get_nowait()
+                key, data, code = self._completions.get_nowait()
             except Empty:
                 return
             if key is None:
                 self._publish(*data)
             else:
-                self._complete(key, data)
+                self._complete(key, data, code)
 
-    def _complete(self, key: tuple[bytes, str], data: bytes) -> None:
+    def _complete(self, key: tuple[bytes, str], data: bytes, code: str | None) -> None:
+        """Answer a finished request; `code` is its error code (None: ok)."""
         pending = self._pending.pop(key, None)
         now = time.monotonic()
         self._cache[key] = (data, now)
         if pending is not None:
             for route in pending.routes:
                 self._send(route, data)
+            self._record(pending, code, now)
         scfg = self.config.server
         cache = self._cache
         while cache:
@@ -358,9 +472,16 @@ class Server:
                 "same id", {"timeout_s": self.timeout_s}))
             for route in pending.routes:
                 self._send(route, data)
+            self._record(pending, "TIMEOUT", now)  # the real outcome is recorded too
             pending.routes = []  # keep waiting: the real answer goes to the cache
             pending.timed_out = True
             pending.deadline = float("inf")
+
+    def _record(self, pending: _Pending, code: str | None, now: float) -> None:
+        stats = self._op_stats.get(pending.op)
+        if stats is None:
+            stats = self._op_stats[pending.op] = _OpStats()
+        stats.add(code, now - pending.started)
 
     def _on_subscriptions(self) -> None:
         while True:
