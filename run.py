@@ -11,6 +11,9 @@
                                           trading statistics from storage
     capflow report [--profile ID] [--out FILE.png]
                                           the statistics and an equity-curve PNG
+    capflow bench [--quick]               the benchmarks, each beside its same-run baseline
+    capflow stress [--chaos] [...]        simulated bots, chaos, an audit and a report
+    capflow top                           a live view of a running server
 
 Options common to all: ``--config FILE`` (TOML; default ``./capflow.toml`` if present),
 and ``CAPFLOW_*`` environment variables (``CAPFLOW_STORAGE__URL=...``). The profile
@@ -98,12 +101,49 @@ def _parser() -> argparse.ArgumentParser:
                        help="keep each script's JSON and output in this directory")
     bench.add_argument("--verbose", action="store_true",
                        help="pass each script's own output through")
+    _stress_parser(sub)
+    top = sub.add_parser("top", help="a live terminal view of a running server: requests/s "
+                         "per op, latency, profiles, open positions, breakers")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true",
+                     help="print one view (two readings --interval apart) and exit")
+    top.add_argument("--profiles", type=int, default=20, metavar="N",
+                     help="show at most N profiles (default 20)")
+    top.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    _client_options(top)
     keys = sub.add_parser("keys", help="CURVE keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     gen = ksub.add_parser("generate", help="make the server key pair and client key pairs")
     gen.add_argument("clients", nargs="*", metavar="CLIENT", help="client names")
     gen.add_argument("--dir", help="key directory (default: [security] keys_dir)")
     return p
+
+
+def _stress_parser(sub) -> None:
+    st = sub.add_parser("stress", help="many simulated bots against a server, with chaos; "
+                        "then an audit of every ledger and a report")
+    st.add_argument("--endpoint", help="a running server (default: start one here, with its "
+                    "own SQLite database in the run folder)")
+    st.add_argument("--storage-url", help="with --endpoint: that server's database, for the "
+                    "storage audit (default: audit through the wire only)")
+    st.add_argument("--clients", type=int, default=4, help="bot processes (default 4)")
+    st.add_argument("--profiles", type=int, default=4, help="trading profiles (default 4)")
+    st.add_argument("--duration", type=float, default=30.0,
+                    help="seconds of load (default 30)")
+    st.add_argument("--ops", type=int, default=0,
+                    help="stop after this many operations in all (default: by --duration)")
+    st.add_argument("--seed", type=int, default=1, help="seeds the bots and the chaos")
+    st.add_argument("--mix", help="operation weights, e.g. quote=3,reserve=2,release=2,"
+                    "signal=2,close=1,query=2")
+    st.add_argument("--chaos", nargs="?", const="kill,stall,storage", default="",
+                    metavar="MODES", help="faults to inject, from kill (SIGKILL and "
+                    "restart the server), stall (a broker adapter hangs), storage (the "
+                    "database is locked); --chaos alone: all three")
+    st.add_argument("--kill-every", type=float, default=10.0, metavar="S",
+                    help="seconds between kills, on average (default 10)")
+    st.add_argument("--out", metavar="DIR",
+                    help="run folder (default: reports/stress/<time>-seed<seed>)")
+    st.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
@@ -277,6 +317,29 @@ def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                          verbose=args.verbose, out=out)
 
 
+def _load_bench(name: str):
+    """A module of bench/ (not installed: it is found beside this file)."""
+    import importlib
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"bench.{name}")
+
+
+def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`stress`: bench/stress (bots, chaos, audit, report)."""
+    stress = _load_bench("stress")
+    return stress.command(cfg, args, out=out or sys.stdout)
+
+
+def top_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    from protocol.top import command
+
+    return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
+
+
 def _show(view, out) -> None:
     p, led = view.profile, view.ledger
     print(f"profile       {p.profile_id}", file=out)
@@ -386,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "events": events_command, "keys": keys_command,
                     "stats": stats_command, "report": report_command,
                     "halt": halt_command, "resume": halt_command,
-                    "bench": bench_command}
+                    "bench": bench_command, "stress": stress_command,
+                    "top": top_command}
         return commands[args.command](cfg, args)
     except CapflowError as exc:
         field = exc.details.get("field")
