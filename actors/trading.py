@@ -598,7 +598,11 @@ class Trading:
         p = self.system.submit(profile_id, m.RequestClose(
             position_id=position_id, reason=reason)).get(
                 self.system.config.ledger.call_timeout_s).result
-        self._ask(p.account_id, Close(profile_id, position_id, reason))
+        try:
+            self._ask(p.account_id, Close(profile_id, position_id, reason))
+        except NotFound:  # its take-profit or stop-loss came first
+            raise Conflict(f"position {position_id!r} is no longer open at the broker",
+                           {"position_id": position_id, "status": "CLOSED"}) from None
         return p
 
     # -- reads ------------------------------------------------------------------------

@@ -57,8 +57,8 @@ def test_a_short_chaos_run_loses_nothing_and_writes_its_report(tmp_path):
     # a stalled broker and a locked database answered TIMEOUT / UNAVAILABLE meanwhile
     windows = {w["kind"]: w for w in report["summary"]["during_faults"]}
     assert set(windows) == {"stall", "storage"}
-    for w in windows.values():
-        assert set(w["codes"]) & {"TIMEOUT", "UNAVAILABLE", "NO_ANSWER"}, w
+    for w in windows.values():  # answered by capflow, not merely unanswered
+        assert set(w["codes"]) & {"TIMEOUT", "UNAVAILABLE"}, w
 
     # many operations from every bot, acknowledged and found in storage
     summary = report["summary"]
@@ -68,6 +68,8 @@ def test_a_short_chaos_run_loses_nothing_and_writes_its_report(tmp_path):
     assert report["bot_exit_codes"] == [0, 0, 0]
     acks = read_acks(out)
     assert {a["op"] for a in acks} >= {"reserve", "release", "signal", "close"}
+    # the bots repeated some acknowledged mutations and got the same objects back
+    assert sum(1 for a in acks if a.get("reused")) >= 10
 
     # the files of the report
     for name in ("throughput.png", "latency.png", "percentiles.png"):
@@ -196,12 +198,17 @@ def test_one_key_answered_with_two_ids_is_a_duplicate(make_system, sqlite_url):
         result.violations
 
 
-def test_an_acknowledged_close_of_an_open_position_is_a_violation(make_system, sqlite_url):
+def test_an_acknowledged_close_must_be_recorded_then_done(make_system, sqlite_url):
     acks, sig = _traded(make_system, sqlite_url)
     acks.append({"op": "close", "pid": "p1", "position_id": sig["position_id"], "t": 2.0})
-    assert audit_storage(sqlite_url, acks).ok  # closes are checked only at the end
+    # acknowledged, but nothing recorded on the position: lost, even mid-run
+    result = audit_storage(sqlite_url, acks)
+    assert any("with no close recorded" in v for v in result.violations), result.violations
+    # recorded and not filled yet: fine at a crash point, not at the end
+    _corrupt(sqlite_url, update(s.positions).values(close_requested="manual"))
+    assert audit_storage(sqlite_url, acks).ok
     result = audit_storage(sqlite_url, acks, closes=True)
-    assert any("close was acknowledged" in v for v in result.violations)
+    assert any("close was acknowledged but it is OPEN" in v for v in result.violations)
 
 
 def test_the_wire_audit_sees_a_position_row_that_disagrees_with_the_ledger(

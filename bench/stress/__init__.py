@@ -22,6 +22,7 @@ report.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -59,11 +60,15 @@ class Run:
                               "kills and restarts it")
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.dir = Path(args.out or f"reports/stress/{stamp}-seed{args.seed}").resolve()
+        if self.dir.exists() and any(self.dir.iterdir()):
+            raise StressError(f"run folder {self.dir} is not empty: its files would mix "
+                              "with this run's (choose another --out)")
         self.profiles = [f"stress-{i + 1}" for i in range(args.profiles)]
         self.server: ServerProcess | None = None
         self.url: str | None = args.storage_url
         self.endpoint: str = args.endpoint or ""
         self.extra: dict[str, Any] = {}
+        self.chaos: Chaos | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -115,20 +120,24 @@ class Run:
         for b in bots:
             b.start()
         chaos = None
-        if self.modes:
-            chaos = Chaos(self.server, self.modes, seed=args.seed, t0=t0,
-                          duration=args.duration if args.duration > 0 else 60.0,
-                          kill_every=args.kill_every, run_dir=self.dir,
-                          acks=lambda: audit_mod.read_acks(self.dir), say=self.say)
-            chaos.start()
-        self._progress(t0, deadline, counter, stop, bots)
-        stop.set()
-        if chaos is not None:
-            chaos.finish()
-        for b in bots:
-            b.join(timeout=90)
-            if b.is_alive():
-                b.terminate()
+        try:
+            if self.modes:
+                chaos = self.chaos = Chaos(
+                    self.server, self.modes, seed=args.seed, t0=t0,
+                    duration=args.duration if args.duration > 0 else 60.0,
+                    kill_every=args.kill_every, run_dir=self.dir,
+                    acks=lambda: audit_mod.read_acks(self.dir), say=self.say)
+                chaos.start()
+            self._progress(t0, deadline, counter, stop, bots)
+        finally:  # also on Ctrl-C: no fault (and no restart) after this
+            stop.set()
+            if chaos is not None:
+                chaos.finish()
+            end = time.monotonic() + 90
+            for b in bots:
+                b.join(timeout=max(0.1, end - time.monotonic()))
+                if b.is_alive():
+                    b.terminate()
         load_s = time.time() - t0
         self.extra["ops_done"] = int(sum(counter))
         self.extra["bot_exit_codes"] = [b.exitcode for b in bots]
@@ -187,8 +196,14 @@ class Run:
                 status = {}
                 for pid in {x["pid"] for x in pending}:
                     for p in audit_mod._all(c, "position.list", "positions", pid):
-                        status[p["position_id"]] = p["status"]
-                pending = [x for x in pending if status.get(x["position_id"]) != "CLOSED"]
+                        status[p["position_id"]] = (p["status"], p["close_reason"])
+                done = [x for x in pending if status.get(x["position_id"], ("",))[0] == "CLOSED"]
+                for ack in done:
+                    if status[ack["position_id"]][1] != "manual":
+                        a.fail(f"position {ack['position_id']}: close acknowledged at "
+                               f"{ack['t']:.1f} s, but it was closed by "
+                               f"{status[ack['position_id']][1]}")
+                pending = [x for x in pending if x not in done]
         for ack in pending:
             a.fail(f"position {ack['position_id']}: close acknowledged at {ack['t']:.1f} s, "
                    "still open 10 s after the load")
@@ -232,6 +247,41 @@ class Run:
 
     # -- the whole run ----------------------------------------------------------------
 
+    def _after_load(self, result: audit_mod.Audit, crash_audits: list[dict]) -> None:
+        self.extra["crash_point_audits"] = crash_audits
+        for i, ca in enumerate(crash_audits):
+            for v in ca["violations"]:
+                result.fail(f"at kill {i + 1}: {v}")
+            result.count("crash-point audits")
+        for i, code in enumerate(self.extra.get("bot_exit_codes") or []):
+            if code != 0:
+                result.fail(f"bot {i} exited with code {code}: its share of the load did "
+                            "not run to the end")
+        if self.server is not None and not self.server.alive():
+            self.server.start()  # the load may end while a restart is due
+        result.merge(self.settle())
+        with self.client() as c:
+            wire, _ = audit_mod.audit_wire(c, self.profiles)
+        result.merge(wire, "open book: ")
+        self.extra["close_requests_to_flatten"] = self.flatten()
+        with self.client() as c:
+            flat, ledgers = audit_mod.audit_wire(c, self.profiles)
+        result.merge(flat, "flat book: ")
+        self.extra["final_ledgers"] = ledgers
+        if self.server is not None:
+            self.server.stop()
+        if not self.url:
+            self.say("no storage URL (--endpoint without --storage-url): audited through "
+                     "the wire only")
+            return
+        # a server of our own is stopped: wait for its storage process to let go; another
+        # one's keeps the database, read as it is (the book is flat: nothing moves)
+        quiet = quiet_storage(self.url) if self.server else contextlib.nullcontext()
+        with quiet:
+            result.merge(audit_mod.audit_storage(self.url, audit_mod.read_acks(self.dir),
+                                                 closes=True), "storage: ")
+            result.merge(audit_mod.compare_ledgers(ledgers, self.url), "storage: ")
+
     def run(self) -> int:
         from bench.stress import report
 
@@ -246,36 +296,21 @@ class Run:
             self.start_server()
             self.create_profiles()
             load_s, kills, faults, crash_audits = self.load()
-            self.extra["crash_point_audits"] = crash_audits
-            for i, ca in enumerate(crash_audits):
-                for v in ca["violations"]:
-                    result.fail(f"at kill {i + 1}: {v}")
-                result.count("crash-point audits")
-            if self.server is not None and not self.server.alive():
-                self.server.start()  # the load may end while a restart is due
-            result.merge(self.settle())
-            with self.client() as c:
-                wire, _ = audit_mod.audit_wire(c, self.profiles)
-            result.merge(wire, "open book: ")
-            self.extra["positions_flattened"] = self.flatten()
-            with self.client() as c:
-                flat, ledgers = audit_mod.audit_wire(c, self.profiles)
-            result.merge(flat, "flat book: ")
-            self.extra["final_ledgers"] = ledgers
-            if self.server is not None:
-                self.server.stop()
-            if self.url:
-                with quiet_storage(self.url, wait_s=30.0 if self.server else 0.0):
-                    result.merge(audit_mod.audit_storage(self.url, audit_mod.read_acks(
-                        self.dir), closes=True), "storage: ")
-                    result.merge(audit_mod.compare_ledgers(ledgers, self.url), "storage: ")
-            else:
-                self.say("no storage URL (--endpoint without --storage-url): audited "
-                         "through the wire only")
+            self._after_load(result, crash_audits)
+        except Exception as exc:  # still a report, with what was found so far
+            result.fail(f"the run stopped early: {type(exc).__name__}: {exc}")
+            if self.chaos is not None and not kills:
+                kills, faults = self.chaos.kills, self.chaos.faults
         finally:
+            if self.chaos is not None:
+                for error in self.chaos.errors:
+                    result.fail(f"chaos: {error}")
             if self.server is not None:
                 self.server.stop()
         requests = _read_requests(self.dir)
+        internal = sum(1 for r in requests if r[3] == "INTERNAL")
+        if internal:
+            result.fail(f"{internal} request(s) answered INTERNAL (see server.out)")
         meta = {"seed": self.args.seed, "clients": self.args.clients,
                 "profiles": len(self.profiles), "duration_s": self.args.duration,
                 "ops": self.args.ops, "mix": self.mix, "chaos": sorted(self.modes),

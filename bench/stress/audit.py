@@ -12,7 +12,9 @@ state):
   never came back with two different ids;
 - every acknowledged mutation is in storage: each reservation with its key, symbol and
   amount, each release as RELEASED, each signal (its decision, and its order when it
-  was traded), and (`closes=True`, at the end) each requested close as CLOSED.
+  was traded), each close as recorded on its position (and, `closes=True`, at the
+  end: CLOSED, by the close and not by a take-profit or stop-loss); a repeat of an
+  acknowledged mutation answered anything but the same object is a violation.
 
 Wire (`audit_wire`): each ledger as `ledger.get` shows it equals what `order.list` and
 `position.list` imply (reserved for orders and positions, realized PnL, fees), its
@@ -198,11 +200,23 @@ def _audit_acks(a: Audit, acks, reservations, orders, positions, signals,
             if ack["risk_ok"] and ack["order_id"] not in orders:
                 a.fail(f"lost: order {ack['order_id']} of signal {pid}/{ack['sid']} was "
                        "acknowledged but is not in storage")
-        elif op == "close" and closes:
+        elif op == "close":
+            # recorded before the broker is asked, so it is in storage from the answer on;
+            # the paper broker then exits it as "manual" (a requested close goes first)
             row = positions.get(ack["position_id"])
-            if row is None or row.status != "CLOSED":
-                a.fail(f"position {ack['position_id']}: its close was acknowledged but it is "
-                       f"{'missing' if row is None else row.status}")
+            if row is None:
+                a.fail(f"lost: position {ack['position_id']} of an acknowledged close is "
+                       "not in storage")
+            elif row.status == "CLOSED" and row.close_reason != "manual":
+                a.fail(f"lost: position {ack['position_id']}: its close was acknowledged "
+                       f"but it was closed by {row.close_reason}")
+            elif row.status != "CLOSED" and (closes or row.close_requested is None):
+                a.fail(f"lost: position {ack['position_id']}: its close was acknowledged "
+                       f"but it is {row.status}"
+                       + ("" if row.close_requested else " with no close recorded"))
+        elif op == "repeat_refused":
+            a.fail(f"duplicate: a repeat of {pid}/{ack['key']} with the same content was "
+                   f"answered {ack['code']}")
     for (kind, pid, key), ids in keys.items():
         a.count("idempotency keys")
         if len(ids) > 1:

@@ -9,6 +9,11 @@ answer comes or the bot gives up. It writes two files in the run folder:
   since the run started, ``code`` ``ok`` or the error code, or ``NO_ANSWER``);
 - ``bot-<i>.acks.jsonl``: one line per mutation answered ``ok``, with what the answer
   said (ids, amounts); the audit checks each one against storage.
+
+Now and then (`REPEAT_P`) a bot repeats a reservation or a signal that was already
+answered ``ok``, with the same key and content, as a bot that lost the answer would:
+the answer must name the same object (the audit compares the ids per key), and any
+other answer is logged as ``repeat_refused`` (a violation).
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 #: answers that leave the outcome unknown (or the request not admitted): retry
-RETRY_CODES = frozenset({"TIMEOUT", "UNAVAILABLE", "RATE_LIMITED", "NO_ANSWER", "INTERNAL"})
+RETRY_CODES = frozenset({"TIMEOUT", "UNAVAILABLE", "RATE_LIMITED", "NO_ANSWER"})
+#: how often a bot repeats a mutation already answered ok, with the same key and content
+#: (the answer must be the same object, `reused`)
+REPEAT_P = 0.1
 
 DEFAULT_MIX = {"quote": 3, "reserve": 2, "release": 2, "signal": 2, "close": 1, "query": 2}
 OPS = tuple(DEFAULT_MIX)
@@ -143,12 +151,21 @@ class Bot:
         pid, sym = self.profile(), self.symbol()
         key = self._key("r")
         amount = f"{self.rng.randint(20, 400)}.{self.rng.randint(0, 99):02d}"
-        code, r = self.call("allocation.reserve", profile_id=pid, symbol=sym, amount=amount,
-                            client_request_id=key, ttl_s=900)
-        if code == "ok":
-            self.ack(op="reserve", pid=pid, key=key, rid=r["reservation_id"], amount=amount,
-                     symbol=sym, reused=r.get("reused", False))
-            self.reservations.append((pid, r["reservation_id"]))
+        args = {"profile_id": pid, "symbol": sym, "amount": amount,
+                "client_request_id": key, "ttl_s": 900}
+        code, r = self.call("allocation.reserve", **args)
+        if code != "ok":
+            return
+        self.ack(op="reserve", pid=pid, key=key, rid=r["reservation_id"], amount=amount,
+                 symbol=sym, reused=r.get("reused", False))
+        self.reservations.append((pid, r["reservation_id"]))
+        if self.rng.random() < REPEAT_P:
+            code, again = self.call("allocation.reserve", **args)
+            if code == "ok":
+                self.ack(op="reserve", pid=pid, key=key, rid=again["reservation_id"],
+                         amount=amount, symbol=sym, reused=again.get("reused", False))
+            else:
+                self.ack(op="repeat_refused", pid=pid, key=key, code=code)
 
     def op_release(self) -> None:
         if not self.reservations:
@@ -172,18 +189,29 @@ class Bot:
             return
         sid = self._key("s")
         side = self.rng.choice(("BUY", "SELL"))
-        code, r = self.call(
-            "signal.submit", profile_id=pid, symbol=sym, side=side, price=str(price),
-            timestamp=time.time(), signal_id=sid, strategy=f"bot{self.spec.index}",
-            notional=str(self.rng.randint(50, 800)),
-            tp_pct=str(self.rng.choice(("0.3", "0.5", "1"))),
-            sl_pct=str(self.rng.choice(("0.3", "0.5", "1"))))
-        if code == "ok":
-            self.ack(op="signal", pid=pid, sid=sid, risk_ok=r["risk_ok"],
-                     reason=r.get("risk_reason"), order_id=r.get("order_id"),
-                     position_id=r.get("position_id"), reused=r.get("reused", False))
-            if r["risk_ok"] and r.get("position_id"):
-                self.positions.append((pid, r["position_id"]))
+        args = {"profile_id": pid, "symbol": sym, "side": side, "price": str(price),
+                "timestamp": time.time(), "signal_id": sid,
+                "strategy": f"bot{self.spec.index}",
+                "notional": str(self.rng.randint(50, 800)),
+                "tp_pct": str(self.rng.choice(("0.3", "0.5", "1"))),
+                "sl_pct": str(self.rng.choice(("0.3", "0.5", "1")))}
+        code, r = self.call("signal.submit", **args)
+        if code != "ok":
+            return
+        self._signal_ack(pid, sid, r)
+        if r["risk_ok"] and r.get("position_id"):
+            self.positions.append((pid, r["position_id"]))
+        if self.rng.random() < REPEAT_P:
+            code, again = self.call("signal.submit", **args)
+            if code == "ok":
+                self._signal_ack(pid, sid, again)
+            else:
+                self.ack(op="repeat_refused", pid=pid, key=sid, code=code)
+
+    def _signal_ack(self, pid: str, sid: str, r: dict) -> None:
+        self.ack(op="signal", pid=pid, sid=sid, risk_ok=r["risk_ok"],
+                 reason=r.get("risk_reason"), order_id=r.get("order_id"),
+                 position_id=r.get("position_id"), reused=r.get("reused", False))
 
     def op_close(self) -> None:
         if not self.positions:

@@ -215,12 +215,14 @@ class Chaos(threading.Thread):
                     return
             try:
                 getattr(self, f"do_{mode}")()
-            except Exception as exc:  # reported in the run, never silently
-                self.errors.append(f"{mode} at {at:.1f} s: {exc!r}")
+            except Exception as exc:  # reported in the run (a violation), never silently
+                self.errors.append(f"{mode} at {at:.1f} s failed: {exc}")
                 self.say(f"chaos: {mode} failed: {exc!r}")
-                if not self.server.alive():
-                    with contextlib.suppress(Exception):
+                if not self.server.alive() and not self._halt.is_set():
+                    try:
                         self.server.start()
+                    except Exception as again:
+                        self.errors.append(f"restart after the failed {mode}: {again}")
 
     def finish(self) -> None:
         """Stop scheduling; wait for the fault under way to end (server up again)."""
@@ -236,11 +238,12 @@ class Chaos(threading.Thread):
         self.server.kill()
         with quiet_storage(self.server.url):
             result = audit_storage(self.server.url, self.acks())
+        kill = {"t": round(t, 3), "down_s": None, "restart_s": None, "audit_ok": result.ok}
+        self.kills.append(kill)  # with its crash-point audit, so the two lists stay paired
         self.crash_audits.append({"t": round(t, 3), **result.as_dict()})
         up = self.server.start()
         down = self.now() - t
-        self.kills.append({"t": round(t, 3), "down_s": round(down, 3),
-                           "restart_s": round(up, 3), "audit_ok": result.ok})
+        kill.update(down_s=round(down, 3), restart_s=round(up, 3))
         self.say(f"chaos: SIGKILL at {t:.1f} s, audit at the crash point "
                  f"{'clean' if result.ok else 'FAILED'}, answering again after {down:.1f} s")
 
