@@ -153,19 +153,29 @@ class Bot:
         amount = f"{self.rng.randint(20, 400)}.{self.rng.randint(0, 99):02d}"
         args = {"profile_id": pid, "symbol": sym, "amount": amount,
                 "client_request_id": key, "ttl_s": 900}
-        code, r = self.call("allocation.reserve", **args)
+
+        def acked(r: dict) -> None:
+            self.ack(op="reserve", pid=pid, key=key, rid=r["reservation_id"], amount=amount,
+                     symbol=sym, reused=r.get("reused", False))
+
+        r = self._mutate("allocation.reserve", args, key, acked)
+        if r is not None:
+            self.reservations.append((pid, r["reservation_id"]))
+
+    def _mutate(self, op: str, args: dict, key: str, acked) -> dict | None:
+        """Send a keyed mutation; on ok, log it (`acked`), and now and then repeat it
+        with the same key and content as a bot that lost the answer would."""
+        code, r = self.call(op, **args)
         if code != "ok":
-            return
-        self.ack(op="reserve", pid=pid, key=key, rid=r["reservation_id"], amount=amount,
-                 symbol=sym, reused=r.get("reused", False))
-        self.reservations.append((pid, r["reservation_id"]))
+            return None
+        acked(r)
         if self.rng.random() < REPEAT_P:
-            code, again = self.call("allocation.reserve", **args)
+            code, again = self.call(op, **args)
             if code == "ok":
-                self.ack(op="reserve", pid=pid, key=key, rid=again["reservation_id"],
-                         amount=amount, symbol=sym, reused=again.get("reused", False))
+                acked(again)
             else:
-                self.ack(op="repeat_refused", pid=pid, key=key, code=code)
+                self.ack(op="repeat_refused", pid=args["profile_id"], key=key, code=code)
+        return r
 
     def op_release(self) -> None:
         if not self.reservations:
@@ -195,23 +205,15 @@ class Bot:
                 "notional": str(self.rng.randint(50, 800)),
                 "tp_pct": str(self.rng.choice(("0.3", "0.5", "1"))),
                 "sl_pct": str(self.rng.choice(("0.3", "0.5", "1")))}
-        code, r = self.call("signal.submit", **args)
-        if code != "ok":
-            return
-        self._signal_ack(pid, sid, r)
-        if r["risk_ok"] and r.get("position_id"):
-            self.positions.append((pid, r["position_id"]))
-        if self.rng.random() < REPEAT_P:
-            code, again = self.call("signal.submit", **args)
-            if code == "ok":
-                self._signal_ack(pid, sid, again)
-            else:
-                self.ack(op="repeat_refused", pid=pid, key=sid, code=code)
 
-    def _signal_ack(self, pid: str, sid: str, r: dict) -> None:
-        self.ack(op="signal", pid=pid, sid=sid, risk_ok=r["risk_ok"],
-                 reason=r.get("risk_reason"), order_id=r.get("order_id"),
-                 position_id=r.get("position_id"), reused=r.get("reused", False))
+        def acked(r: dict) -> None:
+            self.ack(op="signal", pid=pid, sid=sid, risk_ok=r["risk_ok"],
+                     reason=r.get("risk_reason"), order_id=r.get("order_id"),
+                     position_id=r.get("position_id"), reused=r.get("reused", False))
+
+        r = self._mutate("signal.submit", args, sid, acked)
+        if r is not None and r["risk_ok"] and r.get("position_id"):
+            self.positions.append((pid, r["position_id"]))
 
     def op_close(self) -> None:
         if not self.positions:

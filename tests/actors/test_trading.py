@@ -212,14 +212,20 @@ def test_limit_order_fills_when_crossed_and_cancel_releases(trade, clock):
         cf.submit_order("p", "lim-1", "TESTUSDT", "BUY", "3", type="LIMIT", price="98")
 
 
-def test_restart_with_open_positions_keeps_their_stops(make_system, sqlite_url, tmp_path,
-                                                       clock):
+@pytest.fixture
+def restartable(make_system, sqlite_url, tmp_path, clock):
+    """Start a System on one database with its own replayed prices, as many times as a
+    test restarts it."""
     def start(rows, name):
         return make_system(sqlite_url, clock=clock,
                            simulator={"replay": write_ticks(tmp_path / name, rows),
                                       "symbols": {}},
                            brokers={"accounts": {"paper": {"settings": SETTINGS}}})
+    return start
 
+
+def test_restart_with_open_positions_keeps_their_stops(restartable, clock):
+    start = restartable
     cf = start([("100.00", "100.20")], "before.csv")
     cf.create_profile("p", "10000")
     s = cf.signal("p", "TESTUSDT", "BUY", "100", qty="10", tp_pct="5", sl_pct="2")
@@ -240,17 +246,11 @@ def test_restart_with_open_positions_keeps_their_stops(make_system, sqlite_url, 
     assert cf.audit("p").ok
 
 
-def test_a_close_acknowledged_before_a_restart_is_still_done_after_it(
-        make_system, sqlite_url, tmp_path, clock):
+def test_a_close_acknowledged_before_a_restart_is_still_done_after_it(restartable, clock):
     """The paper broker holds a requested close until the next tick fills it; the request
     is recorded on the position first, so the broker of the restarted server is asked
     again."""
-    def start(rows, name):
-        return make_system(sqlite_url, clock=clock,
-                           simulator={"replay": write_ticks(tmp_path / name, rows),
-                                      "symbols": {}},
-                           brokers={"accounts": {"paper": {"settings": SETTINGS}}})
-
+    start = restartable
     cf = start([("100.00", "100.20")], "before.csv")
     cf.create_profile("p", "10000")
     s = cf.signal("p", "TESTUSDT", "BUY", "100", qty="10", tp_pct="20", sl_pct="20")
