@@ -255,7 +255,7 @@ def _throughput_png(path: Path, summary: dict, kills, faults, duration_s: float)
                  f"{len(list(kills))} kills, {len(list(faults))} fault windows")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=6, frameon=False)
     fig.savefig(path, format="png")
     return path
 
