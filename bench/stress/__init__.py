@@ -195,7 +195,7 @@ class Run:
                 time.sleep(0.5)
                 status = {}
                 for pid in {x["pid"] for x in pending}:
-                    for p in audit_mod._all(c, "position.list", "positions", pid):
+                    for p in audit_mod.list_all(c, "position.list", "positions", pid):
                         status[p["position_id"]] = (p["status"], p["close_reason"])
                 done = [x for x in pending if status.get(x["position_id"], ("",))[0] == "CLOSED"]
                 for ack in done:
@@ -222,7 +222,7 @@ class Run:
             while time.monotonic() < deadline:
                 left = 0
                 for pid in self.profiles:
-                    for p in audit_mod._all(c, "position.list", "positions", pid):
+                    for p in audit_mod.list_all(c, "position.list", "positions", pid):
                         if p["status"] == "OPEN":
                             left += 1
                             try:
@@ -232,7 +232,7 @@ class Run:
                             except ClientError as exc:
                                 if exc.code not in ("CONFLICT", "NOT_FOUND"):
                                     raise
-                    for o in audit_mod._all(c, "order.list", "orders", pid):
+                    for o in audit_mod.list_all(c, "order.list", "orders", pid):
                         if o["status"] in ("OPEN", "PARTIALLY_FILLED"):
                             left += 1
                             try:

@@ -227,7 +227,7 @@ def _audit_acks(a: Audit, acks, reservations, orders, positions, signals,
 # -- the wire -----------------------------------------------------------------------------
 
 
-def _all(client, op: str, key: str, profile_id: str) -> list[dict[str, Any]]:
+def list_all(client, op: str, key: str, profile_id: str) -> list[dict[str, Any]]:
     items, cursor = [], None
     while True:
         args = {"profile_id": profile_id, "limit": 1000}
@@ -245,8 +245,8 @@ def wire_reading(client, profile_id: str, attempts: int = 10):
     while the lists were read (the market keeps trading meanwhile)."""
     for _ in range(attempts):
         before = client.call("ledger.get", profile_id=profile_id)
-        orders = _all(client, "order.list", "orders", profile_id)
-        positions = _all(client, "position.list", "positions", profile_id)
+        orders = list_all(client, "order.list", "orders", profile_id)
+        positions = list_all(client, "position.list", "positions", profile_id)
         after = client.call("ledger.get", profile_id=profile_id)
         if before == after:
             return after, orders, positions
