@@ -36,9 +36,20 @@ class StallablePaperBroker(PaperBroker):
         if not self.stall_file or not os.path.exists(self.stall_file):
             return
         self.stalls += 1
-        until = time.monotonic() + self.stall_max_s
-        while os.path.exists(self.stall_file) and time.monotonic() < until:
-            time.sleep(_POLL_S)
+        # "<stall_file>.held" exists while a call is blocked: the sign that the stall has
+        # the manager (the harness waits for it before it sends its witness request)
+        held = f"{self.stall_file}.held"
+        with open(held, "w"):
+            pass
+        try:
+            until = time.monotonic() + self.stall_max_s
+            while os.path.exists(self.stall_file) and time.monotonic() < until:
+                time.sleep(_POLL_S)
+        finally:
+            try:
+                os.unlink(held)
+            except FileNotFoundError:
+                pass
 
     def account_info(self) -> AccountInfo:
         self._stall()

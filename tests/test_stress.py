@@ -54,11 +54,14 @@ def test_a_short_chaos_run_loses_nothing_and_writes_its_report(tmp_path):
     assert all(k["audit_ok"] for k in kills)
     assert all(c["ok"] and c["checked"]["ledgers"] == 3
                for c in report["crash_point_audits"])
-    # a stalled broker and a locked database answered TIMEOUT / UNAVAILABLE meanwhile
+    # a stalled broker and a locked database answered TIMEOUT / UNAVAILABLE meanwhile:
+    # the harness's own witness request meets each fault; and no request of a bot went
+    # unanswered by the live server (the bots wait past its deadline)
     windows = {w["kind"]: w for w in report["summary"]["during_faults"]}
     assert set(windows) == {"stall", "storage"}
     for w in windows.values():  # answered by capflow, not merely unanswered
-        assert set(w["codes"]) & {"TIMEOUT", "UNAVAILABLE"}, w
+        assert w["witness"]["code"] in {"TIMEOUT", "UNAVAILABLE"}, w
+        assert "NO_ANSWER" not in w["codes"], w
 
     # many operations from every bot, acknowledged and found in storage
     summary = report["summary"]

@@ -241,3 +241,40 @@ def test_an_acknowledged_close_the_stop_loss_did_instead_is_a_violation(
     cf.stop()
     result = audit_storage(sqlite_url, acks, closes=True)
     assert not result.ok, result.checked
+
+
+# -- the bots' patience ----------------------------------------------------------------------
+
+
+class _CapturingBot(_Bot):
+    specs: list = []
+
+    def __init__(self, target=None, args=(), daemon=None, name=None):
+        _CapturingBot.specs.append(args[0])
+
+
+@pytest.mark.timeout(60)
+def test_a_bot_waits_for_the_servers_own_answer_past_its_deadline(
+        make_system, sqlite_url, tmp_path, monkeypatch):
+    """A request the server could not finish is answered TIMEOUT by the server itself at
+    its deadline; a bot that gave up before that would log NO_ANSWER for a server that
+    is up. The bots' patience is derived from the deadline the run's server is given."""
+    import tomllib
+
+    from bench.stress.chaos import ServerProcess, bot_patience
+
+    (tmp_path / "cfg").mkdir()
+    written = ServerProcess(tmp_path / "cfg", seed=1, profiles=1, allocation=100)
+    deadline = tomllib.loads(written.config.read_text())["server"]["request_timeout_s"]
+    server = _Server(_migrated_db(make_system, sqlite_url), tmp_path)
+    _CapturingBot.specs = []
+    run = _fake_run(monkeypatch, tmp_path, server, bot=_CapturingBot,
+                    progress=lambda *a: None)
+    assert run.request_timeout_s == deadline
+    run.run()
+    [spec] = _CapturingBot.specs
+    assert spec.timeout_s == bot_patience(deadline) >= deadline + 1.0
+    # against another server (--endpoint), the deadline of the config the command read
+    other = stress.Run(_args(tmp_path, endpoint="tcp://127.0.0.1:1", out=str(tmp_path / "x")),
+                       out=io.StringIO(), request_timeout_s=7.0)
+    assert other.request_timeout_s == 7.0

@@ -32,7 +32,15 @@ from typing import Any
 
 from bench.stress import audit as audit_mod
 from bench.stress.bot import BotSpec, parse_mix
-from bench.stress.chaos import MODES, Chaos, ServerProcess, parse_modes, quiet_storage
+from bench.stress.chaos import (
+    MODES,
+    REQUEST_TIMEOUT_S,
+    Chaos,
+    ServerProcess,
+    bot_patience,
+    parse_modes,
+    quiet_storage,
+)
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 ALLOCATION = 100_000
@@ -43,9 +51,13 @@ class StressError(Exception):
 
 
 class Run:
-    def __init__(self, args, out=sys.stdout):
+    def __init__(self, args, out=sys.stdout, request_timeout_s: float | None = None):
         self.args = args
         self.out = out
+        #: the server's deadline for a request: the run's own server's, or (with
+        #: --endpoint) the one of the config the command was given
+        self.request_timeout_s = (REQUEST_TIMEOUT_S if request_timeout_s is None
+                                  or not args.endpoint else request_timeout_s)
         if args.clients < 1 or args.profiles < 1:
             raise StressError("--clients and --profiles must be at least 1")
         if args.duration <= 0 and args.ops <= 0:
@@ -111,7 +123,7 @@ class Run:
         specs = [BotSpec(index=i, endpoint=self.endpoint, profiles=self.profiles,
                          symbols=list(SYMBOLS), mix=self.mix, seed=args.seed,
                          run_dir=str(self.dir), t0=t0, deadline=deadline,
-                         timeout_s=1.5, give_up_s=60.0)
+                         timeout_s=bot_patience(self.request_timeout_s), give_up_s=60.0)
                  for i in range(args.clients)]
         from bench.stress.bot import main as bot_main
 
@@ -126,7 +138,8 @@ class Run:
                     self.server, self.modes, seed=args.seed, t0=t0,
                     duration=args.duration if args.duration > 0 else 60.0,
                     kill_every=args.kill_every, run_dir=self.dir,
-                    acks=lambda: audit_mod.read_acks(self.dir), say=self.say)
+                    acks=lambda: audit_mod.read_acks(self.dir), say=self.say,
+                    witness_profile=self.profiles[0])
                 chaos.start()
             self._progress(t0, deadline, counter, stop, bots)
         finally:  # also on Ctrl-C: no fault (and no restart) after this
@@ -353,7 +366,7 @@ def command(cfg, args, out=sys.stdout) -> int:
     from actors.config import ConfigError
 
     try:
-        run = Run(args, out)
+        run = Run(args, out, cfg.server.request_timeout_s)
     except StressError as exc:
         raise ConfigError(str(exc)) from None
     return run.run()

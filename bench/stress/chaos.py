@@ -51,6 +51,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: the run's server answers TIMEOUT for a request not finished in this time
+REQUEST_TIMEOUT_S = 2.0
+
+
+def bot_patience(request_timeout_s: float) -> float:
+    """How long a bot waits for one attempt: well past the server's own deadline, so a
+    server that is up always answers first (its TIMEOUT or UNAVAILABLE, which the bot
+    retries with the same id); only a server that is down leaves the bot with no
+    answer."""
+    return max(2 * request_timeout_s, request_timeout_s + 1.0)
+
+
 CONFIG = """\
 # written by capflow stress for this run
 [storage]
@@ -59,7 +71,7 @@ url = "{url}"
 [server]
 endpoint = "{endpoint}"
 events_endpoint = "{events}"
-request_timeout_s = 2.0
+request_timeout_s = {request_timeout_s}
 
 [log]
 level = "INFO"
@@ -92,7 +104,7 @@ class ServerProcess:
         self.config.write_text(CONFIG.format(
             url=self.url, endpoint=self.endpoint, events=f"tcp://127.0.0.1:{_free_port()}",
             run_dir=self.dir, seed=seed, cash=profiles * allocation * 2,
-            stall=self.stall_file))
+            stall=self.stall_file, request_timeout_s=REQUEST_TIMEOUT_S))
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -174,9 +186,12 @@ def quiet_storage(url: str, wait_s: float = 30.0) -> Iterator[None]:
 class Chaos(threading.Thread):
     def __init__(self, server: ServerProcess, modes: set[str], *, seed: int, t0: float,
                  duration: float, kill_every: float, run_dir: Path,
-                 acks: Callable[[], list], say: Callable[[str], None]):
+                 acks: Callable[[], list], say: Callable[[str], None],
+                 witness_profile: str | None = None):
         super().__init__(name="stress-chaos", daemon=True)
         self.server = server
+        #: the profile a fault's witness request deposits to (None: no witness)
+        self.witness_profile = witness_profile
         self.t0 = t0
         self.acks = acks
         self.say = say
@@ -247,14 +262,44 @@ class Chaos(threading.Thread):
         self.say(f"chaos: SIGKILL at {t:.1f} s, audit at the crash point "
                  f"{'clean' if result.ok else 'FAILED'}, answering again after {down:.1f} s")
 
+    def witness(self, kind: str, t: float) -> dict | None:
+        """One request that must meet the fault, sent by the harness itself at its start,
+        so that every fault window shows capflow's answer to it whatever the bots
+        happened to send: a deposit of 0.01, which claims cash from the broker account's
+        manager (stalled by a stall) and commits (blocked by a storage lock). The server
+        must answer it TIMEOUT or UNAVAILABLE within the bots' patience."""
+        if self.witness_profile is None:
+            return None
+        from protocol.client import Client, ClientError, ClientTimeout
+
+        started = time.monotonic()
+        with Client(self.server.endpoint, timeout_s=bot_patience(REQUEST_TIMEOUT_S),
+                    retries=0) as c:
+            try:
+                c.call("ledger.deposit", profile_id=self.witness_profile, amount="0.01",
+                       client_request_id=f"chaos-{kind}-{t:.3f}")
+                code = "ok"
+            except ClientTimeout:
+                code = "NO_ANSWER"
+            except ClientError as exc:
+                code = exc.code
+        return {"op": "ledger.deposit", "code": code,
+                "ms": round((time.monotonic() - started) * 1000.0, 1)}
+
     def do_stall(self) -> None:
         t = self.now()
         self.server.stall_file.touch()
         try:
-            self._halt.wait(FAULT_S)
+            held = self.server.stall_file.with_name(self.server.stall_file.name + ".held")
+            until = time.monotonic() + 2.0  # the next tick reaches the adapter and stalls
+            while not held.exists() and time.monotonic() < until:
+                time.sleep(0.01)
+            witness = self.witness("stall", t)
+            self._halt.wait(max(0.0, FAULT_S - (self.now() - t)))
         finally:
             self.server.stall_file.unlink(missing_ok=True)
-        self.faults.append({"kind": "stall", "start": round(t, 3), "end": round(self.now(), 3)})
+        self.faults.append({"kind": "stall", "start": round(t, 3), "end": round(self.now(), 3),
+                            "witness": witness})
         self.say(f"chaos: broker adapter stalled from {t:.1f} s for {self.now() - t:.1f} s")
 
     def do_storage(self) -> None:
@@ -264,11 +309,12 @@ class Chaos(threading.Thread):
             conn.execute("BEGIN EXCLUSIVE")
             t = self.now()
             try:
-                self._halt.wait(FAULT_S)
+                witness = self.witness("storage", t)
+                self._halt.wait(max(0.0, FAULT_S - (self.now() - t)))
             finally:
                 conn.execute("ROLLBACK")
         finally:
             conn.close()
         self.faults.append({"kind": "storage", "start": round(t, 3),
-                            "end": round(self.now(), 3)})
+                            "end": round(self.now(), 3), "witness": witness})
         self.say(f"chaos: database locked from {t:.1f} s for {self.now() - t:.1f} s")

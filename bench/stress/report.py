@@ -28,7 +28,9 @@ How the figures are counted:
     every request (a request sent after ``duration_s`` extends it; negative times count
     in the first bucket). A bucket holds counts, not rates: divide by ``bucket_s``;
   * ``during_faults`` counts the requests *sent* in [start, end] (both ends included)
-    of each fault window, by code, in the order of ``faults``.
+    of each fault window, by code, in the order of ``faults``, and shows the harness's
+    own witness request of the window (``witness``: a request that must meet the fault,
+    with capflow's answer code).
 
 `write_report` writes report.json, summary.md, throughput.png, latency.png and
 percentiles.png. Charts are drawn on a bare `matplotlib.figure.Figure` with the Agg
@@ -145,8 +147,11 @@ def _during_faults(g: _Grouped, faults: Iterable[dict], duration_s: float) -> li
         lo, hi = bisect_left(times, start), bisect_right(times, end)
         for _, _, code in rows[lo:hi]:
             codes[code] = codes.get(code, 0) + 1
-        out.append({"kind": kind, "start": start, "end": end, "requests": max(0, hi - lo),
-                    "codes": dict(sorted(codes.items()))})
+        window = {"kind": kind, "start": start, "end": end, "requests": max(0, hi - lo),
+                  "codes": dict(sorted(codes.items()))}
+        if "witness" in fault:
+            window["witness"] = fault["witness"]
+        out.append(window)
     return out
 
 
