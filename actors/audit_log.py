@@ -9,6 +9,7 @@ files; the oldest is dropped.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from pathlib import Path
@@ -17,6 +18,18 @@ from typing import Any
 import msgspec
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+def _faithful(value: Any) -> Any:
+    """JSON has no NaN or infinity (an encoder writes null for them): keep what was sent
+    as the text Python writes for it ("nan", "inf", "-inf"), so the log shows it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _faithful(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_faithful(v) for v in value]
+    return value
 
 
 class SignalAuditLog:
@@ -31,7 +44,7 @@ class SignalAuditLog:
         self.lines = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        line = _encode(record) + b"\n"
+        line = _encode(_faithful(record)) + b"\n"
         with self._lock:
             if self._file is None:
                 raise ValueError("the signal audit log is closed")

@@ -7,6 +7,7 @@ read through their shortest repr (``0.1`` -> ``Decimal("0.1")``), never computed
 from __future__ import annotations
 
 import decimal
+import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from actors.errors import InvalidArgument
@@ -20,6 +21,10 @@ MAX_ADJUSTED_EXPONENT = 14
 ZERO = Decimal(0)
 
 _QUANTS: dict[int, Decimal] = {p: Decimal(1).scaleb(-p) for p in range(19)}
+#: what a number in text may look like: plain ASCII digits, one optional sign, an optional
+#: point and an optional exponent. `Decimal()` alone also takes "1_000", full-width and
+#: Arabic-Indic digits, "NaN" and surrounding spaces, which are not numbers on the wire.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def quant(places: int) -> Decimal:
@@ -31,9 +36,11 @@ def parse_decimal(value: object, field: str, *, allow_zero: bool = False,
                   allow_negative: bool = False, places: int | None = None) -> Decimal:
     """Turn a wire or API value into a Decimal, or raise `InvalidArgument` naming `field`.
 
-    Accepts Decimal, int, str and float (via its shortest repr); refuses bool, NaN,
-    infinities, more than 18 significant digits, and (with `places`) more decimal places
-    than the currency has: amounts are never silently rounded.
+    Accepts Decimal, int, str (plain ASCII decimal text, optionally with an exponent:
+    ``"12.5"``, ``"-3"``, ``"1e3"``) and float (via its shortest repr); refuses bool, NaN,
+    infinities, digit separators, non-ASCII digits, surrounding spaces, more than 18
+    significant digits, and (with `places`) more decimal places than the currency has:
+    amounts are never silently rounded.
     """
     if isinstance(value, bool) or value is None:
         raise InvalidArgument(field, f"{field} must be a decimal number")
@@ -46,9 +53,11 @@ def parse_decimal(value: object, field: str, *, allow_zero: bool = False,
     elif isinstance(value, str):
         if len(value) > 64:
             raise InvalidArgument(field, f"{field} is too long to be a number")
+        if not _NUMBER.fullmatch(value):
+            raise InvalidArgument(field, f"{field} is not a decimal number: {value!r}")
         try:
-            d = Decimal(value.strip())
-        except decimal.InvalidOperation:
+            d = Decimal(value)
+        except decimal.InvalidOperation:  # pragma: no cover -- the pattern admits no such text
             raise InvalidArgument(field, f"{field} is not a decimal number: {value!r}") from None
     else:
         raise InvalidArgument(field, f"{field} must be a decimal number")

@@ -52,11 +52,14 @@ class OmsStore:
                     symbol: str | None = None, limit: int = 100,
                     cursor: str | None = None) -> tuple[list[OrderCapital], str | None]:
         """A page of a profile's orders (oldest first) and the cursor of the next page.
-        `status` ``OPEN`` also matches partly filled orders."""
+        `status` ``OPEN`` also matches partly filled orders; ``CLOSED`` matches every
+        order that is no longer working (filled, canceled, rejected, expired)."""
         o = s.orders.c
         query = select(s.orders).where(o.profile_id == profile_id)
         if status == "OPEN":
             query = query.where(o.status.in_(OPEN_ORDER_STATES))
+        elif status == "CLOSED":
+            query = query.where(o.status.not_in(OPEN_ORDER_STATES))
         elif status is not None:
             query = query.where(o.status == status)
         if symbol is not None:
