@@ -148,13 +148,15 @@ class AccountStatus:
         self.cash_dirty = True
         #: monotonic time the message being handled started at (None: idle)
         self.busy_since: float | None = None
+        #: symbols with open position slots or claims (what the manager keeps per symbol)
+        self.slot_symbols = 0
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
     return BrokerOrder(order_id=o.order_id, profile_id=profile_id, symbol=o.symbol,
                        side=o.side, type=o.type, qty=o.qty, price=o.price,
                        position_id=o.position_id or o.order_id, tp_price=o.tp_price,
-                       sl_price=o.sl_price, filled_qty=o.filled_qty)
+                       sl_price=o.sl_price, filled_qty=o.filled_qty, max_price=o.max_price)
 
 
 def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:
@@ -231,6 +233,7 @@ class AccountManagerActor(pykka.ThreadingActor):
             status.state = self.adapter.connection.state
             if type(msg) in _CHANGES_CASH or self._emitted != emitted:
                 status.cash_dirty = True
+            status.slot_symbols = len(self._per_symbol)
             status.busy_since = None
 
     # -- handlers ---------------------------------------------------------------------
@@ -331,7 +334,7 @@ class AccountManagerActor(pykka.ThreadingActor):
                              n <= lim.max_open_positions, lim.max_open_positions, n,
                              lim.max_open_positions - n))
         if lim.max_open_positions_per_symbol is not None:
-            n = self._per_symbol[symbol] + 1
+            n = self._per_symbol.get(symbol, 0) + 1
             out.append(Check("account_max_open_positions_per_symbol",
                              "MAX_OPEN_POSITIONS_PER_SYMBOL",
                              n <= lim.max_open_positions_per_symbol,
@@ -359,20 +362,29 @@ class AccountManagerActor(pykka.ThreadingActor):
         for claim, owner in self._slot_claims.items():
             if owner == (profile_id, symbol):
                 del self._slot_claims[claim]
-                self._per_symbol[symbol] -= 1
+                self._drop_from(symbol)
                 return
 
     def _settle_slot(self, msg: SettleSlot, reply: Reply) -> Any:
         owner = self._slot_claims.pop(msg.claim_id, None)
         if owner is not None:
-            self._per_symbol[owner[1]] -= 1
+            self._drop_from(owner[1])
         return True
 
     def _slot_freed(self, msg: SlotFreed, reply: Reply) -> Any:
         symbol = self._slots.pop(msg.position_id, None)
         if symbol is not None:
-            self._per_symbol[symbol] -= 1
+            self._drop_from(symbol)
         return True
+
+    def _drop_from(self, symbol: str) -> None:
+        """One slot of `symbol` fewer; a symbol with none left is forgotten (a claim for
+        a symbol that never traded must not leave a key behind)."""
+        left = self._per_symbol[symbol] - 1
+        if left > 0:
+            self._per_symbol[symbol] = left
+        else:
+            del self._per_symbol[symbol]
 
     def _slot_query(self, msg: SlotQuery, reply: Reply) -> Any:
         return self._slot_checks(msg.symbol)

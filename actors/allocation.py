@@ -268,22 +268,15 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
             f"account {ext.account_id} free cash {fmt(account_cash)}")
     concentration: dict[str, dict[str, Any]] = {}
     equity = pic.equity
-    for dim, name in DIMENSIONS:
-        key = instruments.key(symbol, dim)
-        if key is None:
-            why.append(f"{dim}: not known for {symbol}, no limit")
+    for c in concentration_limits(equity, pic.exposure, symbol, instruments, cfg, places):
+        if c.key is None:
+            why.append(f"{c.dimension}: not known for {symbol}, no limit")
             continue
-        frac = getattr(cfg, f"max_{dim}")
-        limit = round_down(max(ZERO, equity) * frac, places)
-        invested = sum((v for s, v in pic.exposure.items()
-                        if instruments.key(s, dim) == key), ZERO)
-        invested = round_up(invested, places)
-        residual = limit - invested if limit > invested else ZERO.quantize(q)
-        concentration[dim] = {"key": key, "limit": limit, "invested": invested,
-                              "residual": residual}
-        cap(residual, name, f"{dim} {key}: limit {fmt(frac)} of equity {fmt(equity)} = "
-                            f"{fmt(limit)}, invested {fmt(invested)}, residual "
-                            f"{fmt(residual)}")
+        concentration[c.dimension] = {"key": c.key, "limit": c.limit,
+                                      "invested": c.invested, "residual": c.residual}
+        cap(c.residual, c.code, f"{c.dimension} {c.key}: limit {fmt(c.share)} of equity "
+                                f"{fmt(equity)} = {fmt(c.limit)}, invested {fmt(c.invested)}, "
+                                f"residual {fmt(c.residual)}")
     cap(pic.available, "LEDGER", f"ledger available {fmt(pic.available)}")
     if pic.state != "ACTIVE":
         cap(ZERO, "TRADING_STATE", f"the profile is {pic.state}: no new exposure")
@@ -303,15 +296,52 @@ def decide(pic: CapitalPicture, symbol: str, ext: Externals, instruments: Instru
         min_order_notional=cfg.min_order_notional, reasoning=why)
 
 
+class ConcentrationLimit(msgspec.Struct, frozen=True):
+    """One concentration dimension of a symbol: its key (None: the symbol has none, no
+    limit), the share of equity it may take, that limit, and what is invested in it."""
+
+    dimension: str
+    code: str
+    key: str | None
+    share: Decimal
+    limit: Decimal
+    invested: Decimal
+
+    @property
+    def residual(self) -> Decimal:
+        return self.limit - self.invested if self.limit > self.invested else self.limit * 0
+
+
+def concentration_limits(equity: Decimal, exposure: Mapping[str, Decimal], symbol: str,
+                         instruments: Instruments, cfg: AllocationConfig,
+                         places: int) -> list[ConcentrationLimit]:
+    """The concentration limits of `symbol`, ticker -> sector -> industry -> area, each at
+    its share of `equity` (rounded down) against what `exposure` has invested in the same
+    key (rounded up). A quote caps by these (`decide`); an entry order is refused past
+    them (the ledger's checks), so both speak of the same figures."""
+    out = []
+    for dim, code in DIMENSIONS:
+        share = getattr(cfg, f"max_{dim}")
+        key = instruments.key(symbol, dim)
+        if key is None:
+            out.append(ConcentrationLimit(dim, code, None, share, ZERO, ZERO))
+            continue
+        limit = round_down(max(ZERO, equity) * share, places)
+        invested = sum((v for s, v in exposure.items() if instruments.key(s, dim) == key),
+                       ZERO)
+        out.append(ConcentrationLimit(dim, code, key, share, limit,
+                                      round_up(invested, places)))
+    return out
+
+
 def exposure_by_symbol(positions, orders, held_by_symbol: Mapping[str, Decimal],
                        mark: Callable[[str], Decimal | None]) -> dict[str, Decimal]:
     """Open positions at market value (entry price when there is no mark), plus what
-    active BUY orders and reservations hold, per symbol."""
+    working entry orders (either side) and active reservations hold, per symbol."""
     out: dict[str, Decimal] = dict(held_by_symbol)
     for p in positions:
         px = mark(p.symbol) or p.entry_price or (p.entry_notional / p.qty_total)
         out[p.symbol] = out.get(p.symbol, ZERO) + p.qty_open * px
     for o in orders:
-        if o.side == "BUY":
-            out[o.symbol] = out.get(o.symbol, ZERO) + o.reserved
+        out[o.symbol] = out.get(o.symbol, ZERO) + o.reserved
     return out

@@ -35,11 +35,11 @@ from actors.errors import (
     Denial,
     Denied,
     Internal,
-    InvalidArgument,
     NotFound,
     Unavailable,
 )
 from actors.liquidity import PushLiquidity, load_provider, unwrap
+from actors.orders import parse_symbol
 from actors.reply import Reply, relay
 
 _LEDGER, _ACCOUNT, _LIQUIDITY = "ledger", "account", "liquidity"
@@ -283,8 +283,7 @@ class AllocationService:
             raise Unavailable("capflow is not running")
         if not system.registry.knows(profile_id):
             raise NotFound("profile", profile_id)
-        if not isinstance(symbol, str) or not 1 <= len(symbol) <= 64:
-            raise InvalidArgument("symbol", "symbol must be 1..64 characters")
+        parse_symbol(symbol)
         return self.trading.account_for(profile_id)
 
     def _ask_account(self, g: _Gather, account_id: str, profile_id: str) -> None:

@@ -147,9 +147,15 @@ class SimulatorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: replay this CSV of ticks or OHLCV bars instead of simulating (see the README)
     replay: str | None = None
     symbols: dict[str, SymbolConfig] = msgspec.field(default_factory=_default_symbols)
-    #: a symbol first seen in a signal starts at the signal's price with these
+    #: a symbol first seen in an accepted order starts at the order's price with these
     new_symbol_volatility: float = 0.8
     new_symbol_liquidity: Decimal = Decimal("1000000")
+    #: whether an order may name a symbol the simulator does not know (it then starts
+    #: simulating it); false: such entries are refused with UNKNOWN_SYMBOL
+    new_symbols: bool = True
+    #: most symbols simulated at once, configured ones included; an entry that would need
+    #: one more is refused with UNKNOWN_SYMBOL
+    max_symbols: Annotated[int, msgspec.Meta(ge=1)] = 256
 
 
 class ConnectConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

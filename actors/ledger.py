@@ -29,7 +29,13 @@ from loguru import logger
 from msgspec.structs import replace
 
 from actors import messages as m
-from actors.allocation import CapitalPicture, Decision, decide, exposure_by_symbol
+from actors.allocation import (
+    CapitalPicture,
+    Decision,
+    concentration_limits,
+    decide,
+    exposure_by_symbol,
+)
 from actors.errors import (
     CapflowError,
     Conflict,
@@ -76,8 +82,12 @@ from actors.orders import (
     OrderSpec,
     Signal,
     SignalPolicy,
+    entry_reference,
+    max_fill_price,
     order_reservation,
     parse_side,
+    parse_symbol,
+    protective_crossed,
     protective_prices,
     size_signal,
     weighted_price,
@@ -360,6 +370,30 @@ class Ledger:
         available = self.available
         out.append(Check("capital", "INSUFFICIENT_CAPITAL", amount <= available, available,
                          amount, available - amount))
+        out += self.concentration_checks(prop.symbol, amount)
+        return out
+
+    def concentration_checks(self, symbol: str, amount: Decimal,
+                             consumed: Decimal = ZERO) -> list[Check]:
+        """The allocation's concentration limits (ticker, sector, industry, area: what
+        `allocation.quote` reports) for an entry reserving `amount` in `symbol`, after
+        `consumed` of a reservation in `symbol` turns into it. Empty when the ledger has
+        no allocation rules (a bare `Ledger`)."""
+        rules = self.risk.concentration
+        if rules is None:
+            return []
+        instruments, cfg = rules
+        exposure = exposure_by_symbol(self.positions.values(), self.orders.values(),
+                                      self.held_by_symbol, self.risk.mark)
+        equity = self.allocated + self.realized_pnl - self.fees
+        out = []
+        for c in concentration_limits(equity, exposure, symbol, instruments, cfg,
+                                      self.places):
+            if c.key is None:
+                continue
+            value = c.invested - consumed + amount
+            out.append(Check(f"concentration_{c.dimension}", c.code, value <= c.limit,
+                             c.limit, value, c.limit - value))
         return out
 
     def reset_breakers(self, kinds: Iterable[str], reason: str, changed_by: str,
@@ -461,7 +495,7 @@ class Ledger:
         allocation decision made just before, in the same step) the amount must fit in
         its `max_investable`, which must itself reach the minimum order notional."""
         key = _client_key(client_request_id)
-        symbol = _text(symbol, "symbol", 64)
+        symbol = parse_symbol(symbol)
         value = self._amount(amount)
         if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= 604800:
             raise InvalidArgument("ttl_s", "ttl_s must be a whole number of seconds in "
@@ -515,17 +549,19 @@ class Ledger:
                       cause: str = "") -> Outcome | Denial:
         """Reserve capital for a bare order (no broker behind it): see `open_order`."""
         spec = OrderSpec(order_id=_text(order_id, "order_id"), position_id=order_id,
-                         symbol=_text(symbol, "symbol", 64), side=parse_side(side),
+                         symbol=parse_symbol(symbol), side=parse_side(side),
                          qty=parse_decimal(qty, "qty"), reservation_id=reservation_id)
         return self.open_order(spec, amount, now, cause)
 
     def open_order(self, spec: OrderSpec, amount: object, now: datetime,
-                   cause: str = "", refusal: Denial | None = None) -> Outcome | Denial:
+                   cause: str = "", refusal: Denial | None = None,
+                   last: Denial | None = None) -> Outcome | Denial:
         """Record an order and reserve `amount` for it, from its reservation (a hold)
         when it names one, else fresh. A repeated `client_order_id` with the same content
         is the first order (`reused`), with other content `Conflict`. With `refusal`
         (the account refused it before), only a repeat is answered; a new order gets
-        the refusal."""
+        the refusal. `last` is a denial that applies once every other check passed (a
+        signal's take-profit or stop-loss that the market has crossed)."""
         value = self._amount(amount)
         key = spec.client_order_id
         if key is not None:
@@ -558,6 +594,14 @@ class Ledger:
         # the hold's amount is freed first, so the check sees the net need
         if value > from_hold and (denied := self._short(value - from_hold)):
             return denied
+        for c in self.concentration_checks(spec.symbol, value, from_hold):
+            if not c.ok:
+                return Denial("RISK_REJECTED", f"{c.check}: {c.value} against the limit "
+                                               f"{c.limit} (what allocation.quote allows)",
+                              {"reason": c.code, "limit": c.limit, "value": c.value,
+                               "check": c.check})
+        if last is not None:
+            return last
         consumed = None
         if rid is not None:
             consumed = self._end_hold(rid, CONSUMED, f"order {spec.order_id}", now)
@@ -566,7 +610,8 @@ class Ledger:
                          client_order_id=key, type=spec.type, price=spec.price,
                          tp_price=spec.tp_price, sl_price=spec.sl_price,
                          position_id=spec.position_id, signal_id=spec.signal_id,
-                         strategy=spec.strategy, exchange=spec.exchange)
+                         strategy=spec.strategy, exchange=spec.exchange,
+                         max_price=spec.max_price)
         self.orders[o.order_id] = o
         if key is not None:
             self.order_keys[key] = (o.order_id, spec.fingerprint())
@@ -596,15 +641,20 @@ class Ledger:
         elif qty <= 0:
             reason = "MIN_NOTIONAL"
         else:
+            amount, cap = self._entry_capital(signal, policy, qty)
             spec = OrderSpec(order_id=policy.order_id, position_id=policy.position_id,
                              symbol=signal.symbol, side=signal.side, qty=qty,
                              price=signal.price, tp_price=tp, sl_price=sl,
                              client_order_id=None if sid is None else f"signal:{sid}",
                              account_id=policy.account_id, signal_id=sid,
-                             strategy=signal.strategy, exchange=signal.exchange)
-            amount = order_reservation(qty, signal.price, policy.reserve_buffer_pct,
-                                       policy.taker_fee, self.places)
-            opened = self.open_order(spec, amount, now, cause or sid or policy.order_id)
+                             strategy=signal.strategy, exchange=signal.exchange,
+                             max_price=cap)
+            crossed = protective_crossed(signal.side, tp, sl, policy.bid, policy.ask)
+            opened = self.open_order(spec, amount, now, cause or sid or policy.order_id,
+                                     last=None if crossed is None else Denial(
+                                         "RISK_REJECTED", f"the market has already crossed "
+                                         f"the {crossed}",
+                                         {"reason": "TP_SL_CROSSED"}))
             if isinstance(opened, Denial):
                 reason = opened.details.get("reason") or opened.code
             else:
@@ -618,6 +668,18 @@ class Ledger:
             self.signals[sid] = record
             events.append(self._event(SignalRecorded, now, cause or sid, signal=record))
         return Outcome(record, events)
+
+    def _entry_capital(self, signal: Signal, policy: SignalPolicy,
+                       qty: Decimal) -> tuple[Decimal, Decimal]:
+        """(amount, max_price) of a signal's market entry: reserved at the worse of the
+        signal's price and the market's, plus the slippage buffer and the taker fee; the
+        broker may not fill it above `max_price`, so it never costs more than that."""
+        ref = entry_reference(signal.side, signal.price, policy.bid, policy.ask)
+        amount = order_reservation(qty, ref, policy.reserve_buffer_pct, policy.taker_fee,
+                                   self.places)
+        cap = max_fill_price(qty, ref, policy.reserve_buffer_pct, policy.taker_fee, amount,
+                             policy.price_places, self.places)
+        return amount, cap
 
     def _size(self, signal: Signal, policy: SignalPolicy) -> tuple[Decimal, Decimal, Decimal]:
         """(tp_price, sl_price, qty) of a signal."""
@@ -633,10 +695,16 @@ class Ledger:
         """`risk.check`: size `signal` as `submit_signal` would and run every check on
         the order it would make. Changes nothing."""
         tp, sl, qty = self._size(signal, policy)
-        amount = order_reservation(qty, signal.price, policy.reserve_buffer_pct,
-                                   policy.taker_fee, self.places)
+        amount = (self._entry_capital(signal, policy, qty)[0] if qty > 0 else
+                  order_reservation(qty, signal.price, policy.reserve_buffer_pct,
+                                    policy.taker_fee, self.places))
         checks = self.what_if(Proposal(signal.symbol, signal.side, qty, signal.price, sl,
                                        self.risk.mark(signal.symbol)), amount, now)
+        exit_price = policy.bid if signal.side == "BUY" else policy.ask
+        if exit_price is not None:  # with a market: its TP / SL must not be crossed yet
+            crossed = protective_crossed(signal.side, tp, sl, policy.bid, policy.ask)
+            checks.append(Check("protection", "TP_SL_CROSSED", crossed is None, exit_price,
+                                {"tp_price": tp, "sl_price": sl}))
         if qty <= 0:
             checks.insert(0, Check("quantity", "MIN_NOTIONAL", False, "> 0", qty))
         return {"symbol": signal.symbol, "side": signal.side, "qty": qty,
@@ -959,6 +1027,8 @@ class LedgerActor(pykka.ThreadingActor):
             gate.tz = ctx.risk_tz
         gate.mark = ctx.mark
         gate.global_state = ctx.global_state
+        if ctx.instruments is not None and ctx.allocation is not None:
+            gate.concentration = (ctx.instruments, ctx.allocation)
         gate.bucket = self.bucket
 
     # -- message loop -----------------------------------------------------------------

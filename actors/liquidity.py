@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
@@ -155,6 +156,10 @@ class PushLiquidity(LiquidityProvider):
         return self._signals.get(symbol) or self._signals.get(ALL)
 
 
+#: most symbols whose smoothing state `Smoothed` keeps
+MAX_STATES = 10_000
+
+
 class Smoothed(LiquidityProvider):
     """An EMA of the score (``ema_alpha``) and hysteresis on the regime (a new regime
     counts once read ``regime_hysteresis`` times in a row), per symbol, updated once per
@@ -169,8 +174,11 @@ class Smoothed(LiquidityProvider):
             raise ConfigError("[allocation.liquidity] ema_alpha must be in (0, 1]")
         self.need = config.regime_hysteresis
         self._lock = threading.Lock()
-        # symbol -> (raw version, smoothed signal, candidate regime, times in a row)
-        self._state: dict[str, tuple[float, LiquiditySignal, str, int]] = {}
+        # symbol -> (raw version, smoothed signal, candidate regime, times in a row), the
+        # least recently read first: a quote may name any symbol, so at most MAX_STATES
+        # are kept (a symbol read again after it was dropped starts afresh)
+        self._state: OrderedDict[str, tuple[float, LiquiditySignal, str, int]] = (
+            OrderedDict())
 
     def get(self, symbol: str) -> LiquiditySignal | None:
         raw = self.inner.get(symbol)
@@ -178,8 +186,10 @@ class Smoothed(LiquidityProvider):
             return None
         with self._lock:
             st = self._state.get(symbol)
-            if st is not None and st[0] == raw.version:
-                return st[1]
+            if st is not None:
+                self._state.move_to_end(symbol)
+                if st[0] == raw.version:
+                    return st[1]
             if st is None:
                 out, cand, n = raw, raw.risk_regime, self.need
             else:
@@ -192,6 +202,8 @@ class Smoothed(LiquidityProvider):
                                       volatility=raw.volatility, confidence=raw.confidence,
                                       source=raw.source, version=raw.version)
             self._state[symbol] = (raw.version, out, cand, n)
+            if len(self._state) > MAX_STATES:
+                self._state.popitem(last=False)
             return out
 
     def close(self) -> None:

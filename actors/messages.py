@@ -104,6 +104,8 @@ class OrderCapital(msgspec.Struct, frozen=True):
     exchange: str | None = None
     #: volume-weighted price of its fills so far
     avg_price: Decimal | None = None
+    #: the highest price its capital covers: the broker never fills it above this
+    max_price: Decimal | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):

@@ -10,18 +10,39 @@ percent: ``2`` means 2 %.
 from __future__ import annotations
 
 import hashlib
+import re
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from actors.errors import InvalidArgument
-from actors.money import CONTEXT, ZERO, parse_decimal, round_down, round_half_even, round_up
+from actors.money import (
+    CONTEXT,
+    ZERO,
+    parse_decimal,
+    quant,
+    round_down,
+    round_half_even,
+    round_up,
+)
 
 SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
 ORDER_TYPES = ("MARKET", "LIMIT")
 CLOSE_REASONS = ("tp", "sl", "manual")
 HUNDRED = Decimal(100)
+#: what a symbol may be made of: letters, digits and ``._/:-`` (and ``_``), 1..64 of them
+SYMBOL_MAX_LENGTH = 64
+SYMBOL_PATTERN = r"\A[A-Za-z0-9._/:\-]{1,64}\Z"
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+def parse_symbol(value: object, field: str = "symbol") -> str:
+    """A symbol name, or `InvalidArgument`: ASCII letters, digits and ``. _ / : -``."""
+    if not isinstance(value, str) or not _SYMBOL.match(value):
+        raise InvalidArgument(field, f"{field} must be 1..{SYMBOL_MAX_LENGTH} characters of "
+                                     "ASCII letters, digits and . _ / : -")
+    return value
 
 
 def parse_side(value: object) -> str:
@@ -52,6 +73,9 @@ class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     exchange: str | None = None
     #: the market price a MARKET order without `price` was decided on (risk checks)
     ref_price: Decimal | None = None
+    #: the highest price its capital was reserved for: the broker never fills it above
+    #: this (a MARKET entry behaves as a limit here; what cannot fill is canceled)
+    max_price: Decimal | None = None
 
     def fingerprint(self) -> tuple:
         """What a repeated `client_order_id` must match to be the same order."""
@@ -79,11 +103,78 @@ def check_protection(side: str, reference: Decimal | None, tp: Decimal | None,
 def protective_prices(side: str, price: Decimal, tp_pct: Decimal, sl_pct: Decimal,
                       places: int) -> tuple[Decimal, Decimal]:
     """(tp_price, sl_price) at `tp_pct` / `sl_pct` percent from `price`; a BUY takes
-    profit above and stops below, a SELL the reverse."""
+    profit above and stops below, a SELL the reverse. A level that rounds onto `price`
+    (a percentage too small for the instrument's price step) or to zero is refused
+    (`InvalidArgument` on the percentage), never used."""
     up = 1 if side == "BUY" else -1
     tp = round_half_even(price * (1 + up * tp_pct / HUNDRED), places)
     sl = round_half_even(price * (1 - up * sl_pct / HUNDRED), places)
+    for name, level, pct in (("tp_pct", tp, tp_pct), ("sl_pct", sl, sl_pct)):
+        if level <= 0:
+            raise InvalidArgument(name, f"{name} {pct} puts the level at {level}: it must "
+                                        "stay above zero")
+        if level == round_half_even(price, places):
+            raise InvalidArgument(name, f"{name} {pct} is below one price step of "
+                                        f"{quant(places)} from {price}: the level would be "
+                                        "the entry price itself")
     return tp, sl
+
+
+def entry_reference(side: str, price: Decimal, bid: Decimal | None,
+                    ask: Decimal | None) -> Decimal:
+    """The price an entry's capital is reserved at: the worse of the price it was given
+    and the market's (the ask for a BUY, the bid for a SELL), so a price far from the
+    market never reserves less than the entry costs. Without a market, its own price."""
+    market = ask if side == "BUY" else bid
+    return price if market is None else max(price, market)
+
+
+def protective_crossed(side: str, tp: Decimal | None, sl: Decimal | None,
+                       bid: Decimal | None, ask: Decimal | None) -> str | None:
+    """Which of the take-profit / stop-loss the market has already crossed (it would close
+    the position on its first tick), as ``"tp_price"`` or ``"sl_price"``; None if neither
+    or the market is unknown. A long exits at the bid, a short at the ask."""
+    exit_price = bid if side == "BUY" else ask
+    if exit_price is None:
+        return None
+    if side == "BUY":
+        if tp is not None and tp <= exit_price:
+            return "tp_price"
+        if sl is not None and sl >= exit_price:
+            return "sl_price"
+    else:
+        if tp is not None and tp >= exit_price:
+            return "tp_price"
+        if sl is not None and sl <= exit_price:
+            return "sl_price"
+    return None
+
+
+def max_fill_price(qty: Decimal, reference: Decimal, buffer_pct: Decimal,
+                   fee_rate: Decimal, amount: Decimal, price_places: int,
+                   money_places: int) -> Decimal:
+    """The highest fill price (a multiple of the price step) an entry of `qty` may get so
+    that its cost -- notional and fee, each rounded up to `money_places` as the ledger
+    and the paper broker book them -- stays within `amount`, its reservation at
+    `reference` plus `buffer_pct`: the price the broker must not fill it above."""
+    step = quant(price_places)
+
+    def cost(price: Decimal) -> Decimal:
+        notional = qty * price
+        return round_up(notional, money_places) + round_up(notional * fee_rate,
+                                                            money_places)
+
+    best = round_down(reference * (1 + buffer_pct / HUNDRED), price_places)
+    if cost(best) <= amount:
+        return best
+    lo, hi = 0, int(best / step)  # cost is monotone in the price: bisect the steps
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid * step) <= amount:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * step
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,7 +216,7 @@ def parse_signal(raw: dict[str, Any]) -> Signal:
     notional = raw.get("notional")
     if qty is not None and notional is not None:
         raise InvalidArgument("qty", "give qty or notional, not both")
-    return Signal(symbol=raw["symbol"], side=side, price=price,
+    return Signal(symbol=parse_symbol(raw.get("symbol")), side=side, price=price,
                   timestamp=str(raw.get("timestamp", "")), signal_id=raw.get("signal_id"),
                   exchange=raw.get("exchange"), timeframe_min=raw.get("timeframe_min"),
                   strategy=raw.get("strategy"), tp_pct=pct.get("tp_pct"),
@@ -151,6 +242,11 @@ class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
     #: set when the signal cannot be traded whatever it says (the broker account gave
     #: up connecting): a new signal is answered with this reason, a repeat as before
     blocked: str | None = None
+    #: the market when the signal arrived (None: no price yet): an entry is reserved at
+    #: the worse of the signal's price and the market's, and its TP / SL must not be
+    #: crossed already
+    bid: Decimal | None = None
+    ask: Decimal | None = None
 
 
 def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,

@@ -399,6 +399,9 @@ class RiskGate:
         self.global_state = global_state
         self.breakers = breakers or BreakerState()
         self.bucket = RateBucket()
+        #: (instruments, allocation config) of the allocation's concentration limits,
+        #: which bind entries as they bind quotes; None: none (a bare ledger)
+        self.concentration: tuple[Any, Any] | None = None
         #: (breakers, their JSON) of the last snapshot written (storage's cache)
         self.encoded: tuple[BreakerState, str] | None = None
 

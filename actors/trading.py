@@ -53,17 +53,24 @@ from actors.orders import (
     OrderSpec,
     SignalPolicy,
     check_protection,
+    entry_reference,
+    max_fill_price,
     order_reservation,
     parse_side,
     parse_signal,
+    parse_symbol,
+    protective_crossed,
 )
 from actors.reply import Reply, relay
 from actors.risk import Check
 from actors.simulator import MarketSimulatorActor, Tick
 from actors.stats import compute_stats, group_stats
+from actors.symbols import CLAIMED, REFUSED, SymbolSlots
 from brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
 
 ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
+#: what `order.list` filters by: a status, or CLOSED (every order no longer working)
+ORDER_FILTERS = (*ORDER_STATUSES, "CLOSED")
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")
 
@@ -79,6 +86,7 @@ class Trading:
         self.config = system.config
         self.clock = system.clock
         self.sim = None
+        self._sim = None  # its proxy
         self.board: dict[str, Tick] = {}
         self.managers: dict[str, Any] = {}  # account id -> ActorRef
         self.status: dict[str, AccountStatus] = {}
@@ -91,6 +99,8 @@ class Trading:
         self._unsubscribe: list[Callable[[], None]] = []
         #: accounts with account-wide open position limits (entries claim a slot first)
         self.slot_limited: set[str] = set()
+        #: the symbols with a market, and the cap on new ones
+        self.symbols: SymbolSlots | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -116,7 +126,11 @@ class Trading:
                 allocated[aid] = allocated.get(aid, Decimal(0)) + snaps[pid].allocated
         self.sim, self.board = MarketSimulatorActor.start_with_board(
             cfg.simulator, self.clock, publish=self.system.bus.publish)
-        sim = self.sim.proxy()
+        sim = self._sim = self.sim.proxy()
+        scfg = cfg.simulator
+        self.symbols = SymbolSlots(() if scfg.replay else scfg.symbols, self.board,
+                                   max_symbols=scfg.max_symbols, allow_new=scfg.new_symbols)
+        self._unsubscribe.append(self.system.bus.subscribe(self._on_recorded))
         for aid, acfg in brokers.accounts.items():
             status = AccountStatus()
             status.capital = acfg.initial_cash
@@ -148,6 +162,7 @@ class Trading:
             unsubscribe()
         self._unsubscribe.clear()
         if self.sim is not None:
+            self._sim = None
             self.sim.stop(timeout=10)
             self.sim = None
         for ref in self.managers.values():
@@ -300,9 +315,41 @@ class Trading:
                 raise Unavailable("trading did not settle in time")
             time.sleep(0.0005)
 
-    def _ensure_symbol(self, symbol: str, price: Decimal) -> None:
-        if symbol not in self.board and self.sim is not None:
-            self.sim.proxy().ensure_symbol(symbol, price)
+    def _on_recorded(self, events) -> None:
+        """A bus listener: an order recorded for a symbol with no market starts one, at
+        the order's price (a refused entry never does)."""
+        for e in events:
+            if not isinstance(e, m.OrderCapitalReserved) or e.order.account_id is None:
+                continue
+            o = e.order
+            if self.symbols.known(o.symbol):
+                continue
+            price = o.price or o.max_price
+            if price is not None and self.symbols.add(o.symbol) and self._sim is not None:
+                self._sim.ensure_symbol(o.symbol, price)  # a future: never waited on
+
+    def _claim_symbol(self, symbol: str, reply: Reply) -> tuple[Reply, Denial | None]:
+        """Claim a market for an entry in `symbol`: (the reply to answer through, which
+        releases a claimed slot first; the refusal when no new symbol may be added)."""
+        claim = self.symbols.claim(symbol)
+        if claim == REFUSED:
+            return reply, Denial(
+                "RISK_REJECTED", f"no market for {symbol!r}: " + (
+                    "new symbols are off ([simulator] new_symbols = false)"
+                    if not self.symbols.allow_new else
+                    f"the simulator already has its {self.symbols.max_symbols} symbols "
+                    "([simulator] max_symbols)"),
+                {"reason": "UNKNOWN_SYMBOL", "limit": self.symbols.max_symbols,
+                 "value": self.symbols.count()})
+        if claim != CLAIMED:
+            return reply, None
+        outer = reply
+
+        def released(r: Reply) -> None:
+            self.symbols.release(symbol)
+            outer.finish_with(*r.result())
+
+        return Reply(released), None
 
     def _places(self, symbol: str, price: Decimal) -> tuple[int, int]:
         spec = self.config.simulator.symbols.get(symbol)
@@ -341,7 +388,14 @@ class Trading:
         except Exception as exc:
             reply.fail(exc)
             return reply
-        self._ensure_symbol(signal.symbol, signal.price)
+        answer, refused = self._claim_symbol(signal.symbol, reply)
+        if refused is not None and policy.blocked is None:
+            policy = msgspec.structs.replace(policy, blocked="UNKNOWN_SYMBOL")
+        self._route_signal(profile_id, signal, policy, answer)
+        return reply
+
+    def _route_signal(self, profile_id: str, signal, policy: SignalPolicy,
+                      reply: Reply) -> None:
         if policy.blocked is None and policy.account_id in self.slot_limited:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
                 p = policy if denial is None else msgspec.structs.replace(
@@ -351,11 +405,11 @@ class Trading:
             self._claim_slot(policy.account_id, profile_id, signal.symbol, claimed, reply)
         else:
             self._send_signal(profile_id, signal, policy, reply, None)
-        return reply
 
     def _signal_policy(self, profile_id: str, signal) -> SignalPolicy:
         account = self.account_for(profile_id)
         price_places, qty_places = self._places(signal.symbol, signal.price)
+        tick = self.board.get(signal.symbol)
         order_id = new_id("ord")
         return SignalPolicy(
             order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
@@ -366,7 +420,8 @@ class Trading:
             taker_fee=self._fees(account)[0], price_places=price_places,
             qty_places=qty_places,
             blocked="BROKER_DISCONNECTED" if self.status[account].state == "GAVE_UP"
-            else None)
+            else None, bid=None if tick is None else tick.bid,
+            ask=None if tick is None else tick.ask)
 
     def _send_signal(self, profile_id: str, signal, policy: SignalPolicy, reply: Reply,
                      claim_id: int | None) -> None:
@@ -448,6 +503,9 @@ class Trading:
         def answer(result: dict[str, Any], extra: list) -> None:
             # in the order a real entry meets them: the account's slots come first
             checks = extra + result["checks"]
+            if not self.symbols.admits(signal.symbol):
+                checks.insert(0, Check("market", "UNKNOWN_SYMBOL", False,
+                                       self.symbols.max_symbols, self.symbols.count()))
             if policy.blocked is not None:
                 checks.insert(0, Check("broker", policy.blocked, False, "CONNECTED",
                                        self.status[account].state))
@@ -500,10 +558,13 @@ class Trading:
         except Exception as exc:
             reply.fail(exc)
             return reply
-        if spec.price is not None:
-            self._ensure_symbol(spec.symbol, spec.price)
+        outer = reply
+        reply, refused = self._claim_symbol(spec.symbol, reply)
         cmd = m.PlaceOrder(spec=spec, amount=amount, cause=client_order_id)
-        if spec.account_id in self.slot_limited:
+        if refused is not None:  # a repeat of an order made before is still answered
+            self.system.submit(profile_id, msgspec.structs.replace(cmd, refusal=refused),
+                               relay(reply))
+        elif spec.account_id in self.slot_limited:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
                 if denial is not None:  # a repeat of an order made before is still it
                     self.system.submit(profile_id, msgspec.structs.replace(
@@ -515,7 +576,7 @@ class Trading:
             self._claim_slot(spec.account_id, profile_id, spec.symbol, claimed, reply)
         else:
             self.system.submit(profile_id, cmd, relay(reply))
-        return reply
+        return outer
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
                     tp_price, sl_price, reservation_id) -> tuple[OrderSpec, Decimal]:
@@ -527,21 +588,30 @@ class Trading:
         side = parse_side(side)
         if type not in ORDER_TYPES:
             raise InvalidArgument("type", f"type must be one of {list(ORDER_TYPES)}")
+        symbol = parse_symbol(symbol)
         q = parse_decimal(qty, "qty")
         px = None if price is None else parse_decimal(price, "price")
         tp = None if tp_price is None else parse_decimal(tp_price, "tp_price")
         sl = None if sl_price is None else parse_decimal(sl_price, "sl_price")
         if type == "LIMIT" and px is None:
             raise InvalidArgument("price", "a LIMIT order needs a price")
+        tick = self.board.get(symbol)
+        bid, ask = (tick.bid, tick.ask) if tick is not None else (None, None)
         reference = px
         if reference is None:
-            tick = self.board.get(symbol)
             if tick is None:
                 raise InvalidArgument("price", f"no market price for {symbol!r} yet: give "
                                                "a price")
-            reference = tick.ask if side == "BUY" else tick.bid
+            reference = ask if side == "BUY" else bid
         check_protection(side, reference, tp, sl)
-        _, qty_places = self._places(symbol, reference)
+        if type == "MARKET" and (crossed := protective_crossed(side, tp, sl, bid, ask)):
+            level = tp if crossed == "tp_price" else sl
+            market = bid if side == "BUY" else ask
+            raise InvalidArgument(crossed, f"{crossed} {level} is already crossed by the "
+                                           f"market ({'bid' if side == 'BUY' else 'ask'} "
+                                           f"{market}): it would close the position on its "
+                                           "first tick")
+        price_places, qty_places = self._places(symbol, reference)
         if q != q.quantize(Decimal(1).scaleb(-qty_places)):
             raise InvalidArgument("qty", f"qty has more than {qty_places} decimal places "
                                          f"for {symbol}")
@@ -550,16 +620,24 @@ class Trading:
         taker, maker = self._fees(account)
         places = self.config.places(self.config.brokers.accounts[account].currency)
         if type == "MARKET":
-            amount = order_reservation(q, reference, self.config.oms.reserve_buffer_pct,
-                                       taker, places)
-        else:
-            amount = order_reservation(q, reference, Decimal(0), maker, places)
+            # the worse of the given price and the market's, plus the slippage room: the
+            # broker fills it at most at `cap`, so it never costs more than it reserved
+            buffer = self.config.oms.reserve_buffer_pct
+            ref = entry_reference(side, reference, bid, ask)
+            amount = order_reservation(q, ref, buffer, taker, places)
+            cap = max_fill_price(q, ref, buffer, taker, amount, price_places, places)
+        elif side == "BUY":  # fills at its limit or lower
+            amount = order_reservation(q, px, Decimal(0), maker, places)
+            cap = px
+        else:  # a SELL limit fills at its limit or higher: at most at the market's now
+            cap = entry_reference(side, px, bid, ask)
+            amount = order_reservation(q, cap, Decimal(0), maker, places)
         order_id = new_id("ord")
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id,
-                         ref_price=reference)
+                         ref_price=reference, max_price=cap)
         return spec, amount
 
     def cancel_order(self, profile_id: str, order_id: str) -> m.OrderCapital:
@@ -624,8 +702,8 @@ class Trading:
 
     def list_orders(self, profile_id: str, *, status: str | None = None, **filters):
         self._known(profile_id)
-        if status is not None and status not in ORDER_STATUSES:
-            raise InvalidArgument("status", f"status must be one of {list(ORDER_STATUSES)}")
+        if status is not None and status not in ORDER_FILTERS:
+            raise InvalidArgument("status", f"status must be one of {list(ORDER_FILTERS)}")
         return self._store().list_orders(profile_id, status=status, **filters)
 
     def list_positions(self, profile_id: str, *, status: str | None = None, **filters):

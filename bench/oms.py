@@ -78,6 +78,11 @@ ALLOCATION = 10 ** 9
 #: take-profit / stop-loss distances of the round trips, cycled (fractions of the price)
 TP_SL = (Decimal("0.0005"), Decimal("0.001"), Decimal("0.002"))
 ROUND_TRIP_DT_S = 60.0
+#: a MARKET entry is never filled above the price its capital was reserved at (the price
+#: it was decided on plus this buffer). The driver pipelines orders, so an order may reach
+#: the broker many ticks after the price it was decided on: a wide buffer keeps every
+#: order filled, so each one is measured as a whole trip.
+RESERVE_BUFFER_PCT = "10"
 #: most extra ticks after the last one, to fill orders still on their way to the broker
 MAX_EXTRA_TICKS = 50
 CALL_TIMEOUT_S = 120.0
@@ -138,7 +143,8 @@ def run_segment(kind: str, ticks: int, first: int, args, workdir: str,
                       storage={"url": f"sqlite:///{run_dir}/bench.db", "durable": True,
                                "sqlite_synchronous": args.sync},
                       simulator=simulator,
-                      oms={"audit_log": f"{run_dir}/signals.jsonl"},
+                      oms={"audit_log": f"{run_dir}/signals.jsonl",
+                           "reserve_buffer_pct": RESERVE_BUFFER_PCT},
                       ledger={"call_timeout_s": CALL_TIMEOUT_S},
                       brokers=BIG_ACCOUNT, cpu_affinity=pin)
     system = System(cfg)

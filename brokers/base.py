@@ -50,6 +50,10 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     tp_price: Decimal | None = None
     sl_price: Decimal | None = None
     filled_qty: Decimal = ZERO
+    #: the highest price capflow reserved the order's capital for: never fill it above
+    #: this (a MARKET order is then a limit at this price; a SELL limit fills at most
+    #: here). None: no such bound (orders recorded before it existed)
+    max_price: Decimal | None = None
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,6 +7,11 @@ Fill rules (what a backtest of a strategy on it assumes):
   it by ``slippage_bps``, and pays the taker fee.
 - A LIMIT order fills when the market crosses its price (ask <= limit for a BUY, bid >=
   limit for a SELL) at the limit or the better tick price, and pays the maker fee.
+- No entry fills above its ``max_price``, the price capflow reserved its capital for:
+  a MARKET entry whose fill price (slippage included) would be above it fills nothing
+  and its remainder is canceled ("beyond the reserved price"), like a limit order that
+  is immediate-or-cancel at that price; a SELL LIMIT entry fills at most at it (never
+  below its limit, which it is at least).
 - Each tick offers ``tick.liquidity`` on each side of a symbol, shared by the orders in
   the order they came: a larger order fills partly over several ticks.
 - A position carries its take-profit and stop-loss as one OCO pair, checked on every tick
@@ -245,11 +250,17 @@ class PaperBroker(BrokerAdapter):
                 if not crossed:
                     continue
                 price = min(o.price, tick.ask) if o.side == "BUY" else max(o.price, tick.bid)
+                if o.max_price is not None and price > o.max_price >= o.price:
+                    price = o.max_price
                 fee_rate, liquidity = self.maker_fee, "MAKER"
             else:
                 places = _places(tick.ask)
                 price = (round_up(tick.ask * (1 + self.slippage), places) if o.side == "BUY"
                          else round_down(tick.bid * (1 - self.slippage), places))
+                if o.max_price is not None and price > o.max_price:
+                    self.cancel_order(o.order_id, reason=f"price {price} is beyond the "
+                                                         f"reserved price {o.max_price}")
+                    continue
                 fee_rate, liquidity = self.taker_fee, "TAKER"
             qty = min(w.remaining, room[o.side])
             room[o.side] -= qty

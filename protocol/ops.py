@@ -22,12 +22,14 @@ from actors import messages as m
 from actors.ledger import LedgerView, ProfileView
 from actors.messages import Hold
 from actors.money import parse_decimal
+from actors.orders import SYMBOL_PATTERN
 from actors.reply import Reply
 from protocol.codec import VERSION, WireError
 
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Text = Annotated[str, Meta(max_length=128)]
-Symbol = Annotated[str, Meta(min_length=1, max_length=64)]
+#: ASCII letters, digits and ``. _ / : -`` (`actors.orders.SYMBOL_PATTERN`)
+Symbol = Annotated[str, Meta(min_length=1, max_length=64, pattern=SYMBOL_PATTERN)]
 Amount = str | int | float
 Done = Callable[..., None]  # done(result) or done(error=WireError)
 

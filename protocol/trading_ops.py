@@ -83,7 +83,7 @@ class PriceArgs(Args, frozen=True):
 _ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "type", "qty",
                  "filled_qty", "price", "avg_price", "tp_price", "sl_price", "status",
                  "reserved", "position_id", "reservation_id", "signal_id", "strategy",
-                 "exchange", "account_id", "created_at", "updated_at")
+                 "exchange", "account_id", "created_at", "updated_at", "max_price")
 _POSITION_FIELDS = ("position_id", "order_id", "symbol", "side", "status", "qty_open",
                     "qty_total", "entry_price", "exit_price", "entry_notional",
                     "exit_notional", "reserved", "realized_pnl", "fees", "tp_price",

@@ -127,6 +127,8 @@ orders = Table(
     Column("exchange", String(64)),
     Column("avg_price", Money),
     Column("type", String(16), nullable=False, server_default="MARKET"),
+    #: the highest price the order's capital covers (NULL: orders recorded before it)
+    Column("max_price", Money),
     Index("ix_orders_profile_status", "profile_id", "status"),
     Index("uq_orders_client_key", "profile_id", "client_order_id", unique=True),
     Index("ix_orders_account_status", "account_id", "status"),

@@ -72,7 +72,9 @@ def _trade_one_round_trip(env):
     cfg = load_config(simulator={"mode": "step", "replay": str(csv), "symbols": {}},
                       brokers={"accounts": {"paper": {"settings": {
                           "taker_fee": "0", "maker_fee": "0", "slippage_bps": "0"}}}},
-                      oms={"audit_log": str(env / "signals.jsonl")})
+                      oms={"audit_log": str(env / "signals.jsonl")},
+                      # 1,010 at stake: more than the default 10 % of one ticker allows
+                      allocation={"max_ticker": "1"})
     with System(cfg, clock=ManualClock()) as cf:
         cf.create_profile("alpha", "10000")
         cf.signal("alpha", "TESTUSDT", "BUY", "100", qty="10", tp_pct="5", strategy="t")

@@ -85,7 +85,8 @@ def market(live, raw, tmp_path):
         steps = steps or [[("TESTUSDT", "100.00", "100.20")]] * 4
         replay = write_ticks(tmp_path / "ticks.csv", steps)
         sections.setdefault("brokers", {"accounts": {"paper": {"settings": SETTINGS}}})
-        server = live(simulator={"replay": replay, "symbols": {}}, **sections)
+        simulator = {"replay": replay, "symbols": {}, **sections.pop("simulator", {})}
+        server = live(simulator=simulator, **sections)
         return server, raw(server.endpoint)
 
     return start

@@ -401,7 +401,9 @@ def test_drawdown_daily(market):
     # reset by hand (every tripped breaker): the day's baseline restarts at 9889.99
     [reset] = ok(r.request("risk.reset", {"profile_id": "p"}))["reset"]
     assert (reset["breaker"], reset["code"]) == ("daily", "DRAWDOWN_DAILY")
-    accepted(signal(r, qty="1"))
+    # at the market's price now: from 100 the default 1 % stop (99.00) would already be
+    # crossed by the bid 98.00 (TP_SL_CROSSED)
+    accepted(signal(r, qty="1", price="98.20"))
 
 
 def test_breaker_trip_and_reset_are_published_on_the_risk_topic(market):
@@ -455,7 +457,7 @@ def test_risk_reset_lets_entries_through_again(market):
     risk = ok(r.request("profile.get", {"profile_id": "p"}))["risk"]
     assert (risk["breakers"]["max"]["tripped"], risk["breakers"]["max"]["loss_pct"]) == (
         False, "0.0000")
-    accepted(signal(r, qty="1"))
+    accepted(signal(r, qty="1", price="98.20"))  # at the market (see test_drawdown_daily)
     ok(order(r, "o1", price="90"))
     # nothing is tripped any more
     assert ok(r.request("risk.reset", {"profile_id": "p"}))["reset"] == []
@@ -478,7 +480,7 @@ def test_risk_check_runs_every_check_and_changes_nothing(market):
     for c in res["checks"]:
         assert set(c) == {"check", "code", "ok", "limit", "value", "headroom"}
     assert [c["check"] for c in res["checks"]] == [
-        "trading_state", "order_rate", "max_notional", "capital"]
+        "trading_state", "order_rate", "max_notional", "capital", "concentration_ticker"]
     c = check_of(res, "max_notional")
     assert (c["code"], c["ok"], c["limit"], c["value"], c["headroom"]) == (
         "MAX_NOTIONAL", False, "500", "1000", "-500")

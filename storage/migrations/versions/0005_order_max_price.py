@@ -1,0 +1,25 @@
+"""An entry order keeps the highest price its capital was reserved for, so the broker
+never fills it above that (also after a restart).
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+MONEY = sa.String(48).with_variant(sa.Numeric(), "postgresql")
+
+
+def upgrade() -> None:
+    op.add_column("orders", sa.Column("max_price", MONEY))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("orders") as batch:
+        batch.drop_column("max_price")
