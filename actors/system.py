@@ -152,7 +152,7 @@ class System:
                 self._owner = OwnerLock(self.engine).acquire()
             self.writer = StorageWriter(self.engine, executor=executor,
                                         max_batch=cfg.storage.max_batch,
-                                        on_fenced=self._on_fenced)
+                                        on_write_failed=self._on_write_failed)
             self.writer.start()  # owns the database from here on
             upgrade(self.engine)
             self.store = LedgerStore(self.engine, cfg.places)
@@ -271,7 +271,7 @@ class System:
     def _passivate_idle(self) -> None:
         self.registry.passivate_idle()
 
-    def _on_fenced(self, profile_ids: set[str]) -> None:
+    def _on_write_failed(self, profile_ids: set[str]) -> None:
         for pid in profile_ids:
             self.registry.tell_if_live(pid, m.Resync())
 

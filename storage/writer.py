@@ -9,7 +9,7 @@ request.
 Failure handling: a batch that fails on a transient error (connection lost, database
 locked) is retried with backoff; if it still fails, or fails on the data of one request
 (an integrity error), the requests are retried one per transaction so that one bad
-request cannot sink the others. A profile whose write failed is *fenced*: its later
+request cannot sink the others. A profile whose write failed is *barred*: its later
 writes of the same generation fail too, until its actor reloads from storage and moves
 to the next generation (`LedgerActor` on `Resync`).
 """
@@ -148,14 +148,15 @@ def _by_shape(rows) -> list[tuple[tuple[str, ...], list[dict]]]:
 
 class StorageWriter:
     def __init__(self, engine: Engine | None = None, *, executor=None, max_batch: int = 256,
-                 retries: int = 3, on_fenced: Callable[[set[str]], None] | None = None):
+                 retries: int = 3, on_write_failed: Callable[[set[str]], None] | None = None):
         #: runs the SQL: `SqlExecutor` in this process, or a `ProcessExecutor`
         self.executor = executor or SqlExecutor(engine, retries=retries)
         self.max_batch = max_batch
-        self.on_fenced = on_fenced
+        self.on_write_failed = on_write_failed
         self._queue: SimpleQueue[WriteRequest | None] = SimpleQueue()
         self._done: dict[str, int] = {}
-        self._fenced: dict[str, int] = {}
+        #: per profile, the last generation with a failed write: its later writes fail too
+        self._barred: dict[str, int] = {}
         self._closed = False
         self._close_lock = threading.Lock()
         self.batches = 0
@@ -256,8 +257,8 @@ class StorageWriter:
     def _process(self, batch: list[WriteRequest]) -> None:
         live = []
         for req in batch:
-            fence = self._fenced.get(req.profile_id) if req.profile_id else None
-            if fence is not None and req.gen <= fence:
+            barred = self._barred.get(req.profile_id) if req.profile_id else None
+            if barred is not None and req.gen <= barred:
                 self._fail(req, Unavailable("an earlier write of this profile failed"))
             else:
                 live.append(req)
@@ -275,7 +276,7 @@ class StorageWriter:
             if error is None:
                 self._acknowledge(req)
             else:
-                self._fence_and_fail(req, error)
+                self._bar_and_fail(req, error)
 
     def _acknowledge(self, req: WriteRequest) -> None:
         self.requests += 1
@@ -287,14 +288,14 @@ class StorageWriter:
             except Exception:
                 logger.exception("storage writer: on_commit callback failed")
 
-    def _fence_and_fail(self, req: WriteRequest, error: str) -> None:
+    def _bar_and_fail(self, req: WriteRequest, error: str) -> None:
         if req.profile_id is not None:
-            self._fenced[req.profile_id] = max(req.gen, self._fenced.get(req.profile_id, -1))
-            if self.on_fenced is not None:
+            self._barred[req.profile_id] = max(req.gen, self._barred.get(req.profile_id, -1))
+            if self.on_write_failed is not None:
                 try:
-                    self.on_fenced({req.profile_id})
+                    self.on_write_failed({req.profile_id})
                 except Exception:
-                    logger.exception("storage writer: on_fenced callback failed")
+                    logger.exception("storage writer: on_write_failed callback failed")
         logger.error("storage writer: write for profile {} failed: {}", req.profile_id, error)
         self._fail(req, Unavailable("storage failed; the write may not have been made: "
                                     "retry with the same idempotency key"))
