@@ -34,7 +34,7 @@ import msgpack
 from loguru import logger
 
 from actors.errors import Unavailable
-from storage.writer import _sqlite_value
+from storage.sql_executor import _sqlite_value
 
 _DECIMAL, _DATETIME = 1, 2
 _LEN = struct.Struct(">I")
@@ -101,7 +101,7 @@ def child_main(url: str, retries: int, lock_wait_s: float, cpus: str,
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
     from storage.engine import OwnerLock, open_engine
-    from storage.writer import SqlExecutor
+    from storage.sql_executor import SqlExecutor
 
     try:
         engine = open_engine(url, pool_size=1, synchronous=synchronous)
