@@ -194,7 +194,9 @@ class SqlExecutor:
                 records.setdefault("ledger_snapshots", {})[profile_id] = snapshot
         if not (inserts or records or updates):
             if probe:  # is the database there at all?
-                self._connection().exec_driver_sql("SELECT 1").close()
+                conn = self._connection()
+                with conn.begin():  # not autobegun: the next commit's begin() would fail
+                    conn.exec_driver_sql("SELECT 1").close()
             return
         conn = self._connection()
         with conn.begin():

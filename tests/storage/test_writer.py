@@ -273,3 +273,17 @@ def test_requests_pending_at_stop_all_get_an_answer(harness):
     committed = [i for i, r in enumerate(results) if r == "commit"]
     assert all(harness.profile_exists(f"q{i}") for i in committed)
     assert len(committed) == 50  # queued before stop(): committed, not dropped
+
+
+def test_a_write_right_after_a_probe_commits(harness):
+    """A probe (is the database there?) leaves the writer's connection as it found it:
+    the next write, even a single one that is not retried one by one, commits."""
+    w = harness.writer
+    probe, rp = harness.request(None, [("probe", "", {})])
+    w.submit(rp)
+    assert probe.wait() == "commit"
+    alone, ra = harness.request("after-probe", [("insert", "profiles",
+                                                 profile_row("after-probe"))], seq=1)
+    w.submit(ra)
+    assert alone.wait() == "commit", alone.error
+    assert harness.profile_exists("after-probe")
