@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -122,6 +123,7 @@ class System:
 
     def _start(self) -> System:
         cfg = self.config
+        started = datetime.now(UTC)
         all_cpus = set(os.sched_getaffinity(0))
         if cfg.cpu_affinity:
             self._unpinned = all_cpus
@@ -130,6 +132,7 @@ class System:
             from storage.engine import OwnerLock, describe, open_engine
             from storage.ledger_store import LedgerStore
             from storage.migrate import upgrade
+            from storage.owner import SCOPE, claim
 
             self.engine = open_engine(cfg.storage.url,
                                       synchronous=cfg.storage.sqlite_synchronous)
@@ -153,11 +156,16 @@ class System:
             self.writer = StorageWriter(self.engine, executor=executor,
                                         max_batch=cfg.storage.max_batch,
                                         on_write_failed=self._on_write_failed)
-            self.writer.start()  # owns the database from here on
+            self.writer.start()  # holds the owner lock from here on
             upgrade(self.engine)
+            # take the database over before loading anything: from this commit on, a
+            # server that held it before (its lock lost to a cut connection) cannot
+            # commit, and each of our commits checks that no later server took it
+            epoch = claim(self.engine, started_at=started)
+            self.writer.own(SCOPE, epoch)
             self.store = LedgerStore(self.engine, cfg.places)
-            logger.info("storage: {} ({} writer)", describe(cfg.storage.url),
-                        "process" if executor else "thread")
+            logger.info("storage: {} ({} writer), owner epoch {}", describe(cfg.storage.url),
+                        "process" if executor else "thread", epoch)
         else:
             from storage.memory_store import MemoryLedgerStore
 
@@ -220,6 +228,13 @@ class System:
             _pin_process(self._unpinned)
             self._unpinned = None
         logger.info("capflow stopped")
+
+    @property
+    def fenced(self) -> str | None:
+        """Why this server writes nothing any more, or None: another server took its
+        database over (storage/owner.py). Every write fails UNAVAILABLE with this reason;
+        `system.health` reports ``status: "fenced"``. Only a restart serves again."""
+        return self.writer.fenced if self.writer is not None else None
 
     def __enter__(self) -> System:
         return self.start()

@@ -12,6 +12,12 @@ locked) is retried with backoff; if it still fails, or fails on the data of one 
 request cannot sink the others. A profile whose write failed is *barred*: its later
 writes of the same generation fail too, until its actor reloads from storage and moves
 to the next generation (`LedgerActor` on `Resync`).
+
+Ownership: once its server has claimed the database (`own`, storage/owner.py), every
+commit transaction first checks the owner epoch and is rolled back when another server
+has taken over. Such a write is not retried and not split up; the writer is *fenced*
+from then on: it fails every later write with UNAVAILABLE and the reason, without
+touching storage, and logs the takeover once at CRITICAL.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from loguru import logger
 from sqlalchemy import Engine
 
 from actors.errors import Unavailable
+from storage.owner import FENCED, Fence
 from storage.sql_executor import Op, SqlExecutor
 
 __all__ = ["NullWriter", "Op", "SqlExecutor", "StorageWriter", "WriteRequest"]
@@ -53,6 +60,10 @@ class StorageWriter:
         self.executor = executor or SqlExecutor(engine, retries=retries)
         self.max_batch = max_batch
         self.on_write_failed = on_write_failed
+        #: the scope and epoch this server claimed (`own`); None: no owner, no check
+        self.fence: Fence | None = None
+        #: why this writer stopped writing for good: another server took the database over
+        self.fenced: str | None = None
         self._queue: SimpleQueue[WriteRequest | None] = SimpleQueue()
         self._done: dict[str, int] = {}
         #: per profile, the last generation with a failed write: its later writes fail too
@@ -72,6 +83,11 @@ class StorageWriter:
     def start(self) -> None:
         self.executor.start()
         self._thread.start()
+
+    def own(self, scope: str, epoch: int) -> None:
+        """From now on every commit checks that `scope`'s epoch is still `epoch`. Called
+        once at start, after the claim and before anything is written."""
+        self.fence = (scope, epoch)
 
     def submit(self, req: WriteRequest) -> None:
         with self._close_lock:  # so no request can slip in behind the stop marker
@@ -155,6 +171,10 @@ class StorageWriter:
                 self._fail(req, Unavailable("storage writer is stopped"))
 
     def _process(self, batch: list[WriteRequest]) -> None:
+        if self.fenced is not None:  # another server owns the database: nothing goes in
+            for req in batch:
+                self._fail(req, Unavailable(self.fenced))
+            return
         live = []
         for req in batch:
             barred = self._barred.get(req.profile_id) if req.profile_id else None
@@ -164,7 +184,8 @@ class StorageWriter:
                 live.append(req)
         if not live:
             return
-        statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live])
+        statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live],
+                                     self.fence)
         self.batches += 1
         # only what reached the database tells whether it is there (an empty request,
         # a read barrier, "commits" without it)
@@ -172,6 +193,9 @@ class StorageWriter:
                    if r.ops or r.snapshot is not None]
         if reached:
             self.healthy = any(error is None for error in reached)
+        lost = next((e for e in statuses if e is not None and e.startswith(FENCED)), None)
+        if lost is not None:
+            self._lose_ownership(lost)
         for req, error in zip(live, statuses, strict=True):
             if error is None:
                 self._acknowledge(req)
@@ -188,6 +212,13 @@ class StorageWriter:
             except Exception:
                 logger.exception("storage writer: on_commit callback failed")
 
+    def _lose_ownership(self, reason: str) -> None:
+        self.healthy = False
+        if self.fenced is None:
+            self.fenced = reason
+            logger.critical("storage writer: {}; this server writes nothing from now on: "
+                            "restart it to serve again", reason)
+
     def _bar_and_fail(self, req: WriteRequest, error: str) -> None:
         if req.profile_id is not None:
             self._barred[req.profile_id] = max(req.gen, self._barred.get(req.profile_id, -1))
@@ -196,6 +227,9 @@ class StorageWriter:
                     self.on_write_failed({req.profile_id})
                 except Exception:
                     logger.exception("storage writer: on_write_failed callback failed")
+        if error.startswith(FENCED):  # logged once, by _lose_ownership
+            self._fail(req, Unavailable(error))
+            return
         logger.error("storage writer: write for profile {} failed: {}", req.profile_id, error)
         self._fail(req, Unavailable("storage failed; the write may not have been made: "
                                     "retry with the same idempotency key"))
@@ -216,6 +250,10 @@ class NullWriter:
 
     batches = requests = 0
     healthy = True
+    fence = fenced = None
+
+    def own(self, scope: str, epoch: int) -> None:
+        pass
 
     def probe(self) -> None:
         pass
