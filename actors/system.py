@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +45,8 @@ from actors.scheduler import Scheduler
 from actors.trading import Trading
 from storage.writer import NullWriter, StorageWriter, WriteRequest
 
+#: how often an idle server checks that it still owns its database (storage/owner.py)
+OWNER_CHECK_S = 5.0
 PROFILE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                              "0123456789-_.:@")
 
@@ -95,6 +98,7 @@ class System:
         self._unpinned: set[int] | None = None
         self._global = GlobalState()
         self._global_lock = threading.Lock()
+        self._owner_checked = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -122,6 +126,7 @@ class System:
 
     def _start(self) -> System:
         cfg = self.config
+        started = datetime.now(UTC)
         all_cpus = set(os.sched_getaffinity(0))
         if cfg.cpu_affinity:
             self._unpinned = all_cpus
@@ -130,6 +135,7 @@ class System:
             from storage.engine import OwnerLock, describe, open_engine
             from storage.ledger_store import LedgerStore
             from storage.migrate import upgrade
+            from storage.owner import SCOPE, claim
 
             self.engine = open_engine(cfg.storage.url,
                                       synchronous=cfg.storage.sqlite_synchronous)
@@ -152,12 +158,17 @@ class System:
                 self._owner = OwnerLock(self.engine).acquire()
             self.writer = StorageWriter(self.engine, executor=executor,
                                         max_batch=cfg.storage.max_batch,
-                                        on_fenced=self._on_fenced)
-            self.writer.start()  # owns the database from here on
+                                        on_write_failed=self._on_write_failed)
+            self.writer.start()  # holds the owner lock from here on
             upgrade(self.engine)
+            # take the database over before loading anything: from this commit on, a
+            # server that held it before (its lock lost to a cut connection) cannot
+            # commit, and each of our commits checks that no later server took it
+            epoch = claim(self.engine, started_at=started)
+            self.writer.own(SCOPE, epoch)
             self.store = LedgerStore(self.engine, cfg.places)
-            logger.info("storage: {} ({} writer)", describe(cfg.storage.url),
-                        "process" if executor else "thread")
+            logger.info("storage: {} ({} writer), owner epoch {}", describe(cfg.storage.url),
+                        "process" if executor else "thread", epoch)
         else:
             from storage.memory_store import MemoryLedgerStore
 
@@ -187,7 +198,7 @@ class System:
         self.registry = LedgerRegistry(ctx, max_live=max_live, idle_s=cfg.ledger.idle_s)
         self.registry.add_known(self.store.profile_ids())
         self.scheduler = Scheduler(self.clock, self._fire_expiry,
-                                   on_tick=self._passivate_idle if cfg.storage.durable
+                                   on_tick=self._housekeeping if cfg.storage.durable
                                    else None)
         self._recover()
         self.scheduler.start()
@@ -220,6 +231,13 @@ class System:
             _pin_process(self._unpinned)
             self._unpinned = None
         logger.info("capflow stopped")
+
+    @property
+    def fenced(self) -> str | None:
+        """Why this server writes nothing any more, or None: another server took its
+        database over (storage/owner.py). Every write fails UNAVAILABLE with this reason;
+        `system.health` reports ``status: "fenced"``. Only a restart serves again."""
+        return self.writer.fenced if self.writer is not None else None
 
     def __enter__(self) -> System:
         return self.start()
@@ -268,10 +286,17 @@ class System:
     def _fire_expiry(self, profile_id: str) -> None:
         self.registry.tell(profile_id, m.ExpireReservations(cause="timer"), Reply())
 
-    def _passivate_idle(self) -> None:
+    def _housekeeping(self) -> None:
+        """Every second (the scheduler's tick): passivate idle ledgers; every
+        `OWNER_CHECK_S`, probe storage, which also reads the owner epoch, so that even an
+        idle server finds out within seconds that another one took its database over."""
         self.registry.passivate_idle()
+        now = time.monotonic()
+        if now - self._owner_checked >= OWNER_CHECK_S:
+            self._owner_checked = now
+            self.writer.probe()
 
-    def _on_fenced(self, profile_ids: set[str]) -> None:
+    def _on_write_failed(self, profile_ids: set[str]) -> None:
         for pid in profile_ids:
             self.registry.tell_if_live(pid, m.Resync())
 

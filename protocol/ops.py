@@ -365,13 +365,15 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
     from storage.engine import describe
 
     cfg = system.config
-    return {"status": "ok" if system.started_at is not None else "stopping",
+    fenced = system.fenced
+    status = "stopping" if system.started_at is None else "fenced" if fenced else "ok"
+    return {"status": status,
             "version": _version(), "protocol": VERSION, "environment": environment,
             "broker_mode": _broker_mode(cfg), "oms_enabled": cfg.oms.enabled,
             "storage": describe(cfg.storage.url) if cfg.storage.durable else "memory",
             "uptime_s": round(time.monotonic() - started, 3),
             "profiles": system.registry.known_count(), "security": "curve" if curve else "plain",
-            "trading_state": system.global_state.state}
+            "trading_state": system.global_state.state, "fenced": fenced}
 
 
 def _broker_mode(cfg) -> str:

@@ -1,1 +1,2 @@
-"""Persistence: SQLAlchemy Core tables, migrations, the group-commit writer, recovery."""
+"""Persistence: SQLAlchemy Core tables, migrations, the group-commit writer, recovery, and
+the owner epoch that lets one server at a time commit (storage/owner.py)."""

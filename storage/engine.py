@@ -45,9 +45,14 @@ def describe(url: str) -> str:
 
 
 class OwnerLock:
-    """Exactly one capflow process owns a database at a time (every profile has one
-    owner). SQLite: an exclusive `flock` on ``<db>.lock``; PostgreSQL: a session advisory
-    lock. The kernel or the server drops either when the process dies, even by SIGKILL."""
+    """A second capflow server on the same database is refused at start. SQLite: an
+    exclusive `flock` on ``<db>.lock``; PostgreSQL: a session advisory lock. The kernel or
+    the server drops either when the process dies, even by SIGKILL.
+
+    The lock alone does not keep two servers from committing: it can be lost while its
+    holder runs on (the advisory lock's session ended by a network cut or a database
+    restart, the lock file removed), and commits go through other connections. The owner
+    epoch does that (storage/owner.py): every commit checks it."""
 
     PG_KEY = 7_100_001
 

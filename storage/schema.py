@@ -64,6 +64,19 @@ system_state = Table(
     Column("changed_at", UtcDateTime, nullable=False),
 )
 
+#: the owner epoch of each owned scope (today one, "capflow": the whole database). A
+#: server that takes the database over raises it; every commit checks it (storage/owner.py)
+owner_epochs = Table(
+    "owner_epochs", metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("epoch", BIGINT, nullable=False),
+    #: who raised it: the server's host, pid and start time, and when
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
+)
+
 ledger_journal = Table(
     "ledger_journal", metadata,
     Column("id", BIGINT, primary_key=True, autoincrement=True),

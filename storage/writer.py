@@ -9,43 +9,32 @@ request.
 Failure handling: a batch that fails on a transient error (connection lost, database
 locked) is retried with backoff; if it still fails, or fails on the data of one request
 (an integrity error), the requests are retried one per transaction so that one bad
-request cannot sink the others. A profile whose write failed is *fenced*: its later
+request cannot sink the others. A profile whose write failed is *barred*: its later
 writes of the same generation fail too, until its actor reloads from storage and moves
 to the next generation (`LedgerActor` on `Resync`).
+
+Ownership: once its server has claimed the database (`own`, storage/owner.py), every
+commit transaction first checks the owner epoch and is rolled back when another server
+has taken over. Such a write is not retried and not split up; the writer is *fenced*
+from then on: it fails every later write with UNAVAILABLE and the reason, without
+touching storage, and logs the takeover once at CRITICAL.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
 from queue import Empty, SimpleQueue
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import Engine, Table
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine
 
 from actors.errors import Unavailable
-from storage import schema
+from storage.owner import FENCED, Fence
+from storage.sql_executor import Op, SqlExecutor
 
-#: A row operation: ``("insert", table, row)`` appends a row; ``("upsert", table, row)``
-#: writes a whole record (created or replaced; within one batch only the last state of
-#: each record is written); ``("update", table, row)`` changes some columns of an
-#: existing row by its primary key.
-Op = tuple[str, str, dict[str, Any]]
-
-#: Order inside one transaction: appends (profiles first), then records, then partial
-#: updates, so a partial update always finds its row.
-_INSERT_ORDER = ("profiles", "transfers", "fills", "signals", "ledger_journal")
-_UPSERT_ORDER = ("ledger_snapshots", "reservations", "orders", "positions",
-                 "system_state")
-_UPDATE_ORDER = ("profiles", "reservations", "orders", "positions")
-#: bound parameters per statement, under SQLite's limit (32,766) and PostgreSQL's (65,535)
-_MAX_PARAMS = 30_000
-_TABLES: dict[str, Table] = {t.name: t for t in schema.metadata.sorted_tables}
+__all__ = ["NullWriter", "Op", "SqlExecutor", "StorageWriter", "WriteRequest"]
 
 
 class WriteRequest:
@@ -64,98 +53,21 @@ class WriteRequest:
         self.on_fail = on_fail
 
 
-class _Statements:
-    """Multi-row statements, SQL text built once per shape, executed by the driver.
-
-    One statement per table and batch (a multi-row INSERT, or a multi-row INSERT ... ON
-    CONFLICT DO UPDATE for records) instead of one step per row: besides being less
-    work, every step of the sqlite3 driver gives up the GIL and must win it back from
-    the actor and caller threads, which made per-row execution the writer's bottleneck.
-    Values are adapted here exactly as the column types would store them
-    (`storage.types`): on SQLite money as its decimal text and timestamps as naive UTC
-    text in SQLAlchemy's format; PostgreSQL's driver takes Decimal and datetime as they
-    are. The schema and every read still go through SQLAlchemy.
-    """
-
-    def __init__(self, dialect_name: str) -> None:
-        self.sqlite = dialect_name == "sqlite"
-        self._sql: dict[tuple, str] = {}
-
-    def values(self, table: str, columns: tuple[str, ...], n: int, upsert: bool) -> str:
-        key = (table, columns, n, upsert)
-        text = self._sql.get(key)
-        if text is None:
-            ph = "?" if self.sqlite else "%s"
-            row = "(" + ", ".join([ph] * len(columns)) + ")"
-            text = (f"INSERT INTO {table} ({', '.join(_quote(c) for c in columns)}) "
-                    f"VALUES {', '.join([row] * n)}")
-            if upsert:
-                pk = _pk(table)
-                sets = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}"
-                                 for c in columns if c != pk)
-                text += f" ON CONFLICT ({_quote(pk)}) DO UPDATE SET {sets}"
-            self._sql[key] = text
-        return text
-
-    def update(self, table: str, columns: tuple[str, ...]) -> str:
-        key = ("update", table, columns)
-        text = self._sql.get(key)
-        if text is None:
-            pk = _pk(table)
-            ph = (lambda c: f":{c}") if self.sqlite else (lambda c: f"%({c})s")
-            sets = ", ".join(f"{_quote(c)} = {ph(c)}" for c in columns if c != pk)
-            text = f"UPDATE {table} SET {sets} WHERE {_quote(pk)} = {ph(pk)}"
-            self._sql[key] = text
-        return text
-
-    def flat(self, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> tuple:
-        if self.sqlite:
-            return tuple(_sqlite_value(r[c]) for r in rows for c in columns)
-        return tuple(r[c] for r in rows for c in columns)
-
-    def adapt(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not self.sqlite:
-            return rows
-        return [{k: _sqlite_value(v) for k, v in r.items()} for r in rows]
-
-
-def _pk(table: str) -> str:
-    return _TABLES[table].primary_key.columns.values()[0].name
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"'
-
-
-def _sqlite_value(v: Any) -> Any:
-    t = type(v)
-    if t is Decimal:
-        return format(v, "f")
-    if t is datetime:
-        if v.tzinfo is not None:
-            v = v.astimezone(UTC).replace(tzinfo=None)
-        return v.isoformat(" ", "microseconds")
-    return v
-
-
-def _by_shape(rows) -> list[tuple[tuple[str, ...], list[dict]]]:
-    """Rows grouped by their columns, keeping order within each group."""
-    groups: dict[tuple[str, ...], list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r), []).append(r)
-    return list(groups.items())
-
-
 class StorageWriter:
     def __init__(self, engine: Engine | None = None, *, executor=None, max_batch: int = 256,
-                 retries: int = 3, on_fenced: Callable[[set[str]], None] | None = None):
+                 retries: int = 3, on_write_failed: Callable[[set[str]], None] | None = None):
         #: runs the SQL: `SqlExecutor` in this process, or a `ProcessExecutor`
         self.executor = executor or SqlExecutor(engine, retries=retries)
         self.max_batch = max_batch
-        self.on_fenced = on_fenced
+        self.on_write_failed = on_write_failed
+        #: the scope and epoch this server claimed (`own`); None: no owner, no check
+        self.fence: Fence | None = None
+        #: why this writer stopped writing for good: another server took the database over
+        self.fenced: str | None = None
         self._queue: SimpleQueue[WriteRequest | None] = SimpleQueue()
         self._done: dict[str, int] = {}
-        self._fenced: dict[str, int] = {}
+        #: per profile, the last generation with a failed write: its later writes fail too
+        self._barred: dict[str, int] = {}
         self._closed = False
         self._close_lock = threading.Lock()
         self.batches = 0
@@ -171,6 +83,11 @@ class StorageWriter:
     def start(self) -> None:
         self.executor.start()
         self._thread.start()
+
+    def own(self, scope: str, epoch: int) -> None:
+        """From now on every commit checks that `scope`'s epoch is still `epoch`. Called
+        once at start, after the claim and before anything is written."""
+        self.fence = (scope, epoch)
 
     def submit(self, req: WriteRequest) -> None:
         with self._close_lock:  # so no request can slip in behind the stop marker
@@ -254,16 +171,21 @@ class StorageWriter:
                 self._fail(req, Unavailable("storage writer is stopped"))
 
     def _process(self, batch: list[WriteRequest]) -> None:
+        if self.fenced is not None:  # another server owns the database: nothing goes in
+            for req in batch:
+                self._fail(req, Unavailable(self.fenced))
+            return
         live = []
         for req in batch:
-            fence = self._fenced.get(req.profile_id) if req.profile_id else None
-            if fence is not None and req.gen <= fence:
+            barred = self._barred.get(req.profile_id) if req.profile_id else None
+            if barred is not None and req.gen <= barred:
                 self._fail(req, Unavailable("an earlier write of this profile failed"))
             else:
                 live.append(req)
         if not live:
             return
-        statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live])
+        statuses = self.executor.run([(r.profile_id, r.ops, r.snapshot) for r in live],
+                                     self.fence)
         self.batches += 1
         # only what reached the database tells whether it is there (an empty request,
         # a read barrier, "commits" without it)
@@ -271,11 +193,14 @@ class StorageWriter:
                    if r.ops or r.snapshot is not None]
         if reached:
             self.healthy = any(error is None for error in reached)
+        lost = next((e for e in statuses if e is not None and e.startswith(FENCED)), None)
+        if lost is not None:
+            self._lose_ownership(lost)
         for req, error in zip(live, statuses, strict=True):
             if error is None:
                 self._acknowledge(req)
             else:
-                self._fence_and_fail(req, error)
+                self._bar_and_fail(req, error)
 
     def _acknowledge(self, req: WriteRequest) -> None:
         self.requests += 1
@@ -287,14 +212,24 @@ class StorageWriter:
             except Exception:
                 logger.exception("storage writer: on_commit callback failed")
 
-    def _fence_and_fail(self, req: WriteRequest, error: str) -> None:
+    def _lose_ownership(self, reason: str) -> None:
+        self.healthy = False
+        if self.fenced is None:
+            self.fenced = reason
+            logger.critical("storage writer: {}; this server writes nothing from now on: "
+                            "restart it to serve again", reason)
+
+    def _bar_and_fail(self, req: WriteRequest, error: str) -> None:
         if req.profile_id is not None:
-            self._fenced[req.profile_id] = max(req.gen, self._fenced.get(req.profile_id, -1))
-            if self.on_fenced is not None:
+            self._barred[req.profile_id] = max(req.gen, self._barred.get(req.profile_id, -1))
+            if self.on_write_failed is not None:
                 try:
-                    self.on_fenced({req.profile_id})
+                    self.on_write_failed({req.profile_id})
                 except Exception:
-                    logger.exception("storage writer: on_fenced callback failed")
+                    logger.exception("storage writer: on_write_failed callback failed")
+        if error.startswith(FENCED):  # logged once, by _lose_ownership
+            self._fail(req, Unavailable(error))
+            return
         logger.error("storage writer: write for profile {} failed: {}", req.profile_id, error)
         self._fail(req, Unavailable("storage failed; the write may not have been made: "
                                     "retry with the same idempotency key"))
@@ -309,132 +244,16 @@ class StorageWriter:
                 logger.exception("storage writer: on_fail callback failed")
 
 
-Item = tuple[str | None, list[Op], dict[str, Any] | None]  # profile, row ops, snapshot
-
-
-class SqlExecutor:
-    """Runs batches of row operations against the database, one transaction a batch.
-
-    A batch that fails on a transient error (connection lost, database locked) is
-    retried with backoff; if it still fails, or fails on the data of one item (an
-    integrity error), the items are retried one per transaction, so that one bad item
-    cannot sink the others. `run` answers, per item, None (committed) or the error.
-    """
-
-    def __init__(self, engine: Engine, *, retries: int = 3):
-        self.engine = engine
-        self.retries = retries
-        self._stmts = _Statements(engine.dialect.name)
-        self._conn = None
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def run(self, items: list[Item]) -> list[str | None]:
-        error = self._commit_with_retries(items)
-        if error is None:
-            return [None] * len(items)
-        if len(items) == 1:
-            return [_describe(error)]
-        logger.warning("storage: batch of {} failed ({}); retrying one by one",
-                       len(items), error)
-        return [None if self._commit_with_retries([item], quiet=True) is None
-                else _describe(error) for item in items]
-
-    def _commit_with_retries(self, items: list[Item], quiet: bool = False):
-        delay = 0.05
-        for attempt in range(self.retries):
-            try:
-                self._commit(items)
-                return None
-            except OperationalError as exc:  # transient: lost connection, locked
-                err: Exception = exc
-                self._reset_connection()
-                if attempt + 1 < self.retries:
-                    time.sleep(delay)
-                    delay *= 4
-            except Exception as exc:  # the data itself: retrying will not help
-                self._reset_connection()
-                return exc
-        if not quiet:
-            logger.error("storage writer: commit failed after {} attempts: {}",
-                         self.retries, err)
-        return err
-
-    def _commit(self, items: list[Item]) -> None:
-        inserts: dict[str, list[dict]] = {}
-        records: dict[str, dict[Any, dict]] = {}
-        updates: dict[str, list[dict]] = {}
-        probe = False
-        for profile_id, ops, snapshot in items:
-            for kind, table, row in ops:
-                if kind == "probe":
-                    probe = True
-                elif kind == "upsert":
-                    records.setdefault(table, {})[row[_pk(table)]] = row
-                elif kind == "insert":
-                    inserts.setdefault(table, []).append(row)
-                else:
-                    updates.setdefault(table, []).append(row)
-            if snapshot is not None:
-                records.setdefault("ledger_snapshots", {})[profile_id] = snapshot
-        if not (inserts or records or updates):
-            if probe:  # is the database there at all?
-                self._connection().exec_driver_sql("SELECT 1").close()
-            return
-        conn = self._connection()
-        with conn.begin():
-            for table in _INSERT_ORDER:
-                if table in inserts:
-                    self._many(conn, table, inserts[table], upsert=False)
-            for table in _UPSERT_ORDER:
-                if table in records:
-                    self._many(conn, table, list(records[table].values()), upsert=True)
-            for table in _UPDATE_ORDER:
-                for cols, rows in _by_shape(updates.get(table, ())):
-                    conn.exec_driver_sql(self._stmts.update(table, cols),
-                                         self._stmts.adapt(rows))
-
-    def _many(self, conn, table: str, rows: list[dict], *, upsert: bool) -> None:
-        for cols, same in _by_shape(rows):
-            per = max(1, _MAX_PARAMS // len(cols))
-            for i in range(0, len(same), per):
-                chunk = same[i:i + per]
-                conn.exec_driver_sql(self._stmts.values(table, cols, len(chunk), upsert),
-                                     self._stmts.flat(chunk, cols))
-
-    def _connection(self):
-        if self._conn is None:
-            self._conn = self.engine.connect()
-        return self._conn
-
-    def _reset_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.invalidate()
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
-
-
-
-
-def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-
-
 class NullWriter:
     """Storage off: every write "commits" at once, in the caller's thread. For benches
     and for embedding without durability; never the server default."""
 
     batches = requests = 0
     healthy = True
+    fence = fenced = None
+
+    def own(self, scope: str, epoch: int) -> None:
+        pass
 
     def probe(self) -> None:
         pass

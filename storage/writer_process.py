@@ -15,6 +15,11 @@ acknowledged, so allowed) and exits; a server started meanwhile waits for the lo
 rather than racing that last commit. If the child dies or hangs, the batch in flight
 fails as UNAVAILABLE (its profiles reload from storage) and the next batch starts a new
 child.
+
+The lock only keeps a second server from starting. Each batch carries the owner epoch
+the server claimed (storage/owner.py), and the child checks it first in every commit
+transaction: a child whose lock was lost (its connection cut, the database restarted)
+cannot commit once another server has taken over.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import msgpack
 from loguru import logger
 
 from actors.errors import Unavailable
-from storage.writer import _sqlite_value
+from storage.owner import Fence
+from storage.sql_executor import _sqlite_value
 
 _DECIMAL, _DATETIME = 1, 2
 _LEN = struct.Struct(">I")
@@ -101,7 +107,7 @@ def child_main(url: str, retries: int, lock_wait_s: float, cpus: str,
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
     from storage.engine import OwnerLock, open_engine
-    from storage.writer import SqlExecutor
+    from storage.sql_executor import SqlExecutor
 
     try:
         engine = open_engine(url, pool_size=1, synchronous=synchronous)
@@ -125,8 +131,9 @@ def child_main(url: str, retries: int, lock_wait_s: float, cpus: str,
                 data = _read_frame(0)
             except (EOFError, OSError):
                 break
-            items = msgpack.unpackb(data, ext_hook=_ext, raw=False, use_list=True)
-            statuses = executor.run([tuple(item) for item in items])
+            fence, items = msgpack.unpackb(data, ext_hook=_ext, raw=False, use_list=True)
+            statuses = executor.run([tuple(item) for item in items],
+                                    None if fence is None else tuple(fence))
             try:
                 _write_frame(out_fd, msgpack.packb(statuses))
             except OSError:
@@ -178,7 +185,7 @@ class ProcessExecutor:
             raise TimeoutError("the storage process did not answer in time")
         return _read_frame(fd)
 
-    def run(self, items: list) -> list[str | None]:
+    def run(self, items: list, fence: Fence | None = None) -> list[str | None]:
         if self.proc is None:  # the previous child failed: start a new one
             try:
                 self.restarts += 1
@@ -186,7 +193,9 @@ class ProcessExecutor:
             except Exception as exc:
                 return [f"storage process unavailable: {exc}"] * len(items)
         try:
-            payload = msgpack.packb(items, default=self._default, use_bin_type=True)
+            # the fence goes with every batch: a replacement child checks it as well
+            payload = msgpack.packb([fence, items], default=self._default,
+                                    use_bin_type=True)
             _write_frame(self.proc.stdin.fileno(), payload)
             statuses = msgpack.unpackb(self._recv(self.proc, self.batch_timeout_s))
         except Exception as exc:  # died, hung, or answered garbage: the outcome is unknown

@@ -75,3 +75,39 @@ def test_upgrade_twice_is_a_no_op(engine):
     assert migrate.current_revision(engine) == head == migrate.head_revision(engine)
     assert _schema_state(engine) == before
     assert _diffs(engine, schema.metadata) == []
+
+
+def test_0005_adds_the_owner_epochs_and_takes_them_back(engine):
+    """0005: the owner epoch table (storage/owner.py) on top of 0004, and its downgrade
+    removes just that table."""
+    from alembic import command
+
+    migrate.upgrade(engine, "0004")
+    before = _schema_state(engine)
+    assert "owner_epochs" not in before
+    migrate.upgrade(engine, "0005")
+    assert migrate.current_revision(engine) == "0005"
+    after = _schema_state(engine)
+    assert set(after) - set(before) == {"owner_epochs"}
+    assert [c[0] for c in after["owner_epochs"][0]] == [
+        "scope", "epoch", "host", "pid", "started_at", "claimed_at"]
+    assert all(not nullable for _name, _type, nullable in after["owner_epochs"][0])
+    command.downgrade(migrate.alembic_config(engine), "0004")
+    assert migrate.current_revision(engine) == "0004"
+    assert _schema_state(engine) == before
+
+
+def test_0006_adds_the_orders_max_price_and_takes_it_back(engine):
+    """0006 is the head: an order's max_price (the highest price its capital covers),
+    nullable for the orders recorded before it."""
+    from alembic import command
+
+    migrate.upgrade(engine, "0005")
+    before = _schema_state(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "0006" == migrate.head_revision(engine)
+    after = _schema_state(engine)
+    added = [c for c in after["orders"][0] if c not in before["orders"][0]]
+    assert [(name, nullable) for name, _type, nullable in added] == [("max_price", True)]
+    command.downgrade(migrate.alembic_config(engine), "0005")
+    assert _schema_state(engine) == before

@@ -1,6 +1,6 @@
 """The group-commit writer (storage/writer.py) against a real database file (and the
 throwaway PostgreSQL): batching, acknowledgement only after commit, one bad request
-failing alone and fencing its profile, and no hang after stop."""
+failing alone and barring its profile, and no hang after stop."""
 
 from __future__ import annotations
 
@@ -68,14 +68,14 @@ class Harness:
         self.engine = open_engine(url)
         migrate.upgrade(self.engine)
         self.reader = open_engine(url)  # a separate engine: separate connections
-        self.fenced: list[set[str]] = []
-        self.fenced_event = threading.Event()
-        self.writer = StorageWriter(self.engine, on_fenced=self._on_fenced)
+        self.barred: list[set[str]] = []
+        self.barred_event = threading.Event()
+        self.writer = StorageWriter(self.engine, on_write_failed=self._on_write_failed)
         self.writer.start()
 
-    def _on_fenced(self, pids: set[str]) -> None:
-        self.fenced.append(set(pids))
-        self.fenced_event.set()
+    def _on_write_failed(self, pids: set[str]) -> None:
+        self.barred.append(set(pids))
+        self.barred_event.set()
 
     def request(self, pid: str | None, ops, *, gen: int = 0, seq: int = 0, **kw):
         out = Outcome()
@@ -163,7 +163,7 @@ def test_many_threads_are_grouped_and_acknowledged_after_commit(harness):
     assert harness.writer.done_seq("p0-0") == 1
 
 
-def test_a_bad_request_fails_alone_and_fences_its_profile(harness):
+def test_a_bad_request_fails_alone_and_bars_its_profile(harness):
     w = harness.writer
     first, req = harness.request("dup", [("insert", "profiles", profile_row("dup"))],
                                  gen=0, seq=1)
@@ -192,12 +192,12 @@ def test_a_bad_request_fails_alone_and_fences_its_profile(harness):
     assert harness.profile_exists("good1") and harness.profile_exists("good2")
     assert harness.journal_seqs("good2") == [1]
     assert harness.journal_seqs("dup") == []  # the bad request's other row was not kept
-    assert harness.fenced_event.wait(WAIT)
-    assert harness.fenced == [{"dup"}]
+    assert harness.barred_event.wait(WAIT)
+    assert harness.barred == [{"dup"}]
     assert w.done_seq("dup") == 2
     assert w.batches > batches_before
 
-    # the fenced profile: the same generation keeps failing, without touching storage
+    # the barred profile: the same generation keeps failing, without touching storage
     same_gen, rs = harness.request("dup", [("insert", "ledger_journal",
                                             journal_row("dup", 2))], gen=0, seq=3)
     w.submit(rs)
@@ -216,7 +216,7 @@ def test_a_bad_request_fails_alone_and_fences_its_profile(harness):
     assert next_gen.wait() == "commit"
     assert harness.journal_seqs("dup") == [2]
     assert w.done_seq("dup") == 4
-    assert harness.fenced == [{"dup"}]  # no further fencing
+    assert harness.barred == [{"dup"}]  # not barred again
 
 
 def test_insert_and_update_of_one_row_in_one_batch(harness):
@@ -273,3 +273,17 @@ def test_requests_pending_at_stop_all_get_an_answer(harness):
     committed = [i for i, r in enumerate(results) if r == "commit"]
     assert all(harness.profile_exists(f"q{i}") for i in committed)
     assert len(committed) == 50  # queued before stop(): committed, not dropped
+
+
+def test_a_write_right_after_a_probe_commits(harness):
+    """A probe (is the database there?) leaves the writer's connection as it found it:
+    the next write, even a single one that is not retried one by one, commits."""
+    w = harness.writer
+    probe, rp = harness.request(None, [("probe", "", {})])
+    w.submit(rp)
+    assert probe.wait() == "commit"
+    alone, ra = harness.request("after-probe", [("insert", "profiles",
+                                                 profile_row("after-probe"))], seq=1)
+    w.submit(ra)
+    assert alone.wait() == "commit", alone.error
+    assert harness.profile_exists("after-probe")
