@@ -6,6 +6,10 @@
     capflow profile show ID               a profile, its ledger and its trading state
     capflow call OP [KEY=VALUE ...]       send one request to a running server
     capflow events [TOPIC ...]            print a running server's event stream
+    capflow halt / resume [--profile ID | --account ID]
+                                          the kill switch (global, one profile, one account)
+    capflow flatten --profile ID | --account ID | --all
+                                          halt, cancel entries, close every position
     capflow keys generate [CLIENT ...]    make CURVE keys (server, and one per client)
     capflow stats [--profile ID] [--group-by strategy|symbol|exchange]
                                           trading statistics from storage
@@ -79,17 +83,32 @@ def _parser() -> argparse.ArgumentParser:
             st.add_argument("--group-by", choices=("strategy", "symbol", "exchange"))
         else:
             st.add_argument("--out", help="PNG path (default: reports/equity-<profile>.png)")
-    for name, text in (("halt", "stop new exposure: every profile (the global kill switch), "
-                                "or one with --profile; exits go on"),
-                       ("resume", "lift a halt: every profile, or one with --profile")):
+    for name, text in (("halt", "stop new exposure and cancel working entries: every "
+                                "profile (the global kill switch), or one with --profile, "
+                                "or a broker account's with --account; exits go on"),
+                       ("resume", "lift a halt: every profile, or one with --profile or "
+                                  "--account")):
         hs = sub.add_parser(name, help=text)
-        hs.add_argument("--profile", help="one profile (default: the global kill switch)")
+        where = hs.add_mutually_exclusive_group()
+        where.add_argument("--profile", help="one profile (default: the global kill switch)")
+        where.add_argument("--account", help="every profile of one broker account")
         hs.add_argument("--reason", default="", help="why (recorded with who)")
         if name == "halt":
             hs.add_argument("--reduce-only", action="store_true",
                             help="REDUCE_ONLY instead of HALTED")
         hs.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
         _client_options(hs)
+    fl = sub.add_parser("flatten", help="halt, cancel every working entry and close every "
+                        "open position: of one profile, one broker account, or everything")
+    scope = fl.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--profile", help="one profile")
+    scope.add_argument("--account", help="every profile of one broker account")
+    scope.add_argument("--all", action="store_true", help="every profile")
+    fl.add_argument("--reason", default="", help="why (recorded with who)")
+    fl.add_argument("--key", help="idempotency key: the same key again answers what the "
+                    "first flatten did (default: a new one, printed)")
+    fl.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
+    _client_options(fl)
     bench = sub.add_parser("bench", help="run the benchmarks in bench/, each figure beside "
                            "the baseline it measured in the same run")
     bench.add_argument("--quick", action="store_true",
@@ -248,6 +267,11 @@ def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                                 reason=args.reason)
                 print(f"profile {args.profile}: {r['state']} (by {r['state_by']}: "
                       f"{r['state_reason'] or '-'})", file=out)
+            elif args.account:
+                r = client.call("account.set_state", account_id=args.account, state=state,
+                                reason=args.reason)
+                print(f"account {args.account}: {r['state']} (by {r['changed_by']}: "
+                      f"{r['reason'] or '-'})", file=out)
             else:
                 r = client.call("system.set_state", state=state, reason=args.reason)
                 print(f"every profile: {r['state']} (by {r['changed_by']}: "
@@ -255,6 +279,38 @@ def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
         except ClientError as exc:
             print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
             return 1
+    return 0
+
+
+def flatten_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`flatten`: through the running server."""
+    import uuid
+
+    out = out or sys.stdout
+    from protocol.client import Client, ClientError
+
+    key = args.key or f"cli-flatten-{uuid.uuid4().hex[:12]}"
+    call = {"client_request_id": key, "reason": args.reason}
+    if args.profile:
+        call.update(scope="profile", profile_id=args.profile)
+    elif args.account:
+        call.update(scope="account", account_id=args.account)
+    else:
+        call.update(scope="all")
+    with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
+                curve=_curve(args)) as client:
+        try:
+            r = client.call("flatten", **call)
+        except ClientError as exc:
+            print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+    what = r["target"] or "every profile"
+    print(f"flatten {key} of {r['scope']} {what}: HALTED, "
+          f"{len(r['orders_canceled'])} working order(s) canceled, "
+          f"{len(r['positions_closed'])} position(s) asked to close"
+          + (" (a repeat: the first flatten's answer)" if r["reused"] else ""), file=out)
+    for p in r["positions_closed"]:
+        print(f"  close {p['profile_id']} {p['position_id']}", file=out)
     return 0
 
 
@@ -449,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "events": events_command, "keys": keys_command,
                     "stats": stats_command, "report": report_command,
                     "halt": halt_command, "resume": halt_command,
+                    "flatten": flatten_command,
                     "bench": bench_command, "stress": stress_command,
                     "top": top_command}
         return commands[args.command](cfg, args)

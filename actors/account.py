@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from decimal import Decimal
 from queue import SimpleQueue
 from typing import Any
@@ -23,10 +23,11 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
+from actors.account_risk import AccountRisk
+from actors.alerts import WARNING, Alert
 from actors.config import AccountRiskLimits
 from actors.errors import CapflowError, Denial, Denied, Internal, NotFound
 from actors.reply import Reply
-from actors.risk import Check
 from brokers.base import (
     BrokerAdapter,
     BrokerEvent,
@@ -129,6 +130,24 @@ class SlotQuery(msgspec.Struct, frozen=True):
     symbol: str
 
 
+class CancelEntries(msgspec.Struct, frozen=True):
+    """A halt: cancel the working entry orders of these profiles (None: every profile of
+    the account), each once, with `reason`. Answered with the ids asked to cancel now."""
+
+    profile_ids: frozenset | None
+    reason: str
+
+
+class ReportEquity(msgspec.Struct, frozen=True):
+    """A profile's PnL (equity - allocated) and gross exposure now, for the account-wide
+    loss and exposure limits."""
+
+    profile_id: str
+    pnl: Decimal
+    exposure: Decimal
+    ts: Any
+
+
 class AccountStatus:
     """What an account manager shows other threads (written only by its own thread)."""
 
@@ -150,6 +169,11 @@ class AccountStatus:
         self.busy_since: float | None = None
         #: symbols with open position slots or claims (what the manager keeps per symbol)
         self.slot_symbols = 0
+        #: the account's limits across its profiles (`actors.account_risk`); the ledgers
+        #: read the exposure the others reported from it
+        self.risk: AccountRisk | None = None
+        #: working entry orders the manager knows of
+        self.working_entries = 0
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
@@ -177,7 +201,11 @@ class AccountManagerActor(pykka.ThreadingActor):
                  submit: Callable[[str, m.Command, Callable], Reply],
                  status: AccountStatus,
                  on_event: Callable[[BrokerEvent], None] | None = None,
-                 limits: AccountRiskLimits | None = None):
+                 limits: AccountRiskLimits | None = None, *,
+                 risk: AccountRisk | None = None,
+                 on_breach: Callable[[str], bool] | None = None,
+                 on_risk_saved: Callable[[dict], None] | None = None,
+                 alert: Callable[[Alert], None] | None = None):
         super().__init__()
         self.account_id = account_id
         self._factory = adapter_factory
@@ -190,12 +218,18 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._claims: dict[int, Decimal] = {}
         self._emitted = 0  # events the adapter reported so far
         self._claim_ids = itertools.count(1)
-        #: open position slots of the account: position id -> symbol (entry orders hold
-        #: the slot of the position they will open), and claims not yet settled
-        self.limits = limits or AccountRiskLimits()
-        self._slots: dict[str, str] = {}
-        self._slot_claims: dict[int, tuple[str, str]] = {}  # -> (profile, symbol)
-        self._per_symbol: Counter[str] = Counter()
+        #: the account-wide limits (slots, loss, exposure); shown to other threads
+        self.risk = risk or AccountRisk(account_id, limits, UTC)
+        status.risk = self.risk
+        #: (reason) -> True when the account was halted by it (a breach of its loss
+        #: limits); (saved) -> None stores the daily references; alerts go out here
+        self._on_breach = on_breach
+        self._on_risk_saved = on_risk_saved
+        self._alert = alert
+        #: working entry orders: order id -> (profile id, unfilled quantity), and those
+        #: already asked to cancel (each once)
+        self._working: dict[str, tuple[str, Decimal]] = {}
+        self._canceling: set[str] = set()
         self.log = logger.bind(account=account_id)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -233,14 +267,15 @@ class AccountManagerActor(pykka.ThreadingActor):
             status.state = self.adapter.connection.state
             if type(msg) in _CHANGES_CASH or self._emitted != emitted:
                 status.cash_dirty = True
-            status.slot_symbols = len(self._per_symbol)
+            status.slot_symbols = self.risk.slot_symbols
+            status.working_entries = len(self._working)
             status.busy_since = None
 
     # -- handlers ---------------------------------------------------------------------
 
     def _place(self, msg: Place, reply: Reply) -> Any:
-        self._end_claim_for(msg.profile_id, msg.order.symbol)
-        self._hold_slot(msg.order.position_id or msg.order.order_id, msg.order.symbol)
+        self.risk.end_claim_for(msg.profile_id, msg.order.symbol)
+        self.risk.hold_slot(msg.order.position_id or msg.order.order_id, msg.order.symbol)
         try:
             self.adapter.require_connected()
         except CapflowError as exc:
@@ -249,7 +284,9 @@ class AccountManagerActor(pykka.ThreadingActor):
                                                   status="REJECTED", cause="broker"))
             raise
         self.adapter.subscribe(msg.order.symbol)
-        self.adapter.submit_order(broker_order(msg.profile_id, msg.order))
+        o = msg.order
+        self._working[o.order_id] = (msg.profile_id, o.qty - o.filled_qty)
+        self.adapter.submit_order(broker_order(msg.profile_id, o))
         return True
 
     def _cancel(self, msg: Cancel, reply: Reply) -> Any:
@@ -275,7 +312,9 @@ class AccountManagerActor(pykka.ThreadingActor):
         orders = [broker_order(pid, o) for pid, o in msg.orders]
         positions = [broker_position(pid, p) for pid, p in msg.positions]
         for x in (*orders, *positions):
-            self._hold_slot(x.position_id, x.symbol)
+            self.risk.hold_slot(x.position_id, x.symbol)
+        for o in orders:
+            self._working[o.order_id] = (o.profile_id, o.qty - o.filled_qty)
         for x in (*orders, *positions):
             self.adapter.subscribe(x.symbol)
         self.adapter.restore(orders, positions)
@@ -318,82 +357,72 @@ class AccountManagerActor(pykka.ThreadingActor):
         self.status.allocated -= msg.amount
         return True
 
-    # -- account-wide open position limits -----------------------------------------
-
-    def _hold_slot(self, position_id: str, symbol: str) -> None:
-        if position_id not in self._slots:
-            self._slots[position_id] = symbol
-            self._per_symbol[symbol] += 1
-
-    def _slot_checks(self, symbol: str) -> list[Check]:
-        lim = self.limits
-        out = []
-        if lim.max_open_positions is not None:
-            n = len(self._slots) + len(self._slot_claims) + 1
-            out.append(Check("account_max_open_positions", "MAX_OPEN_POSITIONS",
-                             n <= lim.max_open_positions, lim.max_open_positions, n,
-                             lim.max_open_positions - n))
-        if lim.max_open_positions_per_symbol is not None:
-            n = self._per_symbol.get(symbol, 0) + 1
-            out.append(Check("account_max_open_positions_per_symbol",
-                             "MAX_OPEN_POSITIONS_PER_SYMBOL",
-                             n <= lim.max_open_positions_per_symbol,
-                             lim.max_open_positions_per_symbol, n,
-                             lim.max_open_positions_per_symbol - n))
-        return out
+    # -- account-wide limits (actors.account_risk) ----------------------------------
 
     def _claim_slot(self, msg: ClaimSlot, reply: Reply) -> Any:
-        for c in self._slot_checks(msg.symbol):
-            if not c.ok:
-                raise Denied(Denial(
-                    "RISK_REJECTED", f"broker account {self.account_id!r}: {c.check} "
-                                     f"{c.value} over the limit {c.limit}",
-                    {"reason": c.code, "limit": c.limit, "value": c.value, "check": c.check,
-                     "scope": "account", "account_id": self.account_id}))
-        claim = next(self._claim_ids)
-        self._slot_claims[claim] = (msg.profile_id, msg.symbol)
-        self._per_symbol[msg.symbol] += 1
+        claim = self.risk.claim_slot(msg.profile_id, msg.symbol)
+        if isinstance(claim, Denial):
+            raise Denied(claim)
         return claim
 
-    def _end_claim_for(self, profile_id: str, symbol: str) -> None:
-        """A recorded order takes over a claim of its profile and symbol (claims of one
-        profile and symbol are interchangeable), so it never counts as both a slot and
-        a claim; the claim's own settlement then finds it gone."""
-        for claim, owner in self._slot_claims.items():
-            if owner == (profile_id, symbol):
-                del self._slot_claims[claim]
-                self._drop_from(symbol)
-                return
-
     def _settle_slot(self, msg: SettleSlot, reply: Reply) -> Any:
-        owner = self._slot_claims.pop(msg.claim_id, None)
-        if owner is not None:
-            self._drop_from(owner[1])
+        self.risk.settle_slot(msg.claim_id)
         return True
 
     def _slot_freed(self, msg: SlotFreed, reply: Reply) -> Any:
-        symbol = self._slots.pop(msg.position_id, None)
-        if symbol is not None:
-            self._drop_from(symbol)
+        self.risk.slot_freed(msg.position_id)
         return True
 
-    def _drop_from(self, symbol: str) -> None:
-        """One slot of `symbol` fewer; a symbol with none left is forgotten (a claim for
-        a symbol that never traded must not leave a key behind)."""
-        left = self._per_symbol[symbol] - 1
-        if left > 0:
-            self._per_symbol[symbol] = left
-        else:
-            del self._per_symbol[symbol]
-
     def _slot_query(self, msg: SlotQuery, reply: Reply) -> Any:
-        return self._slot_checks(msg.symbol)
+        return self.risk.slot_checks(msg.symbol)
+
+    def _report_equity(self, msg: ReportEquity, reply: Reply) -> Any:
+        risk = self.risk
+        if risk.report(msg.profile_id, msg.pnl, msg.exposure, msg.ts) and (
+                self._on_risk_saved is not None):
+            self._on_risk_saved(risk.saved())
+        breach = risk.breach()
+        if breach is not None and self._on_breach is not None and self._on_breach(breach):
+            # halted just now (the state is set and being stored): stop what is working
+            self._cancel_entries(CancelEntries(None, breach), reply)
+        return True
+
+    # -- halts --------------------------------------------------------------------------
+
+    def _cancel_entries(self, msg: CancelEntries, reply: Reply) -> Any:
+        """Cancel the working entries of the profiles (all: None), each order once;
+        exits (a position's take-profit, stop-loss, a requested close) stay."""
+        wanted = msg.profile_ids
+        asked = []
+        for order_id, (pid, _left) in list(self._working.items()):
+            if (wanted is None or pid in wanted) and order_id not in self._canceling:
+                self._canceling.add(order_id)
+                asked.append(order_id)
+                try:
+                    self.adapter.cancel_order(order_id, msg.reason)
+                except Exception:
+                    self.log.exception("canceling {} on a halt failed", order_id)
+        if asked and self._alert is not None:
+            one = next(iter(wanted)) if wanted is not None and len(wanted) == 1 else None
+            self._alert(Alert(
+                kind="entries_canceled", severity=WARNING,
+                scope="profile" if one else "account", target=one or self.account_id,
+                reason=msg.reason, ts=self.adapter.clock.now(),
+                details={"account_id": self.account_id, "order_ids": asked}))
+        return asked
 
     # -- what the adapter reports -----------------------------------------------------
 
     def _emit(self, e: BrokerEvent) -> None:
         self._emitted += 1
         if isinstance(e, OrderFilled):
+            working = self._working.get(e.order_id)
+            if working is not None:
+                left = working[1] - e.qty
+                if left > 0:
+                    self._working[e.order_id] = (working[0], left)
+                else:
+                    self._end_working(e.order_id)
             self._book(e.profile_id, m.ApplyEntryFill(
                 fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
                 qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id))
@@ -402,6 +431,7 @@ class AccountManagerActor(pykka.ThreadingActor):
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
                 fee=e.fee, reason=e.reason, cause=e.fill_id))
         elif isinstance(e, OrderCanceled | OrderRejected):
+            self._end_working(e.order_id)
             status = "CANCELED" if isinstance(e, OrderCanceled) else "REJECTED"
             self._book(e.profile_id, m.EndOrder(order_id=e.order_id, status=status,
                                                 cause=e.reason),
@@ -421,6 +451,10 @@ class AccountManagerActor(pykka.ThreadingActor):
                 self._on_event(e)
             except Exception:
                 self.log.exception("broker event listener failed")
+
+    def _end_working(self, order_id: str) -> None:
+        self._working.pop(order_id, None)
+        self._canceling.discard(order_id)
 
     def _book(self, profile_id: str, cmd: m.Command, waiter: Reply | None = None) -> None:
         with self._pending_lock:
@@ -446,7 +480,7 @@ class AccountManagerActor(pykka.ThreadingActor):
 _LATER = object()
 #: messages that can change the account's free cash (besides any that make the adapter
 #: report an event: a tick that fills)
-_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore})
+_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries})
 
 _HANDLERS = {
     Place: AccountManagerActor._place,
@@ -463,6 +497,8 @@ _HANDLERS = {
     SettleSlot: AccountManagerActor._settle_slot,
     SlotFreed: AccountManagerActor._slot_freed,
     SlotQuery: AccountManagerActor._slot_query,
+    CancelEntries: AccountManagerActor._cancel_entries,
+    ReportEquity: AccountManagerActor._report_equity,
 }
 
 

@@ -354,16 +354,38 @@ class CustomRiskProfile(RiskLimits, frozen=True, forbid_unknown_fields=True):
 
 
 class AccountRiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Limits across all the profiles of one broker account (its manager enforces them)."""
+    """Limits across all the profiles of one broker account (its manager enforces them).
+    Money is in the account's currency."""
 
     max_open_positions: int | None = None
     max_open_positions_per_symbol: int | None = None
+    #: gross exposure of all the account's profiles together (positions at market and
+    #: working entry orders, longs and shorts both adding), this entry included
+    max_gross_exposure: Decimal | None = None
+    #: loss of all the account's profiles together since the start of the day (in
+    #: [risk] timezone), and since they were created: crossing either halts the account
+    #: (HALTED, by "account-risk") until it is resumed by hand
+    daily_loss_limit: Decimal | None = None
+    max_total_loss: Decimal | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_open_positions", "max_open_positions_per_symbol"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise ValueError(f"{name} must not be negative")
+        for name in ("max_gross_exposure", "daily_loss_limit", "max_total_loss"):
+            v = getattr(self, name)
+            if v is not None and (not v.is_finite() or v <= 0):
+                raise ValueError(f"{name} must be a number greater than 0")
+
+    @property
+    def has_slots(self) -> bool:
+        return (self.max_open_positions is not None
+                or self.max_open_positions_per_symbol is not None)
+
+    @property
+    def has_loss_limits(self) -> bool:
+        return self.daily_loss_limit is not None or self.max_total_loss is not None
 
 
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -379,6 +401,10 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     overrides: dict[str, RiskLimits] = msgspec.field(default_factory=dict)
     #: per broker account: limits across its profiles
     accounts: dict[str, AccountRiskLimits] = msgspec.field(default_factory=dict)
+    #: risk is marked to market on price ticks: each profile holding the symbol has its
+    #: breakers (and its account's loss limits) evaluated at most once per this many
+    #: seconds (0: on every tick)
+    mark_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.25
 
     def __post_init__(self) -> None:
         from actors.risk import PRESETS, load_timezone

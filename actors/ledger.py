@@ -103,7 +103,6 @@ from actors.risk import (
     RateBucket,
     RiskGate,
     breaker_figures,
-    effective_state,
     limits_map,
     observe,
     run_checks,
@@ -250,11 +249,12 @@ class Ledger:
     def _entries_blocked(self, now: datetime, book: Book | None = None) -> Denial | None:
         """The trading state (the profile's, or the global kill switch) and the drawdown
         breakers: what stops any new exposure, whatever its size."""
-        state, scope = effective_state(self.state, self.risk.global_state())
+        state, scope = self.risk.effective(self.state)
         if state != "ACTIVE":
             reason = "TRADING_HALTED" if state == "HALTED" else "REDUCE_ONLY"
-            g = self.risk.global_state() if scope == "global" else None
-            why = f" (global kill switch by {g.changed_by}: {g.reason})" if g else ""
+            g = self.risk.scope_state(scope)
+            what = "global kill switch" if scope == "global" else "broker account"
+            why = f" ({what} by {g.changed_by}: {g.reason})" if g else ""
             return Denial("RISK_REJECTED", f"profile is {state}{why}: no new exposure",
                           {"reason": reason, "limit": "ACTIVE", "value": state,
                            "scope": scope})
@@ -270,10 +270,15 @@ class Ledger:
 
     # -- risk -------------------------------------------------------------------------
 
-    def book(self) -> Book:
+    def book(self, marks: dict[str, Decimal] | None = None) -> Book:
         """Equity (unrealized PnL at the market's last price), open position count per
         symbol (entry orders count: they will open one) and total open notional."""
         mark = self.risk.mark
+        if marks:
+            live = mark
+
+            def mark(symbol: str) -> Decimal | None:
+                return marks.get(symbol) or live(symbol)
         unrealized = ZERO
         exposure = ZERO
         ids: dict[str, set[str]] = {}
@@ -290,7 +295,8 @@ class Ledger:
         equity = self.allocated + self.realized_pnl - self.fees + unrealized
         return Book(equity, {s: len(v) for s, v in ids.items()}, exposure)
 
-    def _observe(self, now: datetime, book: Book | None = None) -> None:
+    def _observe(self, now: datetime, book: Book | None = None,
+                 tick_ts: datetime | None = None) -> None:
         """Run the breakers at the current equity (of `book` when the caller has it); a
         trip or reset becomes an event."""
         r = self.risk
@@ -302,7 +308,8 @@ class Ledger:
             self._risk_events.append(self._event(m.BreakerReset, now, "period", trip=t,
                                                  reset_by="period", reason="period ended"))
         for t in tripped:
-            self._risk_events.append(self._event(m.BreakerTripped, now, t.code, trip=t))
+            self._risk_events.append(self._event(m.BreakerTripped, now, t.code, trip=t,
+                                                 tick_ts=tick_ts))
 
     def risk_view(self, now: datetime) -> dict[str, Any]:
         """Limits, equity, the high-water mark and every breaker, as an answer map."""
@@ -319,9 +326,26 @@ class Ledger:
                 "exposure": book.exposure, "open_positions": sum(book.open_by_symbol.values()),
                 "high_water_mark": r.breakers.hwm, "breakers": breakers}
 
-    def observe(self, now: datetime) -> None:
-        """Run the breakers now (the actor does at each period's end)."""
-        self._observe(now)
+    def observe(self, now: datetime, marks: dict[str, Decimal] | None = None,
+                tick_ts: datetime | None = None) -> Book | None:
+        """Run the breakers now (the actor does at each period's end, and on the price
+        ticks of the symbols it holds, with those `marks`: risk marked to market, a trip
+        then carrying the tick's time). The book it valued, when it needed one."""
+        if not self.risk.has_breakers and not self.risk.breakers.trips:
+            return None
+        book = self.book(marks)
+        self._observe(now, book, tick_ts)
+        return book
+
+    def entries_blocked(self) -> str | None:
+        """Why no new exposure may be added now (a trading state other than ACTIVE, the
+        profile's, its account's or the global one; a tripped breaker), or None."""
+        state, scope = self.risk.effective(self.state)
+        if state != "ACTIVE":
+            return state if scope == "profile" else f"{state} ({scope})"
+        for trip in self.risk.breakers.trips.values():
+            return trip.code
+        return None
 
     def next_wakeup(self) -> datetime | None:
         """When the actor must act by itself next: a reservation expires, or a loss
@@ -341,20 +365,28 @@ class Ledger:
         """Every pre-trade check of `prop` now. Reads only: the breakers are evaluated
         on a copy of their state."""
         r = self.risk
-        state, scope = effective_state(self.state, r.global_state())
+        state, scope = r.effective(self.state)
         if book is None:
-            book = self.book() if r.needs_book else EMPTY_BOOK
+            book = self.book() if r.needs_book or r.account_room else EMPTY_BOOK
         figures = breaker_figures(r.breakers, r.limits, book.equity, now, r.tz
                                   ) if r.has_breakers or r.breakers.trips else {}
-        return list(run_checks(r.limits, prop, book, state=state, scope=scope,
-                               breakers=figures, bucket_tokens=r.tokens(now)))
+        out = list(run_checks(r.limits, prop, book, state=state, scope=scope,
+                              breakers=figures, bucket_tokens=r.tokens(now)))
+        if r.account_room is not None:
+            # the account's profiles together: the others as they last reported, this
+            # one as it is now, and this entry
+            limit, others = r.account_room
+            value = Decimal(others()) + book.exposure + prop.notional
+            out.append(Check("account_gross_exposure", "MAX_GROSS_EXPOSURE", value <= limit,
+                             limit, value, limit - value))
+        return out
 
     def _risk_denial(self, prop: Proposal, now: datetime) -> Denial | None:
         # one walk of the book serves the breakers and the checks
-        book = self.book() if self.risk.needs_book else None
+        book = self.book() if self.risk.needs_book or self.risk.account_room else None
         if denied := self._entries_blocked(now, book):
             return denied
-        if self.risk.unlimited:
+        if self.risk.unlimited and self.risk.account_room is None:
             return None
         for c in self.checks(prop, now, book):
             if not c.ok:
@@ -449,7 +481,7 @@ class Ledger:
             allocated=self.allocated, realized_pnl=self.realized_pnl, fees=self.fees,
             held=self.held, reserved_for_orders=self.reserved_for_orders,
             reserved_for_positions=self.reserved_for_positions, available=self.available,
-            state=effective_state(self.state, self.risk.global_state())[0],
+            state=self.risk.effective(self.state)[0],
             exposure=exposure_by_symbol(
                 self.positions.values(), self.orders.values(), self.held_by_symbol, mark))
 
@@ -773,7 +805,8 @@ class Ledger:
                     notional, f, ZERO, now)
         events: list[Event] = [self._event(OrderFilled, now, cause or fill_id, fill=fill,
                                            order=o, position=p, released=portion,
-                                           position_opened=opened)]
+                                           position_opened=opened,
+                                           while_blocked=self.entries_blocked())]
         events += self._stop_if_short(now, fill_id)
         self._observe(now)
         return Outcome(fill, events)
@@ -951,6 +984,17 @@ class LedgerContext:
     risk_limits: Any = None
     risk_tz: Any = None
     global_state: Any = lambda: None
+    #: the account of a profile created without one; (account_id) -> the account's
+    #: trading state (or None) and its account-wide limits (AccountRiskLimits or None)
+    default_account: str | None = None
+    account_state: Any = lambda account_id: None
+    account_limits: Any = lambda account_id: None
+    #: what the other profiles of an account expose, as last reported:
+    #: (account_id, profile_id) -> Decimal (0 when nothing is known)
+    account_exposure: Any = lambda account_id, profile_id: 0
+    #: (profile_id, account_id, pnl, exposure, ts) -> None: tells the account's manager
+    #: a profile's PnL (equity - allocated) and exposure, for the account-wide limits
+    report_equity: Any = None
 
 
 class LedgerActor(pykka.ThreadingActor):
@@ -981,6 +1025,8 @@ class LedgerActor(pykka.ThreadingActor):
         self._predecessor = predecessor
         self._retired = retired
         self._scheduled: datetime | None = None
+        self.account_id: str | None = None
+        self._reports = False
         #: the order rate bucket lives with the actor, so a reload of the ledger (after
         #: a failed write, a bug) does not refill it
         self.bucket = RateBucket()
@@ -1027,6 +1073,18 @@ class LedgerActor(pykka.ThreadingActor):
             gate.tz = ctx.risk_tz
         gate.mark = ctx.mark
         gate.global_state = ctx.global_state
+        account = self.profile.account_id or ctx.default_account
+        self.account_id = account
+        gate.account_state = lambda: ctx.account_state(account)
+        limits = ctx.account_limits(account)
+        # the account-wide loss and exposure limits need each profile's figures
+        self._reports = ctx.report_equity is not None and limits is not None and (
+            limits.has_loss_limits or limits.max_gross_exposure is not None)
+        if limits is not None and limits.max_gross_exposure is not None:
+            gate.account_room = (limits.max_gross_exposure,
+                                 lambda: ctx.account_exposure(account, self.profile_id))
+        else:
+            gate.account_room = None
         if ctx.instruments is not None and ctx.allocation is not None:
             gate.concentration = (ctx.instruments, ctx.allocation)
         gate.bucket = self.bucket
@@ -1222,9 +1280,31 @@ class LedgerActor(pykka.ThreadingActor):
                                          cmd.cause)
 
     def _entry_fill(self, cmd: m.ApplyEntryFill):
-        return self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id, cmd.qty,
-                                      cmd.price, cmd.fee, self.ctx.clock.now(), cmd.cause,
-                                      book=cmd.book)
+        outcome = self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id,
+                                         cmd.qty, cmd.price, cmd.fee, self.ctx.clock.now(),
+                                         cmd.cause, book=cmd.book)
+        self._report()
+        return outcome
+
+    def _observe_market(self, cmd: m.ObserveMarket) -> Outcome:
+        book = self.ledger.observe(self.ctx.clock.now(), cmd.marks, cmd.tick_ts)
+        self._report(book, cmd.marks)
+        return Outcome(None, [])
+
+    def _report(self, book: Book | None = None, marks: dict | None = None) -> None:
+        """Tell the account's manager this profile's PnL and exposure (for the
+        account-wide limits), when its account has such limits."""
+        if not self._reports:
+            return
+        led = self.ledger
+        if book is None:
+            book = led.book(marks)
+        try:
+            self.ctx.report_equity(self.profile_id, self.account_id,
+                                   book.equity - led.allocated, book.exposure,
+                                   self.ctx.clock.now())
+        except Exception:
+            self.log.exception("reporting to the account's limits failed")
 
     def _end_order(self, cmd: m.EndOrder):
         return self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
@@ -1235,8 +1315,10 @@ class LedgerActor(pykka.ThreadingActor):
                                          cmd.cause)
 
     def _exit_fill(self, cmd: m.ApplyExitFill):
-        return self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
-                                     cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason)
+        outcome = self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
+                                        cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason)
+        self._report()
+        return outcome
 
     def _set_state(self, cmd: m.SetTradingState):
         return self.ledger.set_state(cmd.state, cmd.reason, cmd.changed_by,
@@ -1317,6 +1399,7 @@ _HANDLERS = {
     m.RequestClose: _handler(LedgerActor._request_close),
     m.SetTradingState: _handler(LedgerActor._set_state),
     m.CheckRisk: _handler(LedgerActor._check_risk),
+    m.ObserveMarket: _handler(LedgerActor._observe_market),
     m.ResetBreakers: _handler(LedgerActor._reset_breakers),
     m.Audit: _handler(LedgerActor._audit),
     Reconcile: _handler(LedgerActor._reconcile),

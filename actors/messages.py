@@ -217,6 +217,10 @@ class OrderFilled(Event, frozen=True):
     position: PositionCapital
     released: Decimal
     position_opened: bool
+    #: booked while the profile may not add exposure (a fill the broker reports after a
+    #: halt, a breaker trip or REDUCE_ONLY: it happened, so it is booked): why; None when
+    #: entries were allowed. The position is then to be closed (an alert says so).
+    while_blocked: str | None = None
 
 
 class OrderCapitalReleased(Event, frozen=True):
@@ -255,6 +259,9 @@ class BreakerTripped(Event, frozen=True):
     period) or, for the max drawdown, until reset by hand."""
 
     trip: Trip
+    #: when a price tick tripped it (risk marked to market): that tick's time; None when
+    #: an entry, a fill or the period's end did
+    tick_ts: datetime | None = None
 
 
 class BreakerReset(Event, frozen=True):
@@ -400,6 +407,14 @@ class ResetBreakers(Command, frozen=True):
     kinds: tuple[str, ...] = ()
     reason: str = ""
     changed_by: str = "api"
+
+
+class ObserveMarket(Command, frozen=True):
+    """Risk marked to market: the prices of a tick (symbol -> last) moved a position of
+    the profile; run the breakers (and report to the account's loss limits) now."""
+
+    marks: dict
+    tick_ts: datetime | None = None
 
 
 class Audit(Command, frozen=True):

@@ -29,7 +29,9 @@ from actors.money import (
 
 SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
 ORDER_TYPES = ("MARKET", "LIMIT")
-CLOSE_REASONS = ("tp", "sl", "manual")
+#: why a position closed: its take-profit, its stop-loss, by hand (`position.close`), or
+#: by a flatten (every position of a profile, an account or all, closed at once)
+CLOSE_REASONS = ("tp", "sl", "manual", "flatten")
 HUNDRED = Decimal(100)
 #: what a symbol may be made of: letters, digits and ``._/:-`` (and ``_``), 1..64 of them
 SYMBOL_MAX_LENGTH = 64

@@ -314,12 +314,21 @@ class Book(msgspec.Struct, frozen=True):
     exposure: Decimal
 
 
-def effective_state(profile_state: str, global_state: Any) -> tuple[str, str]:
-    """(state, scope): the stricter of the profile's state and the global kill switch."""
-    g = getattr(global_state, "state", "ACTIVE")
-    if _STATE_RANK.get(g, 0) > _STATE_RANK.get(profile_state, 0):
-        return g, "global"
-    return profile_state, "profile"
+def effective_state(profile_state: str, global_state: Any,
+                    account_state: Any = None) -> tuple[str, str]:
+    """(state, scope): the strictest of the profile's own state, its broker account's and
+    the global kill switch; on a tie the narrower scope names it."""
+    state, scope = profile_state, "profile"
+    for other, where in ((account_state, "account"), (global_state, "global")):
+        s = getattr(other, "state", "ACTIVE")
+        if _STATE_RANK.get(s, 0) > _STATE_RANK.get(state, 0):
+            state, scope = s, where
+    return state, scope
+
+
+def is_blocking(state: str) -> bool:
+    """Whether a trading state stops new exposure (and cancels working entries)."""
+    return _STATE_RANK.get(state, 0) > 0
 
 
 def _cap(check: str, code: str, limit: Any, value: Any) -> Check:
@@ -333,7 +342,7 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
     code = {"HALTED": "TRADING_HALTED", "REDUCE_ONLY": "REDUCE_ONLY"}.get(state,
                                                                          "TRADING_HALTED")
     yield Check("trading_state", code, state == "ACTIVE", "ACTIVE",
-                state if scope == "profile" else f"{state} (global)")
+                state if scope == "profile" else f"{state} ({scope})")
     for kind, (loss, limit, trip) in breakers.items():
         # a breaker not tripped by the last observation trips at this one if the loss
         # reached the limit: the ledger observes before it checks
@@ -397,6 +406,12 @@ class RiskGate:
         self.tz = tz
         self.mark = mark
         self.global_state = global_state
+        #: the profile's broker account's trading state (an object with state, reason,
+        #: changed_by, or None)
+        self.account_state: Callable[[], Any] = lambda: None
+        #: the account's gross exposure limit and what its other profiles expose now:
+        #: (limit, () -> Decimal), or None when the account has no such limit
+        self.account_room: tuple[Decimal, Callable[[], Any]] | None = None
         self.breakers = breakers or BreakerState()
         self.bucket = RateBucket()
         #: (instruments, allocation config) of the allocation's concentration limits,
@@ -421,6 +436,19 @@ class RiskGate:
             "max_risk_per_trade_pct", "max_leverage", "max_exposure", "max_open_positions",
             "max_open_positions_per_symbol"))
 
+    def effective(self, profile_state: str) -> tuple[str, str]:
+        """(state, scope) of a profile in `profile_state`, its account's and the global
+        state considered."""
+        return effective_state(profile_state, self.global_state(), self.account_state())
+
+    def scope_state(self, scope: str) -> Any:
+        """The account's or the global state object (who set it and why), by scope."""
+        if scope == "account":
+            return self.account_state()
+        if scope == "global":
+            return self.global_state()
+        return None
+
     def tokens(self, now: datetime) -> Decimal | None:
         if self.limits.order_rate_per_min is None:
             return None
@@ -429,9 +457,13 @@ class RiskGate:
 
 class GlobalState(msgspec.Struct, frozen=True):
     """The global kill switch: the trading state of every profile at once (the stricter
-    of it and a profile's own state applies)."""
+    of it and a profile's own state applies). A broker account's state has the same
+    shape (`AccountState`)."""
 
     state: str = "ACTIVE"
     reason: str = ""
     changed_by: str = ""
     changed_at: datetime | None = None
+
+
+AccountState = GlobalState

@@ -184,7 +184,12 @@ class System:
                             instruments=instruments, mark=self._mark,
                             risk_limits=self._risk_limits,
                             risk_tz=load_timezone(cfg.risk.timezone),
-                            global_state=lambda: self._global)
+                            global_state=lambda: self._global,
+                            default_account=cfg.brokers.default_account,
+                            account_state=self._account_state,
+                            account_limits=cfg.risk.accounts.get,
+                            account_exposure=self._account_exposure,
+                            report_equity=self._report_equity)
         # storage off keeps ledgers only in memory actors: nothing to passivate them to
         max_live = cfg.ledger.max_live if cfg.storage.durable else 1 << 30
         stored = self.store.global_state()
@@ -204,12 +209,14 @@ class System:
         self.scheduler.start()
         self.started_at = time.monotonic()
         self.trading = Trading(self)
-        oms_store = None
+        oms_store = control_store = None
         if cfg.storage.durable:
+            from storage.control_store import ControlStore
             from storage.oms_store import OmsStore
 
             oms_store = OmsStore(self.engine)
-        self.trading.start(oms_store, self.store.list_profiles("", 1 << 62))
+            control_store = ControlStore(self.engine)
+        self.trading.start(oms_store, self.store.list_profiles("", 1 << 62), control_store)
         self.allocation = AllocationService(self, self.trading, instruments)
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
@@ -269,6 +276,24 @@ class System:
     def _mark(self, symbol: str) -> Decimal | None:
         tick = self.trading.board.get(symbol) if self.trading is not None else None
         return None if tick is None else tick.last
+
+    def _account_state(self, account_id: str | None):
+        trading = self.trading
+        return None if trading is None else trading.safety.account_state(account_id)
+
+    def _account_exposure(self, account_id: str, profile_id: str) -> Decimal:
+        status = self.trading.status.get(account_id) if self.trading is not None else None
+        if status is None or status.risk is None:
+            return Decimal(0)
+        return status.risk.exposure_of_others(profile_id)
+
+    def _report_equity(self, profile_id: str, account_id: str, pnl: Decimal,
+                       exposure: Decimal, ts) -> None:
+        from actors.account import ReportEquity
+
+        ref = self.trading.managers.get(account_id) if self.trading is not None else None
+        if ref is not None:
+            ref.tell((ReportEquity(profile_id, pnl, exposure, ts), Reply()))
 
     def _risk_limits(self, profile_id: str, risk_profile: str | None) -> RiskLimits:
         try:
@@ -390,8 +415,12 @@ class System:
 
     def set_state(self, profile_id: str, state: str, reason: str = "",
                   changed_by: str = "api") -> ProfileView:
+        """A profile's own trading state; answered once stored and, for HALTED and
+        REDUCE_ONLY, once its working entry orders are canceled at the broker."""
         self._call(profile_id, m.SetTradingState(state=state, reason=reason,
                                                  changed_by=changed_by))
+        if state != "ACTIVE" and self.trading is not None:
+            self.trading.settle_accounts([self.trading.account_for(profile_id)])
         return self.get_profile(profile_id)
 
     # -- the kill switch and breakers ----------------------------------------------
@@ -412,6 +441,10 @@ class System:
 
     def _set_global_state(self, state: str, reason: str, changed_by: str) -> GlobalState:
         gs = GlobalState(state, reason or "", changed_by, self.clock.now())
+        if state != "ACTIVE":
+            # stricter at once: every check from here on sees it (a failed write leaves
+            # it strict in memory, never looser)
+            self._global = gs
         done = Reply()
         self.writer.submit(WriteRequest(None, [("upsert", "system_state", {
             "name": "trading", "state": gs.state, "reason": gs.reason,
@@ -421,7 +454,29 @@ class System:
         self._global = gs
         logger.warning("global trading state {} (by {}: {})", state, changed_by,
                        reason or "no reason given")
+        if self.trading is not None:
+            self.trading.safety.on_global_state(state, reason, changed_by)
+            if state != "ACTIVE":  # answered once the working entries are canceled
+                self.trading.settle_accounts(list(self.trading.managers))
         return gs
+
+    def set_account_state(self, account_id: str, state: str, reason: str = "",
+                          changed_by: str = "api"):
+        """A broker account's trading state (`account.set_state`): HALTED or REDUCE_ONLY
+        stops new exposure on every profile of the account and cancels their working
+        entries; ACTIVE lets each profile's own state decide (the global one applies).
+        Answered once stored."""
+        return self.trading.safety.set_account_state(account_id, state, reason, changed_by)
+
+    def flatten(self, scope: str = "all", target: str | None = None, *,
+                client_request_id: str, reason: str = "", requested_by: str = "api"
+                ) -> dict[str, Any]:
+        """Halt a profile, a broker account or everything (`scope` ``profile``,
+        ``account``, ``all``), cancel its working entries and close every open position,
+        once per `client_request_id` (a repeat answers what the first did). Answered
+        when every close is asked for; the exits fill on the next ticks."""
+        return self.trading.safety.flatten(scope, target, client_request_id, reason,
+                                           requested_by)
 
     def reset_breakers(self, profile_id: str, kinds=(), reason: str = "",
                        changed_by: str = "api") -> list:

@@ -42,6 +42,8 @@ from actors.account import (
     Ticks,
     new_order_listener,
 )
+from actors.account_risk import AccountRisk
+from actors.alerts import raise_alert
 from actors.audit_log import SignalAuditLog
 from actors.config import ConfigError
 from actors.errors import Conflict, Denial, Denied, InvalidArgument, NotFound, Unavailable
@@ -62,7 +64,8 @@ from actors.orders import (
     protective_crossed,
 )
 from actors.reply import Reply, relay
-from actors.risk import Check
+from actors.risk import Check, load_timezone
+from actors.safety import Safety
 from actors.simulator import MarketSimulatorActor, Tick
 from actors.stats import compute_stats, group_stats
 from actors.symbols import CLAIMED, REFUSED, SymbolSlots
@@ -101,10 +104,13 @@ class Trading:
         self.slot_limited: set[str] = set()
         #: the symbols with a market, and the cap on new ones
         self.symbols: SymbolSlots | None = None
+        #: the kill switch that acts: halts cancel entries, flatten, marking to market,
+        #: account states and loss limits, alerts
+        self.safety = Safety(system, self)
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self, oms_store, profiles) -> None:
+    def start(self, oms_store, profiles, control_store=None) -> None:
         cfg = self.config
         brokers = cfg.brokers
         if brokers.default_account not in brokers.accounts:
@@ -124,6 +130,13 @@ class Trading:
         for pid, aid in self.capital_of.items():
             if aid is not None and pid in snaps:
                 allocated[aid] = allocated.get(aid, Decimal(0)) + snaps[pid].allocated
+        # what the account-wide loss limits start from: each profile's realized PnL
+        pnl: dict[str, dict[str, Decimal]] = {}
+        for pid, b in snaps.items():
+            pnl.setdefault(self.account_for(pid), {})[pid] = b.realized_pnl - b.fees
+        safety = self.safety
+        safety.load(control_store, profiles)
+        tz = load_timezone(cfg.risk.timezone)
         self.sim, self.board = MarketSimulatorActor.start_with_board(
             cfg.simulator, self.clock, publish=self.system.bus.publish)
         sim = self._sim = self.sim.proxy()
@@ -131,6 +144,7 @@ class Trading:
         self.symbols = SymbolSlots(() if scfg.replay else scfg.symbols, self.board,
                                    max_symbols=scfg.max_symbols, allow_new=scfg.new_symbols)
         self._unsubscribe.append(self.system.bus.subscribe(self._on_recorded))
+        self._unsubscribe.append(self.system.bus.subscribe(safety.on_events))
         for aid, acfg in brokers.accounts.items():
             status = AccountStatus()
             status.capital = acfg.initial_cash
@@ -138,11 +152,15 @@ class Trading:
             factory = functools.partial(classes[aid], aid, acfg, clock=self.clock,
                                         money_places=cfg.places(acfg.currency), ids=new_id)
             limits = cfg.risk.accounts.get(aid)
-            if limits is not None and (limits.max_open_positions is not None
-                                       or limits.max_open_positions_per_symbol is not None):
+            if limits is not None and limits.has_slots:
                 self.slot_limited.add(aid)
-            ref = AccountManagerActor.start(aid, factory, self.system.submit, status,
-                                            on_event=self._broker_event, limits=limits)
+            risk = AccountRisk(aid, limits, tz, pnl=pnl.get(aid),
+                               saved=safety.saved_risk(aid))
+            ref = AccountManagerActor.start(
+                aid, factory, self.system.submit, status, on_event=self._broker_event,
+                limits=limits, risk=risk, on_breach=functools.partial(safety.breach, aid),
+                on_risk_saved=functools.partial(safety.save_risk, aid),
+                alert=functools.partial(raise_alert, self.system.bus.publish))
             self.managers[aid] = ref
             self.status[aid] = status
             self._unsubscribe.append(self.system.bus.subscribe(new_order_listener(aid, ref)))
@@ -151,6 +169,7 @@ class Trading:
                 orders, positions = oms_store.open_book(aid)
                 if orders or positions:
                     self._ask(aid, Restore(orders, positions), 60)
+                    safety.restored(aid, orders, positions, profiles)
         if cfg.simulator.mode == "realtime":
             sim.start_realtime().get(timeout=10)
         logger.info("trading: {} account(s) {}, simulator in {} mode, OMS {}",
@@ -300,16 +319,26 @@ class Trading:
 
     def settle(self, timeout: float = 30.0) -> None:
         """Wait until every account manager has handled its mailbox and every booking it
-        sent is committed."""
+        sent is committed, and the ledgers have marked the last ticks to market."""
+        self.settle_accounts(list(self.managers), timeout, observations=True)
+
+    def settle_accounts(self, accounts: list[str], timeout: float = 30.0, *,
+                        observations: bool = False) -> None:
+        """`settle`, for these accounts' managers."""
         deadline = time.monotonic() + timeout
+
+        def quiet() -> bool:
+            return (all(self.status[aid].pending == 0 for aid in accounts)
+                    and (not observations or self.safety.observing == 0))
+
         while True:
-            for aid in self.managers:
+            for aid in accounts:
                 self._ask(aid, Sync(), timeout)
-            if all(st.pending == 0 for st in self.status.values()):
+            if quiet():
                 # one more round: a booking's commit may have queued a new order
-                for aid in self.managers:
+                for aid in accounts:
                     self._ask(aid, Sync(), timeout)
-                if all(st.pending == 0 for st in self.status.values()):
+                if quiet():
                     return
             if time.monotonic() > deadline:
                 raise Unavailable("trading did not settle in time")

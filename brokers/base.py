@@ -346,8 +346,9 @@ class BrokerAdapter(ABC):
         """Send an entry order; fills come back as `OrderFilled` events."""
 
     @abstractmethod
-    def cancel_order(self, order_id: str) -> bool:
-        """Cancel what is left of a working order; False if there is no such order."""
+    def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:
+        """Cancel what is left of a working order; False if there is no such order.
+        `reason` travels with the `OrderCanceled` it reports (a halt names itself)."""
 
     @abstractmethod
     def close_position(self, position_id: str, reason: str = "manual") -> bool:

@@ -3,8 +3,9 @@
 Each map has `type` (past tense), `seq` (per topic, set by the server when it sends),
 `ts`, `id`, `causation_id`, `profile_id`, and the object it is about. Deposits and
 withdrawals go on ``ledger.<profile_id>``, recorded signals on ``signal.<profile_id>``,
-simulator ticks on ``tick.<symbol>`` and broker connection changes on
-``broker.<account_id>``: topics this implementation adds.
+simulator ticks on ``tick.<symbol>``, broker connection changes on
+``broker.<account_id>`` and alerts (`actors.alerts`) on ``alert``: topics this
+implementation adds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 
 from actors import messages as m
+from actors.alerts import Alert
 from actors.simulator import Tick
 from brokers.base import BrokerEvent
 
@@ -43,6 +45,8 @@ def event_frames(events: Iterable[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 body = msgspec.structs.asdict(e)
                 body["type"] = type(e).__name__
                 yield f"broker.{e.account_id}", body
+            elif isinstance(e, Alert):
+                yield "alert", {"type": "Alert", **msgspec.structs.asdict(e)}
             continue
         body: dict[str, Any] = {"type": type(e).__name__, "id": e.event_id, "ts": e.ts,
                                 "causation_id": e.causation_id, "profile_id": e.profile_id}

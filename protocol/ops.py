@@ -229,14 +229,9 @@ def op_profile_list(ctx: OpContext, a: ProfileListArgs, caller: Caller, done: Do
 
 def op_profile_set_state(ctx: OpContext, a: SetStateArgs, caller: Caller, done: Done) -> None:
     caller.check(a.profile_id)
-    pid = a.profile_id
-
-    def then_get(_out):
-        _submit(ctx, pid, m.GetProfile(), done, lambda out: profile_map(out.result))
-        return _PENDING
-
-    cmd = m.SetTradingState(state=a.state, reason=a.reason, changed_by=caller.name)
-    ctx.system.submit(pid, cmd, _then(_chain(done), then_get))
+    # blocking: a halt is answered once the profile's working entries are canceled
+    ctx.run_blocking(lambda: profile_map(ctx.system.set_state(
+        a.profile_id, a.state, a.reason, caller.name)), done)
 
 
 def op_ledger_get(ctx: OpContext, a: ProfileArgs, caller: Caller, done: Done) -> None:
@@ -366,14 +361,17 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
 
     cfg = system.config
     fenced = system.fenced
-    status = "stopping" if system.started_at is None else "fenced" if fenced else "ok"
+    reasons = system.trading.safety.reasons() if system.trading is not None else []
+    status = ("stopping" if system.started_at is None else "fenced" if fenced
+              else "degraded" if reasons else "ok")
     return {"status": status,
             "version": _version(), "protocol": VERSION, "environment": environment,
             "broker_mode": _broker_mode(cfg), "oms_enabled": cfg.oms.enabled,
             "storage": describe(cfg.storage.url) if cfg.storage.durable else "memory",
             "uptime_s": round(time.monotonic() - started, 3),
             "profiles": system.registry.known_count(), "security": "curve" if curve else "plain",
-            "trading_state": system.global_state.state, "fenced": fenced}
+            "trading_state": system.global_state.state, "fenced": fenced,
+            "reasons": ([fenced] if fenced else []) + reasons}
 
 
 def _broker_mode(cfg) -> str:

@@ -42,6 +42,20 @@ class SystemStateArgs(Args, frozen=True):
     reason: Text = ""
 
 
+class AccountStateArgs(Args, frozen=True):
+    account_id: Id
+    state: Annotated[str, Meta(min_length=1, max_length=16)]
+    reason: Text = ""
+
+
+class FlattenArgs(Args, frozen=True):
+    client_request_id: Id
+    scope: Literal["profile", "account", "all"]
+    profile_id: Id | None = None
+    account_id: Id | None = None
+    reason: Text = ""
+
+
 def global_state_map(gs) -> dict:
     return {"state": gs.state, "reason": gs.reason, "changed_by": gs.changed_by,
             "changed_at": gs.changed_at}
@@ -83,8 +97,45 @@ def op_system_set_state(ctx: OpContext, a: SystemStateArgs, caller: Caller,
         a.state, a.reason, caller.name)), done)
 
 
+def op_account_set_state(ctx: OpContext, a: AccountStateArgs, caller: Caller,
+                         done: Done) -> None:
+    if caller.profiles is not None:
+        raise WireError("FORBIDDEN", "only a client allowed every profile ('*') may set "
+                                     "an account's trading state", {})
+
+    def work():
+        st = ctx.system.set_account_state(a.account_id, a.state, a.reason, caller.name)
+        return {"account_id": a.account_id, **global_state_map(st)}
+
+    ctx.run_blocking(work, done)
+
+
+def op_flatten(ctx: OpContext, a: FlattenArgs, caller: Caller, done: Done) -> None:
+    target = {"profile": a.profile_id, "account": a.account_id, "all": None}[a.scope]
+    other = {"profile": a.account_id, "account": a.profile_id,
+             "all": a.profile_id or a.account_id}[a.scope]
+    if a.scope != "all" and target is None:
+        field = "profile_id" if a.scope == "profile" else "account_id"
+        raise WireError("INVALID_ARGUMENT", f"a {a.scope} flatten needs {field}",
+                        {"field": field})
+    if other is not None:
+        field = "account_id" if a.scope == "profile" or a.account_id else "profile_id"
+        raise WireError("INVALID_ARGUMENT", f"a {a.scope} flatten takes no {field}",
+                        {"field": field})
+    if a.scope == "profile":
+        caller.check(a.profile_id)
+    elif caller.profiles is not None:
+        raise WireError("FORBIDDEN", "only a client allowed every profile ('*') may flatten "
+                                     "an account or everything", {})
+    ctx.run_blocking(lambda: ctx.system.flatten(
+        a.scope, target, client_request_id=a.client_request_id, reason=a.reason,
+        requested_by=caller.name), done)
+
+
 RISK_OPS = {
     "risk.check": (RiskCheckArgs, op_risk_check),
     "risk.reset": (RiskResetArgs, op_risk_reset),
     "system.set_state": (SystemStateArgs, op_system_set_state),
+    "account.set_state": (AccountStateArgs, op_account_set_state),
+    "flatten": (FlattenArgs, op_flatten),
 }

@@ -64,6 +64,31 @@ system_state = Table(
     Column("changed_at", UtcDateTime, nullable=False),
 )
 
+#: each broker account's trading state (the strictest of a profile's own, its account's
+#: and the global one applies), and what its account-wide loss limits remember (JSON:
+#: the day they measure and each profile's PnL at its start)
+account_states = Table(
+    "account_states", metadata,
+    Column("account_id", ID, primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("changed_by", String(128), nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("risk_state", Text),
+)
+
+#: every flatten done, by its client key, with what it did (JSON)
+flattens = Table(
+    "flattens", metadata,
+    Column("client_request_id", ID, primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("target", ID),
+    Column("reason", Text, nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("result", Text, nullable=False),
+)
+
 #: the owner epoch of each owned scope (today one, "capflow": the whole database). A
 #: server that takes the database over raises it; every commit checks it (storage/owner.py)
 owner_epochs = Table(

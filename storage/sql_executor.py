@@ -28,9 +28,9 @@ Op = tuple[str, str, dict[str, Any]]
 
 #: Order inside one transaction: appends (profiles first), then records, then partial
 #: updates, so a partial update always finds its row.
-_INSERT_ORDER = ("profiles", "transfers", "fills", "signals", "ledger_journal")
+_INSERT_ORDER = ("profiles", "transfers", "fills", "signals", "ledger_journal", "flattens")
 _UPSERT_ORDER = ("ledger_snapshots", "reservations", "orders", "positions",
-                 "system_state")
+                 "system_state", "account_states")
 _UPDATE_ORDER = ("profiles", "reservations", "orders", "positions")
 #: bound parameters per statement, under SQLite's limit (32,766) and PostgreSQL's (65,535)
 _MAX_PARAMS = 30_000

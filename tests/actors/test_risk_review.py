@@ -202,14 +202,8 @@ def test_max_notional_holds_for_a_marketable_sell_limit(
     assert all(p.entry_notional <= 500 for p in opened), [p.entry_notional for p in opened]
 
 
-# -- 6. the kill switch and the breakers leave working entry orders working ---------------
+# -- 6. the kill switch cancels working entry orders (it only refused new ones once) -------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "actors/system.py:377-392 (and the breakers, ledger.py:238-257) only refuse NEW "
-    "entry orders: a LIMIT entry already working at the broker still fills after "
-    "system.set_state HALTED and opens a position -- new exposure under the kill "
-    "switch; nothing cancels (or refuses to book) working entries (known limitation, "
-    "documented in the README's Risk section)"))
 def test_the_global_kill_switch_stops_working_entry_orders_opening_positions(
         make_system, sqlite_url, tmp_path, clock):
     path = [("99.98", "100.02"), ("99.98", "100.02"), ("93.98", "94.02")]

@@ -285,6 +285,7 @@ PLAUSIBLE = {
     "sl_pct": st.sampled_from([None, "1", "100"]),
     "status": st.sampled_from([None, "OPEN", "CLOSED", "FILLED", "nonsense"]),
     "group_by": st.sampled_from([None, "strategy", "symbol", "exchange", "colour"]),
+    "scope": st.sampled_from(["profile", "account", "all", "galaxy"]),
 }
 
 

@@ -98,16 +98,36 @@ def test_0005_adds_the_owner_epochs_and_takes_them_back(engine):
 
 
 def test_0006_adds_the_orders_max_price_and_takes_it_back(engine):
-    """0006 is the head: an order's max_price (the highest price its capital covers),
-    nullable for the orders recorded before it."""
+    """0006: an order's max_price (the highest price its capital covers), nullable for
+    the orders recorded before it."""
     from alembic import command
 
     migrate.upgrade(engine, "0005")
     before = _schema_state(engine)
-    migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0006" == migrate.head_revision(engine)
+    migrate.upgrade(engine, "0006")
+    assert migrate.current_revision(engine) == "0006"
     after = _schema_state(engine)
     added = [c for c in after["orders"][0] if c not in before["orders"][0]]
     assert [(name, nullable) for name, _type, nullable in added] == [("max_price", True)]
     command.downgrade(migrate.alembic_config(engine), "0005")
+    assert _schema_state(engine) == before
+
+
+def test_0007_adds_the_account_states_and_flattens_and_takes_them_back(engine):
+    """0007 is the head: each broker account's trading state, and the flattens done by
+    their client key."""
+    from alembic import command
+
+    migrate.upgrade(engine, "0006")
+    before = _schema_state(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "0007" == migrate.head_revision(engine)
+    after = _schema_state(engine)
+    assert set(after) - set(before) == {"account_states", "flattens"}
+    assert [c[0] for c in after["account_states"][0]] == [
+        "account_id", "state", "reason", "changed_by", "changed_at", "risk_state"]
+    assert [c[0] for c in after["flattens"][0]] == [
+        "client_request_id", "scope", "target", "reason", "requested_by", "created_at",
+        "result"]
+    command.downgrade(migrate.alembic_config(engine), "0006")
     assert _schema_state(engine) == before

@@ -1,0 +1,71 @@
+"""Reads of what the kill switch keeps (`actors.safety`): the broker accounts' trading
+states, the flattens done, and which profiles have a tripped breaker. Writes go through
+the storage writer as row operations, built here (`account_state_op`, `flatten_op`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine, select
+
+from actors.risk import BreakerState
+from storage import schema as s
+from storage.writer import Op
+
+_decode_risk = msgspec.json.Decoder(BreakerState)
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+def account_state_op(account_id: str, state: str, reason: str, changed_by: str,
+                     changed_at: datetime, saved: dict[str, Any] | None) -> Op:
+    return ("upsert", "account_states", {
+        "account_id": account_id, "state": state, "reason": reason, "changed_by": changed_by,
+        "changed_at": changed_at,
+        "risk_state": None if saved is None else _json.encode(saved).decode()})
+
+
+def flatten_op(key: str, scope: str, target: str | None, reason: str, requested_by: str,
+               created_at: datetime, result: dict[str, Any]) -> Op:
+    return ("insert", "flattens", {
+        "client_request_id": key, "scope": scope, "target": target, "reason": reason,
+        "requested_by": requested_by, "created_at": created_at,
+        "result": _json.encode(result).decode()})
+
+
+class ControlStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def account_states(self) -> dict[str, dict[str, Any]]:
+        """account id -> its stored state row (``risk_state`` decoded, or None)."""
+        with self.engine.connect() as c:
+            rows = [dict(r._mapping) for r in c.execute(select(s.account_states))]
+        for r in rows:
+            r["risk_state"] = (None if r["risk_state"] is None
+                               else msgspec.json.decode(r["risk_state"]))
+        return {r["account_id"]: r for r in rows}
+
+    def flatten(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(s.flattens).where(
+                s.flattens.c.client_request_id == key)).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["result"] = msgspec.json.decode(out["result"])
+        return out
+
+    def tripped_breakers(self) -> dict[str, list[str]]:
+        """profile id -> the reason codes of its tripped breakers, for every profile
+        that has one (as its last snapshot stored them)."""
+        t = s.ledger_snapshots
+        out: dict[str, list[str]] = {}
+        with self.engine.connect() as c:
+            for pid, text in c.execute(select(t.c.profile_id, t.c.risk_state)
+                                       .where(t.c.risk_state.is_not(None))):
+                trips = _decode_risk.decode(text).trips
+                if trips:
+                    out[pid] = sorted(trip.code for trip in trips.values())
+        return out
