@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from protocol.client import Client, ClientError, ClientTimeout, CurveKeys
-from protocol.server import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
+from protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
 
 #: the ledger columns of the profiles table: (title, ledger field)
 LEDGER_COLUMNS = (("allocated", "allocated"), ("available", "available"), ("held", "held"),
