@@ -169,11 +169,17 @@ def serve(cfg: Config) -> int:
     from protocol.server import Server
 
     stop = threading.Event()
+    failures: list[str] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+
+    def failed(reason: str) -> None:  # the gateway's watchdog: it no longer serves
+        failures.append(reason)
+        stop.set()
+
     system = System(cfg).start()
     try:
-        server = Server(system).start()
+        server = Server(system, on_failure=failed).start()
     except BaseException:
         system.stop()
         raise
@@ -181,10 +187,27 @@ def serve(cfg: Config) -> int:
     try:
         stop.wait()
     finally:
+        if failures:
+            logger.critical("capflow stops because its gateway failed: {}", failures[0])
+            _exit_if_stuck(cfg.server.drain_timeout_s + 30.0)
         logger.info("stopping: finishing in-flight requests, then flushing storage")
         server.stop()
         system.stop()
-    return 0
+    return 1 if failures else 0
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """After a failure, an orderly stop may hang on what failed: end the process anyway
+    (exit status 1) if it has not ended in `seconds`."""
+    import os
+
+    def hard_exit() -> None:
+        logger.critical("capflow did not stop in {:g} s; exiting now", seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _curve(args: argparse.Namespace):

@@ -98,6 +98,10 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     drain_timeout_s: float = 10.0
     #: threads for the few ops that do blocking work (profile.create, profile.list)
     workers: int = 2
+    #: the socket thread stamps a heartbeat every turn of its loop (at least 5 times a
+    #: second); dead, or no turn for this long: the gateway has failed (`capflow serve`
+    #: stops with exit status 1)
+    watchdog_stall_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

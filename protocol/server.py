@@ -12,6 +12,12 @@ twice; a repeat that arrives while the first is still running waits for the same
 answer. A request not finished in `request_timeout_s` is answered `TIMEOUT`; its real
 answer is still cached for the client's retry.
 
+The socket thread survives anything a peer does: each turn of its loop is guarded (a
+failure is logged and the loop goes on). A watchdog (protocol/watchdog.py) checks that
+the thread is alive and still turning; when it is not, the gateway has failed: `failure`
+says why, it is logged at CRITICAL, `system.health` (if it can still be answered) says
+`failed`, and `on_failure` is called (`capflow serve` then stops with exit status 1).
+
 Metrics (the `system.metrics` op, protocol/metrics.py) belong to the socket thread
 alone, so they need no lock: every admitted request is timed from admission to its
 answer, per op. A `TIMEOUT`
@@ -29,6 +35,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -49,8 +56,11 @@ from protocol.metrics import (  # noqa: F401 -- also imported from here
     percentile_ms,
 )
 from protocol.ops import OPS, Caller, OpContext, dispatch, health
+from protocol.watchdog import Watchdog
 
 PLAIN_CALLER = Caller("wire")
+#: most requests taken per turn of the loop before the answers ready are sent
+MAX_BATCH = 4096
 
 def _is_local(endpoint: str) -> bool:
     """Whether a ZeroMQ endpoint is reachable from this machine only."""
@@ -79,9 +89,16 @@ class _Pending:
 
 
 class Server:
-    def __init__(self, system, config: Config | None = None):
+    """The gateway. `on_failure(reason)` is called (once, from the watchdog's thread) if
+    the socket thread dies or stalls; `failure` is then the reason (None while well)."""
+
+    def __init__(self, system, config: Config | None = None, *,
+                 on_failure: Callable[[str], None] | None = None):
         self.system = system
         self.config = config or system.config
+        self.on_failure = on_failure
+        self.failure: str | None = None
+        self._watchdog: Watchdog | None = None
         self.started = time.monotonic()
         scfg = self.config.server
         self.timeout_s = scfg.request_timeout_s
@@ -144,7 +161,10 @@ class Server:
         self._unsubscribe = self.system.bus.subscribe(self._on_events)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="capflow-server", daemon=True)
+        self._watchdog = Watchdog("capflow-server", self._thread, scfg.watchdog_stall_s,
+                                  self._failed)
         self._thread.start()
+        self._watchdog.start()
         logger.info("serving {} ({}), events on {}", self.endpoint,
                     "CURVE" if self.curve else "plain, no authentication", self.events_endpoint)
         return self
@@ -156,10 +176,11 @@ class Server:
             return
         self._stopping = True
         deadline = time.monotonic() + self.config.server.drain_timeout_s
-        while self._pending and time.monotonic() < deadline:
+        while self._pending and time.monotonic() < deadline and self._thread.is_alive():
             time.sleep(0.01)
         if self._pending:
             logger.warning("{} requests still in flight at shutdown", len(self._pending))
+        self._watchdog.stop()  # the socket thread ends now, on purpose
         self._running = False
         self._notify()
         self._thread.join(10)
@@ -223,8 +244,22 @@ class Server:
             self._completions.put((None, (topic, body), None))
         self._notify()
 
+    def _failed(self, reason: str) -> None:
+        """The watchdog found the socket thread dead or stalled."""
+        self.failure = reason
+        logger.critical("the gateway has failed: {}; no request is answered any more",
+                        reason)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(reason)
+            except Exception:
+                logger.exception("the gateway's on_failure callback failed")
+
     def _health(self) -> dict[str, Any]:
-        return health(self.system, self.started, self.config.environment, self.curve)
+        info = health(self.system, self.started, self.config.environment, self.curve)
+        if self.failure is not None:
+            info["status"] = "failed"
+        return info
 
     def _metrics(self) -> dict[str, Any]:
         """The `system.metrics` result; called on the socket thread (which owns them)."""
@@ -248,41 +283,56 @@ class Server:
         poller.register(self._efd, zmq.POLLIN)
         if self.curve:
             poller.register(self.pub, zmq.POLLIN)
-        router = self.router
-        while self._running:
-            timeout = 200
-            if self._deadlines:
-                timeout = max(0, min(timeout, int((self._deadlines[0][0]
-                                                   - time.monotonic()) * 1000) + 1))
-            try:
-                ready = dict(poller.poll(timeout))
-            except zmq.ZMQError:
-                if not self._running:
-                    break
-                raise
-            if router in ready:
-                while True:
-                    try:
-                        # copying is cheaper for small frames; CURVE needs the Frame
-                        # objects for their User-Id
-                        frames = router.recv_multipart(zmq.NOBLOCK, copy=not self.curve)
-                    except zmq.Again:
-                        break
-                    try:
-                        self._on_request(frames)
-                    except Exception:  # never let a request kill the socket thread
-                        logger.exception("unexpected failure handling a request")
-            if self.pub in ready:
-                self._on_subscriptions()
-            if self._efd in ready:
+        try:
+            while self._running:
                 try:
-                    os.eventfd_read(self._efd)
-                except BlockingIOError:
-                    pass
-            self._woken = False
+                    self._turn(poller)
+                except Exception:  # never let anything kill the socket thread
+                    logger.exception("unexpected failure in the gateway's loop")
+                    time.sleep(0.01)  # a failure that repeats must not spin
+                    continue
+                self._watchdog.beat()  # only a turn that went through counts
             self._drain_completions()
-            self._expire()
+        except BaseException as exc:
+            self._watchdog.died(repr(exc))
+            logger.opt(exception=exc).critical("the gateway's socket thread died")
+            raise
+
+    def _turn(self, poller: zmq.Poller) -> None:
+        """One turn of the loop: poll, take requests, send answers and events."""
+        timeout = 200
+        if self._deadlines:
+            timeout = max(0, min(timeout, int((self._deadlines[0][0]
+                                               - time.monotonic()) * 1000) + 1))
+        try:
+            ready = dict(poller.poll(timeout))
+        except zmq.ZMQError:
+            if not self._running:
+                return
+            raise
+        router = self.router
+        if router in ready:
+            for _ in range(MAX_BATCH):  # then answer, even while requests keep coming
+                try:
+                    # copying is cheaper for small frames; CURVE needs the Frame
+                    # objects for their metadata
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=not self.curve)
+                except zmq.Again:
+                    break
+                try:
+                    self._on_request(frames)
+                except Exception:  # never let a request stop the others
+                    logger.exception("unexpected failure handling a request")
+        if self.pub in ready:
+            self._on_subscriptions()
+        if self._efd in ready:
+            try:
+                os.eventfd_read(self._efd)
+            except BlockingIOError:
+                pass
+        self._woken = False
         self._drain_completions()
+        self._expire()
 
     def _send(self, route: list[bytes], data: bytes) -> None:
         try:
@@ -295,8 +345,16 @@ class Server:
         payload = frames[-1]
         if self.curve:
             route = [f.bytes for f in frames[:-1]]
-            client = payload.get("User-Id")
+            try:
+                client = payload.get("User-Id")
+            except zmq.ZMQError:
+                client = None
             payload = payload.bytes
+            if not client:  # the handshake let no key through: answer, serve nothing
+                self._refuse("UNAUTHENTICATED")
+                self._send(route, error_reply(None, WireError(
+                    "UNAUTHENTICATED", "the request carries no authenticated CURVE key")))
+                return
         else:
             route, client = frames[:-1], None
         ckey = client.encode() if client else route[0]
@@ -424,7 +482,18 @@ class Server:
             data = frame.bytes
             if not data or data[0] not in (0, 1):
                 continue
-            caller = self.authorizer.caller(frame.get("User-Id"))
+            try:
+                user_id = frame.get("User-Id")
+            except zmq.ZMQError:  # no metadata: see below
+                user_id = None
+            if user_id is None:
+                # libzmq itself sends the unsubscriptions of a peer that went away, with
+                # no metadata (and has already dropped the peer); a subscription without
+                # a key cannot be granted
+                if data[0] == 1:
+                    logger.warning("refused an event subscription without a CURVE key")
+                continue
+            caller = self.authorizer.caller(user_id)
             if caller.profiles is not None:  # restricted keys get no event stream
                 logger.info("refused an event subscription from {}", caller.name)
                 continue
