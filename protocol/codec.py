@@ -2,7 +2,9 @@
 
 Replies carry money, prices and quantities as decimal strings and timestamps as ISO-8601
 UTC strings; requests are decoded defensively (any bytes may arrive) and every failure
-becomes a `WireError` with a code from the closed set.
+becomes a `WireError` with a code from the closed set. An error quotes what
+the client sent only through `quote` (at most 64 characters), so that an answer, which
+the reply cache keeps, stays small whatever the request was.
 """
 
 from __future__ import annotations
@@ -88,6 +90,19 @@ def error_reply(req_id: str | None, err: WireError) -> bytes:
                            "details": err.details}})
 
 
+#: the most characters of a client's text an error quotes
+QUOTE_MAX = 64
+CUT = "\u2026"  # what ends a quote that was cut: ...
+
+
+def quote(text: Any) -> str:
+    """Client-sent text (a name, an op, a value) for an error message or its details:
+    as is up to `QUOTE_MAX` characters, else its first `QUOTE_MAX - 1` and `CUT`."""
+    if not isinstance(text, str):
+        text = repr(text[:QUOTE_MAX]) if isinstance(text, bytes) else str(text)
+    return text if len(text) <= QUOTE_MAX else text[:QUOTE_MAX - 1] + CUT
+
+
 def decode(payload: bytes) -> Envelope:
     """Parse one request frame. Raises `WireError` with `.req_id` set when the id could
     be read (so the error answer can echo it)."""
@@ -120,10 +135,14 @@ def decode(payload: bytes) -> Envelope:
         args = {}
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise _bad(req_id, "args must be a map with string keys")
-    extra = set(msg) - {"v", "id", "op", "args"}
+    extra = [k for k in msg if k not in _ENVELOPE]
     if extra:
-        raise _bad(req_id, f"unknown envelope keys: {sorted(map(str, extra))}")
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise _bad(req_id, f"unknown envelope key {quote(extra[0])!r}{more}")
     return Envelope(req_id, op, args)
+
+
+_ENVELOPE = frozenset({"v", "id", "op", "args"})
 
 
 def _bad(req_id: str | None, message: str) -> WireError:

@@ -34,7 +34,6 @@ import heapq
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
@@ -56,11 +55,16 @@ from protocol.metrics import (  # noqa: F401 -- also imported from here
     percentile_ms,
 )
 from protocol.ops import OPS, Caller, OpContext, dispatch, health
+from protocol.replycache import ReplyCache
 from protocol.watchdog import Watchdog
 
 PLAIN_CALLER = Caller("wire")
 #: most requests taken per turn of the loop before the answers ready are sent
 MAX_BATCH = 4096
+#: most copies of one request (resent with its id while it runs) that wait for its
+#: answer; past it the oldest is answered TIMEOUT at once (retry with the same id)
+MAX_WAITING = 16
+INFINITY = float("inf")
 
 def _is_local(endpoint: str) -> bool:
     """Whether a ZeroMQ endpoint is reachable from this machine only."""
@@ -107,8 +111,10 @@ class Server:
         self._completions: SimpleQueue = SimpleQueue()
         self._pending: dict[tuple[bytes, str], _Pending] = {}
         self._deadlines: list[tuple[float, tuple[bytes, str]]] = []
-        self._cache: OrderedDict[tuple[bytes, str], tuple[bytes, float]] = OrderedDict()
+        self.cache = ReplyCache(scfg.dedup_ttl_s, scfg.dedup_max, scfg.dedup_max_bytes,
+                                scfg.dedup_client_max_bytes)
         self._buckets: dict[bytes, list[float]] = {}
+        self._bucket_sweep = self._next_sweep = 0.0
         self._topic_seq: dict[str, int] = {}
         self._stopping = False
         self._woken = False
@@ -268,6 +274,8 @@ class Server:
                 "refused_codes": dict(self._refused), "deduplicated": self._deduplicated,
                 # not counting the system.metrics request that asks
                 "in_flight": max(0, len(self._pending) - 1),
+                "cache": {"answers": len(self.cache), "bytes": self.cache.bytes,
+                          "max_bytes": self.cache.max_bytes, "evicted": self.cache.evicted},
                 "bucket_base_us": BUCKET_BASE_US, "bucket_factor": BUCKET_FACTOR,
                 "ops": {op: stats.to_map() for op, stats in sorted(self._op_stats.items())}}
 
@@ -365,16 +373,18 @@ class Server:
             self._send(route, error_reply(getattr(err, "req_id", None), err))
             return
         key = (ckey, env.id)
-        cached = self._cache.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
             self._deduplicated += 1
-            self._send(route, cached[0])
+            self._send(route, cached)
             return
         pending = self._pending.get(key)
         if pending is not None:  # a retry of a request still running: same answer
             self._deduplicated += 1
+            if len(pending.routes) >= MAX_WAITING:  # the oldest copy stops waiting
+                self._send(pending.routes.pop(0), self._timeout_reply(env.id))
             pending.routes.append(route)
-            if pending.timed_out:
+            if pending.timed_out and pending.deadline == INFINITY:  # once, not per copy
                 pending.deadline = time.monotonic() + self.timeout_s
                 heapq.heappush(self._deadlines, (pending.deadline, key))
             return
@@ -421,6 +431,17 @@ class Server:
         bucket[0] = tokens - 1
         return True
 
+    def _sweep_buckets(self, now: float) -> None:
+        """Forget the rate buckets of clients idle long enough to be full again (a new
+        bucket starts full), so that clients that come and go do not pile up."""
+        rate = self.config.server.rate_limit_per_s
+        if rate <= 0 or now - self._bucket_sweep < 10.0:
+            return
+        self._bucket_sweep = now
+        idle = [ckey for ckey, (_, at) in self._buckets.items() if now - at >= 2.0]
+        for ckey in idle:
+            del self._buckets[ckey]
+
     def _drain_completions(self) -> None:
         while True:
             try:
@@ -436,36 +457,35 @@ class Server:
         """Answer a finished request; `code` is its error code (None: ok)."""
         pending = self._pending.pop(key, None)
         now = time.monotonic()
-        self._cache[key] = (data, now)
+        self.cache.put(key, data, now)
         if pending is not None:
             for route in pending.routes:
                 self._send(route, data)
             self._record(pending, code, now)
-        scfg = self.config.server
-        cache = self._cache
-        while cache:
-            oldest_key, (_, stored) = next(iter(cache.items()))
-            if now - stored > scfg.dedup_ttl_s or len(cache) > scfg.dedup_max:
-                del cache[oldest_key]
-            else:
-                break
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.cache.expire(now)
+            self._sweep_buckets(now)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key = heapq.heappop(self._deadlines)
             pending = self._pending.get(key)
             if pending is None or pending.deadline > now:
                 continue
-            data = error_reply(key[1], WireError(
-                "TIMEOUT", "not finished in time; the outcome is unknown: retry with the "
-                "same id", {"timeout_s": self.timeout_s}))
+            data = self._timeout_reply(key[1])
             for route in pending.routes:
                 self._send(route, data)
             self._record(pending, "TIMEOUT", now)  # the real outcome is recorded too
             pending.routes = []  # keep waiting: the real answer goes to the cache
             pending.timed_out = True
-            pending.deadline = float("inf")
+            pending.deadline = INFINITY
+
+    def _timeout_reply(self, req_id: str) -> bytes:
+        return error_reply(req_id, WireError(
+            "TIMEOUT", "not finished in time; the outcome is unknown: retry with the "
+            "same id", {"timeout_s": self.timeout_s}))
 
     def _record(self, pending: _Pending, code: str | None, now: float) -> None:
         stats = self._op_stats.get(pending.op)
