@@ -2,7 +2,8 @@
 
 Replies carry money, prices and quantities as decimal strings and timestamps as ISO-8601
 UTC strings; requests are decoded defensively (any bytes may arrive) and every failure
-becomes a `WireError` with a code from the closed set. An error quotes what
+becomes a `WireError` with a code from the closed set. A map that has a key twice is
+refused, at any depth: msgpack would silently keep the last value. An error quotes what
 the client sent only through `quote` (at most 64 characters), so that an answer, which
 the reply cache keeps, stays small whatever the request was.
 """
@@ -103,11 +104,25 @@ def quote(text: Any) -> str:
     return text if len(text) <= QUOTE_MAX else text[:QUOTE_MAX - 1] + CUT
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
 def decode(payload: bytes) -> Envelope:
     """Parse one request frame. Raises `WireError` with `.req_id` set when the id could
     be read (so the error answer can echo it)."""
     try:
-        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True,
+                              object_pairs_hook=_map)
+    except _DuplicateKey:
+        raise _bad(None, "a map in the request has the same key twice") from None
     except Exception:  # any malformed bytes: not msgpack, truncated, too deep, bad utf-8
         raise _bad(None, "the request is not a msgpack map") from None
     if not isinstance(msg, dict):

@@ -1,12 +1,14 @@
 """Requests built to cost the server memory, or to be read two ways, over a real socket:
 huge names and values are quoted short in every error (and so in the reply cache), the
 cache keeps to its byte budgets, a key is refused before its arguments are read when it
-names a profile it may not touch.
+names a profile it may not touch, and a map with a key twice is refused.
 """
 
 from __future__ import annotations
 
+import struct
 import uuid
+from typing import Any
 
 import msgpack
 import pytest
@@ -165,3 +167,55 @@ def test_a_key_is_refused_before_its_arguments_are_read(curve):
         reply = bot3.request("ledger.get", {"profile_id": bad})
         assert error(reply, "INVALID_ARGUMENT")["field"] == "profile_id"
     assert server.cache.bytes < 100_000
+
+
+# -- a key twice ----------------------------------------------------------------------------
+
+def _map(*pairs: tuple[Any, Any]) -> bytes:
+    """A msgpack map with these pairs, duplicates included (a dict cannot hold them)."""
+    head = bytes([0x80 | len(pairs)]) if len(pairs) < 16 else b"\xde" + struct.pack(
+        ">H", len(pairs))
+    return head + b"".join(_raw(k) + _raw(v) for k, v in pairs)
+
+
+def _raw(value: Any) -> bytes:
+    return value.data if isinstance(value, _Encoded) else msgpack.packb(value)
+
+
+class _Encoded:
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def test_a_map_with_a_key_twice_is_refused_at_any_depth(live, raw):
+    server = live()
+    r = raw(server.endpoint)
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "1000"}))
+    deposit = _Encoded(_map(("profile_id", "p"), ("amount", "1"),
+                            ("client_request_id", "d-1"), ("amount", "900")))
+    frames = [
+        # op twice: a harmless op first, a withdrawal last
+        _map(("v", 1), ("id", "dup-op"), ("op", "system.health"), ("op", "ledger.withdraw"),
+             ("args", {"profile_id": "p", "amount": "999", "client_request_id": "w-1"})),
+        _map(("v", 1), ("id", "dup-id"), ("id", "other"), ("op", "system.health")),
+        _map(("v", 1), ("id", "dup-arg"), ("op", "ledger.deposit"), ("args", deposit)),
+        _map(("v", 1), ("id", "dup-deep"), ("op", "risk.check"), ("args", _Encoded(_map(
+            ("profile_id", "p"), ("symbol", "BTCUSDT"), ("side", "BUY"),
+            ("strategy", _Encoded(_map(("a", 1), ("a", 2)))))))),
+        _map(("v", 1), ("id", "dup-int"), ("op", "system.health"), ("args", _Encoded(
+            _map((1, "x"), (1, "y"))))),
+    ]
+    for frame in frames:
+        r.send_bytes(frame)
+        reply = r.recv()
+        assert reply is not None
+        error(reply, "BAD_REQUEST")
+        assert "the same key twice" in reply["error"]["message"], reply
+        assert reply["id"] is None
+    ledger = ok(r.request("ledger.get", {"profile_id": "p"}))
+    assert (ledger["allocated"], ledger["available"]) == ("1000.00", "1000.00")
+    # the same requests without the second key are served
+    fine = _map(("v", 1), ("id", "fine"), ("op", "ledger.deposit"), ("args", _Encoded(
+        _map(("profile_id", "p"), ("amount", "1"), ("client_request_id", "d-1")))))
+    r.send_bytes(fine)
+    assert ok(r.recv())["allocated"] == "1001.00"
