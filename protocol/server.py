@@ -7,10 +7,17 @@ socket thread sends it. So one slow profile never stalls the others, and the soc
 only ever touched by its own thread.
 
 Per request: exactly one answer. Repeated ids (per client identity, or per CURVE key)
-are answered from a cache (kept `dedup_ttl_s`, at least 10 minutes) without executing
-twice; a repeat that arrives while the first is still running waits for the same
-answer. A request not finished in `request_timeout_s` is answered `TIMEOUT`; its real
-answer is still cached for the client's retry.
+are answered from a cache (kept `dedup_ttl_s`, at least 10 minutes, within its byte
+budgets: protocol/replycache.py) without executing twice; a repeat that arrives while
+the first is still running waits for the same answer. A request not finished in
+`request_timeout_s` is answered `TIMEOUT`; its real answer is still cached for the
+client's retry.
+
+In plain mode a client is its routing id, and a reconnecting client takes its id over
+(`ZMQ_ROUTER_HANDOVER`). Under CURVE a client is its key: no connection takes over
+another's routing id, ZMTP heartbeats close the connections of vanished peers, and an
+answer that waited goes back only on the connection its request came in on
+(protocol/connections.py), never to whichever connection holds that routing id now.
 
 The socket thread survives anything a peer does: each turn of its loop is guarded (a
 failure is logged and the loop goes on). A watchdog (protocol/watchdog.py) checks that
@@ -20,12 +27,11 @@ says why, it is logged at CRITICAL, `system.health` (if it can still be answered
 
 Metrics (the `system.metrics` op, protocol/metrics.py) belong to the socket thread
 alone, so they need no lock: every admitted request is timed from admission to its
-answer, per op. A `TIMEOUT`
-answer is recorded as an outcome of its op (at the time it was sent), and the real
-answer, when it comes, is recorded as another: `count` counts outcomes, so a request
-that timed out counts twice. Repeats answered from the cache, and requests refused
-before admission (`BAD_REQUEST`, `UNSUPPORTED_VERSION`, `RATE_LIMITED`, `UNAVAILABLE`
-at shutdown), are only counted.
+answer, per op. A `TIMEOUT` answer is recorded as an outcome of its op (at the time it
+was sent), and the real answer, when it comes, is recorded as another: `count` counts
+outcomes, so a request that timed out counts twice. Repeats answered from the cache,
+and requests refused before admission (`BAD_REQUEST`, `UNSUPPORTED_VERSION`,
+`RATE_LIMITED`, `UNAVAILABLE` at shutdown), are only counted.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ from loguru import logger
 
 from actors.config import Config
 from protocol.auth import Authorizer
-from protocol.codec import WireError, decode, error_reply, ok_reply, pack
-from protocol.events import event_frames
+from protocol.codec import WireError, decode, error_reply, ok_reply
+from protocol.connections import Connections, Token
+from protocol.events import Publisher, event_frames
 from protocol.metrics import (  # noqa: F401 -- also imported from here
     BUCKET_BASE_US,
     BUCKET_FACTOR,
@@ -55,6 +62,7 @@ from protocol.metrics import (  # noqa: F401 -- also imported from here
     percentile_ms,
 )
 from protocol.ops import OPS, Caller, OpContext, dispatch, health
+from protocol.ratelimit import RateLimiter
 from protocol.replycache import ReplyCache
 from protocol.watchdog import Watchdog
 
@@ -81,11 +89,15 @@ def _is_local(endpoint: str) -> bool:
         return False
 
 
+#: a copy of a request waiting for its answer: its route, and under CURVE its connection
+_Waiting = tuple[list[bytes], Token]
+
+
 class _Pending:
     __slots__ = ("deadline", "op", "routes", "started", "timed_out")
 
-    def __init__(self, route: list[bytes], started: float, deadline: float, op: str):
-        self.routes = [route]
+    def __init__(self, waiting: _Waiting, started: float, deadline: float, op: str):
+        self.routes = [waiting]
         self.started = started  # time.monotonic() at admission
         self.deadline = deadline
         self.op = op  # the metrics name
@@ -108,14 +120,14 @@ class Server:
         self.timeout_s = scfg.request_timeout_s
         self.curve = self.config.security.curve
         self.authorizer: Authorizer | None = None
+        self._conns: Connections | None = None  # under CURVE
         self._completions: SimpleQueue = SimpleQueue()
         self._pending: dict[tuple[bytes, str], _Pending] = {}
         self._deadlines: list[tuple[float, tuple[bytes, str]]] = []
         self.cache = ReplyCache(scfg.dedup_ttl_s, scfg.dedup_max, scfg.dedup_max_bytes,
                                 scfg.dedup_client_max_bytes)
-        self._buckets: dict[bytes, list[float]] = {}
-        self._bucket_sweep = self._next_sweep = 0.0
-        self._topic_seq: dict[str, int] = {}
+        self._limiter = RateLimiter(scfg.rate_limit_per_s)
+        self._next_sweep = 0.0
         self._stopping = False
         self._woken = False
         self._running = False
@@ -137,24 +149,31 @@ class Server:
     def start(self) -> Server:
         scfg = self.config.server
         self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        # under CURVE the server decides who may subscribe (XPUB, manual subscriptions):
-        # a PUB socket cannot send a topic to some subscribers only, and topic prefixes
-        # ("reservation.alpha" also matches "reservation.alphabet") make per-profile
-        # filtering unsound, so only keys granted every profile get the event stream
-        self.pub = self.ctx.socket(zmq.XPUB if self.curve else zmq.PUB)
         if self.curve:
-            self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
+            self.authorizer = Authorizer.load(self.config.security.keys_dir)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.events = Publisher(self.ctx, self.authorizer)
+        self.pub = self.events.sock
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.RCVHWM, 100_000)
         self.router.setsockopt(zmq.MAXMSGSIZE, scfg.max_request_bytes)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
         if self.curve:
-            self.authorizer = Authorizer.load(self.config.security.keys_dir)
+            # a client is its key, not its routing id: no connection may take another's
+            # routing id (and its answers) over; heartbeats close vanished peers' ones
             self.authorizer.secure(self.ctx, self.router, self.pub)
+            if scfg.heartbeat_ivl_s > 0:
+                for sock in (self.router, self.pub):
+                    sock.setsockopt(zmq.HEARTBEAT_IVL, int(scfg.heartbeat_ivl_s * 1000))
+                    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT,
+                                    int(scfg.heartbeat_timeout_s * 1000))
+                    sock.setsockopt(zmq.HEARTBEAT_TTL, int(scfg.heartbeat_timeout_s * 1000))
+            self._conns = Connections(self.ctx, self.router)
         else:
+            # without authentication a client is its routing id: a reconnecting client
+            # takes its old connection's id over
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             for ep in (scfg.endpoint, scfg.events_endpoint):
                 if not _is_local(ep):
                     logger.warning("plain mode on {}: no authentication and no encryption;"
@@ -195,6 +214,8 @@ class Server:
         self._pool.shutdown(wait=True, cancel_futures=False)
         if self.authorizer is not None:
             self.authorizer.stop()
+        if self._conns is not None:
+            self._conns.close()
         self.router.close(0)
         self.pub.close(0)
         self.ctx.term()
@@ -291,6 +312,7 @@ class Server:
         poller.register(self._efd, zmq.POLLIN)
         if self.curve:
             poller.register(self.pub, zmq.POLLIN)
+            poller.register(self._conns.monitor, zmq.POLLIN)
         try:
             while self._running:
                 try:
@@ -319,6 +341,8 @@ class Server:
                 return
             raise
         router = self.router
+        if self._conns is not None:
+            self._conns.drain()
         if router in ready:
             for _ in range(MAX_BATCH):  # then answer, even while requests keep coming
                 try:
@@ -332,7 +356,7 @@ class Server:
                 except Exception:  # never let a request stop the others
                     logger.exception("unexpected failure handling a request")
         if self.pub in ready:
-            self._on_subscriptions()
+            self.events.on_subscriptions()
         if self._efd in ready:
             try:
                 os.eventfd_read(self._efd)
@@ -348,15 +372,24 @@ class Server:
         except zmq.ZMQError:  # peer gone or its queue full: the client will retry
             pass
 
+    def _answer(self, waiting: _Waiting, data: bytes) -> None:
+        """Send an answer to a request that waited for it: under CURVE only on the
+        connection the request came in on (the answer stays in the cache otherwise)."""
+        route, token = waiting
+        if self._conns is None or self._conns.is_open(token):
+            self._send(route, data)
+
     def _on_request(self, frames: list[zmq.Frame]) -> None:
         self.requests += 1
         payload = frames[-1]
+        token: Token = None
         if self.curve:
             route = [f.bytes for f in frames[:-1]]
             try:
                 client = payload.get("User-Id")
             except zmq.ZMQError:
                 client = None
+            token = self._conns.token(payload)
             payload = payload.bytes
             if not client:  # the handshake let no key through: answer, serve nothing
                 self._refuse("UNAUTHENTICATED")
@@ -382,8 +415,8 @@ class Server:
         if pending is not None:  # a retry of a request still running: same answer
             self._deduplicated += 1
             if len(pending.routes) >= MAX_WAITING:  # the oldest copy stops waiting
-                self._send(pending.routes.pop(0), self._timeout_reply(env.id))
-            pending.routes.append(route)
+                self._answer(pending.routes.pop(0), self._timeout_reply(env.id))
+            pending.routes.append((route, token))
             if pending.timed_out and pending.deadline == INFINITY:  # once, not per copy
                 pending.deadline = time.monotonic() + self.timeout_s
                 heapq.heappush(self._deadlines, (pending.deadline, key))
@@ -393,7 +426,7 @@ class Server:
             self._send(route, error_reply(env.id, WireError(
                 "UNAVAILABLE", "the server is shutting down; retry later")))
             return
-        if not self._admit(ckey):
+        if not self._limiter.admit(ckey, time.monotonic()):
             self._refuse("RATE_LIMITED")
             self._send(route, error_reply(env.id, WireError(
                 "RATE_LIMITED", "too many requests; slow down",
@@ -402,7 +435,8 @@ class Server:
         caller = self.authorizer.caller(client) if self.authorizer else PLAIN_CALLER
         op = env.op
         now = time.monotonic()
-        pending = _Pending(route, now, now + self.timeout_s, op if op in OPS else UNKNOWN_OP)
+        pending = _Pending((route, token), now, now + self.timeout_s,
+                           op if op in OPS else UNKNOWN_OP)
         self._pending[key] = pending
         heapq.heappush(self._deadlines, (pending.deadline, key))
         done = self._done_for(key, env.id)
@@ -415,41 +449,16 @@ class Server:
                 logger.exception("op {} failed", op)
             done(error=WireError.of(exc))
 
-    def _admit(self, ckey: bytes) -> bool:
-        rate = self.config.server.rate_limit_per_s
-        if rate <= 0:
-            return True
-        now = time.monotonic()
-        bucket = self._buckets.get(ckey)
-        if bucket is None:
-            bucket = self._buckets[ckey] = [rate * 2, now]
-        tokens = min(rate * 2, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if tokens < 1:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1
-        return True
-
-    def _sweep_buckets(self, now: float) -> None:
-        """Forget the rate buckets of clients idle long enough to be full again (a new
-        bucket starts full), so that clients that come and go do not pile up."""
-        rate = self.config.server.rate_limit_per_s
-        if rate <= 0 or now - self._bucket_sweep < 10.0:
-            return
-        self._bucket_sweep = now
-        idle = [ckey for ckey, (_, at) in self._buckets.items() if now - at >= 2.0]
-        for ckey in idle:
-            del self._buckets[ckey]
-
     def _drain_completions(self) -> None:
+        if self._conns is not None:
+            self._conns.drain()  # so that no answer goes to a connection that closed
         while True:
             try:
                 key, data, code = self._completions.get_nowait()
             except Empty:
                 return
             if key is None:
-                self._publish(*data)
+                self.events.publish(*data)
             else:
                 self._complete(key, data, code)
 
@@ -459,8 +468,8 @@ class Server:
         now = time.monotonic()
         self.cache.put(key, data, now)
         if pending is not None:
-            for route in pending.routes:
-                self._send(route, data)
+            for waiting in pending.routes:
+                self._answer(waiting, data)
             self._record(pending, code, now)
 
     def _expire(self) -> None:
@@ -468,15 +477,15 @@ class Server:
         if now >= self._next_sweep:
             self._next_sweep = now + 1.0
             self.cache.expire(now)
-            self._sweep_buckets(now)
+            self._limiter.sweep(now)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key = heapq.heappop(self._deadlines)
             pending = self._pending.get(key)
             if pending is None or pending.deadline > now:
                 continue
             data = self._timeout_reply(key[1])
-            for route in pending.routes:
-                self._send(route, data)
+            for waiting in pending.routes:
+                self._answer(waiting, data)
             self._record(pending, "TIMEOUT", now)  # the real outcome is recorded too
             pending.routes = []  # keep waiting: the real answer goes to the cache
             pending.timed_out = True
@@ -492,39 +501,3 @@ class Server:
         if stats is None:
             stats = self._op_stats[pending.op] = OpStats()
         stats.add(code, now - pending.started)
-
-    def _on_subscriptions(self) -> None:
-        while True:
-            try:
-                frame = self.pub.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            data = frame.bytes
-            if not data or data[0] not in (0, 1):
-                continue
-            try:
-                user_id = frame.get("User-Id")
-            except zmq.ZMQError:  # no metadata: see below
-                user_id = None
-            if user_id is None:
-                # libzmq itself sends the unsubscriptions of a peer that went away, with
-                # no metadata (and has already dropped the peer); a subscription without
-                # a key cannot be granted
-                if data[0] == 1:
-                    logger.warning("refused an event subscription without a CURVE key")
-                continue
-            caller = self.authorizer.caller(user_id)
-            if caller.profiles is not None:  # restricted keys get no event stream
-                logger.info("refused an event subscription from {}", caller.name)
-                continue
-            self.pub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE,
-                                data[1:])
-
-    def _publish(self, topic: str, body: dict[str, Any]) -> None:
-        seq = self._topic_seq.get(topic, 0) + 1
-        self._topic_seq[topic] = seq
-        body["seq"] = seq
-        try:
-            self.pub.send_multipart([topic.encode(), pack(body)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass

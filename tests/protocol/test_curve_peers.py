@@ -5,6 +5,8 @@ or stops, another key's answers (not even with the other key's routing id).
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import zmq
 
 from protocol.auth import generate
-from protocol.client import CurveKeys
+from protocol.client import Client, CurveKeys
 from tests.protocol.test_curve import _write_clients
 
 #: bot2 is granted every profile (and so the event stream), bot1 only alpha, bot3 none
@@ -127,3 +129,109 @@ def test_subscribers_that_come_and_go_never_stop_the_socket_thread(gateway, peer
         assert health["ok"] is True and health["result"]["status"] == "ok", health
     assert gateway.failure is None
     assert gateway._thread.is_alive()
+
+
+# -- one key never receives, or stops, another key's answers -------------------------------
+
+BOT_ROUTE = b"bot-1"  # a stable routing id, as bots were told to use: easy to guess
+
+
+def test_another_key_with_the_bots_routing_id_gets_none_of_its_answers(gateway, peer):
+    bot = peer("bot2", routing_id=BOT_ROUTE)
+    assert bot.request("profile.create", {"profile_id": "beta",
+                                          "allocated": "1000"})["ok"] is True
+    attacker, sent_by_attacker, bot_ids = None, set(), set()
+    for i in range(300):
+        if i == 50:  # another listed key connects with the bot's routing id
+            attacker = peer("bot1", routing_id=BOT_ROUTE)
+            time.sleep(0.2)
+        if attacker is not None and i % 25 == 0:
+            sent_by_attacker.add(attacker.send("system.health"))
+        rid = bot.send("ledger.get", {"profile_id": "beta"})
+        bot_ids.add(rid)
+        reply = bot.recv(3000)
+        assert reply is not None, f"the bot's request {i} was not answered"
+        assert reply["id"] == rid and reply["ok"] is True, reply
+    got = []
+    while (reply := attacker.recv(500)) is not None:
+        got.append(reply["id"])
+    assert not set(got) & bot_ids, "the other key received the bot's answers"
+    assert set(got) <= sent_by_attacker
+
+
+def _hold_the_database(server) -> sqlite3.Connection:
+    """Lock the SQLite file as another writer would: commits wait (busy_timeout)."""
+    path = server.config.storage.url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+def test_an_answer_never_follows_a_routing_id_to_another_key(gateway, peer):
+    """The bot's connection goes while its request runs; another key connects with the
+    bot's routing id before the answer is ready: the answer is not sent to it, and the
+    bot, back on a new connection, gets it by resending the request's id."""
+    bot = peer("bot2", routing_id=BOT_ROUTE)
+    assert bot.request("profile.create", {"profile_id": "beta",
+                                          "allocated": "1000"})["ok"] is True
+    lock = _hold_the_database(gateway)
+    try:
+        deposit = {"profile_id": "beta", "amount": "5", "client_request_id": "d-1"}
+        rid = bot.send("ledger.deposit", deposit)  # waits for the database
+        time.sleep(0.3)
+        bot.close()
+        time.sleep(0.5)  # the server has seen the bot's connection close
+        attacker = peer("bot1", routing_id=BOT_ROUTE)
+        mine = attacker.request("system.health")  # the routing id is the attacker's now
+        assert mine["ok"] is True
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    back = peer("bot2")  # a new connection, no routing id of its own
+    back.send("ledger.deposit", deposit, rid=rid)
+    answer = back.recv(5000)
+    assert answer is not None and answer["id"] == rid and answer["ok"] is True, answer
+    assert answer["result"]["allocated"] == "1005.00" and answer["result"]["reused"] is False
+    stray = attacker.recv(1000)
+    assert stray is None, f"the other key received {stray}"
+
+
+def test_plain_mode_still_hands_a_routing_id_over_to_the_new_connection(live):
+    """Without authentication a reconnecting client keeps its identity by its routing
+    id (ZMQ_ROUTER_HANDOVER), even while its old connection is still open."""
+    server = live()
+    ctx = zmq.Context()
+    try:
+        socks = []
+        for _ in range(2):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.ROUTING_ID, b"plain-bot")
+            s.connect(server.endpoint)
+            socks.append(s)
+            time.sleep(0.2)
+        socks[1].send_multipart([b"", msgpack.packb({"v": 1, "id": "h-1",
+                                                     "op": "system.health"})])
+        assert socks[1].poll(3000), "the new connection was not served"
+        reply = msgpack.unpackb(socks[1].recv_multipart()[-1], raw=False)
+        assert reply["id"] == "h-1" and reply["ok"] is True
+    finally:
+        ctx.destroy(0)
+
+
+def test_the_client_needs_no_routing_id_under_curve(gateway, keys_dir):
+    curve = CurveKeys.load(str(keys_dir / "server.key"), str(keys_dir / "bot2.key_secret"))
+    with Client(gateway.endpoint, curve=curve, timeout_s=0.4, retries=20) as c:
+        sock = c._open()
+        assert sock.getsockopt(zmq.ROUTING_ID) == b""  # the server names the connection
+        sock.close(0)
+        c.profile_create("beta", "1000")
+        lock = _hold_the_database(gateway)
+        release = threading.Timer(1.5, lambda: (lock.execute("ROLLBACK"), lock.close()))
+        release.start()
+        before = c.attempts
+        # times out, reconnects with a new routing id, resends the same id: one deposit
+        answer = c.ledger_deposit("beta", "5", client_request_id="d-1")
+        release.join()
+        assert c.attempts - before > 1 and answer["reused"] is False
+        assert c.ledger_get("beta")["allocated"] == "1005.00"
