@@ -235,3 +235,19 @@ def test_the_client_needs_no_routing_id_under_curve(gateway, keys_dir):
         release.join()
         assert c.attempts - before > 1 and answer["reused"] is False
         assert c.ledger_get("beta")["allocated"] == "1005.00"
+
+
+def test_health_tells_restricted_keys_neither_the_profile_count_nor_the_storage(peer):
+    admin = peer("bot2")
+    for pid in ("alpha", "beta", "gamma"):
+        assert admin.request("profile.create", {"profile_id": pid,
+                                                "allocated": "10"})["ok"] is True
+    full = admin.request("system.health")["result"]
+    assert full["profiles"] == 3 and full["storage"].startswith("sqlite:///")
+    for name in ("bot1", "bot3"):  # granted alpha only; granted nothing
+        health = peer(name).request("system.health")["result"]
+        assert health["profiles"] is None and health["storage"] is None, health
+        assert (health["status"], health["security"]) == ("ok", "curve")
+        assert {k: v for k, v in health.items() if k not in ("profiles", "storage",
+                                                            "uptime_s")} == {
+            k: v for k, v in full.items() if k not in ("profiles", "storage", "uptime_s")}
