@@ -1,6 +1,7 @@
 """capflow's entry point (also installed as the `capflow` command).
 
     capflow serve                         start capflow and run until SIGINT / SIGTERM
+                                          (exit status 1 if its gateway fails)
     capflow profile create ID AMOUNT      create a trading profile with its ledger
     capflow profile list                  one line per profile
     capflow profile show ID               a profile, its ledger and its trading state
@@ -164,7 +165,9 @@ def _config(args: argparse.Namespace) -> Config:
 def serve(cfg: Config) -> int:
     """Start in order (storage and actors, then the gateway), serve until SIGINT or
     SIGTERM, stop in reverse: stop taking requests, finish in-flight ones, flush storage,
-    stop the actors."""
+    stop the actors. If the gateway's watchdog finds its socket thread dead or stalled,
+    stop the same way and return 1: a process that keeps its ports open without
+    answering is worse than one that is gone (and restarted by its supervisor)."""
     from actors.system import System
     from protocol.server import Server
 

@@ -199,7 +199,7 @@ def _header(prev: Reading | None, cur: Reading, endpoint: str) -> Text:
         text.append(f"   in flight {m.get('in_flight', 0)}")
         if m.get("refused"):
             text.append(f"   refused {m['refused']:,}")
-    text.append(f"\nstorage {h.get('storage', '?')}   environment {h.get('environment', '?')}"
+    text.append(f"\nstorage {h.get('storage') or '-'}   environment {h.get('environment', '?')}"
                 f"   security {h.get('security', '?')}   status {h.get('status', '?')}",
                 style="dim")
     for op, code in sorted(cur.failed.items()):
