@@ -13,6 +13,7 @@ listed client gets `FORBIDDEN` for any profile it is not given.
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from pathlib import Path
 
@@ -77,6 +78,11 @@ class Authorizer:
             sock.curve_secretkey = self.server_secret
             sock.curve_publickey = self.server_public
             sock.curve_server = True
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The thread that answers the ZAP requests of every CURVE handshake."""
+        return self._auth.thread
 
     def stop(self) -> None:
         if self._auth is not None:

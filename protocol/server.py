@@ -186,8 +186,10 @@ class Server:
         self._unsubscribe = self.system.bus.subscribe(self._on_events)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="capflow-server", daemon=True)
+        # under CURVE no connection gets in without the ZAP handler's thread
+        also = {"CURVE authenticator": self.authorizer.thread} if self.curve else {}
         self._watchdog = Watchdog("capflow-server", self._thread, scfg.watchdog_stall_s,
-                                  self._failed)
+                                  self._failed, also)
         self._thread.start()
         self._watchdog.start()
         logger.info("serving {} ({}), events on {}", self.endpoint,

@@ -4,7 +4,8 @@ look alive while it no longer works.
 The watched thread stamps a heartbeat once per turn of its loop (`beat`). The watchdog
 checks, a few times per `stall_s`, that the thread is alive and that its last beat is
 recent; the first time either is false it calls `fire(reason)` once and ends. A thread
-that ends on purpose calls `stop` first, so an orderly stop is never reported.
+that ends on purpose calls `stop` first, so an orderly stop is never reported. Other
+threads the watched one depends on (`also`: name -> thread) are checked for life too.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from collections.abc import Callable
 
 class Watchdog:
     def __init__(self, name: str, thread: threading.Thread, stall_s: float,
-                 fire: Callable[[str], None]):
+                 fire: Callable[[str], None], also: dict[str, threading.Thread] | None = None):
         self.name = name
         self.stall_s = stall_s
         self._thread = thread
+        self._also = dict(also or {})
         self._fire = fire
         self._last = time.monotonic()
         self._stopped = threading.Event()
@@ -53,6 +55,9 @@ class Watchdog:
         """What is wrong with the watched thread now, or None."""
         if self._died is not None or not self._thread.is_alive():
             return f"the {self.name} thread died" + (f": {self._died}" if self._died else "")
+        for name, other in self._also.items():
+            if not other.is_alive():
+                return f"the {name} thread died"
         quiet = time.monotonic() - self._last
         if quiet > self.stall_s:
             return (f"the {self.name} thread is stalled: no turn of its loop for "

@@ -18,8 +18,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from protocol.client import Client
+from protocol.auth import generate
+from protocol.client import Client, CurveKeys
 from protocol.server import Server
+from tests.protocol.test_curve import _write_clients
 from tests.protocol.test_sigterm import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +35,11 @@ class Killed(BaseException):
 def gateway(make_system, sqlite_url):
     made: list[Server] = []
 
-    def start(stall_s: float = 30.0) -> tuple[Server, list[str]]:
+    def start(stall_s: float = 30.0, **sections) -> tuple[Server, list[str]]:
         reasons: list[str] = []
         system = make_system(sqlite_url, server={
             "endpoint": "tcp://127.0.0.1:*", "events_endpoint": "tcp://127.0.0.1:*",
-            "watchdog_stall_s": stall_s, "drain_timeout_s": 1})
+            "watchdog_stall_s": stall_s, "drain_timeout_s": 1}, **sections)
         server = Server(system, on_failure=reasons.append).start()
         made.append(server)
         return server, reasons
@@ -124,6 +126,22 @@ def test_a_failure_in_one_turn_is_logged_and_the_loop_goes_on(gateway):
         for _ in range(3):
             assert c.health()["status"] == "ok"
     assert reasons == [] and server.failure is None and server._thread.is_alive()
+
+
+def test_a_dead_curve_authenticator_is_reported(gateway, tmp_path):
+    """Under CURVE no connection gets in without the ZAP handler's thread: its death is
+    the gateway's failure too."""
+    keys_dir = tmp_path / "keys"
+    generate(keys_dir, ["bot"])
+    _write_clients(keys_dir, {"bot": ["*"]})
+    server, reasons = gateway(security={"curve": True, "keys_dir": str(keys_dir)})
+    curve = CurveKeys.load(str(keys_dir / "server.key"), str(keys_dir / "bot.key_secret"))
+    with Client(server.endpoint, timeout_s=3, retries=0, curve=curve) as c:
+        assert c.health()["status"] == "ok"
+    assert reasons == []
+    server.authorizer.stop()  # as if it had died: its thread ends
+    _wait(reasons, 5)
+    assert reasons == ["the CURVE authenticator thread died"]
 
 
 def test_capflow_serve_exits_non_zero_when_its_socket_thread_dies(tmp_path):
