@@ -243,6 +243,8 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"argument {item!r} is not KEY=VALUE")
+        if key in payload:  # never send one of two values silently
+            raise ConfigError(f"argument {key!r} is given twice")
         payload[key] = _value(value)
     with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
                 curve=_curve(args)) as client:

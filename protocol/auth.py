@@ -58,6 +58,9 @@ class Authorizer:
                 if not isinstance(profiles, list):
                     raise ConfigError(f"{table}: clients.{name}.profiles must be a list")
                 allowed = None if "*" in profiles else frozenset(map(str, profiles))
+                if key in clients:  # one of two grants would silently win
+                    raise ConfigError(f"{table}: clients.{name} has the public key of "
+                                      f"{clients[key].name.removeprefix('key:')}")
                 clients[key] = Caller(f"key:{name}", allowed)
         return cls(d, public, secret, clients)
 

@@ -148,9 +148,9 @@ class Server:
 
     def start(self) -> Server:
         scfg = self.config.server
-        self.ctx = zmq.Context()
         if self.curve:
             self.authorizer = Authorizer.load(self.config.security.keys_dir)
+        self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.events = Publisher(self.ctx, self.authorizer)
         self.pub = self.events.sock

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import msgpack
 import pytest
 import zmq
 
+from actors.config import ConfigError
 from protocol.auth import generate
 from protocol.client import Client, CurveKeys
 from tests.protocol.test_curve import _write_clients
@@ -251,3 +253,13 @@ def test_health_tells_restricted_keys_neither_the_profile_count_nor_the_storage(
         assert {k: v for k, v in health.items() if k not in ("profiles", "storage",
                                                             "uptime_s")} == {
             k: v for k, v in full.items() if k not in ("profiles", "storage", "uptime_s")}
+
+
+def test_a_public_key_listed_twice_stops_the_server_at_start(live, keys_dir):
+    table = keys_dir / "clients.toml"
+    bot1 = tomllib.loads(table.read_text())["clients"]["bot1"]["public_key"]
+    # the same key again under another name, with every profile: which grant would win?
+    table.write_text(table.read_text()
+                     + f'[clients."copy"]\npublic_key = "{bot1}"\nprofiles = ["*"]\n')
+    with pytest.raises(ConfigError, match=r"clients\.copy has the public key of bot1"):
+        live(security={"curve": True, "keys_dir": str(keys_dir)})
