@@ -110,12 +110,14 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     watchdog_stall_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: CURVE only: ZMTP heartbeats on the sockets, so that connections of peers that
     #: vanished are closed after `heartbeat_timeout_s` (0: off)
-    heartbeat_ivl_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
-    heartbeat_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    heartbeat_ivl_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    heartbeat_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=6553)] = 15.0
 
     def __post_init__(self) -> None:
         if self.dedup_client_max_bytes > self.dedup_max_bytes:
             raise ValueError("[server] dedup_client_max_bytes is above dedup_max_bytes")
+        if self.heartbeat_ivl_s > 0 and self.heartbeat_timeout_s < self.heartbeat_ivl_s:
+            raise ValueError("[server] heartbeat_timeout_s is below heartbeat_ivl_s")
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
