@@ -276,8 +276,7 @@ class Server:
     def _failed(self, reason: str) -> None:
         """The watchdog found the socket thread dead or stalled."""
         self.failure = reason
-        logger.critical("the gateway has failed: {}; no request is answered any more",
-                        reason)
+        logger.critical("the gateway has failed: {}", reason)
         if self.on_failure is not None:
             try:
                 self.on_failure(reason)
