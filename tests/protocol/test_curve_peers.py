@@ -5,6 +5,7 @@ or stops, another key's answers (not even with the other key's routing id).
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import threading
 import time
@@ -16,6 +17,7 @@ import msgpack
 import pytest
 import zmq
 
+import run
 from actors.config import ConfigError
 from protocol.auth import generate
 from protocol.client import Client, CurveKeys
@@ -263,3 +265,30 @@ def test_a_public_key_listed_twice_stops_the_server_at_start(live, keys_dir):
                      + f'[clients."copy"]\npublic_key = "{bot1}"\nprofiles = ["*"]\n')
     with pytest.raises(ConfigError, match=r"clients\.copy has the public key of bot1"):
         live(security={"curve": True, "keys_dir": str(keys_dir)})
+
+
+def test_capflow_events_with_a_listed_key_then_requests_are_still_answered(gateway, peer,
+                                                                           keys_dir):
+    """The report's reproduction: `capflow events --count 2` with a listed key."""
+    bot = peer("bot2")
+    assert bot.request("profile.create", {"profile_id": "beta",
+                                          "allocated": "1000"})["ok"] is True
+    for _ in range(2):
+        args = run._parser().parse_args([
+            "events", "--count", "2", "--endpoint", gateway.events_endpoint,
+            "--server-key", str(keys_dir / "server.key"),
+            "--client-key", str(keys_dir / "bot2.key_secret")])
+        out = io.StringIO()
+        listener = threading.Thread(target=run.events_command,
+                                    args=(gateway.system.config, args, out), daemon=True)
+        listener.start()
+        deadline = time.monotonic() + 10
+        while listener.is_alive() and time.monotonic() < deadline:
+            _deposit(bot)
+            listener.join(0.2)
+        assert not listener.is_alive(), "capflow events saw no events"
+        assert [line.split()[0] for line in out.getvalue().splitlines()] == [
+            "ledger.beta"] * 2
+        time.sleep(0.2)  # its socket is closed: the server gets its unsubscription
+        health = bot.request("system.health")
+        assert health["ok"] is True and health["result"]["status"] == "ok"
