@@ -1,6 +1,7 @@
 """capflow's entry point (also installed as the `capflow` command).
 
     capflow serve                         start capflow and run until SIGINT / SIGTERM
+                                          (exit status 1 if its gateway fails)
     capflow profile create ID AMOUNT      create a trading profile with its ledger
     capflow profile list                  one line per profile
     capflow profile show ID               a profile, its ledger and its trading state
@@ -183,16 +184,24 @@ def _config(args: argparse.Namespace) -> Config:
 def serve(cfg: Config) -> int:
     """Start in order (storage and actors, then the gateway), serve until SIGINT or
     SIGTERM, stop in reverse: stop taking requests, finish in-flight ones, flush storage,
-    stop the actors."""
+    stop the actors. If the gateway's watchdog finds its socket thread dead or stalled,
+    stop the same way and return 1: a process that keeps its ports open without
+    answering is worse than one that is gone (and restarted by its supervisor)."""
     from actors.system import System
     from protocol.server import Server
 
     stop = threading.Event()
+    failures: list[str] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+
+    def failed(reason: str) -> None:  # the gateway's watchdog: it no longer serves
+        failures.append(reason)
+        stop.set()
+
     system = System(cfg).start()
     try:
-        server = Server(system).start()
+        server = Server(system, on_failure=failed).start()
     except BaseException:
         system.stop()
         raise
@@ -200,10 +209,27 @@ def serve(cfg: Config) -> int:
     try:
         stop.wait()
     finally:
+        if failures:
+            logger.critical("capflow stops because its gateway failed: {}", failures[0])
+            _exit_if_stuck(cfg.server.drain_timeout_s + 30.0)
         logger.info("stopping: finishing in-flight requests, then flushing storage")
         server.stop()
         system.stop()
-    return 0
+    return 1 if failures else 0
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """After a failure, an orderly stop may hang on what failed: end the process anyway
+    (exit status 1) if it has not ended in `seconds`."""
+    import os
+
+    def hard_exit() -> None:
+        logger.critical("capflow did not stop in {:g} s; exiting now", seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _curve(args: argparse.Namespace):
@@ -236,6 +262,8 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"argument {item!r} is not KEY=VALUE")
+        if key in payload:  # never send one of two values silently
+            raise ConfigError(f"argument {key!r} is given twice")
         payload[key] = _value(value)
     with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
                 curve=_curve(args)) as client:

@@ -13,6 +13,7 @@ listed client gets `FORBIDDEN` for any profile it is not given.
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class Authorizer:
                 if not isinstance(profiles, list):
                     raise ConfigError(f"{table}: clients.{name}.profiles must be a list")
                 allowed = None if "*" in profiles else frozenset(map(str, profiles))
+                if key in clients:  # one of two grants would silently win
+                    raise ConfigError(f"{table}: clients.{name} has the public key of "
+                                      f"{clients[key].name.removeprefix('key:')}")
                 clients[key] = Caller(f"key:{name}", allowed)
         return cls(d, public, secret, clients)
 
@@ -77,6 +81,11 @@ class Authorizer:
             sock.curve_secretkey = self.server_secret
             sock.curve_publickey = self.server_public
             sock.curve_server = True
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The thread that answers the ZAP requests of every CURVE handshake."""
+        return self._auth.thread
 
     def stop(self) -> None:
         if self._auth is not None:

@@ -2,7 +2,8 @@
 
 `Client` is synchronous (a REQ socket, the Lazy Pirate pattern): on timeout it closes
 and reopens the socket and resends the *same bytes with the same id*, so the server
-answers a retry from its cache instead of executing twice; after `retries` it raises
+answers a retry from its cache instead of executing twice (it knows the client by its
+CURVE key, or in plain mode by the routing id the client keeps); after `retries` it raises
 `ClientTimeout`. `AsyncClient` is a DEALER with many requests in flight.
 
     with Client("tcp://127.0.0.1:7100") as c:
@@ -93,13 +94,16 @@ def _routing_id() -> bytes:
 
 def _connect(ctx, kind: int, endpoint: str, routing_id: bytes,
              curve: CurveKeys | None) -> zmq.Socket:
-    """A client socket: no linger, a stable routing id (so the server's reply cache
-    recognizes a reconnecting client), CURVE keys when given."""
+    """A client socket: no linger; with CURVE keys, no routing id of its own (the server
+    knows the client by its key and names each connection itself); in plain mode a
+    stable routing id, so that the server's reply cache recognizes a reconnecting
+    client."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.ROUTING_ID, routing_id)
     if curve:
         curve.apply(sock)
+    else:
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.connect(endpoint)
     return sock
 

@@ -2,7 +2,10 @@
 
 Replies carry money, prices and quantities as decimal strings and timestamps as ISO-8601
 UTC strings; requests are decoded defensively (any bytes may arrive) and every failure
-becomes a `WireError` with a code from the closed set.
+becomes a `WireError` with a code from the closed set. A map that has a key twice is
+refused, at any depth: msgpack would silently keep the last value. An error quotes what
+the client sent only through `quote` (at most 64 characters), so that an answer, which
+the reply cache keeps, stays small whatever the request was.
 """
 
 from __future__ import annotations
@@ -88,11 +91,38 @@ def error_reply(req_id: str | None, err: WireError) -> bytes:
                            "details": err.details}})
 
 
+#: the most characters of a client's text an error quotes
+QUOTE_MAX = 64
+CUT = "\u2026"  # what ends a quote that was cut: ...
+
+
+def quote(text: Any) -> str:
+    """Client-sent text (a name, an op, a value) for an error message or its details:
+    as is up to `QUOTE_MAX` characters, else its first `QUOTE_MAX - 1` and `CUT`."""
+    if not isinstance(text, str):
+        text = repr(text[:QUOTE_MAX]) if isinstance(text, bytes) else str(text)
+    return text if len(text) <= QUOTE_MAX else text[:QUOTE_MAX - 1] + CUT
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
 def decode(payload: bytes) -> Envelope:
     """Parse one request frame. Raises `WireError` with `.req_id` set when the id could
     be read (so the error answer can echo it)."""
     try:
-        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True,
+                              object_pairs_hook=_map)
+    except _DuplicateKey:
+        raise _bad(None, "a map in the request has the same key twice") from None
     except Exception:  # any malformed bytes: not msgpack, truncated, too deep, bad utf-8
         raise _bad(None, "the request is not a msgpack map") from None
     if not isinstance(msg, dict):
@@ -120,10 +150,14 @@ def decode(payload: bytes) -> Envelope:
         args = {}
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise _bad(req_id, "args must be a map with string keys")
-    extra = set(msg) - {"v", "id", "op", "args"}
+    extra = [k for k in msg if k not in _ENVELOPE]
     if extra:
-        raise _bad(req_id, f"unknown envelope keys: {sorted(map(str, extra))}")
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise _bad(req_id, f"unknown envelope key {quote(extra[0])!r}{more}")
     return Envelope(req_id, op, args)
+
+
+_ENVELOPE = frozenset({"v", "id", "op", "args"})
 
 
 def _bad(req_id: str | None, message: str) -> WireError:

@@ -24,9 +24,10 @@ from actors.messages import Hold
 from actors.money import parse_decimal
 from actors.orders import SYMBOL_PATTERN
 from actors.reply import Reply
-from protocol.codec import VERSION, WireError
+from protocol.codec import VERSION, WireError, quote
 
-Id = Annotated[str, Meta(min_length=1, max_length=128)]
+ID_MAX = 128
+Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX)]
 Text = Annotated[str, Meta(max_length=128)]
 #: ASCII letters, digits and ``. _ / : -`` (`actors.orders.SYMBOL_PATTERN`)
 Symbol = Annotated[str, Meta(min_length=1, max_length=64, pattern=SYMBOL_PATTERN)]
@@ -176,7 +177,14 @@ def _submit(ctx: OpContext, pid: str, cmd: m.Command, done: Done, build) -> None
 
 
 def op_health(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
-    done(ctx.server_info())
+    info = ctx.server_info()
+    if caller.profiles is not None:
+        # a key limited to some profiles learns nothing of the others (not even how many
+        # there are), nor where the data lives
+        info["profiles"] = info["storage"] = None
+        # the reasons name profiles and accounts; the status alone says something is off
+        info["reasons"] = None
+    done(info)
 
 
 def op_metrics(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
@@ -333,17 +341,21 @@ _FIELD = re.compile(r"`\$\.([A-Za-z_][A-Za-z0-9_]*)|field `([^`]+)`")
 
 
 def parse_args(schema: type[Args], args: dict[str, Any]) -> Args:
-    unknown = sorted(set(args) - set(schema.__struct_fields__))
-    if unknown:  # named from the request itself, whatever characters the key has
-        raise WireError("INVALID_ARGUMENT", f"unknown argument {unknown[0][:64]!r}",
-                        {"field": unknown[0]})
+    fields = schema.__struct_fields__
+    unknown = [name for name in args if name not in fields]
+    if unknown:  # named from the request itself (quoted: it may be of any length)
+        name = quote(min(unknown))
+        raise WireError("INVALID_ARGUMENT", f"unknown argument {name!r}", {"field": name})
     try:
         return msgspec.convert(args, schema, strict=True)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        match = _FIELD.search(text)
+        # msgspec's text may quote the value ("Invalid enum value '...'"): keep its
+        # start, and say where from the field name, which is ours
+        text, _, _ = str(exc).partition(" - at `")
+        match = _FIELD.search(str(exc))
         field = (match.group(1) or match.group(2)) if match else None
-        raise WireError("INVALID_ARGUMENT", text, {"field": field}) from None
+        where = f" - at `$.{field}`" if field else ""
+        raise WireError("INVALID_ARGUMENT", quote(text) + where, {"field": field}) from None
 
 
 def dispatch(ctx: OpContext, op: str, args: dict[str, Any], caller: Caller,
@@ -351,8 +363,16 @@ def dispatch(ctx: OpContext, op: str, args: dict[str, Any], caller: Caller,
     """Run one op; every path ends in exactly one call of `done`."""
     entry = OPS.get(op)
     if entry is None:
-        raise WireError("UNKNOWN_OP", f"no such op: {op[:64]!r}", {"op": op[:64]})
+        name = quote(op)
+        raise WireError("UNKNOWN_OP", f"no such op: {name!r}", {"op": name})
     schema, handler = entry
+    if caller.profiles is not None and "profile_id" in schema.__struct_fields__:
+        # a key may not make the server look at arguments for a profile it may not
+        # touch: refused before they are read (a valid id only; any other value is
+        # refused by the schema)
+        pid = args.get("profile_id")
+        if type(pid) is str and 0 < len(pid) <= ID_MAX:
+            caller.check(pid)
     handler(ctx, parse_args(schema, args), caller, done)
 
 

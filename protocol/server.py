@@ -7,30 +7,40 @@ socket thread sends it. So one slow profile never stalls the others, and the soc
 only ever touched by its own thread.
 
 Per request: exactly one answer. Repeated ids (per client identity, or per CURVE key)
-are answered from a cache (kept `dedup_ttl_s`, at least 10 minutes) without executing
-twice; a repeat that arrives while the first is still running waits for the same
-answer. A request not finished in `request_timeout_s` is answered `TIMEOUT`; its real
-answer is still cached for the client's retry.
+are answered from a cache (kept `dedup_ttl_s`, at least 10 minutes, within its byte
+budgets: protocol/replycache.py) without executing twice; a repeat that arrives while
+the first is still running waits for the same answer. A request not finished in
+`request_timeout_s` is answered `TIMEOUT`; its real answer is still cached for the
+client's retry.
 
-Metrics (the `system.metrics` op) belong to the socket thread alone, so they need no
-lock: every admitted request is timed from admission to its answer, per op, into a
-cumulative histogram of logarithmic buckets (bucket i holds latencies in
-[10 us * 1.25^i, 10 us * 1.25^(i+1)); bucket 0 also holds anything shorter). A `TIMEOUT`
-answer is recorded as an outcome of its op (at the time it was sent), and the real
-answer, when it comes, is recorded as another: `count` counts outcomes, so a request
-that timed out counts twice. Repeats answered from the cache, and requests refused
-before admission (`BAD_REQUEST`, `UNSUPPORTED_VERSION`, `RATE_LIMITED`, `UNAVAILABLE`
-at shutdown), are only counted.
+In plain mode a client is its routing id, and a reconnecting client takes its id over
+(`ZMQ_ROUTER_HANDOVER`). Under CURVE a client is its key: no connection takes over
+another's routing id, ZMTP heartbeats close the connections of vanished peers, and an
+answer that waited goes back only on the connection its request came in on
+(protocol/connections.py), never to whichever connection holds that routing id now.
+
+The socket thread survives anything a peer does: each turn of its loop is guarded (a
+failure is logged and the loop goes on). A watchdog (protocol/watchdog.py) checks that
+the thread is alive and still turning; when it is not, the gateway has failed: `failure`
+says why, it is logged at CRITICAL, `system.health` (if it can still be answered) says
+`failed`, and `on_failure` is called (`capflow serve` then stops with exit status 1).
+
+Metrics (the `system.metrics` op, protocol/metrics.py) belong to the socket thread
+alone, so they need no lock: every admitted request is timed from admission to its
+answer, per op. A `TIMEOUT` answer is recorded as an outcome of its op (at the time it
+was sent), and the real answer, when it comes, is recorded as another: `count` counts
+outcomes, so a request that timed out counts twice. Repeats answered from the cache,
+and requests refused before admission (`BAD_REQUEST`, `UNSUPPORTED_VERSION`,
+`RATE_LIMITED`, `UNAVAILABLE` at shutdown), are only counted.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -40,85 +50,29 @@ from loguru import logger
 
 from actors.config import Config
 from protocol.auth import Authorizer
-from protocol.codec import WireError, decode, error_reply, ok_reply, pack
-from protocol.events import event_frames
+from protocol.codec import WireError, decode, error_reply, ok_reply
+from protocol.connections import Connections, Token
+from protocol.events import Publisher, event_frames
+from protocol.metrics import (  # noqa: F401 -- also imported from here
+    BUCKET_BASE_US,
+    BUCKET_FACTOR,
+    UNKNOWN_OP,
+    OpStats,
+    bucket_of,
+    percentile_ms,
+)
 from protocol.ops import OPS, Caller, OpContext, dispatch, health
+from protocol.ratelimit import RateLimiter
+from protocol.replycache import ReplyCache
+from protocol.watchdog import Watchdog
 
 PLAIN_CALLER = Caller("wire")
-
-#: the latency histogram: bucket i covers [BASE * FACTOR**i, BASE * FACTOR**(i+1)) (in
-#: microseconds); bucket 0 also takes anything shorter, the last one anything longer
-BUCKET_BASE_US = 10.0
-BUCKET_FACTOR = 1.25
-BUCKETS = 100  # the last bucket starts at 10 us * 1.25**99: about 11 hours
-_PER_SECOND = 1e6 / BUCKET_BASE_US
-_INV_LOG_FACTOR = 1.0 / math.log(BUCKET_FACTOR)
-#: the metrics name of an op the server does not know (a bounded set of names)
-UNKNOWN_OP = "(unknown)"
-
-
-def bucket_of(seconds: float) -> int:
-    """The histogram bucket of a latency."""
-    x = seconds * _PER_SECOND
-    if x <= 1.0:
-        return 0
-    return min(int(math.log(x) * _INV_LOG_FACTOR), BUCKETS - 1)
-
-
-def percentile_ms(hist: dict[Any, int], q: float, *, base_us: float = BUCKET_BASE_US,
-                  factor: float = BUCKET_FACTOR, cap_ms: float | None = None) -> float | None:
-    """The `q` quantile (0 < q <= 1) of a histogram {bucket index (int or str): count}, as
-    the upper bound of the bucket it falls in, in milliseconds (at most `cap_ms`, when
-    given: the largest latency seen); None for an empty histogram."""
-    counts = sorted((int(i), n) for i, n in hist.items() if n > 0)
-    total = sum(n for _, n in counts)
-    if total <= 0:
-        return None
-    rank = max(1, math.ceil(q * total - 1e-9))
-    seen, index = 0, counts[-1][0]
-    for i, n in counts:
-        seen += n
-        if seen >= rank:
-            index = i
-            break
-    upper = base_us * factor ** (index + 1) / 1000.0
-    return upper if cap_ms is None else min(upper, cap_ms)
-
-
-class _OpStats:
-    """One op's outcomes since the start: owned by the socket thread."""
-
-    __slots__ = ("count", "errors", "hist", "max_s", "ok")
-
-    def __init__(self):
-        self.count = 0
-        self.ok = 0
-        self.errors: dict[str, int] = {}
-        self.hist = [0] * BUCKETS
-        self.max_s = 0.0
-
-    def add(self, code: str | None, seconds: float) -> None:
-        self.count += 1
-        if code is None:
-            self.ok += 1
-        else:
-            self.errors[code] = self.errors.get(code, 0) + 1
-        self.hist[bucket_of(seconds)] += 1
-        if seconds > self.max_s:
-            self.max_s = seconds
-
-    def to_map(self) -> dict[str, Any]:
-        hist = {str(i): n for i, n in enumerate(self.hist) if n}
-        max_ms = round(self.max_s * 1000.0, 3)
-        return {"count": self.count, "ok": self.ok, "errors": dict(self.errors),
-                "p50_ms": _rounded(percentile_ms(hist, 0.50, cap_ms=max_ms)),
-                "p99_ms": _rounded(percentile_ms(hist, 0.99, cap_ms=max_ms)),
-                "max_ms": max_ms, "histogram": hist}
-
-
-def _rounded(ms: float | None) -> float:
-    return 0.0 if ms is None else round(ms, 3)
-
+#: most requests taken per turn of the loop before the answers ready are sent
+MAX_BATCH = 4096
+#: most copies of one request (resent with its id while it runs) that wait for its
+#: answer; past it the oldest is answered TIMEOUT at once (retry with the same id)
+MAX_WAITING = 16
+INFINITY = float("inf")
 
 def _is_local(endpoint: str) -> bool:
     """Whether a ZeroMQ endpoint is reachable from this machine only."""
@@ -135,11 +89,15 @@ def _is_local(endpoint: str) -> bool:
         return False
 
 
+#: a copy of a request waiting for its answer: its route, and under CURVE its connection
+_Waiting = tuple[list[bytes], Token]
+
+
 class _Pending:
     __slots__ = ("deadline", "op", "routes", "started", "timed_out")
 
-    def __init__(self, route: list[bytes], started: float, deadline: float, op: str):
-        self.routes = [route]
+    def __init__(self, waiting: _Waiting, started: float, deadline: float, op: str):
+        self.routes = [waiting]
         self.started = started  # time.monotonic() at admission
         self.deadline = deadline
         self.op = op  # the metrics name
@@ -147,20 +105,29 @@ class _Pending:
 
 
 class Server:
-    def __init__(self, system, config: Config | None = None):
+    """The gateway. `on_failure(reason)` is called (once, from the watchdog's thread) if
+    the socket thread dies or stalls; `failure` is then the reason (None while well)."""
+
+    def __init__(self, system, config: Config | None = None, *,
+                 on_failure: Callable[[str], None] | None = None):
         self.system = system
         self.config = config or system.config
+        self.on_failure = on_failure
+        self.failure: str | None = None
+        self._watchdog: Watchdog | None = None
         self.started = time.monotonic()
         scfg = self.config.server
         self.timeout_s = scfg.request_timeout_s
         self.curve = self.config.security.curve
         self.authorizer: Authorizer | None = None
+        self._conns: Connections | None = None  # under CURVE
         self._completions: SimpleQueue = SimpleQueue()
         self._pending: dict[tuple[bytes, str], _Pending] = {}
         self._deadlines: list[tuple[float, tuple[bytes, str]]] = []
-        self._cache: OrderedDict[tuple[bytes, str], tuple[bytes, float]] = OrderedDict()
-        self._buckets: dict[bytes, list[float]] = {}
-        self._topic_seq: dict[str, int] = {}
+        self.cache = ReplyCache(scfg.dedup_ttl_s, scfg.dedup_max, scfg.dedup_max_bytes,
+                                scfg.dedup_client_max_bytes)
+        self._limiter = RateLimiter(scfg.rate_limit_per_s)
+        self._next_sweep = 0.0
         self._stopping = False
         self._woken = False
         self._running = False
@@ -172,7 +139,7 @@ class Server:
         self._unsubscribe = None
         self.requests = 0
         # metrics: read and written by the socket thread only
-        self._op_stats: dict[str, _OpStats] = {}
+        self._op_stats: dict[str, OpStats] = {}
         self._refused: dict[str, int] = {}
         self._deduplicated = 0
         self.ctx: zmq.Context | None = None
@@ -181,25 +148,32 @@ class Server:
 
     def start(self) -> Server:
         scfg = self.config.server
+        if self.curve:
+            self.authorizer = Authorizer.load(self.config.security.keys_dir)
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        # under CURVE the server decides who may subscribe (XPUB, manual subscriptions):
-        # a PUB socket cannot send a topic to some subscribers only, and topic prefixes
-        # ("reservation.alpha" also matches "reservation.alphabet") make per-profile
-        # filtering unsound, so only keys granted every profile get the event stream
-        self.pub = self.ctx.socket(zmq.XPUB if self.curve else zmq.PUB)
-        if self.curve:
-            self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
+        self.events = Publisher(self.ctx, self.authorizer)
+        self.pub = self.events.sock
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.RCVHWM, 100_000)
         self.router.setsockopt(zmq.MAXMSGSIZE, scfg.max_request_bytes)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
         if self.curve:
-            self.authorizer = Authorizer.load(self.config.security.keys_dir)
+            # a client is its key, not its routing id: no connection may take another's
+            # routing id (and its answers) over; heartbeats close vanished peers' ones
             self.authorizer.secure(self.ctx, self.router, self.pub)
+            if scfg.heartbeat_ivl_s > 0:
+                for sock in (self.router, self.pub):
+                    sock.setsockopt(zmq.HEARTBEAT_IVL, int(scfg.heartbeat_ivl_s * 1000))
+                    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT,
+                                    int(scfg.heartbeat_timeout_s * 1000))
+                    sock.setsockopt(zmq.HEARTBEAT_TTL, int(scfg.heartbeat_timeout_s * 1000))
+            self._conns = Connections(self.ctx, self.router)
         else:
+            # without authentication a client is its routing id: a reconnecting client
+            # takes its old connection's id over
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             for ep in (scfg.endpoint, scfg.events_endpoint):
                 if not _is_local(ep):
                     logger.warning("plain mode on {}: no authentication and no encryption;"
@@ -212,7 +186,12 @@ class Server:
         self._unsubscribe = self.system.bus.subscribe(self._on_events)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="capflow-server", daemon=True)
+        # under CURVE no connection gets in without the ZAP handler's thread
+        also = {"CURVE authenticator": self.authorizer.thread} if self.curve else {}
+        self._watchdog = Watchdog("capflow-server", self._thread, scfg.watchdog_stall_s,
+                                  self._failed, also)
         self._thread.start()
+        self._watchdog.start()
         logger.info("serving {} ({}), events on {}", self.endpoint,
                     "CURVE" if self.curve else "plain, no authentication", self.events_endpoint)
         return self
@@ -224,10 +203,11 @@ class Server:
             return
         self._stopping = True
         deadline = time.monotonic() + self.config.server.drain_timeout_s
-        while self._pending and time.monotonic() < deadline:
+        while self._pending and time.monotonic() < deadline and self._thread.is_alive():
             time.sleep(0.01)
         if self._pending:
             logger.warning("{} requests still in flight at shutdown", len(self._pending))
+        self._watchdog.stop()  # the socket thread ends now, on purpose
         self._running = False
         self._notify()
         self._thread.join(10)
@@ -236,6 +216,8 @@ class Server:
         self._pool.shutdown(wait=True, cancel_futures=False)
         if self.authorizer is not None:
             self.authorizer.stop()
+        if self._conns is not None:
+            self._conns.close()
         self.router.close(0)
         self.pub.close(0)
         self.ctx.term()
@@ -291,8 +273,21 @@ class Server:
             self._completions.put((None, (topic, body), None))
         self._notify()
 
+    def _failed(self, reason: str) -> None:
+        """The watchdog found the socket thread dead or stalled."""
+        self.failure = reason
+        logger.critical("the gateway has failed: {}", reason)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(reason)
+            except Exception:
+                logger.exception("the gateway's on_failure callback failed")
+
     def _health(self) -> dict[str, Any]:
-        return health(self.system, self.started, self.config.environment, self.curve)
+        info = health(self.system, self.started, self.config.environment, self.curve)
+        if self.failure is not None:
+            info["status"] = "failed"
+        return info
 
     def _metrics(self) -> dict[str, Any]:
         """The `system.metrics` result; called on the socket thread (which owns them)."""
@@ -301,6 +296,8 @@ class Server:
                 "refused_codes": dict(self._refused), "deduplicated": self._deduplicated,
                 # not counting the system.metrics request that asks
                 "in_flight": max(0, len(self._pending) - 1),
+                "cache": {"answers": len(self.cache), "bytes": self.cache.bytes,
+                          "max_bytes": self.cache.max_bytes, "evicted": self.cache.evicted},
                 "bucket_base_us": BUCKET_BASE_US, "bucket_factor": BUCKET_FACTOR,
                 "ops": {op: stats.to_map() for op, stats in sorted(self._op_stats.items())}}
 
@@ -316,41 +313,59 @@ class Server:
         poller.register(self._efd, zmq.POLLIN)
         if self.curve:
             poller.register(self.pub, zmq.POLLIN)
-        router = self.router
-        while self._running:
-            timeout = 200
-            if self._deadlines:
-                timeout = max(0, min(timeout, int((self._deadlines[0][0]
-                                                   - time.monotonic()) * 1000) + 1))
-            try:
-                ready = dict(poller.poll(timeout))
-            except zmq.ZMQError:
-                if not self._running:
-                    break
-                raise
-            if router in ready:
-                while True:
-                    try:
-                        # copying is cheaper for small frames; CURVE needs the Frame
-                        # objects for their User-Id
-                        frames = router.recv_multipart(zmq.NOBLOCK, copy=not self.curve)
-                    except zmq.Again:
-                        break
-                    try:
-                        self._on_request(frames)
-                    except Exception:  # never let a request kill the socket thread
-                        logger.exception("unexpected failure handling a request")
-            if self.pub in ready:
-                self._on_subscriptions()
-            if self._efd in ready:
+            poller.register(self._conns.monitor, zmq.POLLIN)
+        try:
+            while self._running:
                 try:
-                    os.eventfd_read(self._efd)
-                except BlockingIOError:
-                    pass
-            self._woken = False
+                    self._turn(poller)
+                except Exception:  # never let anything kill the socket thread
+                    logger.exception("unexpected failure in the gateway's loop")
+                    time.sleep(0.01)  # a failure that repeats must not spin
+                    continue
+                self._watchdog.beat()  # only a turn that went through counts
             self._drain_completions()
-            self._expire()
+        except BaseException as exc:
+            self._watchdog.died(repr(exc))
+            logger.opt(exception=exc).critical("the gateway's socket thread died")
+            raise
+
+    def _turn(self, poller: zmq.Poller) -> None:
+        """One turn of the loop: poll, take requests, send answers and events."""
+        timeout = 200
+        if self._deadlines:
+            timeout = max(0, min(timeout, int((self._deadlines[0][0]
+                                               - time.monotonic()) * 1000) + 1))
+        try:
+            ready = dict(poller.poll(timeout))
+        except zmq.ZMQError:
+            if not self._running:
+                return
+            raise
+        router = self.router
+        if self._conns is not None:
+            self._conns.drain()
+        if router in ready:
+            for _ in range(MAX_BATCH):  # then answer, even while requests keep coming
+                try:
+                    # copying is cheaper for small frames; CURVE needs the Frame
+                    # objects for their metadata
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=not self.curve)
+                except zmq.Again:
+                    break
+                try:
+                    self._on_request(frames)
+                except Exception:  # never let a request stop the others
+                    logger.exception("unexpected failure handling a request")
+        if self.pub in ready:
+            self.events.on_subscriptions()
+        if self._efd in ready:
+            try:
+                os.eventfd_read(self._efd)
+            except BlockingIOError:
+                pass
+        self._woken = False
         self._drain_completions()
+        self._expire()
 
     def _send(self, route: list[bytes], data: bytes) -> None:
         try:
@@ -358,13 +373,30 @@ class Server:
         except zmq.ZMQError:  # peer gone or its queue full: the client will retry
             pass
 
+    def _answer(self, waiting: _Waiting, data: bytes) -> None:
+        """Send an answer to a request that waited for it: under CURVE only on the
+        connection the request came in on (the answer stays in the cache otherwise)."""
+        route, token = waiting
+        if self._conns is None or self._conns.is_open(token):
+            self._send(route, data)
+
     def _on_request(self, frames: list[zmq.Frame]) -> None:
         self.requests += 1
         payload = frames[-1]
+        token: Token = None
         if self.curve:
             route = [f.bytes for f in frames[:-1]]
-            client = payload.get("User-Id")
+            try:
+                client = payload.get("User-Id")
+            except zmq.ZMQError:
+                client = None
+            token = self._conns.token(payload)
             payload = payload.bytes
+            if not client:  # the handshake let no key through: answer, serve nothing
+                self._refuse("UNAUTHENTICATED")
+                self._send(route, error_reply(None, WireError(
+                    "UNAUTHENTICATED", "the request carries no authenticated CURVE key")))
+                return
         else:
             route, client = frames[:-1], None
         ckey = client.encode() if client else route[0]
@@ -375,16 +407,18 @@ class Server:
             self._send(route, error_reply(getattr(err, "req_id", None), err))
             return
         key = (ckey, env.id)
-        cached = self._cache.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
             self._deduplicated += 1
-            self._send(route, cached[0])
+            self._send(route, cached)
             return
         pending = self._pending.get(key)
         if pending is not None:  # a retry of a request still running: same answer
             self._deduplicated += 1
-            pending.routes.append(route)
-            if pending.timed_out:
+            if len(pending.routes) >= MAX_WAITING:  # the oldest copy stops waiting
+                self._answer(pending.routes.pop(0), self._timeout_reply(env.id))
+            pending.routes.append((route, token))
+            if pending.timed_out and pending.deadline == INFINITY:  # once, not per copy
                 pending.deadline = time.monotonic() + self.timeout_s
                 heapq.heappush(self._deadlines, (pending.deadline, key))
             return
@@ -393,7 +427,7 @@ class Server:
             self._send(route, error_reply(env.id, WireError(
                 "UNAVAILABLE", "the server is shutting down; retry later")))
             return
-        if not self._admit(ckey):
+        if not self._limiter.admit(ckey, time.monotonic()):
             self._refuse("RATE_LIMITED")
             self._send(route, error_reply(env.id, WireError(
                 "RATE_LIMITED", "too many requests; slow down",
@@ -402,7 +436,8 @@ class Server:
         caller = self.authorizer.caller(client) if self.authorizer else PLAIN_CALLER
         op = env.op
         now = time.monotonic()
-        pending = _Pending(route, now, now + self.timeout_s, op if op in OPS else UNKNOWN_OP)
+        pending = _Pending((route, token), now, now + self.timeout_s,
+                           op if op in OPS else UNKNOWN_OP)
         self._pending[key] = pending
         heapq.heappush(self._deadlines, (pending.deadline, key))
         done = self._done_for(key, env.id)
@@ -415,30 +450,16 @@ class Server:
                 logger.exception("op {} failed", op)
             done(error=WireError.of(exc))
 
-    def _admit(self, ckey: bytes) -> bool:
-        rate = self.config.server.rate_limit_per_s
-        if rate <= 0:
-            return True
-        now = time.monotonic()
-        bucket = self._buckets.get(ckey)
-        if bucket is None:
-            bucket = self._buckets[ckey] = [rate * 2, now]
-        tokens = min(rate * 2, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if tokens < 1:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1
-        return True
-
     def _drain_completions(self) -> None:
+        if self._conns is not None:
+            self._conns.drain()  # so that no answer goes to a connection that closed
         while True:
             try:
                 key, data, code = self._completions.get_nowait()
             except Empty:
                 return
             if key is None:
-                self._publish(*data)
+                self.events.publish(*data)
             else:
                 self._complete(key, data, code)
 
@@ -446,64 +467,38 @@ class Server:
         """Answer a finished request; `code` is its error code (None: ok)."""
         pending = self._pending.pop(key, None)
         now = time.monotonic()
-        self._cache[key] = (data, now)
+        self.cache.put(key, data, now)
         if pending is not None:
-            for route in pending.routes:
-                self._send(route, data)
+            for waiting in pending.routes:
+                self._answer(waiting, data)
             self._record(pending, code, now)
-        scfg = self.config.server
-        cache = self._cache
-        while cache:
-            oldest_key, (_, stored) = next(iter(cache.items()))
-            if now - stored > scfg.dedup_ttl_s or len(cache) > scfg.dedup_max:
-                del cache[oldest_key]
-            else:
-                break
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.cache.expire(now)
+            self._limiter.sweep(now)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key = heapq.heappop(self._deadlines)
             pending = self._pending.get(key)
             if pending is None or pending.deadline > now:
                 continue
-            data = error_reply(key[1], WireError(
-                "TIMEOUT", "not finished in time; the outcome is unknown: retry with the "
-                "same id", {"timeout_s": self.timeout_s}))
-            for route in pending.routes:
-                self._send(route, data)
+            data = self._timeout_reply(key[1])
+            for waiting in pending.routes:
+                self._answer(waiting, data)
             self._record(pending, "TIMEOUT", now)  # the real outcome is recorded too
             pending.routes = []  # keep waiting: the real answer goes to the cache
             pending.timed_out = True
-            pending.deadline = float("inf")
+            pending.deadline = INFINITY
+
+    def _timeout_reply(self, req_id: str) -> bytes:
+        return error_reply(req_id, WireError(
+            "TIMEOUT", "not finished in time; the outcome is unknown: retry with the "
+            "same id", {"timeout_s": self.timeout_s}))
 
     def _record(self, pending: _Pending, code: str | None, now: float) -> None:
         stats = self._op_stats.get(pending.op)
         if stats is None:
-            stats = self._op_stats[pending.op] = _OpStats()
+            stats = self._op_stats[pending.op] = OpStats()
         stats.add(code, now - pending.started)
-
-    def _on_subscriptions(self) -> None:
-        while True:
-            try:
-                frame = self.pub.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            data = frame.bytes
-            if not data or data[0] not in (0, 1):
-                continue
-            caller = self.authorizer.caller(frame.get("User-Id"))
-            if caller.profiles is not None:  # restricted keys get no event stream
-                logger.info("refused an event subscription from {}", caller.name)
-                continue
-            self.pub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE,
-                                data[1:])
-
-    def _publish(self, topic: str, body: dict[str, Any]) -> None:
-        seq = self._topic_seq.get(topic, 0) + 1
-        self._topic_seq[topic] = seq
-        body["seq"] = seq
-        try:
-            self.pub.send_multipart([topic.encode(), pack(body)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from protocol.client import Client, ClientError, ClientTimeout, CurveKeys
-from protocol.server import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
+from protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
 
 #: the ledger columns of the profiles table: (title, ledger field)
 LEDGER_COLUMNS = (("allocated", "allocated"), ("available", "available"), ("held", "held"),
@@ -199,7 +199,7 @@ def _header(prev: Reading | None, cur: Reading, endpoint: str) -> Text:
         text.append(f"   in flight {m.get('in_flight', 0)}")
         if m.get("refused"):
             text.append(f"   refused {m['refused']:,}")
-    text.append(f"\nstorage {h.get('storage', '?')}   environment {h.get('environment', '?')}"
+    text.append(f"\nstorage {h.get('storage') or '-'}   environment {h.get('environment', '?')}"
                 f"   security {h.get('security', '?')}   status {h.get('status', '?')}",
                 style="dim")
     for op, code in sorted(cur.failed.items()):

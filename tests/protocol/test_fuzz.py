@@ -15,20 +15,29 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import msgspec
 import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.errors import CODES
+from protocol.auth import generate
+from protocol.client import CurveKeys
+from protocol.codec import quote
 from protocol.ops import OPS
+from tests.protocol.conftest import Raw
+from tests.protocol.test_curve import _write_clients
 
 LIMIT = 1 << 20  # the default server.max_request_bytes
+SMALL_ERROR = 2048  # bytes: the largest error answer, whatever the request
 PROFILE = "fz"  # created up front so fuzzed requests reach the ledger for real
 OP_NAMES = sorted(OPS)
 JUNK_OPS = ["", "system", "system.health.x", "SYSTEM.HEALTH", "profile.create ", "x" * 300,
@@ -61,9 +70,19 @@ def _header(n: int, fix: int, b16: int, b32: int) -> bytes:
     return bytes([b32]) + struct.pack(">I", n)
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """A msgpack map written from a list of pairs, so that it may have a key twice."""
+
+    pairs: tuple[tuple[Any, Any], ...]
+
+
 def enc(obj: Any) -> bytes:
     if isinstance(obj, Deep):
         return b"\x91" * obj.depth + enc(obj.leaf)
+    if isinstance(obj, Pairs):
+        return _header(len(obj.pairs), 0x80, 0xDE, 0xDF) + b"".join(
+            enc(k) + enc(v) for k, v in obj.pairs)
     if isinstance(obj, dict):
         return _header(len(obj), 0x80, 0xDE, 0xDF) + b"".join(
             enc(k) + enc(v) for k, v in obj.items())
@@ -72,11 +91,23 @@ def enc(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+class _Twice(Exception):
+    pass
+
+
+def _once(pairs: list[tuple[Any, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Twice
+    return out
+
+
 def valid_id(payload: bytes) -> str | None:
     """The id the reply must echo: the request decodes to a map whose id is a str of
-    1..64 characters; None otherwise."""
+    1..64 characters (and no map in it has a key twice); None otherwise."""
     try:
-        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False,
+                              object_pairs_hook=_once)
     except Exception:
         return None
     if not isinstance(msg, dict):
@@ -108,6 +139,8 @@ class Wire:
         reply = self.sock.recv()
         assert reply is not None, f"no reply to {payload[:80]!r} ({len(payload)} bytes)"
         check_reply(reply)
+        if not reply["ok"]:  # whatever was sent, an error answer (kept in the cache) is small
+            assert len(msgpack.packb(reply)) < SMALL_ERROR, (payload[:80], len(payload))
         rid = valid_id(payload)
         if rid is not None:
             assert reply["id"] == rid, (reply, payload[:80])
@@ -313,6 +346,8 @@ def envelopes(draw) -> tuple[str, bytes]:
     if size < 3 and args:
         big = draw(st.sampled_from(sorted(args)))
         args[big] = "a" * ((LIMIT // 2, LIMIT - 1024, LIMIT)[size])
+    elif size == 3:  # or one huge argument name (the server quotes it short)
+        args[draw(st.sampled_from("kz\u20ac")) * (LIMIT // 4)] = 1
     tag = f"{next(_counter)}:"
     rid = (tag + draw(st.text(st.characters(exclude_categories=("Cs",)), max_size=64)))[:64]
     msg: dict[str, Any] = {"v": 1, "id": rid, "op": op}
@@ -375,7 +410,7 @@ def test_fuzz_envelopes_with_hostile_args(wire):
             assert reply["error"]["code"] == "BAD_REQUEST", reply
         elif op not in OPS:
             assert reply["error"]["code"] == "UNKNOWN_OP", reply
-            assert reply["error"]["details"] == {"op": op[:64]}, reply
+            assert reply["error"]["details"] == {"op": quote(op)}, reply
         elif set(args) - fields[op]:
             assert reply["error"]["code"] == "INVALID_ARGUMENT", (args.keys(), reply)
         elif reply["ok"]:
@@ -565,3 +600,134 @@ def test_invalid_argument_names_odd_unknown_fields(live, raw):
         reply = r.request("system.health", {name: 1})
         assert reply["error"]["code"] == "INVALID_ARGUMENT", reply
         assert reply["error"]["details"]["field"] == name, reply
+
+
+# -- maps with a key twice -------------------------------------------------------------------
+
+@st.composite
+def twice(draw) -> bytes:
+    """A request in which one map (the envelope, args, or a map inside an argument) has
+    a key twice, the second time with another value."""
+    op = draw(st.sampled_from(OP_NAMES))
+    own = [f.name for f in msgspec.structs.fields(OPS[op][0])]
+    args = {f: draw(PLAUSIBLE[f]) for f in own}
+    args = {k: v for k, v in args.items() if v is not None}
+    where = draw(st.sampled_from(["envelope", "args", "nested"] if args else ["envelope"]))
+    env: list[tuple[Any, Any]] = [("v", 1), ("id", f"{next(_counter)}:twice"), ("op", op)]
+    if where == "envelope":
+        key = draw(st.sampled_from(["v", "id", "op", "args"]))
+        env.append(("args", args))
+        env.insert(draw(st.integers(0, len(env))), (key, draw(st.one_of(
+            st.sampled_from(OP_NAMES), st.just({}), st.just(1), _ids))))
+    elif where == "args":
+        pairs = list(args.items())
+        key = draw(st.sampled_from(sorted(args)))
+        pairs.insert(draw(st.integers(0, len(pairs))), (key, draw(values)))
+        env.append(("args", Pairs(tuple(pairs))))
+    else:
+        key = draw(st.sampled_from(sorted(args)))
+        inner = draw(st.dictionaries(_text, _ints, min_size=1, max_size=3))
+        dup = draw(st.sampled_from(sorted(inner)))
+        args[key] = Pairs((*inner.items(), (dup, draw(_ints))))
+        env.append(("args", args))
+    return enc(Pairs(tuple(draw(st.permutations(env)))))
+
+
+def test_fuzz_maps_with_a_key_twice_are_refused_and_change_nothing(wire):
+    before = wire.sock.request("ledger.get", {"profile_id": PROFILE})["result"]
+
+    @_settings(200)
+    @given(payload=twice())
+    def run(payload):
+        reply = wire.exchange(payload)
+        assert reply["ok"] is False and reply["error"]["code"] == "BAD_REQUEST", reply
+        assert reply["id"] is None, reply
+
+    run()
+    wire.replay()
+    wire.finish()
+    after = wire.sock.request("ledger.get", {"profile_id": PROFILE})["result"]
+    assert after == before
+    assert wire.codes == {"BAD_REQUEST": wire.sent}
+
+
+# -- CURVE: event subscribers that come and go during the load ----------------------------------
+
+class CurveRaw(Raw):
+    """A bare DEALER with a CURVE key of the key directory."""
+
+    def __init__(self, endpoint: str, keys_dir: Path, name: str, timeout_ms: int = 5000):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        CurveKeys.load(str(keys_dir / "server.key"),
+                       str(keys_dir / f"{name}.key_secret")).apply(self.sock)
+        self.sock.connect(endpoint)
+        self.timeout_ms = timeout_ms
+
+
+def _churn(server, keys_dir: Path, stop: threading.Event, rounds: list[int]) -> None:
+    """Subscribers that subscribe, maybe read a little, and go, over and over."""
+    ctx = zmq.Context()
+    try:
+        while not stop.is_set():
+            for name, topic in (("bot2", b""), ("bot2", b"ledger."), ("bot1", b"")):
+                sub = ctx.socket(zmq.SUB)
+                sub.setsockopt(zmq.LINGER, 0)
+                CurveKeys.load(str(keys_dir / "server.key"),
+                               str(keys_dir / f"{name}.key_secret")).apply(sub)
+                sub.connect(server.events_endpoint)
+                sub.setsockopt(zmq.SUBSCRIBE, topic)
+                if sub.poll(20):
+                    sub.recv_multipart()
+                if rounds[0] % 2:
+                    sub.setsockopt(zmq.UNSUBSCRIBE, topic)
+                sub.close(0)
+            rounds[0] += 1
+    finally:
+        ctx.term()
+
+
+def test_fuzz_under_curve_while_subscribers_come_and_go(live, tmp_path):
+    keys_dir = tmp_path / "keys"
+    generate(keys_dir, ["bot1", "bot2"])
+    _write_clients(keys_dir, {"bot1": [PROFILE], "bot2": ["*"]})
+    server = live(security={"curve": True, "keys_dir": str(keys_dir)})
+    made: list[Raw] = []
+
+    def connect(endpoint: str, timeout_ms: int = 5000, name: str = "bot2") -> Raw:
+        made.append(CurveRaw(endpoint, keys_dir, name, timeout_ms))
+        return made[-1]
+
+    stop, rounds = threading.Event(), [0]
+    churn = threading.Thread(target=_churn, args=(server, keys_dir, stop, rounds))
+    try:
+        w = Wire(server, connect)
+        assert w.sock.request("profile.create", {"profile_id": PROFILE,
+                                                 "allocated": "100000"})["ok"] is True
+        churn.start()
+
+        @_settings(150)
+        @given(sample=envelopes(), deposit=st.booleans())
+        def run(sample, deposit):
+            _, payload = sample
+            w.exchange(payload)
+            if deposit:  # events for the subscribers
+                w.exchange(enc({"v": 1, "id": f"{next(_counter)}:dep", "op": "ledger.deposit",
+                                "args": {"profile_id": PROFILE, "amount": "1",
+                                         "client_request_id": uuid.uuid4().hex}}))
+
+        run()
+    finally:
+        stop.set()
+        if churn.is_alive():
+            churn.join(10)
+        for r in made:
+            r.close()
+    assert rounds[0] >= 3, rounds
+    assert server.failure is None and server._thread.is_alive()
+    restricted = connect(server.endpoint, name="bot1")
+    try:
+        assert restricted.request("ledger.get", {"profile_id": PROFILE})["ok"] is True
+    finally:
+        restricted.close()

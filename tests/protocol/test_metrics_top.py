@@ -15,7 +15,7 @@ from rich.console import Console
 
 from protocol import top
 from protocol.client import Client, ClientError
-from protocol.server import BUCKET_BASE_US, BUCKET_FACTOR, bucket_of, percentile_ms
+from protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, bucket_of, percentile_ms
 
 
 def _upper_ms(i: int) -> float:
