@@ -42,6 +42,7 @@ from actors.registry import LedgerRegistry
 from actors.reply import Reply
 from actors.risk import GlobalState, RiskLimits, known_profile, load_timezone, resolve
 from actors.scheduler import Scheduler
+from actors.system_trading import TradingCalls
 from actors.trading import Trading
 from storage.writer import NullWriter, StorageWriter, WriteRequest
 
@@ -80,7 +81,7 @@ def check_profile_id(profile_id: object) -> str:
     return profile_id
 
 
-class System:
+class System(TradingCalls):
     def __init__(self, config: Config | None = None, *, clock: Clock | None = None):
         self.config = config or load_config()
         self.clock = clock or Clock()
@@ -423,72 +424,6 @@ class System:
             self.trading.settle_accounts([self.trading.account_for(profile_id)])
         return self.get_profile(profile_id)
 
-    # -- the kill switch and breakers ----------------------------------------------
-
-    @property
-    def global_state(self) -> GlobalState:
-        return self._global
-
-    def set_global_state(self, state: str, reason: str = "",
-                         changed_by: str = "api") -> GlobalState:
-        """The global kill switch: ``HALTED`` or ``REDUCE_ONLY`` stops new exposure on
-        every profile (exits go on), ``ACTIVE`` lets each profile's own state decide.
-        Answered once stored; every check that starts after that sees it."""
-        if state not in m.TRADING_STATES:
-            raise InvalidArgument("state", f"state must be one of {list(m.TRADING_STATES)}")
-        with self._global_lock:  # the stored and the live state change together
-            return self._set_global_state(state, reason, changed_by)
-
-    def _set_global_state(self, state: str, reason: str, changed_by: str) -> GlobalState:
-        gs = GlobalState(state, reason or "", changed_by, self.clock.now())
-        if state != "ACTIVE":
-            # stricter at once: every check from here on sees it (a failed write leaves
-            # it strict in memory, never looser)
-            self._global = gs
-        done = Reply()
-        self.writer.submit(WriteRequest(None, [("upsert", "system_state", {
-            "name": "trading", "state": gs.state, "reason": gs.reason,
-            "changed_by": gs.changed_by, "changed_at": gs.changed_at})],
-            on_commit=lambda: done.resolve(True), on_fail=done.fail))
-        done.get(self.config.ledger.call_timeout_s)
-        self._global = gs
-        logger.warning("global trading state {} (by {}: {})", state, changed_by,
-                       reason or "no reason given")
-        if self.trading is not None:
-            self.trading.safety.on_global_state(state, reason, changed_by)
-            if state != "ACTIVE":  # answered once the working entries are canceled
-                self.trading.settle_accounts(list(self.trading.managers))
-        return gs
-
-    def set_account_state(self, account_id: str, state: str, reason: str = "",
-                          changed_by: str = "api"):
-        """A broker account's trading state (`account.set_state`): HALTED or REDUCE_ONLY
-        stops new exposure on every profile of the account and cancels their working
-        entries; ACTIVE lets each profile's own state decide (the global one applies).
-        Answered once stored."""
-        return self.trading.safety.set_account_state(account_id, state, reason, changed_by)
-
-    def flatten(self, scope: str = "all", target: str | None = None, *,
-                client_request_id: str, reason: str = "", requested_by: str = "api"
-                ) -> dict[str, Any]:
-        """Halt a profile, a broker account or everything (`scope` ``profile``,
-        ``account``, ``all``), cancel its working entries and close every open position,
-        once per `client_request_id` (a repeat answers what the first did). Answered
-        when every close is asked for; the exits fill on the next ticks."""
-        return self.trading.safety.flatten(scope, target, client_request_id, reason,
-                                           requested_by)
-
-    def reset_breakers(self, profile_id: str, kinds=(), reason: str = "",
-                       changed_by: str = "api") -> list:
-        """Reset a profile's tripped breakers by hand (all when `kinds` is empty);
-        answers the trips that were reset."""
-        return self._call(profile_id, m.ResetBreakers(kinds=tuple(kinds), reason=reason,
-                                                      changed_by=changed_by)).result
-
-    def risk_check(self, profile_id: str, raw: dict[str, Any], callback=None) -> Reply:
-        """What-if (`risk.check`): every check for a signal like `raw`, no side effects."""
-        return self.trading.risk_check(profile_id, raw, callback)
-
     # -- the ledger -------------------------------------------------------------------
 
     def ledger(self, profile_id: str) -> LedgerView:
@@ -567,36 +502,3 @@ class System:
 
     def available(self, profile_id: str) -> Decimal:
         return self.ledger(profile_id).available
-
-    # -- trading (actors/trading.py) --------------------------------------------------
-
-    def signal(self, profile_id: str, symbol: str, side: str, price: Any, *,
-               timestamp: str | None = None, **optional: Any) -> dict[str, Any]:
-        """Submit a trading signal (the `signal.submit` op) and wait for the answer."""
-        raw = {"symbol": symbol, "side": side, "price": price,
-               "timestamp": timestamp or self.clock.now().isoformat(), **optional}
-        return self.trading.submit_signal(profile_id, raw).get(
-            self.config.ledger.call_timeout_s)
-
-    def submit_order(self, profile_id: str, client_order_id: str, symbol: str, side: str,
-                     qty: Any, *, type: str = "MARKET", price: Any = None,
-                     tp_price: Any = None, sl_price: Any = None,
-                     reservation_id: str | None = None) -> Outcome:
-        """Place an order (the `order.submit` op); waits until it is recorded and sent."""
-        return self.trading.submit_order(
-            profile_id, client_order_id=client_order_id, symbol=symbol, side=side,
-            type=type, qty=qty, price=price, tp_price=tp_price, sl_price=sl_price,
-            reservation_id=reservation_id).get(self.config.ledger.call_timeout_s)
-
-    def cancel_order(self, profile_id: str, order_id: str):
-        return self.trading.cancel_order(profile_id, order_id)
-
-    def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
-        return self.trading.close_position(profile_id, position_id, reason)
-
-    def advance(self, n: int = 1) -> int:
-        """Step mode: run `n` simulator ticks and wait for all they caused to commit."""
-        return self.trading.advance(n)
-
-    def price(self, symbol: str):
-        return self.trading.price(symbol)
