@@ -36,10 +36,10 @@ from decimal import Decimal
 
 from loguru import logger
 
-from actors.config import Config, ConfigError, load_config
-from actors.errors import CapflowError
-from actors.logs import setup_logging
-from actors.money import fmt
+from capflow.actors.config import Config, ConfigError, load_config
+from capflow.actors.errors import CapflowError
+from capflow.actors.logs import setup_logging
+from capflow.actors.money import fmt
 
 BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
            "realized_pnl", "fees", "available")
@@ -187,8 +187,8 @@ def serve(cfg: Config) -> int:
     stop the actors. If the gateway's watchdog finds its socket thread dead or stalled,
     stop the same way and return 1: a process that keeps its ports open without
     answering is worse than one that is gone (and restarted by its supervisor)."""
-    from actors.system import System
-    from protocol.server import Server
+    from capflow.actors.system import System
+    from capflow.protocol.server import Server
 
     stop = threading.Event()
     failures: list[str] = []
@@ -233,7 +233,7 @@ def _exit_if_stuck(seconds: float) -> None:
 
 
 def _curve(args: argparse.Namespace):
-    from protocol.client import CurveKeys
+    from capflow.protocol.client import CurveKeys
 
     if args.server_key or args.client_key:
         if not (args.server_key and args.client_key):
@@ -255,7 +255,7 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     import json
 
-    from protocol.client import Client, ClientError
+    from capflow.protocol.client import Client, ClientError
 
     payload = {}
     for item in args.args:
@@ -281,7 +281,7 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     """`halt` / `resume`: through the running server, so its actors see it at once."""
     out = out or sys.stdout
-    from protocol.client import Client, ClientError
+    from capflow.protocol.client import Client, ClientError
 
     if args.command == "resume":
         state = "ACTIVE"
@@ -315,7 +315,7 @@ def flatten_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     import uuid
 
     out = out or sys.stdout
-    from protocol.client import Client, ClientError
+    from capflow.protocol.client import Client, ClientError
 
     key = args.key or f"cli-flatten-{uuid.uuid4().hex[:12]}"
     call = {"client_request_id": key, "reason": args.reason}
@@ -374,7 +374,7 @@ def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
 def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    from protocol.auth import generate
+    from capflow.protocol.auth import generate
 
     folder = args.dir or cfg.security.keys_dir
     for path in generate(folder, args.clients):
@@ -385,14 +385,9 @@ def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
 
 def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    """`bench`: bench/suite.py, loaded from beside this file (bench/ is not installed)."""
-    import importlib.util
-    from pathlib import Path
+    """`bench`: capflow.bench.suite (every bench script, each beside its baseline)."""
+    from capflow.bench import suite
 
-    spec = importlib.util.spec_from_file_location(
-        "capflow_bench_suite", Path(__file__).resolve().parent / "bench" / "suite.py")
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
     try:
         names = suite.parse_only(args.only)
     except ValueError as exc:
@@ -401,25 +396,15 @@ def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                          verbose=args.verbose, out=out)
 
 
-def _load_bench(name: str):
-    """A module of bench/ (not installed: it is found beside this file)."""
-    import importlib
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(f"bench.{name}")
-
-
 def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    """`stress`: bench/stress (bots, chaos, audit, report)."""
-    stress = _load_bench("stress")
+    """`stress`: capflow.bench.stress (bots, chaos, audit, report)."""
+    from capflow.bench import stress
+
     return stress.command(cfg, args, out=out or sys.stdout)
 
 
 def top_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    from protocol.top import command
+    from capflow.protocol.top import command
 
     return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
 
@@ -438,7 +423,7 @@ def _show(view, out) -> None:
 
 def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    from actors.system import System
+    from capflow.actors.system import System
 
     with System(cfg) as system:
         if args.action == "create":
@@ -463,11 +448,11 @@ def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None):
     """Positions and statistics straight from storage: no actors, and a running server
     may own the database meanwhile (these are reads)."""
-    from actors.errors import NotFound
-    from actors.stats import compute_stats, group_stats
-    from storage.engine import open_engine
-    from storage.ledger_store import LedgerStore
-    from storage.oms_store import OmsStore
+    from capflow.actors.errors import NotFound
+    from capflow.actors.stats import compute_stats, group_stats
+    from capflow.storage.engine import open_engine
+    from capflow.storage.ledger_store import LedgerStore
+    from capflow.storage.oms_store import OmsStore
 
     engine = open_engine(cfg.storage.url, synchronous=cfg.storage.sqlite_synchronous)
     try:
@@ -486,7 +471,7 @@ def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None):
 
 
 def _print_stats(stats, out, title: str) -> None:
-    from actors.stats import stats_map
+    from capflow.actors.stats import stats_map
 
     print(title, file=out)
     for key, value in stats_map(stats).items():
@@ -505,8 +490,8 @@ def stats_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
 def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    from actors.report import write_equity_png
-    from actors.stats import equity_curve
+    from capflow.actors.report import write_equity_png
+    from capflow.actors.stats import equity_curve
 
     positions, stats, _, initial = _read_stats(cfg, args.profile)
     _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")

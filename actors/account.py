@@ -22,13 +22,13 @@ import msgspec
 import pykka
 from loguru import logger
 
-from actors import messages as m
-from actors.account_risk import AccountRisk
-from actors.alerts import WARNING, Alert
-from actors.config import AccountRiskLimits
-from actors.errors import CapflowError, Denial, Denied, Internal, NotFound
-from actors.reply import Reply
-from brokers.base import (
+from capflow.actors import messages as m
+from capflow.actors.account_risk import AccountRisk
+from capflow.actors.alerts import WARNING, Alert
+from capflow.actors.config import AccountRiskLimits
+from capflow.actors.errors import CapflowError, Denial, Denied, Internal, NotFound
+from capflow.actors.reply import Reply
+from capflow.brokers.base import (
     BrokerAdapter,
     BrokerEvent,
     BrokerOrder,

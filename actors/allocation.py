@@ -33,8 +33,8 @@ from typing import Any
 
 import msgspec
 
-from actors.config import AllocationConfig, ConfigError
-from actors.money import ZERO, fmt, quant, round_down, round_up
+from capflow.actors.config import AllocationConfig, ConfigError
+from capflow.actors.money import ZERO, fmt, quant, round_down, round_up
 
 #: concentration dimensions in the order they apply, with their `limited_by` names
 DIMENSIONS = (("ticker", "MAX_TICKER"), ("sector", "MAX_SECTOR"),

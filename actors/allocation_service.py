@@ -26,10 +26,10 @@ from typing import Any
 
 from loguru import logger
 
-from actors import messages as m
-from actors.account import Info
-from actors.allocation import Decision, Externals, Instruments, decide
-from actors.errors import (
+from capflow.actors import messages as m
+from capflow.actors.account import Info
+from capflow.actors.allocation import Decision, Externals, Instruments, decide
+from capflow.actors.errors import (
     CapflowError,
     Conflict,
     Denial,
@@ -38,9 +38,9 @@ from actors.errors import (
     NotFound,
     Unavailable,
 )
-from actors.liquidity import PushLiquidity, load_provider, unwrap
-from actors.orders import parse_symbol
-from actors.reply import Reply, relay
+from capflow.actors.liquidity import PushLiquidity, load_provider, unwrap
+from capflow.actors.orders import parse_symbol
+from capflow.actors.reply import Reply, relay
 
 _LEDGER, _ACCOUNT, _LIQUIDITY = "ledger", "account", "liquidity"
 

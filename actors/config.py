@@ -191,8 +191,8 @@ class ConnectConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class AccountConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One broker account, served by one account manager hosting one adapter."""
 
-    #: "module:Class" of the adapter (a `brokers.base.BrokerAdapter`)
-    adapter: str = "brokers.paper:PaperBroker"
+    #: "module:Class" of the adapter (a `capflow.brokers.base.BrokerAdapter`)
+    adapter: str = "capflow.brokers.paper:PaperBroker"
     currency: str = "USDT"
     #: the account's cash at the start (paper)
     initial_cash: Decimal = Decimal("1000000")
@@ -427,7 +427,7 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mark_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.25
 
     def __post_init__(self) -> None:
-        from actors.risk import PRESETS, load_timezone
+        from capflow.actors.risk import PRESETS, load_timezone
 
         load_timezone(self.timezone)
         for name, custom in self.profiles.items():

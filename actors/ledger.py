@@ -28,15 +28,15 @@ import pykka
 from loguru import logger
 from msgspec.structs import replace
 
-from actors import messages as m
-from actors.allocation import (
+from capflow.actors import messages as m
+from capflow.actors.allocation import (
     CapitalPicture,
     Decision,
     concentration_limits,
     decide,
     exposure_by_symbol,
 )
-from actors.errors import (
+from capflow.actors.errors import (
     CapflowError,
     Conflict,
     Denial,
@@ -46,7 +46,7 @@ from actors.errors import (
     NotFound,
     Unavailable,
 )
-from actors.messages import (
+from capflow.actors.messages import (
     ACTIVE,
     CONSUMED,
     EXPIRED,
@@ -76,8 +76,8 @@ from actors.messages import (
     TradingStateChanged,
     Transfer,
 )
-from actors.money import ZERO, parse_decimal, quant, round_down, round_half_even, round_up
-from actors.orders import (
+from capflow.actors.money import ZERO, parse_decimal, quant, round_down, round_half_even, round_up
+from capflow.actors.orders import (
     CLOSE_REASONS,
     OrderSpec,
     Signal,
@@ -92,8 +92,8 @@ from actors.orders import (
     size_signal,
     weighted_price,
 )
-from actors.reply import Reply
-from actors.risk import (
+from capflow.actors.reply import Reply
+from capflow.actors.risk import (
     BREAKERS,
     EMPTY_BOOK,
     Book,
@@ -107,7 +107,7 @@ from actors.risk import (
     observe,
     run_checks,
 )
-from storage.writer import WriteRequest
+from capflow.storage.writer import WriteRequest
 
 #: idempotency keys with this prefix are capflow's own and refused from clients
 RESERVED_KEY_PREFIX = "capflow:"
@@ -969,7 +969,7 @@ class LedgerContext:
 
     store: Any  # storage.ledger_store.LedgerStore
     writer: Any  # StorageWriter or NullWriter
-    bus: Any  # actors.bus.EventBus
+    bus: Any  # capflow.actors.bus.EventBus
     clock: Any
     schedule_expiry: Any  # (profile_id, when) -> None
     default_ttl_s: int
@@ -977,7 +977,7 @@ class LedgerContext:
     flush_timeout_s: float = 30.0
     #: the allocation formula's constants, instrument metadata, and market prices
     allocation: Any = None  # AllocationConfig
-    instruments: Any = None  # actors.allocation.Instruments
+    instruments: Any = None  # capflow.actors.allocation.Instruments
     mark: Any = lambda symbol: None  # (symbol) -> Decimal | None
     #: (profile_id, risk_profile) -> RiskLimits; the time zone of the loss periods; the
     #: global kill switch, () -> an object with state, reason, changed_by (or None)

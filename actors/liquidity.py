@@ -34,10 +34,11 @@ from typing import Any
 
 from loguru import logger
 
-from actors.allocation import LiquiditySignal
-from actors.config import ConfigError, LiquidityConfig
-from actors.errors import InvalidArgument
-from actors.money import parse_decimal
+from capflow.actors.allocation import LiquiditySignal
+from capflow.actors.config import ConfigError, LiquidityConfig
+from capflow.actors.errors import InvalidArgument
+from capflow.actors.modules import current_module
+from capflow.actors.money import parse_decimal
 
 ALL = "*"
 
@@ -222,7 +223,7 @@ def load_provider(config: LiquidityConfig) -> LiquidityProvider:
             raise ConfigError(f"[allocation.liquidity] provider {name!r}: use static, file, "
                               "push or 'module:Class'")
         try:
-            cls = getattr(importlib.import_module(module), attr)
+            cls = getattr(importlib.import_module(current_module(module)), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"[allocation.liquidity] provider {name!r} cannot be "
                               f"loaded: {exc}") from None

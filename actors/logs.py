@@ -8,7 +8,7 @@ import sys
 
 from loguru import logger
 
-from actors.config import LogConfig
+from capflow.actors.config import LogConfig
 
 
 class _Intercept(logging.Handler):

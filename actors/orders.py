@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from actors.errors import InvalidArgument
-from actors.money import (
+from capflow.actors.errors import InvalidArgument
+from capflow.actors.money import (
     CONTEXT,
     ZERO,
     parse_decimal,

@@ -21,10 +21,10 @@ from collections.abc import Iterable
 import pykka
 from loguru import logger
 
-from actors import messages as m
-from actors.errors import NotFound
-from actors.ledger import LedgerActor, LedgerContext
-from actors.reply import Reply
+from capflow.actors import messages as m
+from capflow.actors.errors import NotFound
+from capflow.actors.ledger import LedgerActor, LedgerContext
+from capflow.actors.reply import Reply
 
 
 class _Entry:

@@ -25,9 +25,9 @@ from typing import Any
 
 import msgspec
 
-from actors.config import CustomRiskProfile, RiskConfig, RiskLimits
-from actors.errors import InvalidArgument
-from actors.money import CONTEXT, ZERO
+from capflow.actors.config import CustomRiskProfile, RiskConfig, RiskLimits
+from capflow.actors.errors import InvalidArgument
+from capflow.actors.money import CONTEXT, ZERO
 
 HUNDRED = Decimal(100)
 

@@ -33,12 +33,12 @@ from typing import Any
 
 from loguru import logger
 
-from actors import messages as m
-from actors.account import CancelEntries
-from actors.alerts import AUTOMATIC, CRITICAL, WARNING, Alert, raise_alert
-from actors.errors import Conflict, InvalidArgument, NotFound, Unavailable
-from actors.reply import Reply
-from actors.risk import AccountState, is_blocking
+from capflow.actors import messages as m
+from capflow.actors.account import CancelEntries
+from capflow.actors.alerts import AUTOMATIC, CRITICAL, WARNING, Alert, raise_alert
+from capflow.actors.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from capflow.actors.reply import Reply
+from capflow.actors.risk import AccountState, is_blocking
 
 FLATTEN_SCOPES = ("profile", "account", "all")
 
@@ -163,8 +163,8 @@ class Safety:
             self._store_account(account_id, wait=False)
 
     def _store_account(self, account_id: str, *, wait: bool) -> None:
-        from storage.control_store import account_state_op
-        from storage.writer import WriteRequest
+        from capflow.storage.control_store import account_state_op
+        from capflow.storage.writer import WriteRequest
 
         st = self.account_states.get(account_id) or AccountState(changed_at=self.clock.now())
         op = account_state_op(account_id, st.state, st.reason, st.changed_by or "",
@@ -435,8 +435,8 @@ class Safety:
         if self.store is None:
             self._flattens[key] = {"scope": scope, "target": target, "result": result}
             return
-        from storage.control_store import flatten_op
-        from storage.writer import WriteRequest
+        from capflow.storage.control_store import flatten_op
+        from capflow.storage.writer import WriteRequest
 
         done = Reply()
         self.system.writer.submit(WriteRequest(

@@ -34,9 +34,9 @@ import pykka
 from loguru import logger
 from msgspec.structs import replace
 
-from actors.clock import Clock
-from actors.config import SimulatorConfig, SymbolConfig
-from actors.money import CONTEXT, quant, round_down, round_half_even, round_up
+from capflow.actors.clock import Clock
+from capflow.actors.config import SimulatorConfig, SymbolConfig
+from capflow.actors.money import CONTEXT, quant, round_down, round_half_even, round_up
 
 #: simulated markets trade around the clock: a year is 365 days of seconds
 SECONDS_PER_YEAR = 365 * 24 * 3600

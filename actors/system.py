@@ -1,7 +1,7 @@
 """`System`: capflow in one process. It owns the lifecycle (start in order, ping, stop in
 reverse) and is the embedded API; the ZeroMQ server calls the same methods.
 
-    from actors.system import System
+    from capflow.actors.system import System
     with System() as cf:                       # SQLite under ./data/ by default
         cf.create_profile("alpha", "10000")
         r = cf.reserve("alpha", "BTCUSDT", "2500", client_request_id="bot-1-42")
@@ -27,24 +27,31 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from actors import messages as m
-from actors.allocation import Decision, Instruments
-from actors.allocation_service import AllocationService
-from actors.bus import EventBus
-from actors.clock import Clock
-from actors.config import Config, load_config
-from actors.errors import Conflict, InvalidArgument, Unavailable
-from actors.ids import new_id
-from actors.ledger import AuditReport, LedgerContext, LedgerView, Outcome, ProfileView, Reconcile
-from actors.messages import Hold, Profile, Transfer
-from actors.money import parse_decimal
-from actors.registry import LedgerRegistry
-from actors.reply import Reply
-from actors.risk import GlobalState, RiskLimits, known_profile, load_timezone, resolve
-from actors.scheduler import Scheduler
-from actors.system_trading import TradingCalls
-from actors.trading import Trading
-from storage.writer import NullWriter, StorageWriter, WriteRequest
+from capflow.actors import messages as m
+from capflow.actors.allocation import Decision, Instruments
+from capflow.actors.allocation_service import AllocationService
+from capflow.actors.bus import EventBus
+from capflow.actors.clock import Clock
+from capflow.actors.config import Config, load_config
+from capflow.actors.errors import Conflict, InvalidArgument, Unavailable
+from capflow.actors.ids import new_id
+from capflow.actors.ledger import (
+    AuditReport,
+    LedgerContext,
+    LedgerView,
+    Outcome,
+    ProfileView,
+    Reconcile,
+)
+from capflow.actors.messages import Hold, Profile, Transfer
+from capflow.actors.money import parse_decimal
+from capflow.actors.registry import LedgerRegistry
+from capflow.actors.reply import Reply
+from capflow.actors.risk import GlobalState, RiskLimits, known_profile, load_timezone, resolve
+from capflow.actors.scheduler import Scheduler
+from capflow.actors.system_trading import TradingCalls
+from capflow.actors.trading import Trading
+from capflow.storage.writer import NullWriter, StorageWriter, WriteRequest
 
 #: how often an idle server checks that it still owns its database (storage/owner.py)
 OWNER_CHECK_S = 5.0
@@ -133,10 +140,10 @@ class System(TradingCalls):
             self._unpinned = all_cpus
             _pin_process(cfg.cpu_affinity)
         if cfg.storage.durable:
-            from storage.engine import OwnerLock, describe, open_engine
-            from storage.ledger_store import LedgerStore
-            from storage.migrate import upgrade
-            from storage.owner import SCOPE, claim
+            from capflow.storage.engine import OwnerLock, describe, open_engine
+            from capflow.storage.ledger_store import LedgerStore
+            from capflow.storage.migrate import upgrade
+            from capflow.storage.owner import SCOPE, claim
 
             self.engine = open_engine(cfg.storage.url,
                                       synchronous=cfg.storage.sqlite_synchronous)
@@ -147,7 +154,7 @@ class System(TradingCalls):
                                "the storage writer runs as a thread")
                 use_process = False
             if use_process:
-                from storage.writer_process import ProcessExecutor
+                from capflow.storage.writer_process import ProcessExecutor
 
                 # pinned (cpu_affinity): the storage process gets the other CPUs
                 others = all_cpus - set(cfg.cpu_affinity or ()) or None
@@ -171,7 +178,7 @@ class System(TradingCalls):
             logger.info("storage: {} ({} writer), owner epoch {}", describe(cfg.storage.url),
                         "process" if executor else "thread", epoch)
         else:
-            from storage.memory_store import MemoryLedgerStore
+            from capflow.storage.memory_store import MemoryLedgerStore
 
             self.store = MemoryLedgerStore(cfg.places)
             self.writer = NullWriter()
@@ -212,8 +219,8 @@ class System(TradingCalls):
         self.trading = Trading(self)
         oms_store = control_store = None
         if cfg.storage.durable:
-            from storage.control_store import ControlStore
-            from storage.oms_store import OmsStore
+            from capflow.storage.control_store import ControlStore
+            from capflow.storage.oms_store import OmsStore
 
             oms_store = OmsStore(self.engine)
             control_store = ControlStore(self.engine)
@@ -290,7 +297,7 @@ class System(TradingCalls):
 
     def _report_equity(self, profile_id: str, account_id: str, pnl: Decimal,
                        exposure: Decimal, ts) -> None:
-        from actors.account import ReportEquity
+        from capflow.actors.account import ReportEquity
 
         ref = self.trading.managers.get(account_id) if self.trading is not None else None
         if ref is not None:

@@ -10,12 +10,12 @@ from typing import Any
 
 from loguru import logger
 
-from actors import messages as m
-from actors.errors import InvalidArgument
-from actors.ledger import Outcome
-from actors.reply import Reply
-from actors.risk import GlobalState
-from storage.writer import WriteRequest
+from capflow.actors import messages as m
+from capflow.actors.errors import InvalidArgument
+from capflow.actors.ledger import Outcome
+from capflow.actors.reply import Reply
+from capflow.actors.risk import GlobalState
+from capflow.storage.writer import WriteRequest
 
 
 class TradingCalls:

@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from actors import messages as m
-from actors.account import (
+from capflow.actors import messages as m
+from capflow.actors.account import (
     AccountManagerActor,
     AccountStatus,
     Cancel,
@@ -39,24 +39,24 @@ from actors.account import (
     Ticks,
     new_order_listener,
 )
-from actors.account_risk import AccountRisk
-from actors.alerts import raise_alert
-from actors.audit_log import SignalAuditLog
-from actors.config import ConfigError
-from actors.errors import Conflict, Denied, InvalidArgument, NotFound, Unavailable
-from actors.ids import new_id
-from actors.money import parse_decimal
-from actors.orders import (
+from capflow.actors.account_risk import AccountRisk
+from capflow.actors.alerts import raise_alert
+from capflow.actors.audit_log import SignalAuditLog
+from capflow.actors.config import ConfigError
+from capflow.actors.errors import Conflict, Denied, InvalidArgument, NotFound, Unavailable
+from capflow.actors.ids import new_id
+from capflow.actors.money import parse_decimal
+from capflow.actors.orders import (
     CLOSE_REASONS,
 )
-from actors.reply import Reply, relay
-from actors.risk import load_timezone
-from actors.safety import Safety
-from actors.simulator import MarketSimulatorActor, Tick
-from actors.stats import compute_stats, group_stats
-from actors.symbols import SymbolSlots
-from actors.trading_entries import EntryFlow, _tell
-from brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
+from capflow.actors.reply import Reply, relay
+from capflow.actors.risk import load_timezone
+from capflow.actors.safety import Safety
+from capflow.actors.simulator import MarketSimulatorActor, Tick
+from capflow.actors.stats import compute_stats, group_stats
+from capflow.actors.symbols import SymbolSlots
+from capflow.actors.trading_entries import EntryFlow, _tell
+from capflow.brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
 
 ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
 #: what `order.list` filters by: a status, or CLOSED (every order no longer working)

@@ -16,13 +16,13 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from actors import messages as m
-from actors.account import ClaimSlot, SettleSlot, SlotQuery
-from actors.audit_log import SignalAuditLog
-from actors.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
-from actors.ids import new_id
-from actors.money import parse_decimal
-from actors.orders import (
+from capflow.actors import messages as m
+from capflow.actors.account import ClaimSlot, SettleSlot, SlotQuery
+from capflow.actors.audit_log import SignalAuditLog
+from capflow.actors.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
+from capflow.actors.ids import new_id
+from capflow.actors.money import parse_decimal
+from capflow.actors.orders import (
     ORDER_TYPES,
     OrderSpec,
     SignalPolicy,
@@ -35,9 +35,9 @@ from actors.orders import (
     parse_symbol,
     protective_crossed,
 )
-from actors.reply import Reply, relay
-from actors.risk import Check
-from actors.symbols import CLAIMED, REFUSED
+from capflow.actors.reply import Reply, relay
+from capflow.actors.risk import Check
+from capflow.actors.symbols import CLAIMED, REFUSED
 
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")

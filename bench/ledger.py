@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loguru import logger
 
-from actors.clock import Clock
-from actors.config import load_config
-from actors.ledger import Ledger
-from actors.reply import Reply
-from actors.system import System, new_id
+from capflow.actors.clock import Clock
+from capflow.actors.config import load_config
+from capflow.actors.ledger import Ledger
+from capflow.actors.reply import Reply
+from capflow.actors.system import System, new_id
 
 #: every profile of a bench gets a large allocation: the paper account that they share
 #: (whose cash the profiles divide) is made large enough for all of them

@@ -59,10 +59,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loguru import logger
 
-from actors import messages as m
-from actors.config import load_config
-from actors.money import round_half_even
-from actors.system import System
+from capflow.actors import messages as m
+from capflow.actors.config import load_config
+from capflow.actors.money import round_half_even
+from capflow.actors.system import System
 
 #: every profile of a bench gets a large allocation: the paper account that they share
 #: (whose cash the profiles divide) is made large enough for all of them

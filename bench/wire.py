@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zmq
 
-from protocol.client import Client, ClientTimeout, request_bytes
+from capflow.protocol.client import Client, ClientTimeout, request_bytes
 
 #: every profile of a bench gets a large allocation: the paper account that they share
 #: (whose cash the profiles divide) is made large enough for all of them
@@ -81,9 +81,9 @@ def _serve_capflow(conn, url: str, config_file: str) -> None:
     dies: the pipe then reads EOF)."""
     _quiet_child()
     try:
-        from actors.config import load_config
-        from actors.system import System
-        from protocol.server import Server
+        from capflow.actors.config import load_config
+        from capflow.actors.system import System
+        from capflow.protocol.server import Server
 
         cfg = load_config(config_file, env={}, storage={"url": url, "durable": True},
                           server={"endpoint": "tcp://127.0.0.1:*",

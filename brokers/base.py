@@ -15,7 +15,9 @@ Writing an adapter (see also docs/adapters.md):
    `self.connection_lost(reason)` when an established connection drops.
 3. Translate symbols with `self.symbols.to_broker()` / `from_broker()`: capflow names on
    one side, the broker's on the other, from the account's ``symbols`` table in config.
-4. Name the class in config: ``[brokers.accounts.mine] adapter = "mypkg.mod:MyBroker"``.
+4. Name the class in config: ``[brokers.accounts.mine] adapter = "mypkg.mod:MyBroker"``
+   (capflow's own: ``"capflow.brokers.paper:PaperBroker"``; the name of before capflow
+   was one package, ``"brokers.paper:PaperBroker"``, still loads, with a warning).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from decimal import Decimal
 
 import msgspec
 
-from actors.config import AccountConfig, ConfigError, ConnectConfig
-from actors.errors import Unavailable
-from actors.money import ZERO
+from capflow.actors.config import AccountConfig, ConfigError, ConnectConfig
+from capflow.actors.errors import Unavailable
+from capflow.actors.modules import current_module
+from capflow.actors.money import ZERO
 
 # -- records --------------------------------------------------------------------------
 
@@ -395,7 +398,7 @@ def load_adapter(path: str) -> type[BrokerAdapter]:
     if not sep or not module_name or not class_name:
         raise AdapterLoadError(f"broker adapter {path!r}: expected 'package.module:Class'")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(current_module(module_name))
     except ImportError as exc:
         raise AdapterLoadError(f"broker adapter {path!r}: cannot import module "
                                f"{module_name!r} ({exc})") from None
@@ -404,5 +407,6 @@ def load_adapter(path: str) -> type[BrokerAdapter]:
         raise AdapterLoadError(f"broker adapter {path!r}: module {module_name!r} has no "
                                f"class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, BrokerAdapter)):
-        raise AdapterLoadError(f"broker adapter {path!r} is not a brokers.base.BrokerAdapter")
+        raise AdapterLoadError(f"broker adapter {path!r} is not a brokers.base.BrokerAdapter "
+                               "(capflow's)")
     return cls

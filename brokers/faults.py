@@ -8,7 +8,7 @@ never with a wrong ``ok``. Removing the file ends the stall; a stall also ends b
 after ``stall_max_s`` (default 30 s), so a forgotten file cannot hang a server for good.
 
     [brokers.accounts.paper]
-    adapter = "brokers.faults:StallablePaperBroker"
+    adapter = "capflow.brokers.faults:StallablePaperBroker"
     settings = { stall_file = "/tmp/capflow.stall" }
 """
 
@@ -18,8 +18,8 @@ import os
 import time
 from decimal import Decimal
 
-from brokers.base import AccountInfo, BrokerOrder, BrokerPosition
-from brokers.paper import PaperBroker
+from capflow.brokers.base import AccountInfo, BrokerOrder, BrokerPosition
+from capflow.brokers.paper import PaperBroker
 
 _POLL_S = 0.02
 

@@ -33,8 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from actors.money import ZERO, parse_decimal, round_down, round_up
-from brokers.base import (
+from capflow.actors.money import ZERO, parse_decimal, round_down, round_up
+from capflow.brokers.base import (
     AccountInfo,
     BrokerAdapter,
     BrokerOrder,

@@ -21,8 +21,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from actors.config import ConfigError
-from protocol.ops import Caller
+from capflow.actors.config import ConfigError
+from capflow.protocol.ops import Caller
 
 
 class Authorizer:

@@ -25,7 +25,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from protocol.codec import VERSION, pack
+from capflow.protocol.codec import VERSION, pack
 
 
 class ClientError(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import msgspec
 
-from actors.errors import CODES, CapflowError
+from capflow.actors.errors import CODES, CapflowError
 
 VERSION = 1
 SUPPORTED = [VERSION]

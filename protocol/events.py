@@ -18,14 +18,14 @@ import msgspec
 import zmq
 from loguru import logger
 
-from actors import messages as m
-from actors.alerts import Alert
-from actors.simulator import Tick
-from brokers.base import BrokerEvent
-from protocol.codec import pack
+from capflow.actors import messages as m
+from capflow.actors.alerts import Alert
+from capflow.actors.simulator import Tick
+from capflow.brokers.base import BrokerEvent
+from capflow.protocol.codec import pack
 
 if TYPE_CHECKING:
-    from protocol.auth import Authorizer
+    from capflow.protocol.auth import Authorizer
 
 _TOPIC = {
     m.CapitalReserved: "reservation", m.ReservationReleased: "reservation",

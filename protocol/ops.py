@@ -18,13 +18,13 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from actors import messages as m
-from actors.ledger import LedgerView, ProfileView
-from actors.messages import Hold
-from actors.money import parse_decimal
-from actors.orders import SYMBOL_PATTERN
-from actors.reply import Reply
-from protocol.codec import VERSION, WireError, quote
+from capflow.actors import messages as m
+from capflow.actors.ledger import LedgerView, ProfileView
+from capflow.actors.messages import Hold
+from capflow.actors.money import parse_decimal
+from capflow.actors.orders import SYMBOL_PATTERN
+from capflow.actors.reply import Reply
+from capflow.protocol.codec import VERSION, WireError, quote
 
 ID_MAX = 128
 Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX)]
@@ -330,10 +330,10 @@ OPS: dict[str, tuple[type[Args], Callable]] = {
 
 # the trading ops live in their own module, which builds on the pieces above (import
 # protocol.ops, never protocol.trading_ops directly)
-from protocol.trading_ops import TRADING_OPS  # noqa: E402
+from capflow.protocol.trading_ops import TRADING_OPS  # noqa: E402
 
 OPS.update(TRADING_OPS)
-from protocol.risk_ops import RISK_OPS  # noqa: E402
+from capflow.protocol.risk_ops import RISK_OPS  # noqa: E402
 
 OPS.update(RISK_OPS)
 
@@ -377,7 +377,7 @@ def dispatch(ctx: OpContext, op: str, args: dict[str, Any], caller: Caller,
 
 
 def health(system, started: float, environment: str, curve: bool) -> dict[str, Any]:
-    from storage.engine import describe
+    from capflow.storage.engine import describe
 
     cfg = system.config
     fenced = system.fenced
@@ -394,9 +394,13 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
             "reasons": ([fenced] if fenced else []) + reasons}
 
 
+#: the paper broker, by its name and by the name of before capflow was one package
+PAPER_ADAPTERS = frozenset({"capflow.brokers.paper:PaperBroker", "brokers.paper:PaperBroker"})
+
+
 def _broker_mode(cfg) -> str:
     adapters = {a.adapter for a in cfg.brokers.accounts.values()}
-    return "paper" if adapters == {"brokers.paper:PaperBroker"} else "live"
+    return "paper" if adapters <= PAPER_ADAPTERS else "live"
 
 
 def _version() -> str:

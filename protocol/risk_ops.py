@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from actors import messages as m
-from protocol.codec import WireError
-from protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text, _then
-from protocol.trading_ops import Side
+from capflow.actors import messages as m
+from capflow.protocol.codec import WireError
+from capflow.protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text, _then
+from capflow.protocol.trading_ops import Side
 
 Breaker = Literal["daily", "weekly", "monthly", "max"]
 

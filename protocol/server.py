@@ -48,12 +48,12 @@ from typing import Any
 import zmq
 from loguru import logger
 
-from actors.config import Config
-from protocol.auth import Authorizer
-from protocol.codec import WireError, decode, error_reply, ok_reply
-from protocol.connections import Connections, Token
-from protocol.events import Publisher, event_frames
-from protocol.metrics import (  # noqa: F401 -- also imported from here
+from capflow.actors.config import Config
+from capflow.protocol.auth import Authorizer
+from capflow.protocol.codec import WireError, decode, error_reply, ok_reply
+from capflow.protocol.connections import Connections, Token
+from capflow.protocol.events import Publisher, event_frames
+from capflow.protocol.metrics import (  # noqa: F401 -- also imported from here
     BUCKET_BASE_US,
     BUCKET_FACTOR,
     UNKNOWN_OP,
@@ -61,10 +61,10 @@ from protocol.metrics import (  # noqa: F401 -- also imported from here
     bucket_of,
     percentile_ms,
 )
-from protocol.ops import OPS, Caller, OpContext, dispatch, health
-from protocol.ratelimit import RateLimiter
-from protocol.replycache import ReplyCache
-from protocol.watchdog import Watchdog
+from capflow.protocol.ops import OPS, Caller, OpContext, dispatch, health
+from capflow.protocol.ratelimit import RateLimiter
+from capflow.protocol.replycache import ReplyCache
+from capflow.protocol.watchdog import Watchdog
 
 PLAIN_CALLER = Caller("wire")
 #: most requests taken per turn of the loop before the answers ready are sent

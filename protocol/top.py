@@ -26,8 +26,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from protocol.client import Client, ClientError, ClientTimeout, CurveKeys
-from protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
+from capflow.protocol.client import Client, ClientError, ClientTimeout, CurveKeys
+from capflow.protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
 
 #: the ledger columns of the profiles table: (title, ledger field)
 LEDGER_COLUMNS = (("allocated", "allocated"), ("available", "available"), ("held", "held"),

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from actors import messages as m
-from actors.stats import stats_map
-from protocol.codec import WireError
-from protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text
+from capflow.actors import messages as m
+from capflow.actors.stats import stats_map
+from capflow.protocol.codec import WireError
+from capflow.protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text
 
 Side = Annotated[str, Meta(min_length=1, max_length=8)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]

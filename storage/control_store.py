@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, select
 
-from actors.risk import BreakerState
-from storage import schema as s
-from storage.writer import Op
+from capflow.actors.risk import BreakerState
+from capflow.storage import schema as s
+from capflow.storage.writer import Op
 
 _decode_risk = msgspec.json.Decoder(BreakerState)
 _json = msgspec.json.Encoder(decimal_format="string")

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from actors.ledger import INITIAL_ALLOCATION_KEY, Ledger
-from actors.messages import (
+from capflow.actors.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from capflow.actors.messages import (
     ACTIVE,
     Buckets,
     CapitalDeposited,
@@ -39,10 +39,10 @@ from actors.messages import (
     TradingStateChanged,
     Transfer,
 )
-from actors.money import ZERO
-from actors.risk import BreakerState
-from storage import schema as s
-from storage.writer import Op
+from capflow.actors.money import ZERO
+from capflow.actors.risk import BreakerState
+from capflow.storage import schema as s
+from capflow.storage.writer import Op
 
 _asdict = msgspec.structs.asdict
 _json = msgspec.json.Encoder(decimal_format="string")

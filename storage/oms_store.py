@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 from sqlalchemy import Engine, select
 
-from actors.messages import OrderCapital, PositionCapital
-from storage import schema as s
-from storage.ledger_store import OPEN_ORDER_STATES
+from capflow.actors.messages import OrderCapital, PositionCapital
+from capflow.storage import schema as s
+from capflow.storage.ledger_store import OPEN_ORDER_STATES
 
 
 def _record(cls: type, row) -> object:

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, select
 
-from storage import schema
+from capflow.storage import schema
 
 #: the one scope today: the whole database
 SCOPE = "capflow"

@@ -17,8 +17,8 @@ from loguru import logger
 from sqlalchemy import Engine, Table
 from sqlalchemy.exc import OperationalError
 
-from storage import schema
-from storage.owner import Fence, Fenced, check_sql, fenced_reason
+from capflow.storage import schema
+from capflow.storage.owner import Fence, Fenced, check_sql, fenced_reason
 
 #: A row operation: ``("insert", table, row)`` appends a row; ``("upsert", table, row)``
 #: writes a whole record (created or replaced; within one batch only the last state of

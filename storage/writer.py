@@ -30,9 +30,9 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import Engine
 
-from actors.errors import Unavailable
-from storage.owner import FENCED, Fence
-from storage.sql_executor import Op, SqlExecutor
+from capflow.actors.errors import Unavailable
+from capflow.storage.owner import FENCED, Fence
+from capflow.storage.sql_executor import Op, SqlExecutor
 
 __all__ = ["NullWriter", "Op", "SqlExecutor", "StorageWriter", "WriteRequest"]
 

@@ -6,7 +6,7 @@ slower than the disk needs. In its own process the SQL has an interpreter of its
 the server's writer thread batches, sends the batch down a pipe, and waits (without
 holding the lock) for one status per request.
 
-The storage process is a plain ``python -m storage.writer_process`` child talking
+The storage process is a plain ``python -m capflow.storage.writer_process`` child talking
 length-prefixed msgpack frames over its stdin / stdout (not `multiprocessing`, which
 would re-import an embedding program's main module). It owns the database: it takes the
 owner lock (`storage.engine.OwnerLock`) and keeps it until it exits. If the server dies,
@@ -32,19 +32,17 @@ import sys
 import time
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgpack
 from loguru import logger
 
-from actors.errors import Unavailable
-from storage.owner import Fence
-from storage.sql_executor import _sqlite_value
+from capflow.actors.errors import Unavailable
+from capflow.storage.owner import Fence
+from capflow.storage.sql_executor import _sqlite_value
 
 _DECIMAL, _DATETIME = 1, 2
 _LEN = struct.Struct(">I")
-_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def _typed(obj: Any) -> Any:
@@ -106,8 +104,8 @@ def child_main(url: str, retries: int, lock_wait_s: float, cpus: str,
     os.dup2(2, 1)  # anything printed goes to stderr, never into the frame channel
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
-    from storage.engine import OwnerLock, open_engine
-    from storage.sql_executor import SqlExecutor
+    from capflow.storage.engine import OwnerLock, open_engine
+    from capflow.storage.sql_executor import SqlExecutor
 
     try:
         engine = open_engine(url, pool_size=1, synchronous=synchronous)
@@ -162,13 +160,11 @@ class ProcessExecutor:
         self.restarts = 0
 
     def start(self) -> None:
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT,
-                                                          os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "storage.writer_process", self.url, str(self.retries),
+            [sys.executable, "-m", "capflow.storage.writer_process", self.url,
+             str(self.retries),
              str(self.lock_wait_s), self.cpus, self.synchronous],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         try:
             kind, detail = msgpack.unpackb(self._recv(proc, self.lock_wait_s + 30))
         except Exception as exc:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from loguru import logger
 
-from actors.clock import ManualClock
-from actors.config import load_config
-from actors.system import System
-from tests.postgres import pg_server, pg_url, storage_url  # noqa: F401 -- fixtures
+from capflow.actors.clock import ManualClock
+from capflow.actors.config import load_config
+from capflow.actors.system import System
+
+from .postgres import pg_server, pg_url, storage_url  # noqa: F401 -- fixtures
 
 logger.remove()
 logger.add(lambda msg: None, level="ERROR")  # keep test output readable; errors still run

@@ -11,9 +11,9 @@ import random
 import sys
 import threading
 
-from actors.config import load_config
-from actors.errors import Denied
-from actors.system import System
+from capflow.actors.config import load_config
+from capflow.actors.errors import Denied
+from capflow.actors.system import System
 
 PROFILES = ("crash-a", "crash-b", "crash-c")
 

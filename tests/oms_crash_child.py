@@ -8,8 +8,8 @@ import json
 import sys
 import threading
 
-from actors.config import load_config
-from actors.system import System
+from capflow.actors.config import load_config
+from capflow.actors.system import System
 
 PROFILES = ("oms-a", "oms-b")
 #: a volatile market (about 0.3 % per tick) so that stops of 0.4 % fire within ticks

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from actors.config import load_config
-from actors.system import System
+from capflow.actors.config import load_config
+from capflow.actors.system import System
 
 SETTINGS = {"taker_fee": "0.001", "maker_fee": "0.0005", "slippage_bps": "0"}
 T = "TESTUSDT"

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import run
-from bench import suite
+from capflow import run
+from capflow.bench import suite
 
 # -- documents shaped exactly like the scripts write them (see each script's main()) ------
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from storage import schema as s
-from tests.crash_child import PROFILES
+from capflow.storage import schema as s
+
+from .crash_child import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,8 +82,8 @@ def test_sigkill_loses_no_acknowledged_mutation(tmp_path, make_system):
 
 def test_sigkill_while_trading_loses_no_order_and_open_positions_still_close(tmp_path,
                                                                            make_system):
-    from tests.oms_crash_child import MARKET
-    from tests.oms_crash_child import PROFILES as OMS_PROFILES
+    from .oms_crash_child import MARKET
+    from .oms_crash_child import PROFILES as OMS_PROFILES
 
     url = f"sqlite:///{tmp_path}/oms.db"
     audit = str(tmp_path / "signals.jsonl")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import run
+from capflow import run
 
 
 @pytest.fixture
@@ -62,9 +62,9 @@ def test_keys_generate_writes_key_pairs_and_the_client_table(env, capsys):
 
 def _trade_one_round_trip(env):
     """A closed position in the CLI's database: BUY 10 @ 100.20, take-profit at 106."""
-    from actors.clock import ManualClock
-    from actors.config import load_config
-    from actors.system import System
+    from capflow.actors.clock import ManualClock
+    from capflow.actors.config import load_config
+    from capflow.actors.system import System
 
     csv = env / "ticks.csv"
     csv.write_text("ts,symbol,bid,ask\n2026-01-05T12:00:01+00:00,TESTUSDT,100.00,100.20\n"

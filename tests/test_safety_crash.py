@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from actors.system import System
-from tests.safety_crash_child import config
+from capflow.actors.system import System
+
+from .safety_crash_child import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

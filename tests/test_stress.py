@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, select, text, update
 
-from bench.stress.audit import audit_storage, audit_wire, read_acks
-from bench.stress.chaos import Chaos, parse_modes
-from protocol.client import Client
-from storage import schema as s
+from capflow.bench.stress.audit import audit_storage, audit_wire, read_acks
+from capflow.bench.stress.chaos import Chaos, parse_modes
+from capflow.protocol.client import Client
+from capflow.storage import schema as s
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,7 +29,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_a_short_chaos_run_loses_nothing_and_writes_its_report(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "stress", "--clients", "3", "--profiles", "3",
+        [sys.executable, "-m", "capflow.run", "stress", "--clients", "3", "--profiles", "3",
          "--duration", "20", "--seed", "5", "--chaos", "--kill-every", "5", "--out",
          str(out), "--no-progress"],
         cwd=tmp_path, capture_output=True, text=True, timeout=170)
@@ -127,7 +127,7 @@ def _traded(make_system, url):
 
 
 def _corrupt(url: str, stmt) -> None:
-    from storage.engine import open_engine
+    from capflow.storage.engine import open_engine
 
     engine = open_engine(url)
     try:
@@ -178,7 +178,7 @@ def test_a_corrupted_storage_row_is_a_violation(make_system, sqlite_url, name):
 
 def test_a_second_order_for_one_signal_is_a_duplicate(make_system, sqlite_url):
     acks, sig = _traded(make_system, sqlite_url)
-    from storage.engine import open_engine
+    from capflow.storage.engine import open_engine
 
     engine = open_engine(sqlite_url)
     with engine.begin() as c:
@@ -217,7 +217,7 @@ def test_an_acknowledged_close_must_be_recorded_then_done(make_system, sqlite_ur
 def test_the_wire_audit_sees_a_position_row_that_disagrees_with_the_ledger(
         make_system, sqlite_url):
     """The ledger keeps its fees in the snapshot; the position rows carry them too."""
-    from protocol.server import Server
+    from capflow.protocol.server import Server
 
     _, sig = _traded(make_system, sqlite_url)
     _corrupt(sqlite_url, update(s.positions).where(

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import bench.stress as stress
-from bench.stress import audit as audit_mod
-from bench.stress.audit import audit_storage
-from tests.actors.test_trading import SETTINGS, step, write_ticks
+import capflow.bench.stress as stress
+from capflow.bench.stress import audit as audit_mod
+from capflow.bench.stress.audit import audit_storage
+
+from .actors.test_trading import SETTINGS, step, write_ticks
 
 # -- fakes for the orchestration -----------------------------------------------------------
 
@@ -205,7 +206,7 @@ def test_a_reused_run_folder_does_not_mix_an_earlier_run_into_the_report(
 @pytest.mark.timeout(30)
 def test_endpoint_with_storage_url_audits_the_storage_and_writes_the_report(
         make_system, sqlite_url, tmp_path, monkeypatch):
-    from protocol.server import Server
+    from capflow.protocol.server import Server
 
     server = Server(make_system(sqlite_url, server={
         "endpoint": "tcp://127.0.0.1:*", "events_endpoint": "tcp://127.0.0.1:*"})).start()
@@ -261,7 +262,7 @@ def test_a_bot_waits_for_the_servers_own_answer_past_its_deadline(
     is up. The bots' patience is derived from the deadline the run's server is given."""
     import tomllib
 
-    from bench.stress.chaos import ServerProcess, bot_patience
+    from capflow.bench.stress.chaos import ServerProcess, bot_patience
 
     (tmp_path / "cfg").mkdir()
     written = ServerProcess(tmp_path / "cfg", seed=1, profiles=1, allocation=100)

@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.stress import audit as audit_mod
-from bench.stress.bot import BotSpec, parse_mix
-from bench.stress.chaos import (
+from capflow.bench.stress import audit as audit_mod
+from capflow.bench.stress.bot import BotSpec, parse_mix
+from capflow.bench.stress.chaos import (
     MODES,
     REQUEST_TIMEOUT_S,
     Chaos,
@@ -97,12 +97,12 @@ class Run:
         self.say(f"server: pid {self.server.pid}, {self.endpoint}, {self.url}")
 
     def client(self, timeout_s: float = 5.0):
-        from protocol.client import Client
+        from capflow.protocol.client import Client
 
         return Client(self.endpoint, timeout_s=timeout_s, retries=2)
 
     def create_profiles(self) -> None:
-        from protocol.client import ClientError
+        from capflow.protocol.client import ClientError
 
         with self.client() as c:
             for pid in self.profiles:
@@ -125,7 +125,7 @@ class Run:
                          run_dir=str(self.dir), t0=t0, deadline=deadline,
                          timeout_s=bot_patience(self.request_timeout_s), give_up_s=60.0)
                  for i in range(args.clients)]
-        from bench.stress.bot import main as bot_main
+        from capflow.bench.stress.bot import main as bot_main
 
         bots = [ctx.Process(target=bot_main, args=(spec, counter, stop), daemon=True,
                             name=f"stress-bot-{spec.index}") for spec in specs]
@@ -227,7 +227,7 @@ class Run:
     def flatten(self, timeout_s: float = 30.0) -> int:
         """Close every open position and cancel every working order; wait until none is
         left. Returns how many positions were closed."""
-        from protocol.client import ClientError
+        from capflow.protocol.client import ClientError
 
         closed = 0
         deadline = time.monotonic() + timeout_s
@@ -296,7 +296,7 @@ class Run:
             result.merge(audit_mod.compare_ledgers(ledgers, self.url), "storage: ")
 
     def run(self) -> int:
-        from bench.stress import report
+        from capflow.bench.stress import report
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.say(f"run folder: {self.dir}")
@@ -363,7 +363,7 @@ def _read_requests(run_dir: Path) -> list[tuple[float, str, float, str]]:
 
 
 def command(cfg, args, out=sys.stdout) -> int:
-    from actors.config import ConfigError
+    from capflow.actors.config import ConfigError
 
     try:
         run = Run(args, out, cfg.server.request_timeout_s)

@@ -89,9 +89,9 @@ def audit_storage(url: str, acks: Iterable[dict[str, Any]] = (), *, closes: bool
     """Audit a database that no process is writing (see `owner_quiet`)."""
     from sqlalchemy import select
 
-    from storage import schema as s
-    from storage.engine import open_engine
-    from storage.ledger_store import LedgerStore
+    from capflow.storage import schema as s
+    from capflow.storage.engine import open_engine
+    from capflow.storage.ledger_store import LedgerStore
 
     a = Audit()
     engine = open_engine(url)
@@ -295,8 +295,8 @@ def audit_wire(client, profile_ids: Iterable[str]) -> tuple[Audit, dict[str, dic
 def compare_ledgers(wire: dict[str, dict], url: str) -> Audit:
     """The last wire reading of each ledger against the stored snapshot (after the
     server stopped with nothing moving in between)."""
-    from storage.engine import open_engine
-    from storage.ledger_store import LedgerStore
+    from capflow.storage.engine import open_engine
+    from capflow.storage.ledger_store import LedgerStore
 
     a = Audit()
     engine = open_engine(url)

@@ -81,7 +81,7 @@ class BotSpec:
 
 class Bot:
     def __init__(self, spec: BotSpec, counter=None, stop=None):
-        from protocol.client import Client
+        from capflow.protocol.client import Client
 
         self.spec = spec
         self.rng = random.Random(spec.seed * 1000 + spec.index)
@@ -110,7 +110,7 @@ class Bot:
     def call(self, op: str, **args: Any) -> tuple[str, Any]:
         """One operation to a definite answer: (code, result or error details). Unknown
         outcomes are retried with the same arguments (so the same idempotency keys)."""
-        from protocol.client import ClientError, ClientTimeout
+        from capflow.protocol.client import ClientError, ClientTimeout
 
         give_up = time.monotonic() + self.spec.give_up_s
         while True:

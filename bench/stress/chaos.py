@@ -1,8 +1,8 @@
 """The server of a stress run, and the chaos done to it.
 
-`ServerProcess` runs ``run.py serve`` as a child process with a config written into the
-run folder (its own SQLite database, loopback ports, a fast simulator, the paper broker
-behind the stallable adapter of `brokers.faults`).
+`ServerProcess` runs ``python -m capflow.run serve`` as a child process with a config
+written into the run folder (its own SQLite database, loopback ports, a fast simulator,
+the paper broker behind the stallable adapter of `capflow.brokers.faults`).
 
 `Chaos` is one thread that works through a seeded schedule, one fault at a time:
 
@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 MODES = ("kill", "stall", "storage")
 #: how long a stall or a storage outage lasts (seconds)
 FAULT_S = 3.0
@@ -88,7 +87,7 @@ seed = {seed}
 max_open_positions = 40
 
 [brokers.accounts.paper]
-adapter = "brokers.faults:StallablePaperBroker"
+adapter = "capflow.brokers.faults:StallablePaperBroker"
 initial_cash = "{cash}"
 settings = {{ stall_file = "{stall}", stall_max_s = 20 }}
 """
@@ -121,11 +120,11 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFLOW_")}
         with open(self.dir / "server.out", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "run.py"), "--config", str(self.config), "serve"],
+                [sys.executable, "-m", "capflow.run", "--config", str(self.config), "serve"],
                 cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
         self.starts += 1
-        from protocol.client import Client, ClientError
+        from capflow.protocol.client import Client, ClientError
 
         with Client(self.endpoint, timeout_s=0.5, retries=0) as c:
             while time.monotonic() - started < timeout_s:
@@ -160,8 +159,8 @@ class ServerProcess:
 def quiet_storage(url: str, wait_s: float = 30.0) -> Iterator[None]:
     """Hold the database's owner lock, so no capflow process writes while inside. Waits
     up to `wait_s` for a storage process left by a killed server to finish."""
-    from actors.errors import Unavailable
-    from storage.engine import OwnerLock, open_engine
+    from capflow.actors.errors import Unavailable
+    from capflow.storage.engine import OwnerLock, open_engine
 
     engine = open_engine(url)
     lock = OwnerLock(engine)
@@ -247,7 +246,7 @@ class Chaos(threading.Thread):
     # -- the faults -------------------------------------------------------------------
 
     def do_kill(self) -> None:
-        from bench.stress.audit import audit_storage
+        from capflow.bench.stress.audit import audit_storage
 
         t = self.now()
         self.server.kill()
@@ -270,7 +269,7 @@ class Chaos(threading.Thread):
         must answer it TIMEOUT or UNAVAILABLE within the bots' patience."""
         if self.witness_profile is None:
             return None
-        from protocol.client import Client, ClientError, ClientTimeout
+        from capflow.protocol.client import Client, ClientError, ClientTimeout
 
         started = time.monotonic()
         with Client(self.server.endpoint, timeout_s=bot_patience(REQUEST_TIMEOUT_S),

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from storage.schema import metadata
+from capflow.storage.schema import metadata
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

@@ -10,7 +10,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from actors.allocation import (
+from capflow.actors.allocation import (
     CapitalPicture,
     Externals,
     Instrument,
@@ -19,9 +19,9 @@ from actors.allocation import (
     decide,
     reserved_cash_pct,
 )
-from actors.config import AllocationConfig, LiquidityConfig, load_config
-from actors.errors import InvalidArgument
-from actors.liquidity import FileLiquidity, PushLiquidity, Smoothed, load_provider
+from capflow.actors.config import AllocationConfig, LiquidityConfig, load_config
+from capflow.actors.errors import InvalidArgument
+from capflow.actors.liquidity import FileLiquidity, PushLiquidity, Smoothed, load_provider
 
 DEFAULTS = AllocationConfig()
 
@@ -266,7 +266,7 @@ def test_a_profile_that_may_not_add_exposure_gets_nothing():
                                  {"reserved_pct_min": "0.9"}, {"account_timeout_s": 0},
                                  {"min_order_notional": "-1"}])
 def test_nonsense_constants_are_refused_at_start(bad):
-    from actors.config import ConfigError
+    from capflow.actors.config import ConfigError
 
     with pytest.raises(ConfigError):
         load_config(env={}, allocation=bad)

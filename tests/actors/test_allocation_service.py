@@ -11,10 +11,10 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from actors import messages as m
-from actors.clock import ManualClock
-from actors.errors import Conflict, Denied, NotFound, Unavailable
-from actors.liquidity import LiquidityProvider
+from capflow.actors import messages as m
+from capflow.actors.clock import ManualClock
+from capflow.actors.errors import Conflict, Denied, NotFound, Unavailable
+from capflow.actors.liquidity import LiquidityProvider
 
 TRUSTED = {"liquidity": {"score": "100", "confidence": "100"}, "max_ticker": "1"}
 

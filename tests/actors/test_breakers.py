@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
-from actors.system import System
-from tests.actors.test_trading import SETTINGS, step, write_ticks
+from capflow.actors.system import System
+
+from .test_trading import SETTINGS, step, write_ticks
 
 PATH = [
     ("99.98", "100.02"),  # T1: A and B fill at the ask 100.02

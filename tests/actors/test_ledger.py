@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.errors import Conflict, Denial, InvalidArgument, NotFound
-from actors.ledger import Ledger, Outcome
-from actors.messages import (
+from capflow.actors.errors import Conflict, Denial, InvalidArgument, NotFound
+from capflow.actors.ledger import Ledger, Outcome
+from capflow.actors.messages import (
     ACTIVE,
     CapitalDeposited,
     CapitalReserved,

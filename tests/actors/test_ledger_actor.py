@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from actors.errors import Denied, Unavailable
-from storage import schema as s
+from capflow.actors.errors import Denied, Unavailable
+from capflow.storage import schema as s
 
 D = Decimal
 
@@ -152,7 +152,7 @@ def test_idle_actors_are_passivated_and_come_back_with_their_state(make_system, 
 
 
 def test_unknown_profile_is_not_found_without_an_actor(make_system, sqlite_url):
-    from actors.errors import NotFound
+    from capflow.actors.errors import NotFound
 
     system = make_system(sqlite_url)
     with pytest.raises(NotFound):

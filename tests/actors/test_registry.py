@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pykka
 
-from actors.ledger import LedgerActor
-from actors.messages import Profile
-from actors.reply import Reply
-from storage.writer import WriteRequest
+from capflow.actors.ledger import LedgerActor
+from capflow.actors.messages import Profile
+from capflow.actors.reply import Reply
+from capflow.storage.writer import WriteRequest
 
 N_PROFILES = 20_000
 MAX_LIVE = 64

@@ -8,11 +8,11 @@ from decimal import Decimal as D
 
 import pytest
 
-from actors.config import ConfigError, load_config
-from actors.errors import InvalidArgument
-from actors.ledger import Ledger
-from actors.orders import OrderSpec
-from actors.risk import (
+from capflow.actors.config import ConfigError, load_config
+from capflow.actors.errors import InvalidArgument
+from capflow.actors.ledger import Ledger
+from capflow.actors.orders import OrderSpec
+from capflow.actors.risk import (
     PRESETS,
     BreakerState,
     GlobalState,

@@ -13,15 +13,16 @@ from decimal import Decimal as D
 
 import pytest
 
-from actors import messages as m
-from actors.account import AccountManagerActor, AccountStatus, ClaimSlot, Place, SettleSlot
-from actors.config import AccountRiskLimits, ConfigError, load_config
-from actors.errors import Denied
-from actors.ledger import Ledger
-from actors.orders import OrderSpec
-from actors.reply import Reply
-from actors.risk import Proposal, resolve
-from tests.actors.test_trading import SETTINGS, step, write_ticks
+from capflow.actors import messages as m
+from capflow.actors.account import AccountManagerActor, AccountStatus, ClaimSlot, Place, SettleSlot
+from capflow.actors.config import AccountRiskLimits, ConfigError, load_config
+from capflow.actors.errors import Denied
+from capflow.actors.ledger import Ledger
+from capflow.actors.orders import OrderSpec
+from capflow.actors.reply import Reply
+from capflow.actors.risk import Proposal, resolve
+
+from .test_trading import SETTINGS, step, write_ticks
 
 T0 = datetime(2026, 1, 7, 23, 59, 59, tzinfo=UTC)  # one second before a UTC midnight
 #: the largest amounts the wire takes (parse_decimal: below 10**15)

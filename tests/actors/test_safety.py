@@ -14,11 +14,12 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import select
 
-from actors import messages as m
-from actors.alerts import Alert
-from actors.errors import Conflict
-from storage import schema as s
-from tests.actors.test_trading import SETTINGS, step
+from capflow.actors import messages as m
+from capflow.actors.alerts import Alert
+from capflow.actors.errors import Conflict
+from capflow.storage import schema as s
+
+from .test_trading import SETTINGS, step
 
 T = "TESTUSDT"
 S = "SPIKEUSDT"

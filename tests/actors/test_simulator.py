@@ -18,9 +18,9 @@ from pathlib import Path
 import pykka
 import pytest
 
-from actors.clock import ManualClock
-from actors.config import SimulatorConfig, SymbolConfig
-from actors.simulator import (
+from capflow.actors.clock import ManualClock
+from capflow.actors.config import SimulatorConfig, SymbolConfig
+from capflow.actors.simulator import (
     SECONDS_PER_YEAR,
     CsvReplay,
     GbmProcess,
@@ -90,7 +90,7 @@ def test_a_symbols_stream_does_not_depend_on_the_other_symbols():
 
 
 def test_the_random_stream_of_a_symbol_is_the_same_in_every_process():
-    code = ("from actors.simulator import GbmProcess\n"
+    code = ("from capflow.actors.simulator import GbmProcess\n"
             "p = GbmProcess(100.0, 0.1, 0.5, seed=11, symbol='BTCUSDT')\n"
             "print(repr([p.next_mid(0.01) for _ in range(5)]))")
     here = GbmProcess(100.0, 0.1, 0.5, seed=11, symbol="BTCUSDT")

@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from actors.money import ZERO
-from actors.report import write_equity_png
-from actors.stats import Stats, compute_stats, equity_curve, group_stats, stats_map
+from capflow.actors.money import ZERO
+from capflow.actors.report import write_equity_png
+from capflow.actors.stats import Stats, compute_stats, equity_curve, group_stats, stats_map
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 D = Decimal
@@ -344,7 +344,7 @@ def test_write_equity_png_leaves_pyplot_alone(tmp_path) -> None:
         from decimal import Decimal
         from datetime import datetime, UTC
         os.environ.pop("DISPLAY", None)
-        from actors.report import write_equity_png
+        from capflow.actors.report import write_equity_png
         write_equity_png([(datetime(2026, 1, 1, tzinfo=UTC), Decimal("1"))],
                          {str(tmp_path / "x.png")!r})
         write_equity_png([], {str(tmp_path / "y.png")!r})

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from actors.config import AccountConfig, ConfigError, ConnectConfig
-from actors.errors import Unavailable
-from brokers.base import (
+from capflow.actors.config import AccountConfig, ConfigError, ConnectConfig
+from capflow.actors.errors import Unavailable
+from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
     WAITING,
@@ -21,7 +21,7 @@ from brokers.base import (
     SymbolMap,
     load_adapter,
 )
-from brokers.paper import PaperBroker
+from capflow.brokers.paper import PaperBroker
 
 
 def paper(clock, events, *, fails: int, attempts: int, jitter: float = 0.0, seed: int = 7,
@@ -147,3 +147,13 @@ def test_a_system_whose_broker_gives_up_refuses_orders(make_system, sqlite_url, 
     with pytest.raises(Unavailable, match="gave_up"):
         cf.submit_order("p", "o-1", "BTCUSDT", "BUY", "0.01")
     assert cf.ledger("p").available == 10000
+
+
+def test_adapters_load_by_their_package_name_and_by_the_name_of_before():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the current name: no warning
+        assert load_adapter("capflow.brokers.paper:PaperBroker") is PaperBroker
+    with pytest.warns(DeprecationWarning, match=r"capflow\.brokers\.paper"):
+        assert load_adapter("brokers.paper:PaperBroker") is PaperBroker

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from actors.clock import ManualClock
-from actors.config import AccountConfig
-from brokers.faults import StallablePaperBroker
+from capflow.actors.clock import ManualClock
+from capflow.actors.config import AccountConfig
+from capflow.brokers.faults import StallablePaperBroker
 
 
 def test_calls_block_while_the_stall_file_exists(tmp_path):

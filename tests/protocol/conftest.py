@@ -8,8 +8,9 @@ import msgpack
 import pytest
 import zmq
 
-from protocol.server import Server
-from tests.protocol.market import SETTINGS, write_ticks
+from capflow.protocol.server import Server
+
+from .market import SETTINGS, write_ticks
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-import run
-from protocol.server import Server
+from capflow import run
+from capflow.protocol.server import Server
 
 KILL = b"test.kill-socket-thread"
 

@@ -21,8 +21,9 @@ import time
 import msgpack
 import zmq
 
-from actors.clock import ManualClock
-from tests.protocol.replies import error, ok
+from capflow.actors.clock import ManualClock
+
+from .replies import error, ok
 
 #: static liquidity: score 72, volatility 18.5, confidence 80 (>= 69: trusted);
 #: base 0.70 - 72 / 100 * 0.50 = 0.70 - 0.36 = 0.3400, volatility 18.5 / 100 = 0.185,

@@ -11,8 +11,8 @@ import msgpack
 import pytest
 from sqlalchemy import func, select
 
-from actors.errors import CODES
-from storage import schema as s
+from capflow.actors.errors import CODES
+from capflow.storage import schema as s
 
 
 def _error(reply: dict) -> dict:
@@ -205,7 +205,7 @@ def test_unavailable_while_shutting_down(wire):
 
 
 def test_internal_error_says_nothing_secret_and_the_server_lives_on(wire, monkeypatch):
-    from protocol import ops
+    from capflow.protocol import ops
 
     _server, r = wire
 

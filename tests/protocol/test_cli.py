@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-import run
+from capflow import run
 
 
 def test_call_prints_the_result_of_a_running_server(live, capsys):

@@ -8,8 +8,8 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from protocol.client import AsyncClient, Client, ClientError, ClientTimeout
-from storage import schema as s
+from capflow.protocol.client import AsyncClient, Client, ClientError, ClientTimeout
+from capflow.storage import schema as s
 
 
 def test_a_delayed_server_makes_the_client_retry_and_exactly_one_reservation_exists(live):

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import msgpack
 
-from protocol.codec import ok_reply
+from capflow.protocol.codec import ok_reply
 
 
 def test_decimals_and_timestamps_are_strings():

@@ -15,8 +15,8 @@ import pytest
 import zmq
 import zmq.auth
 
-from protocol.auth import generate
-from protocol.client import Client, ClientError, ClientTimeout, CurveKeys
+from capflow.protocol.auth import generate
+from capflow.protocol.client import Client, ClientError, ClientTimeout, CurveKeys
 
 
 def _public(keys_dir: Path, name: str) -> str:

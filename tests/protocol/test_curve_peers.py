@@ -17,11 +17,12 @@ import msgpack
 import pytest
 import zmq
 
-import run
-from actors.config import ConfigError
-from protocol.auth import generate
-from protocol.client import Client, CurveKeys
-from tests.protocol.test_curve import _write_clients
+from capflow import run
+from capflow.actors.config import ConfigError
+from capflow.protocol.auth import generate
+from capflow.protocol.client import Client, CurveKeys
+
+from .test_curve import _write_clients
 
 #: bot2 is granted every profile (and so the event stream), bot1 only alpha, bot3 none
 GRANTS = {"bot1": ["alpha"], "bot2": ["*"], "bot3": []}

@@ -10,9 +10,9 @@ qty * price * 1.0005, rounded up to the cent. Every figure is computed in a comm
 
 from __future__ import annotations
 
-from tests.protocol.replies import error, ok
-from tests.protocol.test_risk_ops import check_of, order, rejected, risk_check
-from tests.protocol.test_trading_ops import ledger, signal
+from .replies import error, ok
+from .test_risk_ops import check_of, order, rejected, risk_check
+from .test_trading_ops import ledger, signal
 
 #: T1 100.00 / 100.20, then steady
 FLAT = [[("TESTUSDT", "100.00", "100.20")]] * 4

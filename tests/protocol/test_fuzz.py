@@ -28,13 +28,14 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.errors import CODES
-from protocol.auth import generate
-from protocol.client import CurveKeys
-from protocol.codec import quote
-from protocol.ops import OPS
-from tests.protocol.conftest import Raw
-from tests.protocol.test_curve import _write_clients
+from capflow.actors.errors import CODES
+from capflow.protocol.auth import generate
+from capflow.protocol.client import CurveKeys
+from capflow.protocol.codec import quote
+from capflow.protocol.ops import OPS
+
+from .conftest import Raw
+from .test_curve import _write_clients
 
 LIMIT = 1 << 20  # the default server.max_request_bytes
 SMALL_ERROR = 2048  # bytes: the largest error answer, whatever the request

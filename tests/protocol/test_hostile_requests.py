@@ -14,8 +14,8 @@ import msgpack
 import pytest
 import zmq
 
-from tests.protocol.replies import error, ok
-from tests.protocol.test_curve_peers import (
+from .replies import error, ok
+from .test_curve_peers import (
     Peer,
     keys_dir,  # noqa: F401 -- a fixture
 )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.protocol.replies import error, ok
-from tests.protocol.test_risk_ops import check_of, order, rejected, risk_check
-from tests.protocol.test_trading_ops import ledger, signal
+from .replies import error, ok
+from .test_risk_ops import check_of, order, rejected, risk_check
+from .test_trading_ops import ledger, signal
 
 FLAT = [[("TESTUSDT", "100.00", "100.20")]] * 4
 

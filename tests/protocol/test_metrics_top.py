@@ -13,9 +13,9 @@ import msgpack
 import pytest
 from rich.console import Console
 
-from protocol import top
-from protocol.client import Client, ClientError
-from protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, bucket_of, percentile_ms
+from capflow.protocol import top
+from capflow.protocol.client import Client, ClientError
+from capflow.protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, bucket_of, percentile_ms
 
 
 def _upper_ms(i: int) -> float:
@@ -76,7 +76,7 @@ def test_metrics_count_outcomes_error_codes_and_latencies(live, raw):
 
 
 def test_a_timeout_answer_counts_and_so_does_the_real_outcome(live, raw, monkeypatch):
-    from protocol import ops
+    from capflow.protocol import ops
 
     server = live(server={"request_timeout_s": 0.2})
 
@@ -100,7 +100,7 @@ def test_a_timeout_answer_counts_and_so_does_the_real_outcome(live, raw, monkeyp
 
 
 def test_metrics_is_open_to_a_restricted_caller():
-    from protocol.ops import Caller, OpContext, dispatch
+    from capflow.protocol.ops import Caller, OpContext, dispatch
 
     answers = []
     ctx = OpContext(None, dict, None, lambda: {"ops": {}})

@@ -21,11 +21,12 @@ import pytest
 import zmq
 from sqlalchemy import select
 
-from actors.config import ConfigError, load_config
-from storage import schema as s
-from tests.protocol.market import SETTINGS, write_ticks
-from tests.protocol.replies import error, ok
-from tests.protocol.test_trading_ops import SIGNAL_KEYS, _frames_until, signal
+from capflow.actors.config import ConfigError, load_config
+from capflow.storage import schema as s
+
+from .market import SETTINGS, write_ticks
+from .replies import error, ok
+from .test_trading_ops import SIGNAL_KEYS, _frames_until, signal
 
 FLAT = [[("TESTUSDT", "100.00", "100.20"), ("OTHERUSDT", "50.00", "50.10")]] * 4
 #: T1: the entry fills at the ask 100.20; T2..: the market falls to 98.00 / 98.20 (mark:

@@ -16,8 +16,8 @@ import uuid
 import msgpack
 import zmq
 
-from tests.protocol.replies import ok
-from tests.protocol.test_trading_ops import TS
+from .replies import ok
+from .test_trading_ops import TS
 
 N = 50
 LIMIT = 5

@@ -7,9 +7,9 @@ import time
 
 import zmq
 
-from tests.protocol.replies import error, ok
-from tests.protocol.test_risk_ops import order
-from tests.protocol.test_trading_ops import _frames_until, signal
+from .replies import error, ok
+from .test_risk_ops import order
+from .test_trading_ops import _frames_until, signal
 
 FLAT = [[("TESTUSDT", "100.00", "100.20")]] * 6
 #: flat, then a fall of 6 %

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.config import ConfigError, load_config
+from capflow.actors.config import ConfigError, load_config
 
 
 def test_defaults():

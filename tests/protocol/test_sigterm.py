@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from protocol.client import Client, ClientError
-from storage import schema as s
+from capflow.protocol.client import Client, ClientError
+from capflow.storage import schema as s
 
 ROOT = Path(__file__).resolve().parents[2]
 

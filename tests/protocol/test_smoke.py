@@ -1,4 +1,4 @@
-from protocol.client import Client
+from capflow.protocol.client import Client
 
 
 def test_health_and_a_reserve_through_the_sync_client(live):

@@ -16,8 +16,8 @@ import msgpack
 import pytest
 import zmq
 
-from tests.protocol.market import SETTINGS
-from tests.protocol.replies import error, ok
+from .market import SETTINGS
+from .replies import error, ok
 
 SIGNAL_KEYS = {"received", "oms_enabled", "risk_ok", "risk_reason", "order_id",
                "position_id", "tp_price", "sl_price", "reused"}

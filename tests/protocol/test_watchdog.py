@@ -18,11 +18,12 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from protocol.auth import generate
-from protocol.client import Client, CurveKeys
-from protocol.server import Server
-from tests.protocol.test_curve import _write_clients
-from tests.protocol.test_sigterm import _free_port
+from capflow.protocol.auth import generate
+from capflow.protocol.client import Client, CurveKeys
+from capflow.protocol.server import Server
+
+from .test_curve import _write_clients
+from .test_sigterm import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

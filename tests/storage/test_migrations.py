@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Index, MetaData, String, Table, inspect
 
-from storage import migrate, schema
-from storage.engine import open_engine
+from capflow.storage import migrate, schema
+from capflow.storage.engine import open_engine
 
 
 @pytest.fixture

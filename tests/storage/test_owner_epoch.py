@@ -20,14 +20,15 @@ import pytest
 from loguru import logger
 from sqlalchemy import event, select, text
 
-from actors.errors import Unavailable
-from protocol.ops import health
-from storage import migrate, owner, schema
-from storage.engine import OwnerLock, open_engine
-from storage.sql_executor import SqlExecutor
-from storage.writer import StorageWriter, WriteRequest
-from tests.storage.test_recovery import db_rows, poll
-from tests.storage.test_writer import journal_row, profile_row
+from capflow.actors.errors import Unavailable
+from capflow.protocol.ops import health
+from capflow.storage import migrate, owner, schema
+from capflow.storage.engine import OwnerLock, open_engine
+from capflow.storage.sql_executor import SqlExecutor
+from capflow.storage.writer import StorageWriter, WriteRequest
+
+from .test_recovery import db_rows, poll
+from .test_writer import journal_row, profile_row
 
 FENCED = r"fenced: another capflow server took over .* \(epoch \d+ > \d+\)"
 
@@ -341,7 +342,7 @@ def test_an_idle_server_finds_out_it_was_fenced_without_a_write(tmp_path, make_s
     """Nothing is written through A after B took the database over: A's own periodic
     check of the owner epoch (every OWNER_CHECK_S) fences it all the same, so its health
     says so before a client's write fails."""
-    from actors import system as system_mod
+    from capflow.actors import system as system_mod
 
     url = f"sqlite:///{tmp_path}/capflow.db"
     a = make_system(url)

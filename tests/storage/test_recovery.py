@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from actors.errors import Conflict, Denied, NotFound
-from storage import schema
-from storage.engine import open_engine
+from capflow.actors.errors import Conflict, Denied, NotFound
+from capflow.storage import schema
+from capflow.storage.engine import open_engine
 
 D = Decimal
 

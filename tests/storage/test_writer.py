@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from actors.errors import Unavailable
-from storage import migrate, schema
-from storage.engine import open_engine
-from storage.writer import StorageWriter, WriteRequest
+from capflow.actors.errors import Unavailable
+from capflow.storage import migrate, schema
+from capflow.storage.engine import open_engine
+from capflow.storage.writer import StorageWriter, WriteRequest
 
 WAIT = 10.0  # seconds; every wait below returns as soon as its event is set
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

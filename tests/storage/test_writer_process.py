@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from actors.errors import Unavailable
+from capflow.actors.errors import Unavailable
 
 
 def test_the_default_writer_runs_in_a_storage_process_that_owns_the_database(make_system,
@@ -62,8 +62,8 @@ def test_an_orphaned_storage_process_keeps_the_database_until_it_exits(tmp_path)
 
     url = f"sqlite:///{tmp_path}/o.db"
     parent = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, '.');"
-        "from storage.writer_process import ProcessExecutor;"
+        "import time;"
+        "from capflow.storage.writer_process import ProcessExecutor;"
         f"e = ProcessExecutor({url!r}); e.start(); print(e.proc.pid, flush=True);"
         "time.sleep(60)")], stdout=subprocess.PIPE, text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

@@ -1,0 +1,1 @@
+"""capflow's benchmarks (`capflow bench`) and stress harness (`capflow stress`)."""
