@@ -148,6 +148,11 @@ class ReportEquity(msgspec.Struct, frozen=True):
     ts: Any
 
 
+class RebaseLossLimits(msgspec.Struct, frozen=True):
+    """A person resumed the account after its loss limits halted it: count the losses
+    from now on (answered with what is to be stored)."""
+
+
 class AccountStatus:
     """What an account manager shows other threads (written only by its own thread)."""
 
@@ -387,6 +392,10 @@ class AccountManagerActor(pykka.ThreadingActor):
             self._cancel_entries(CancelEntries(None, breach), reply)
         return True
 
+    def _rebase(self, msg: RebaseLossLimits, reply: Reply) -> Any:
+        self.risk.rebase()
+        return self.risk.saved()
+
     # -- halts --------------------------------------------------------------------------
 
     def _cancel_entries(self, msg: CancelEntries, reply: Reply) -> Any:
@@ -499,6 +508,7 @@ _HANDLERS = {
     SlotQuery: AccountManagerActor._slot_query,
     CancelEntries: AccountManagerActor._cancel_entries,
     ReportEquity: AccountManagerActor._report_equity,
+    RebaseLossLimits: AccountManagerActor._rebase,
 }
 
 

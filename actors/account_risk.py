@@ -49,6 +49,9 @@ class AccountRisk:
         self.exposures: dict[str, Decimal] = {}
         self.exposure_total = ZERO
         self._pnl_total = sum(self.pnl.values(), ZERO)
+        #: the total PnL the total loss is measured from (0: since the profiles were
+        #: created; moved by `rebase` when a person resumes a halted account)
+        self.total_base = ZERO
         #: the day the daily loss is measured over, and each profile's PnL at its start
         self.day: date | None = None
         self.baseline: dict[str, Decimal] = {}
@@ -58,6 +61,7 @@ class AccountRisk:
             self.baseline = {k: Decimal(v) for k, v in saved.get("baseline", {}).items()}
             self._day_loss = sum((b - self.pnl.get(p, b) for p, b in self.baseline.items()),
                                  ZERO)
+            self.total_base = Decimal(saved.get("total_base", "0"))
 
     # -- open position slots ------------------------------------------------------------
 
@@ -166,7 +170,15 @@ class AccountRisk:
 
     @property
     def total_loss(self) -> Decimal:
-        return -self._pnl_total
+        return self.total_base - self._pnl_total
+
+    def rebase(self) -> None:
+        """A person resumed the account after its loss limits halted it: the losses
+        count again from here (the day's and the total), as `risk.reset` restarts a
+        profile's breakers at its equity of that moment."""
+        self.baseline = dict(self.pnl)
+        self._day_loss = ZERO
+        self.total_base = self._pnl_total
 
     def breach(self) -> str | None:
         """The loss limit crossed now, as a reason, or None."""
@@ -182,4 +194,5 @@ class AccountRisk:
     def saved(self) -> dict[str, Any]:
         """What survives a restart (the PnL is seeded from the ledgers again)."""
         return {"day": self.day.isoformat() if self.day else None,
-                "baseline": {p: str(v) for p, v in self.baseline.items()}}
+                "baseline": {p: str(v) for p, v in self.baseline.items()},
+                "total_base": str(self.total_base)}

@@ -76,7 +76,15 @@ from capflow.actors.messages import (
     TradingStateChanged,
     Transfer,
 )
-from capflow.actors.money import ZERO, parse_decimal, quant, round_down, round_half_even, round_up
+from capflow.actors.money import (
+    MAX_AMOUNT,
+    ZERO,
+    parse_decimal,
+    quant,
+    round_down,
+    round_half_even,
+    round_up,
+)
 from capflow.actors.orders import (
     CLOSE_REASONS,
     OrderSpec,
@@ -594,7 +602,10 @@ class Ledger:
         (the account refused it before), only a repeat is answered; a new order gets
         the refusal. `last` is a denial that applies once every other check passed (a
         signal's take-profit or stop-loss that the market has crossed)."""
-        value = self._amount(amount)
+        # computed by the server from valid numbers (a signal's size at its price), an
+        # amount can pass what a client may send (10^15): then no profile can afford it
+        beyond = isinstance(amount, Decimal) and amount >= MAX_AMOUNT
+        value = amount if beyond else self._amount(amount)
         key = spec.client_order_id
         if key is not None:
             prior = self.order_keys.get(key)
@@ -608,6 +619,8 @@ class Ledger:
                            {"order_id": spec.order_id})
         if refusal is not None:
             return refusal
+        if beyond:
+            return self._short(value)
         price = spec.price or spec.ref_price or value / spec.qty
         if denied := self._risk_denial(Proposal(spec.symbol, spec.side, spec.qty, price,
                                                 spec.sl_price, self.risk.mark(spec.symbol)),
@@ -643,7 +656,7 @@ class Ledger:
                          tp_price=spec.tp_price, sl_price=spec.sl_price,
                          position_id=spec.position_id, signal_id=spec.signal_id,
                          strategy=spec.strategy, exchange=spec.exchange,
-                         max_price=spec.max_price)
+                         max_price=spec.max_price, filled_value=ZERO)
         self.orders[o.order_id] = o
         if key is not None:
             self.order_keys[key] = (o.order_id, spec.fingerprint())
@@ -769,9 +782,18 @@ class Ledger:
         if p is not None and (p.symbol, p.side) != (o.symbol, o.side):
             raise Conflict(f"position {position_id!r} is {p.side} {p.symbol}",
                            {"position_id": position_id})
-        portion = o.reserved if q == remaining else round_down(o.reserved * q / remaining,
-                                                                self.places)
-        notional = round_up(q * px, self.places)
+        exact = q * px
+        if o.filled_value is None:  # an order of before: each fill rounds on its own
+            notional, value = round_up(exact, self.places), None
+        else:  # the rounded total less what the fills before booked
+            value = o.filled_value + exact
+            notional = (round_up(value, self.places)
+                        - round_up(o.filled_value, self.places))
+        if q == remaining:
+            portion = o.reserved
+        else:  # its share, or what it costs when rounding makes that a little more
+            portion = min(o.reserved, max(round_down(o.reserved * q / remaining, self.places),
+                                          notional + f))
         extra = notional + f - portion
         if extra > 0 and not book and (denied := self._short(extra)):
             return denied
@@ -779,7 +801,8 @@ class Ledger:
         left = o.reserved - portion
         status = "FILLED" if filled == o.qty else "PARTIALLY_FILLED"
         o = replace(o, filled_qty=filled, reserved=left, status=status, updated_at=now,
-                    avg_price=weighted_price(o.avg_price, o.filled_qty, px, q))
+                    avg_price=weighted_price(o.avg_price, o.filled_qty, px, q),
+                    filled_value=value)
         if status == "FILLED":
             self.orders.pop(order_id)
         else:
@@ -992,6 +1015,7 @@ class LedgerContext:
     #: what the other profiles of an account expose, as last reported:
     #: (account_id, profile_id) -> Decimal (0 when nothing is known)
     account_exposure: Any = lambda account_id, profile_id: 0
+    account_currency: Any = lambda account_id: None
     #: (profile_id, account_id, pnl, exposure, ts) -> None: tells the account's manager
     #: a profile's PnL (equity - allocated) and exposure, for the account-wide limits
     report_equity: Any = None
@@ -1077,9 +1101,11 @@ class LedgerActor(pykka.ThreadingActor):
         self.account_id = account
         gate.account_state = lambda: ctx.account_state(account)
         limits = ctx.account_limits(account)
-        # the account-wide loss and exposure limits need each profile's figures
-        self._reports = ctx.report_equity is not None and limits is not None and (
-            limits.has_loss_limits or limits.max_gross_exposure is not None)
+        # the account-wide loss and exposure limits need each profile's figures, in the
+        # account's currency (a profile in another one is not counted: no conversion)
+        self._reports = (ctx.report_equity is not None and limits is not None
+                         and ctx.account_currency(account) == self.profile.currency
+                         and (limits.has_loss_limits or limits.max_gross_exposure is not None))
         if limits is not None and limits.max_gross_exposure is not None:
             gate.account_room = (limits.max_gross_exposure,
                                  lambda: ctx.account_exposure(account, self.profile_id))
@@ -1272,12 +1298,22 @@ class LedgerActor(pykka.ThreadingActor):
                                          cmd.reservation_id, cmd.cause)
 
     def _place_order(self, cmd: m.PlaceOrder):
-        return self.ledger.open_order(cmd.spec, cmd.amount, self.ctx.clock.now(), cmd.cause,
-                                      cmd.refusal)
+        outcome = self.ledger.open_order(cmd.spec, cmd.amount, self.ctx.clock.now(),
+                                         cmd.cause, cmd.refusal)
+        self._report_if_new(outcome)
+        return outcome
 
     def _signal(self, cmd: m.SubmitSignal):
-        return self.ledger.submit_signal(cmd.signal, cmd.policy, self.ctx.clock.now(),
-                                         cmd.cause)
+        outcome = self.ledger.submit_signal(cmd.signal, cmd.policy, self.ctx.clock.now(),
+                                            cmd.cause)
+        self._report_if_new(outcome)
+        return outcome
+
+    def _report_if_new(self, outcome) -> None:
+        """A new working order is exposure the account's other profiles must see."""
+        if isinstance(outcome, Outcome) and any(
+                isinstance(e, m.OrderCapitalReserved) for e in outcome.events):
+            self._report()
 
     def _entry_fill(self, cmd: m.ApplyEntryFill):
         outcome = self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id,
@@ -1307,8 +1343,10 @@ class LedgerActor(pykka.ThreadingActor):
             self.log.exception("reporting to the account's limits failed")
 
     def _end_order(self, cmd: m.EndOrder):
-        return self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
-                                     cmd.cause)
+        outcome = self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
+                                        cmd.cause)
+        self._report()
+        return outcome
 
     def _request_close(self, cmd: m.RequestClose):
         return self.ledger.request_close(cmd.position_id, cmd.reason, self.ctx.clock.now(),

@@ -139,26 +139,35 @@ class FileLiquidity(LiquidityProvider):
         return self._symbols.get(symbol) or self._default
 
 
+#: most symbols with a state of their own: a pushed signal (`PushLiquidity`), a smoothed
+#: one (`Smoothed`)
+MAX_STATES = 10_000
+
+
 class PushLiquidity(LiquidityProvider):
-    """Signals set from outside (`liquidity.set`), per symbol or for all (``*``)."""
+    """Signals set from outside (`liquidity.set`), per symbol or for all (``*``). At most
+    `MAX_STATES` symbols keep a signal of their own: past that, the symbol pushed least
+    recently loses its own and falls back to ``*`` (a client may name any symbol)."""
 
     blocking = False
 
     def __init__(self, config: LiquidityConfig):
         super().__init__(config)
-        self._signals: dict[str, LiquiditySignal] = {}
+        self._signals: OrderedDict[str, LiquiditySignal] = OrderedDict()
+        self._lock = threading.Lock()
 
     def set(self, symbol: str, raw: dict[str, Any]) -> LiquiditySignal:
         sig = parse_signal(raw, source="push", version=time.monotonic())
-        self._signals[symbol] = sig  # one dict store: atomic for readers
+        with self._lock:  # readers use plain gets, atomic as single dict reads
+            self._signals[symbol] = sig
+            self._signals.move_to_end(symbol)
+            while len(self._signals) > MAX_STATES + (ALL in self._signals):
+                oldest = next(k for k in self._signals if k != ALL)
+                del self._signals[oldest]
         return sig
 
     def get(self, symbol: str) -> LiquiditySignal | None:
         return self._signals.get(symbol) or self._signals.get(ALL)
-
-
-#: most symbols whose smoothing state `Smoothed` keeps
-MAX_STATES = 10_000
 
 
 class Smoothed(LiquidityProvider):

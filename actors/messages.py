@@ -106,6 +106,10 @@ class OrderCapital(msgspec.Struct, frozen=True):
     avg_price: Decimal | None = None
     #: the highest price its capital covers: the broker never fills it above this
     max_price: Decimal | None = None
+    #: what its fills cost exactly (the sum of qty * price, unrounded): each fill books
+    #: the rounded total less what the fills before booked, so an order filled in pieces
+    #: costs what it would in one (None: recorded before this was kept)
+    filled_value: Decimal | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):

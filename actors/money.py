@@ -15,10 +15,15 @@ from capflow.actors.errors import InvalidArgument
 #: Arithmetic context for all money math: wide enough that no intermediate rounds.
 CONTEXT = decimal.Context(prec=38, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])
 MAX_SIGNIFICANT_DIGITS = 18
+#: and at most this many decimal places (without `places`): "1e-900000" is ten bytes on
+#: the wire and nine hundred thousand digits in an answer or a stored row
+MAX_DECIMAL_PLACES = 18
 #: amounts, prices and quantities are below 10**15: room for 18 significant digits at 3
 #: decimal places, and far beyond any real balance
 MAX_ADJUSTED_EXPONENT = 14
 ZERO = Decimal(0)
+#: the largest amount a client may send (anything below 10^15)
+MAX_AMOUNT = Decimal(10) ** (MAX_ADJUSTED_EXPONENT + 1)
 
 _QUANTS: dict[int, Decimal] = {p: Decimal(1).scaleb(-p) for p in range(19)}
 #: what a number in text may look like: plain ASCII digits, one optional sign, an optional
@@ -39,8 +44,8 @@ def parse_decimal(value: object, field: str, *, allow_zero: bool = False,
     Accepts Decimal, int, str (plain ASCII decimal text, optionally with an exponent:
     ``"12.5"``, ``"-3"``, ``"1e3"``) and float (via its shortest repr); refuses bool, NaN,
     infinities, digit separators, non-ASCII digits, surrounding spaces, more than 18
-    significant digits, and (with `places`) more decimal places than the currency has:
-    amounts are never silently rounded.
+    significant digits or decimal places, and (with `places`) more decimal places than
+    the currency has: amounts are never silently rounded.
     """
     if isinstance(value, bool) or value is None:
         raise InvalidArgument(field, f"{field} must be a decimal number")
@@ -71,9 +76,16 @@ def parse_decimal(value: object, field: str, *, allow_zero: bool = False,
         raise InvalidArgument(field, f"{field} must not be negative")
     if d.adjusted() > MAX_ADJUSTED_EXPONENT:
         raise InvalidArgument(field, f"{field} is too large (at most 10^15)")
-    if len(d.normalize().as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
+    if d.adjusted() < -MAX_DECIMAL_PLACES:  # (before normalize(), which would underflow)
+        raise InvalidArgument(field, f"{field} has more than {MAX_DECIMAL_PLACES} "
+                                     "decimal places")
+    normal = d.normalize(CONTEXT).as_tuple()
+    if len(normal.digits) > MAX_SIGNIFICANT_DIGITS:
         raise InvalidArgument(field, f"{field} has more than {MAX_SIGNIFICANT_DIGITS} "
                                      "significant digits")
+    if -normal.exponent > MAX_DECIMAL_PLACES:
+        raise InvalidArgument(field, f"{field} has more than {MAX_DECIMAL_PLACES} "
+                                     "decimal places")
     if places is not None:
         q = d.quantize(quant(places), context=CONTEXT)
         if q != d:

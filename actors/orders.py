@@ -47,11 +47,27 @@ def parse_symbol(value: object, field: str = "symbol") -> str:
     return value
 
 
+#: the client order id under which the order of a signal with an id is recorded
+SIGNAL_KEY_PREFIX = "signal:"
+
+
 def parse_side(value: object) -> str:
-    side = SIDES.get(value.upper()) if isinstance(value, str) else None
+    """BUY or SELL, from any case of BUY, SELL, LONG, SHORT (ASCII letters only: other
+    letters that `str.upper` folds onto them are not these names)."""
+    ok = isinstance(value, str) and value.isascii()
+    side = SIDES.get(value.upper()) if ok else None
     if side is None:
         raise InvalidArgument("side", "side must be BUY or SELL (or long / short)")
     return side
+
+
+def parse_order_type(value: object) -> str:
+    """MARKET or LIMIT, in any case (ASCII letters only)."""
+    ok = isinstance(value, str) and value.isascii()
+    kind = value.upper() if ok else None
+    if kind not in ORDER_TYPES:
+        raise InvalidArgument("type", f"type must be one of {list(ORDER_TYPES)}")
+    return kind
 
 
 class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -269,6 +285,13 @@ def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,
             return ZERO
         raw = equity * policy.risk_per_trade_pct / HUNDRED / stop
     return max(round_down(CONTEXT.plus(raw), policy.qty_places), ZERO)
+
+
+def entry_cost(qty: Decimal, price: Decimal, fee_rate: Decimal, places: int) -> Decimal:
+    """What an entry of `qty` filled at `price` costs as it is booked: its notional and
+    its fee, each rounded up to `places` (what a LIMIT entry reserves at its limit)."""
+    notional = qty * price
+    return round_up(notional, places) + round_up(notional * fee_rate, places)
 
 
 def order_reservation(qty: Decimal, price: Decimal, buffer_pct: Decimal, fee_rate: Decimal,

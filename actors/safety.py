@@ -34,7 +34,7 @@ from typing import Any
 from loguru import logger
 
 from capflow.actors import messages as m
-from capflow.actors.account import CancelEntries
+from capflow.actors.account import CancelEntries, RebaseLossLimits
 from capflow.actors.alerts import AUTOMATIC, CRITICAL, WARNING, Alert, raise_alert
 from capflow.actors.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from capflow.actors.reply import Reply
@@ -63,7 +63,7 @@ class Safety:
         self._lock = threading.Lock()
         self._account_lock = threading.Lock()
         self._flatten_lock = threading.Lock()
-        self._flattens: dict[str, dict] = {}  # storage off: the flattens done
+        self._flattens: dict[tuple, dict] = {}  # storage off: (caller, key) -> its flatten
 
     # -- start ----------------------------------------------------------------------------
 
@@ -126,9 +126,17 @@ class Safety:
         if state not in m.TRADING_STATES:
             raise InvalidArgument("state", f"state must be one of {list(m.TRADING_STATES)}")
         with self._account_lock:
+            before = self.account_states.get(account_id)
             st = AccountState(state, reason or "", changed_by, self.clock.now())
-            self.account_states[account_id] = st  # at once: checks that start now see it
-            self._store_account(account_id, wait=True)
+            if state == "ACTIVE" and before is not None and before.changed_by == "account-risk":
+                # resumed after its loss limits halted it: the losses count from now
+                self._saved[account_id] = self.trading._ask(account_id, RebaseLossLimits())
+            if is_blocking(state):  # stricter at once: checks that start now see it
+                self.account_states[account_id] = st
+                self._store_account(account_id, wait=True)
+            else:  # looser only once stored (a failed write leaves it strict)
+                self._store_account(account_id, wait=True, state=st)
+                self.account_states[account_id] = st
         logger.warning("account {} trading state {} (by {}: {})", account_id, state,
                        changed_by, reason or "no reason given")
         self._mark_degraded(("account", account_id), state, changed_by,
@@ -162,11 +170,13 @@ class Safety:
         with self._account_lock:
             self._store_account(account_id, wait=False)
 
-    def _store_account(self, account_id: str, *, wait: bool) -> None:
+    def _store_account(self, account_id: str, *, wait: bool,
+                       state: AccountState | None = None) -> None:
         from capflow.storage.control_store import account_state_op
         from capflow.storage.writer import WriteRequest
 
-        st = self.account_states.get(account_id) or AccountState(changed_at=self.clock.now())
+        st = state or self.account_states.get(account_id) or AccountState(
+            changed_at=self.clock.now())
         op = account_state_op(account_id, st.state, st.reason, st.changed_by or "",
                               st.changed_at or self.clock.now(), self._saved.get(account_id))
         done = Reply()
@@ -362,8 +372,9 @@ class Safety:
         if trading.oms_store is None:
             raise Unavailable("storage is off: flatten needs the stored orders and positions")
         with self._flatten_lock:
-            prior = self.store.flatten(key) if self.store is not None else self._flattens.get(
-                key)
+            # each caller's keys are its own: another caller's flatten is never named
+            prior = (self.store.flatten(requested_by, key) if self.store is not None
+                     else self._flattens.get((requested_by, key)))
             if prior is not None:
                 if (prior["scope"], prior["target"]) != (scope, target):
                     raise Conflict(f"client_request_id {key!r} was used for another flatten",
@@ -433,7 +444,7 @@ class Safety:
 
     def _record_flatten(self, key, scope, target, reason, by, started, result) -> None:
         if self.store is None:
-            self._flattens[key] = {"scope": scope, "target": target, "result": result}
+            self._flattens[(by, key)] = {"scope": scope, "target": target, "result": result}
             return
         from capflow.storage.control_store import flatten_op
         from capflow.storage.writer import WriteRequest

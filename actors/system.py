@@ -197,6 +197,9 @@ class System(TradingCalls):
                             account_state=self._account_state,
                             account_limits=cfg.risk.accounts.get,
                             account_exposure=self._account_exposure,
+                            account_currency=lambda aid: (
+                                cfg.brokers.accounts[aid].currency
+                                if aid in cfg.brokers.accounts else None),
                             report_equity=self._report_equity)
         # storage off keeps ledgers only in memory actors: nothing to passivate them to
         max_live = cfg.ledger.max_live if cfg.storage.durable else 1 << 30

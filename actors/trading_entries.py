@@ -23,13 +23,15 @@ from capflow.actors.errors import Denial, Denied, InvalidArgument, NotFound, Una
 from capflow.actors.ids import new_id
 from capflow.actors.money import parse_decimal
 from capflow.actors.orders import (
-    ORDER_TYPES,
+    SIGNAL_KEY_PREFIX,
     OrderSpec,
     SignalPolicy,
     check_protection,
+    entry_cost,
     entry_reference,
     max_fill_price,
     order_reservation,
+    parse_order_type,
     parse_side,
     parse_signal,
     parse_symbol,
@@ -320,8 +322,11 @@ class EntryFlow:
                                 "([oms] enabled = false): no orders are taken",
                                 {"reason": "OMS_DISABLED", "limit": False, "value": True}))
         side = parse_side(side)
-        if type not in ORDER_TYPES:
-            raise InvalidArgument("type", f"type must be one of {list(ORDER_TYPES)}")
+        type = parse_order_type(type)
+        if isinstance(client_order_id, str) and client_order_id.startswith(SIGNAL_KEY_PREFIX):
+            raise InvalidArgument("client_order_id", f"client_order_id may not start with "
+                                                     f"{SIGNAL_KEY_PREFIX!r}: the orders of "
+                                                     "signals are keyed so")
         symbol = parse_symbol(symbol)
         q = parse_decimal(qty, "qty")
         px = None if price is None else parse_decimal(price, "price")
@@ -338,7 +343,11 @@ class EntryFlow:
                                                "a price")
             reference = ask if side == "BUY" else bid
         check_protection(side, reference, tp, sl)
-        if type == "MARKET" and (crossed := protective_crossed(side, tp, sl, bid, ask)):
+        # a MARKET entry, or a LIMIT the market already crosses, fills at the market now:
+        # its take-profit and stop-loss must not be crossed already
+        marketable = type == "MARKET" or (
+            ask is not None and px >= ask if side == "BUY" else bid is not None and px <= bid)
+        if marketable and (crossed := protective_crossed(side, tp, sl, bid, ask)):
             level = tp if crossed == "tp_price" else sl
             market = bid if side == "BUY" else ask
             raise InvalidArgument(crossed, f"{crossed} {level} is already crossed by the "
@@ -349,6 +358,10 @@ class EntryFlow:
         if q != q.quantize(Decimal(1).scaleb(-qty_places)):
             raise InvalidArgument("qty", f"qty has more than {qty_places} decimal places "
                                          f"for {symbol}")
+        for name, value in (("price", px), ("tp_price", tp), ("sl_price", sl)):
+            if value is not None and value != value.quantize(Decimal(1).scaleb(-price_places)):
+                raise InvalidArgument(name, f"{name} has more than {price_places} decimal "
+                                            f"places for {symbol}")
         account = self.account_for(profile_id)
         self._require_connected(account)
         taker, maker = self._fees(account)
@@ -361,11 +374,11 @@ class EntryFlow:
             amount = order_reservation(q, ref, buffer, taker, places)
             cap = max_fill_price(q, ref, buffer, taker, amount, price_places, places)
         elif side == "BUY":  # fills at its limit or lower
-            amount = order_reservation(q, px, Decimal(0), maker, places)
             cap = px
+            amount = entry_cost(q, cap, maker, places)
         else:  # a SELL limit fills at its limit or higher: at most at the market's now
             cap = entry_reference(side, px, bid, ask)
-            amount = order_reservation(q, cap, Decimal(0), maker, places)
+            amount = entry_cost(q, cap, maker, places)
         order_id = new_id("ord")
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,

@@ -10,8 +10,12 @@ Fill rules (what a backtest of a strategy on it assumes):
 - No entry fills above its ``max_price``, the price capflow reserved its capital for:
   a MARKET entry whose fill price (slippage included) would be above it fills nothing
   and its remainder is canceled ("beyond the reserved price"), like a limit order that
-  is immediate-or-cancel at that price; a SELL LIMIT entry fills at most at it (never
-  below its limit, which it is at least).
+  is immediate-or-cancel at that price. A LIMIT entry that crosses the market on the
+  first tick it meets (it was marketable when it came) fills at the tick's price, or,
+  above its ``max_price`` (a SELL priced before the market had a price), is canceled;
+  one that rested first fills at most at its ``max_price`` (never past its limit).
+- An order filled in pieces pays the fee it would pay in one: each fill is charged the
+  rounded-up fee of everything filled so far, less what was charged before.
 - Each tick offers ``tick.liquidity`` on each side of a symbol, shared by the orders in
   the order they came: a larger order fills partly over several ticks.
 - A position carries its take-profit and stop-loss as one OCO pair, checked on every tick
@@ -52,6 +56,13 @@ _BPS = Decimal(10000)
 class _Working:
     order: BrokerOrder
     remaining: Decimal
+    #: whether it has met a tick yet: a LIMIT that crosses on its first tick takes the
+    #: market's price (it was marketable when it came), later ones rest at their limit
+    seen: bool = False
+    #: its fees so far, exactly and as charged (each fill charges the rounded-up total
+    #: less what was charged: an order filled in pieces pays what it would in one)
+    fee_exact: Decimal = ZERO
+    fee_charged: Decimal = ZERO
 
 
 @dataclass
@@ -245,13 +256,19 @@ class PaperBroker(BrokerAdapter):
             o = w.order
             if room[o.side] <= 0:
                 continue
+            first, w.seen = not w.seen, True
             if o.type == "LIMIT":
                 crossed = tick.ask <= o.price if o.side == "BUY" else tick.bid >= o.price
                 if not crossed:
                     continue
                 price = min(o.price, tick.ask) if o.side == "BUY" else max(o.price, tick.bid)
-                if o.max_price is not None and price > o.max_price >= o.price:
-                    price = o.max_price
+                if o.max_price is not None and price > o.max_price:
+                    if first:  # marketable when it came, at a price its capital does not
+                        # cover (a SELL priced before the market had one): nothing fills
+                        self.cancel_order(o.order_id, reason=f"price {price} is beyond "
+                                                             f"the reserved price {o.max_price}")
+                        continue
+                    price = max(o.max_price, o.price)  # resting: at most what it covers
                 fee_rate, liquidity = self.maker_fee, "MAKER"
             else:
                 places = _places(tick.ask)
@@ -267,11 +284,13 @@ class PaperBroker(BrokerAdapter):
             w.remaining -= qty
             if w.remaining <= 0:
                 self._unwork(o.order_id)
-            self._entry(o, qty, price, fee_rate, liquidity)
+            w.fee_exact += qty * price * fee_rate
+            fee = round_up(w.fee_exact, self.money_places) - w.fee_charged
+            w.fee_charged += fee
+            self._entry(o, qty, price, fee, liquidity)
 
-    def _entry(self, o: BrokerOrder, qty: Decimal, price: Decimal, fee_rate: Decimal,
+    def _entry(self, o: BrokerOrder, qty: Decimal, price: Decimal, fee: Decimal,
                liquidity: str) -> None:
-        fee = round_up(qty * price * fee_rate, self.money_places)
         self.cash -= fee
         self.fees_paid += fee
         p = self.positions.get(o.position_id)

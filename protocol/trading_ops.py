@@ -134,7 +134,7 @@ def op_order_submit(ctx: OpContext, a: OrderSubmitArgs, caller: Caller, done: Do
                                       "reused": True}, done)
 
     trading.submit_order(pid, client_order_id=a.client_order_id, symbol=a.symbol,
-                         side=a.side, type=a.type.upper(), qty=a.qty, price=a.price,
+                         side=a.side, type=a.type, qty=a.qty, price=a.price,
                          tp_price=a.tp_price, sl_price=a.sl_price,
                          reservation_id=a.reservation_id, callback=answered)
 
@@ -154,7 +154,9 @@ def op_order_get(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) ->
 
 
 def _filters(a: ListArgs) -> dict[str, Any]:
-    return {"status": a.status.upper() if a.status else None, "symbol": a.symbol,
+    # ASCII only: `str.upper` would fold other letters onto the names (U+017F -> "S")
+    status = a.status.upper() if a.status and a.status.isascii() else a.status
+    return {"status": status, "symbol": a.symbol,
             "limit": a.limit, "cursor": a.cursor}
 
 

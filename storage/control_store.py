@@ -47,10 +47,12 @@ class ControlStore:
                                else msgspec.json.decode(r["risk_state"]))
         return {r["account_id"]: r for r in rows}
 
-    def flatten(self, key: str) -> dict[str, Any] | None:
+    def flatten(self, requested_by: str, key: str) -> dict[str, Any] | None:
+        """The flatten `requested_by` did under `key` (each caller's keys are its own)."""
+        t = s.flattens
         with self.engine.connect() as c:
-            row = c.execute(select(s.flattens).where(
-                s.flattens.c.client_request_id == key)).first()
+            row = c.execute(select(t).where(t.c.requested_by == requested_by,
+                                            t.c.client_request_id == key)).first()
         if row is None:
             return None
         out = dict(row._mapping)

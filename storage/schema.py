@@ -77,14 +77,15 @@ account_states = Table(
     Column("risk_state", Text),
 )
 
-#: every flatten done, by its client key, with what it did (JSON)
+#: every flatten done, by its caller and client key (each caller's keys are its own),
+#: with what it did (JSON)
 flattens = Table(
     "flattens", metadata,
+    Column("requested_by", String(128), primary_key=True),
     Column("client_request_id", ID, primary_key=True),
     Column("scope", String(16), nullable=False),
     Column("target", ID),
     Column("reason", Text, nullable=False),
-    Column("requested_by", String(128), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("result", Text, nullable=False),
 )
@@ -165,8 +166,10 @@ orders = Table(
     Column("exchange", String(64)),
     Column("avg_price", Money),
     Column("type", String(16), nullable=False, server_default="MARKET"),
-    #: the highest price the order's capital covers (NULL: orders recorded before it)
+    #: the highest price the order's capital covers, and what its fills cost exactly
+    #: (NULL: orders recorded before they were kept)
     Column("max_price", Money),
+    Column("filled_value", Money),
     Index("ix_orders_profile_status", "profile_id", "status"),
     Index("uq_orders_client_key", "profile_id", "client_order_id", unique=True),
     Index("ix_orders_account_status", "account_id", "status"),

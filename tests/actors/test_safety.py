@@ -253,8 +253,14 @@ def test_the_accounts_gross_exposure_limit_counts_every_profile(market, clock):
 
 # -- flatten ---------------------------------------------------------------------------------
 
-def test_flatten_racing_50_signals_closes_every_position_once(market, clock):
-    cf = market([[(T, "100.00", "100.02")]] * 400)
+def test_flatten_racing_50_signals_closes_every_position_once(make_system, sqlite_url,
+                                                             clock):
+    # a simulated market that never runs out of ticks, however long the race takes; flat
+    # (no volatility): 99.99 / 100.01, so no take-profit or stop-loss fires by itself
+    cf = make_system(sqlite_url, clock=clock,
+                     simulator={"symbols": {T: {"price": "100", "volatility": 0.0}}},
+                     brokers={"accounts": {"paper": {"settings": SETTINGS}}},
+                     risk={"mark_interval_s": 0})
     cf.create_profile("p", "100000")
     cf.create_profile("other", "10000")
     step(cf, clock)

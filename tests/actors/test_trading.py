@@ -150,12 +150,14 @@ def test_partial_fills_move_capital_at_each_tick(trade, clock):
     assert cf.ledger("p").reserved_for_orders == D("1011.01")
     expected = [
         # filled, reserved_for_orders, reserved_for_positions, fees
-        # fill 4 @ 100.20 = 400.80, fee 0.41; releases floor(1011.01 * 4 / 10) = 404.40
+        # fill 4 @ 100.20 = 400.80, fee 0.4008 -> 0.41; releases floor(1011.01 * 4 / 10)
+        # = 404.40
         (D("4"), D("606.61"), D("400.80"), D("0.41")),
-        # releases floor(606.61 * 4 / 6) = 404.40
-        (D("8"), D("202.21"), D("801.60"), D("0.82")),
-        # the last fill releases the rest; 2 @ 100.20 = 200.40, fee 0.21
-        (D("10"), D("0.00"), D("1002.00"), D("1.03")),
+        # releases floor(606.61 * 4 / 6) = 404.40; a fee of one fill of 8: 0.8016 -> 0.81,
+        # less the 0.41 paid: 0.40
+        (D("8"), D("202.21"), D("801.60"), D("0.81")),
+        # the last fill releases the rest; 2 @ 100.20 = 200.40, fee 1.002 -> 1.01 in all
+        (D("10"), D("0.00"), D("1002.00"), D("1.01")),
     ]
     for filled, orders, positions, fees in expected:
         step(cf, clock)

@@ -108,7 +108,8 @@ def test_0006_adds_the_orders_max_price_and_takes_it_back(engine):
     assert migrate.current_revision(engine) == "0006"
     after = _schema_state(engine)
     added = [c for c in after["orders"][0] if c not in before["orders"][0]]
-    assert [(name, nullable) for name, _type, nullable in added] == [("max_price", True)]
+    assert [(name, nullable) for name, _type, nullable in added] == [
+        ("max_price", True), ("filled_value", True)]
     command.downgrade(migrate.alembic_config(engine), "0005")
     assert _schema_state(engine) == before
 
@@ -127,7 +128,7 @@ def test_0007_adds_the_account_states_and_flattens_and_takes_them_back(engine):
     assert [c[0] for c in after["account_states"][0]] == [
         "account_id", "state", "reason", "changed_by", "changed_at", "risk_state"]
     assert [c[0] for c in after["flattens"][0]] == [
-        "client_request_id", "scope", "target", "reason", "requested_by", "created_at",
+        "requested_by", "client_request_id", "scope", "target", "reason", "created_at",
         "result"]
     command.downgrade(migrate.alembic_config(engine), "0006")
     assert _schema_state(engine) == before

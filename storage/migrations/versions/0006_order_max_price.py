@@ -1,5 +1,6 @@
 """An entry order keeps the highest price its capital was reserved for, so the broker
-never fills it above that (also after a restart).
+never fills it above that (also after a restart), and what its fills cost exactly, so an
+order filled in pieces is booked as it would be in one.
 
 Revision ID: 0006
 Revises: 0005
@@ -18,8 +19,10 @@ MONEY = sa.String(48).with_variant(sa.Numeric(), "postgresql")
 
 def upgrade() -> None:
     op.add_column("orders", sa.Column("max_price", MONEY))
+    op.add_column("orders", sa.Column("filled_value", MONEY))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("orders") as batch:
+        batch.drop_column("filled_value")
         batch.drop_column("max_price")

@@ -1,6 +1,7 @@
 """A kill switch that acts: each broker account's trading state (set by hand, or by its
 account-wide loss limits, whose daily reference it keeps), and the flattens done, by
-their client key, so that a repeated flatten is answered, not done again.
+their client key (one name space per caller), so that a repeated flatten is answered,
+not done again.
 
 Revision ID: 0007
 Revises: 0006
@@ -30,11 +31,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "flattens",
+        sa.Column("requested_by", sa.String(128), primary_key=True),
         sa.Column("client_request_id", ID, primary_key=True),
         sa.Column("scope", sa.String(16), nullable=False),
         sa.Column("target", ID),
         sa.Column("reason", sa.Text, nullable=False),
-        sa.Column("requested_by", sa.String(128), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("result", sa.Text, nullable=False),
     )
