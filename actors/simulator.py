@@ -532,6 +532,16 @@ class MarketSimulator:
         self._add_simulated(symbol, spec)
         return True
 
+    def opening_quotes(self) -> list[Tick]:
+        """A quote at its configured price (seq 0) of each simulated symbol not yet ticked.
+
+        What the market answers before its first step: a price the config names, not
+        nothing. The first step still ticks at that price with seq 1.
+        """
+        return [inst.quoter.tick(symbol, 0, self.now, inst.price)
+                for symbol in self._simulated
+                if (inst := self._instruments[symbol]).last is None]
+
     def step(self) -> list[Tick]:
         ticks: list[Tick] = []
         group = self._replay.step() if self._replay is not None else []
@@ -678,6 +688,10 @@ class MarketSimulatorActor(pykka.ThreadingActor):
         return ref, board
 
     # -- lifecycle --
+
+    def on_start(self) -> None:
+        for tick in self._sim.opening_quotes():
+            self.board.setdefault(tick.symbol, tick)
 
     def on_stop(self) -> None:
         self.stop_realtime()

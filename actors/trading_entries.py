@@ -393,11 +393,23 @@ def _signal_answer(rec: m.SignalRecord | None, *, reused: bool, reason: str | No
     if rec is None:
         return {"received": True, "oms_enabled": oms, "risk_ok": False,
                 "risk_reason": reason, "order_id": None, "position_id": None,
-                "tp_price": None, "sl_price": None, "qty": None, "reused": reused}
+                "tp_price": None, "sl_price": None, "qty": None, "reused": reused,
+                "note": _signal_note(None, reason, oms)}
     return {"received": True, "oms_enabled": oms, "risk_ok": rec.risk_ok,
             "risk_reason": rec.risk_reason, "order_id": rec.order_id,
             "position_id": rec.position_id, "tp_price": rec.tp_price,
-            "sl_price": rec.sl_price, "qty": rec.qty, "reused": reused}
+            "sl_price": rec.sl_price, "qty": rec.qty, "reused": reused,
+            "note": _signal_note(rec, rec.risk_reason, oms)}
+
+
+def _signal_note(rec: m.SignalRecord | None, reason: str | None, oms: bool) -> str:
+    """What happens next, in words: the answer comes before the fill."""
+    if rec is not None and rec.order_id is not None:
+        return (f"order {rec.order_id} is working; position {rec.position_id} opens "
+                "when it fills (order.get, position.list)")
+    if not oms:
+        return "recorded only: the OMS is off, nothing is traded"
+    return f"not traded: {reason or 'no order'}"
 
 
 def _tell(ref, msg: Any) -> None:

@@ -380,7 +380,10 @@ def test_advance_delivers_every_step_to_subscribers_in_order(start_actor):
     calls: list[tuple[str, list[Tick]]] = []
     sim.subscribe("a", lambda ticks: calls.append(("a", ticks))).get()
     sim.subscribe("b", lambda ticks: calls.append(("b", ticks))).get()
-    assert board == {}
+    # before any step the board quotes each symbol at its configured price (seq 0)
+    opening = {t.symbol: t for t in run(cfg(), 1)[0]}
+    assert {s: (t.seq, t.last) for s, t in board.items()} == {
+        s: (0, t.last) for s, t in opening.items()}
     assert sim.advance(5).get() == 5
     assert [key for key, _ in calls] == ["a", "b"] * 5
     to_a = [ticks for key, ticks in calls if key == "a"]
@@ -440,7 +443,8 @@ def test_step_mode_does_not_tick_by_itself_realtime_does_until_stopped(start_act
 
     sim.subscribe("rt", deliver).get()
     time.sleep(0.05)
-    assert got == [] and board == {}  # nothing before start_realtime()
+    # nothing ticks before start_realtime(): the board holds the opening quotes only
+    assert got == [] and {t.seq for t in board.values()} == {0}
     assert sim.start_realtime().get() is True
     assert sim.start_realtime().get() is False
     deadline = time.monotonic() + 2.0

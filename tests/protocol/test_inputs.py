@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,23 @@ def test_order_list_status_closed_lists_every_order_no_longer_working(market):
     assert ids("OPEN") == {resting["order_id"]}
     assert error(r.request("order.list", {"profile_id": "p", "status": "DONE"}),
                  "INVALID_ARGUMENT")["field"] == "status"
+
+
+# -- the market from the start -----------------------------------------------------------
+
+def test_the_market_answers_its_configured_price_before_its_first_tick(live, raw):
+    server = live(simulator={"symbols": {"BTCUSDT": {"price": "65000"}}})
+    r = raw(server.endpoint)
+    p = ok(r.request("market.price", {"symbol": "BTCUSDT"}))
+    assert (p["last"], p["seq"]) == ("65000.00", 0)
+    assert Decimal(p["bid"]) < Decimal("65000") < Decimal(p["ask"])
+    # so an order without a price is reserved at it, and a signal says what comes next
+    create(r)
+    res = ok(signal(r, symbol="BTCUSDT", price="65000", qty="0.01"))
+    assert res["risk_ok"] is True
+    assert res["note"] == (f"order {res['order_id']} is working; position "
+                           f"{res['position_id']} opens when it fills (order.get, "
+                           "position.list)")
+    assert ok(r.request("position.list", {"profile_id": "p"}))["positions"] == []
+    [o] = ok(r.request("order.list", {"profile_id": "p"}))["orders"]
+    assert o["status"] == "OPEN"
