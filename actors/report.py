@@ -8,7 +8,7 @@ drawn comes from `actors.stats.equity_report` (exact amounts, the drawdowns that
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from capflow.actors.stats import MARK_ENTRY, MARK_FILL, MARK_SERVER, EquityRepor
 
 _SIZE = (10.0, 6.0)
 _DPI = 100
+_ONE_INSTANT_PAD = timedelta(minutes=5)
 #: how the legend names where the open positions' prices came from
 SOURCE_TEXT = {MARK_SERVER: "the running server's market.price",
                MARK_FILL: "the last stored fill price",
@@ -127,6 +128,11 @@ def equity_figure(report: EquityReport, *, currency: str, title: str = "capflow 
         _plain_amounts(ax_dd)
     bottom.set_xlabel("time (UTC)")
     if timed:
+        ends = {timed[0].at, timed[-1].at, m.at if m is not None else None} - {None}
+        if len(ends) == 1:
+            # everything at one instant: a few minutes around it, not years
+            (t,) = ends
+            bottom.set_xlim(t - _ONE_INSTANT_PAD, t + _ONE_INSTANT_PAD)
         locator = AutoDateLocator(tz=UTC)
         bottom.xaxis.set_major_locator(locator)
         bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))

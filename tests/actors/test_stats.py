@@ -482,6 +482,17 @@ def test_the_axes_name_the_currency_and_time() -> None:
     assert "1,000" in labels, labels
 
 
+def test_trades_at_one_instant_are_drawn_over_minutes_not_years() -> None:
+    from matplotlib.dates import num2date
+
+    # opened and closed at the same time: matplotlib alone would show +-2 years
+    report = equity_report([closed("x", "5", 0)], start=D("100"))
+    assert {p.at for p in report.points} == {T0}
+    lo, hi = (num2date(x) for x in equity_figure(report, currency="USDT").axes[-1].get_xlim())
+    assert lo < T0 < hi
+    assert hi - lo <= timedelta(minutes=10)
+
+
 @pytest.mark.parametrize("positions", [[], [opened("o", "0", qty_open=D("1"),
                                                    reserved=D("5"), entry_price=D("5"))]])
 def test_an_empty_report_shows_the_allocation_and_says_so(positions) -> None:
