@@ -15,6 +15,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capflow.actors.money import ZERO
 from capflow.actors.report import (
@@ -388,6 +390,25 @@ def test_the_drawdown_panel_is_the_statistics_max_drawdown(case: str) -> None:
     assert min(drawn) == -float(stats.max_drawdown)
     assert max(drawn) == 0.0
     assert f"max drawdown {stats.max_drawdown:,} USDT" in _texts(fig)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.decimals(min_value=-1000, max_value=1000, places=2), max_size=30),
+       st.sampled_from([None, D("0"), D("10000.00")]))
+def test_report_and_statistics_agree_with_a_brute_force_drawdown(pnls, initial) -> None:
+    positions = series(*map(str, pnls))
+    cumulative = [ZERO]
+    for x in pnls:
+        cumulative.append(cumulative[-1] + x)
+    # the largest fall from any earlier point (the allocation included) to a later one
+    brute = max((cumulative[i] - cumulative[j] for i in range(len(cumulative))
+                 for j in range(i, len(cumulative))), default=ZERO)
+    stats = compute_stats(positions, initial_equity=initial)
+    report = equity_report(positions, start=initial or ZERO)
+    assert stats.max_drawdown == brute
+    assert report.max_drawdown == brute
+    assert max(p.drawdown for p in report.points) == brute
+    assert [p.equity for p in report.points] == [(initial or ZERO) + c for c in cumulative]
 
 
 def test_the_reported_case_by_hand() -> None:
