@@ -6,6 +6,11 @@ Pure functions, no I/O. A position record is anything with the attributes of
 ``opened_at``, ``closed_at``). Only CLOSED positions are trades, and a trade's PnL is net
 of fees: ``realized_pnl - fees``. Sums are exact; averages and ratios are rounded half
 to even.
+
+`equity_report` is what the equity chart (`actors.report`) draws: the allocation, a step
+per closed trade, the open positions valued at market. Its drawdowns and the statistics'
+`max_drawdown` come from one function (`drawdowns`) over one path (the cumulative net
+PnL in closing order), so the chart and `stats` cannot disagree.
 """
 
 from __future__ import annotations
@@ -105,21 +110,42 @@ def _ratio(numerator: Decimal, denominator: Decimal | int, places: int) -> Decim
         return round_half_even(numerator / denominator, places)
 
 
-def _max_drawdown(pnls: Iterable[Decimal]) -> tuple[Decimal, Decimal]:
-    """(largest fall, the peak it fell from) of the cumulative sum of `pnls` from 0.
+def drawdowns(values: Iterable[Decimal]) -> list[tuple[Decimal, Decimal]]:
+    """(fall, peak) at each of `values`: how far it is below the running peak of the
+    values so far (>= 0, exact), and that peak. The first value is the first peak.
 
-    The first of equally deep falls wins, so its peak is the earliest one.
-    """
+    The one drawdown computation: `compute_stats` takes its `max_drawdown` from it, and
+    the report's drawdown panel draws it, both over `pnl_path`."""
+    out: list[tuple[Decimal, Decimal]] = []
+    peak: Decimal | None = None
     with decimal.localcontext(CONTEXT):
-        cumulative = peak = ZERO
-        worst, worst_peak = ZERO, ZERO
-        for pnl in pnls:
-            cumulative += pnl
-            if cumulative > peak:
-                peak = cumulative
-            elif peak - cumulative > worst:
-                worst, worst_peak = peak - cumulative, peak
-        return worst, worst_peak
+        for value in values:
+            if peak is None or value > peak:
+                peak = value
+                out.append((ZERO, peak))
+            else:
+                out.append((peak - value, peak))
+    return out
+
+
+def max_drawdown(values: Iterable[Decimal]) -> tuple[Decimal, Decimal]:
+    """(largest fall, the peak it fell from) of `drawdowns(values)`: (0, the first value)
+    when nothing falls, (0, 0) for no values. The first of equally deep falls wins, so
+    its peak is the earliest one."""
+    worst, worst_peak = ZERO, None
+    for fall, peak in drawdowns(values):
+        if worst_peak is None or fall > worst:
+            worst, worst_peak = fall, peak
+    return worst, ZERO if worst_peak is None else worst_peak
+
+
+def _pnl_path(closed: list[PositionLike]) -> list[Decimal]:
+    """0, then the cumulative net PnL after each of the `closed` trades, in their order."""
+    path = [ZERO]
+    with decimal.localcontext(CONTEXT):
+        for p in closed:
+            path.append(path[-1] + net_pnl(p))
+    return path
 
 
 def compute_stats(positions: Iterable[PositionLike], *, places: int = 2,
@@ -140,7 +166,8 @@ def compute_stats(positions: Iterable[PositionLike], *, places: int = 2,
         total = sum(pnls, ZERO)
         gross_profit = sum(wins, ZERO)
         gross_loss = sum(losses, ZERO)
-    drawdown, peak = _max_drawdown(pnls)
+    # the path the report draws (over the allocation), and its drawdown panel
+    drawdown, peak = max_drawdown(_pnl_path(closed))
     drawdown_pct = None
     if initial_equity is not None and initial_equity > 0:
         with decimal.localcontext(CONTEXT):
@@ -195,6 +222,124 @@ def equity_curve(positions: Iterable[PositionLike], *,
             equity += net_pnl(p)
             curve.append((p.closed_at, equity))
     return curve
+
+
+# -- the equity report ----------------------------------------------------------------
+
+#: where the price of an open position came from, most trusted first
+MARK_SERVER, MARK_FILL, MARK_ENTRY = "market.price", "last fill", "entry price"
+MARK_SOURCES = (MARK_SERVER, MARK_FILL, MARK_ENTRY)
+
+
+class OpenPositionLike(PositionLike, Protocol):
+    """What marking an open position to market reads, besides `PositionLike`."""
+
+    side: str
+    qty_open: Decimal
+    qty_total: Decimal
+    reserved: Decimal
+    entry_notional: Decimal
+    entry_price: Decimal | None
+
+
+class Mark(msgspec.Struct, frozen=True):
+    """A symbol's price for valuing open positions, and where it came from."""
+
+    price: Decimal
+    #: one of MARK_SOURCES
+    source: str
+    #: when the price was seen (a fill's time); None: current, as of the report
+    at: datetime | None = None
+
+
+class EquityPoint(msgspec.Struct, frozen=True):
+    #: the first position's opening for the start (None without positions), else the
+    #: trade's closed_at
+    at: datetime | None
+    equity: Decimal
+    #: the fall below the running peak (`drawdowns` of the net PnL path), >= 0
+    drawdown: Decimal
+
+
+class MarkedEnd(msgspec.Struct, frozen=True):
+    """The realized equity plus the open positions valued at market."""
+
+    at: datetime | None
+    equity: Decimal
+    open_positions: int
+    #: the MARK_SOURCES the prices came from, in that order, each once
+    sources: tuple[str, ...]
+
+
+class EquityReport(msgspec.Struct, frozen=True):
+    """What the equity chart draws: amounts exact, floats only when drawn."""
+
+    #: the allocation the curve starts at
+    start: Decimal
+    #: the start, then one point per closed trade in (closed_at, position_id) order
+    points: list[EquityPoint]
+    #: the deepest point of the drawdowns: `compute_stats(...).max_drawdown`
+    max_drawdown: Decimal
+    closed_trades: int
+    #: None without open positions
+    marked: MarkedEnd | None
+
+
+def open_pnl(position: OpenPositionLike, price: Decimal) -> Decimal:
+    """An open position's net PnL at `price`, as the ledger values equity: what its exits
+    realized, less its fees, plus its open quantity's value at `price` against the cost
+    basis still reserved (the reverse for a short)."""
+    with decimal.localcontext(CONTEXT):
+        value = position.qty_open * price
+        unrealized = (value - position.reserved if position.side == "BUY"
+                      else position.reserved - value)
+        return net_pnl(position) + unrealized
+
+
+def _entry_price(position: OpenPositionLike) -> Decimal:
+    with decimal.localcontext(CONTEXT):
+        return position.entry_price or position.entry_notional / position.qty_total
+
+
+def equity_report(positions: Iterable[OpenPositionLike], *, start: Decimal = ZERO,
+                  marks: dict[str, Mark] | None = None,
+                  as_of: datetime | None = None) -> EquityReport:
+    """The equity series of `positions`: `start` (the allocation), a step at each closed
+    trade by its net PnL, and, with open positions, an end that values them at
+    `marks[symbol]` (at their entry price where a symbol has no mark). The end is stamped
+    with the time of the latest price used (`as_of` for a current one), never before
+    the last point.
+
+    The drawdowns are those of the same net PnL path `compute_stats` measures, so the
+    deepest equals its `max_drawdown`."""
+    everything = list(positions)
+    closed = _closed_in_order(everything)
+    path = _pnl_path(closed)
+    falls = drawdowns(path)
+    deepest, _ = max_drawdown(path)
+    times: list[datetime | None] = [p.closed_at for p in closed]
+    opened = [p.opened_at for p in everything]
+    first = min(opened + times[:1]) if opened else None  # type: ignore[type-var]
+    with decimal.localcontext(CONTEXT):
+        points = [EquityPoint(at, start + value, fall)
+                  for at, value, (fall, _) in zip([first, *times], path, falls, strict=True)]
+        marked = None
+        still_open = [p for p in everything if p.status == OPEN]
+        if still_open:
+            marks = marks or {}
+            used, equity, seen = set(), points[-1].equity, []
+            for p in still_open:
+                mark = marks.get(p.symbol) or Mark(_entry_price(p), MARK_ENTRY, p.opened_at)
+                if mark.source not in MARK_SOURCES:
+                    raise ValueError(f"mark of {p.symbol!r} has unknown source "
+                                     f"{mark.source!r}")
+                used.add(mark.source)
+                seen.append(mark.at or as_of)
+                equity += open_pnl(p, mark.price)
+            at = max((t for t in [*seen, points[-1].at] if t is not None), default=None)
+            marked = MarkedEnd(at, equity, len(still_open),
+                               tuple(x for x in MARK_SOURCES if x in used))
+    return EquityReport(start, points, deepest, len(closed), marked)
 
 
 def stats_map(s: Stats) -> dict[str, Any]:

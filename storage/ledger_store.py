@@ -151,6 +151,14 @@ class LedgerStore:
             return [_record(Profile, r) for r in c.execute(
                 query.order_by(s.profiles.c.profile_id).limit(limit))]
 
+    def currencies(self, profile_ids: Iterable[str] | None = None) -> list[str]:
+        """The currencies of the profiles (all, or of `profile_ids`), each once, sorted."""
+        query = select(s.profiles.c.currency).distinct()
+        if profile_ids is not None:
+            query = query.where(s.profiles.c.profile_id.in_(list(profile_ids)))
+        with self.engine.connect() as c:
+            return sorted(c.execute(query).scalars())
+
     @staticmethod
     def create_profile_ops(profile: Profile, allocated: Decimal) -> list[Op]:
         """Rows of a new profile: the profile, its snapshot, and the initial allocation as

@@ -9,6 +9,8 @@ Lists page by id (server ids are time-ordered, so id order is creation order).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
@@ -98,6 +100,19 @@ class OmsStore:
             query = query.where(s.positions.c.profile_id.in_(list(profile_ids)))
         with self.engine.connect() as c:
             return _positions(c.execute(query.order_by(s.positions.c.position_id)))
+
+    def last_fills(self, symbols: Iterable[str]) -> dict[str, tuple[Decimal, datetime]]:
+        """(price, ts) of the latest stored fill of each of `symbols` (of any profile: a
+        price belongs to the market); symbols never filled are left out."""
+        f = s.fills.c
+        out: dict[str, tuple[Decimal, datetime]] = {}
+        with self.engine.connect() as c:
+            for symbol in symbols:
+                row = c.execute(select(f.price, f.ts).where(f.symbol == symbol)
+                                .order_by(f.ts.desc(), f.fill_id.desc()).limit(1)).first()
+                if row is not None:
+                    out[symbol] = (row.price, row.ts)
+        return out
 
     # -- what an account manager restores ---------------------------------------------
 

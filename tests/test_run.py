@@ -1,10 +1,15 @@
-"""The command line: profile commands on real storage, clear errors, call / keys."""
+"""The command line: profile commands on real storage, clear errors, call / keys, stats
+and the equity report (open positions priced by a running server or the stored fills)."""
 
 from __future__ import annotations
+
+import socket
+import struct
 
 import pytest
 
 from capflow import run
+from capflow.actors.clock import ManualClock
 
 
 @pytest.fixture
@@ -94,6 +99,113 @@ def test_stats_and_report_read_storage(env, capsys):
     assert (env / "eq.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     code, _, err = _run(["stats", "--profile", "ghost"], capsys)
     assert code == 2 and "NOT_FOUND" in err
+
+
+def _trade_then_hold(env, make_system):
+    """In the CLI's database: a round trip that loses 1.20 (BUY 1 @ 100.20, closed at
+    99.00), then 2 bought @ 100.20 and held while the market moves to 103.00 / 103.20
+    (last 103.10). No fees. The System is left running; it is returned."""
+    csv = env / "ticks.csv"
+    csv.write_text("ts,symbol,bid,ask\n"
+                   "2026-01-05T12:00:01+00:00,TESTUSDT,100.00,100.20\n"
+                   "2026-01-05T12:00:02+00:00,TESTUSDT,99.00,99.20\n"
+                   "2026-01-05T12:00:03+00:00,TESTUSDT,100.00,100.20\n"
+                   "2026-01-05T12:00:04+00:00,TESTUSDT,103.00,103.20\n")
+    clock = ManualClock()
+    cf = make_system(f"sqlite:///{env}/cli.db", clock=clock,
+                     server={"endpoint": "tcp://127.0.0.1:*",
+                             "events_endpoint": "tcp://127.0.0.1:*"},
+                     simulator={"replay": str(csv), "symbols": {}},
+                     brokers={"accounts": {"paper": {"settings": {
+                         "taker_fee": "0", "maker_fee": "0", "slippage_bps": "0"}}}},
+                     allocation={"max_ticker": "1"})
+    cf.create_profile("alpha", "10000")
+    trade = {"qty": "1", "tp_pct": "20", "sl_pct": "10"}
+    first = cf.signal("alpha", "TESTUSDT", "BUY", "100.20", **trade)
+    clock.advance(60)
+    cf.advance(1)  # filled at 100.20
+    cf.close_position("alpha", first["position_id"])
+    clock.advance(60)
+    cf.advance(1)  # sold at 99.00: -1.20
+    held = cf.signal("alpha", "TESTUSDT", "BUY", "100.20", **{**trade, "qty": "2"})
+    assert held["risk_ok"], held
+    clock.advance(60)
+    cf.advance(2)  # filled at 100.20, then the market moves on
+    return cf
+
+
+def _nothing_listens(monkeypatch):
+    """Point the CLI at a port that is taken and never answers (no server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    monkeypatch.setenv("CAPFLOW_SERVER__ENDPOINT", f"tcp://127.0.0.1:{sock.getsockname()[1]}")
+    return sock
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"
+    assert 1000 < len(data) < 500_000
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_prices_open_positions_at_the_last_stored_fill_without_a_server(
+        env, capsys, monkeypatch, make_system):
+    _trade_then_hold(env, make_system).stop()
+    sock = _nothing_listens(monkeypatch)
+    try:
+        code, out, _ = _run(["report", "--profile", "alpha", "--out", str(env / "eq.png")],
+                            capsys)
+    finally:
+        sock.close()
+    assert code == 0
+    assert "equity from the allocation 10,000.00 USDT to 9,998.80 USDT after 1 closed " \
+           "trade(s)" in out
+    # the last fill stored is the held entry at 100.20: nothing gained or lost yet
+    assert "with 1 open position at market (9,998.80 USDT), priced by the last stored " \
+           "fill price" in out
+    assert _png_size(env / "eq.png") == (1000, 600)
+
+
+def test_report_prices_open_positions_by_the_running_server(env, capsys, monkeypatch,
+                                                          make_system):
+    from capflow.protocol.server import Server
+
+    server = Server(_trade_then_hold(env, make_system)).start()
+    try:
+        monkeypatch.setenv("CAPFLOW_SERVER__ENDPOINT", server.endpoint)
+        code, out, _ = _run(["report", "--profile", "alpha", "--out", str(env / "eq.png")],
+                            capsys)
+    finally:
+        server.stop()
+    assert code == 0
+    # 2 at the market's last 103.10 against 200.40 paid: +5.80
+    assert "with 1 open position at market (10,004.60 USDT), priced by the running " \
+           "server's market.price" in out
+    assert "max_drawdown                        1.20" in out
+    assert _png_size(env / "eq.png") == (1000, 600)
+
+
+def test_report_without_trades_starts_and_ends_at_the_allocation(env, capsys):
+    _run(["profile", "create", "alpha", "2500"], capsys)
+    code, out, _ = _run(["report", "--out", str(env / "empty.png")], capsys)
+    assert code == 0
+    assert "equity from the allocation 2,500.00 USDT to 2,500.00 USDT after 0 closed " \
+           "trade(s)" in out
+    assert "open position" not in out
+    assert _png_size(env / "empty.png") == (1000, 600)
+
+
+def test_report_names_the_profiles_currency_and_says_when_it_sums_two(env, capsys):
+    _run(["profile", "create", "alpha", "1000"], capsys)
+    _run(["profile", "create", "beta", "0.5", "--currency", "BTC"], capsys)
+    code, out, _ = _run(["report", "--profile", "beta", "--out", str(env / "b.png")], capsys)
+    assert code == 0
+    assert "equity from the allocation 0.50000000 BTC" in out
+    assert "differ" not in out
+    code, out, _ = _run(["report", "--out", str(env / "all.png")], capsys)
+    assert code == 0
+    assert "note: the profiles' currencies differ (BTC+USDT)" in out
 
 
 def test_a_wrong_adapter_class_stops_the_cli_with_its_name(env, capsys, monkeypatch):

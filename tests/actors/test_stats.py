@@ -1,8 +1,10 @@
 """Trading statistics: hand-computed examples for every field, drawdown, grouping, the
-equity curve, and the PNG chart."""
+equity curve, the equity report (from the allocation, open positions at market) and the
+PNG chart, whose drawdown panel is the statistics' max drawdown."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import textwrap
@@ -13,14 +15,35 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capflow.actors.money import ZERO
-from capflow.actors.report import write_equity_png
-from capflow.actors.stats import Stats, compute_stats, equity_curve, group_stats, stats_map
+from capflow.actors.report import (
+    GID_ALLOCATION,
+    GID_DRAWDOWN,
+    GID_EQUITY,
+    GID_MARKED,
+    equity_figure,
+    write_equity_png,
+)
+from capflow.actors.stats import (
+    MARK_ENTRY,
+    MARK_FILL,
+    MARK_SERVER,
+    Mark,
+    Stats,
+    compute_stats,
+    equity_curve,
+    equity_report,
+    group_stats,
+    stats_map,
+)
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 D = Decimal
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ONE = Decimal("1")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,6 +59,13 @@ class Pos:
     exchange: str | None = "binance"
     opened_at: datetime = T0
     closed_at: datetime | None = None
+    # what marking an open position to market reads
+    side: str = "BUY"
+    qty_open: Decimal = ZERO
+    qty_total: Decimal = ONE
+    reserved: Decimal = ZERO
+    entry_notional: Decimal = ZERO
+    entry_price: Decimal | None = None
 
 
 def closed(pid: str, pnl: str, minutes: int, *, fees: str = "0", reason: str | None = "tp",
@@ -316,25 +346,215 @@ def test_stats_map_is_a_plain_dict_of_all_fields() -> None:
     assert msgspec.convert(m, Stats) == s
 
 
-# -- chart ----------------------------------------------------------------------------
+# -- the equity report and its chart -------------------------------------------------
+
+def _figure_series(fig, gid: str) -> list[float]:
+    """The y values the figure drew for the artist `gid`."""
+    found = fig.findobj(lambda a: a.get_gid() == gid)
+    assert len(found) == 1, (gid, found)
+    return [float(y) for y in found[0].get_ydata()]
+
+
+def _texts(fig) -> str:
+    parts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    for ax in fig.axes:
+        parts += [ax.get_xlabel(), ax.get_ylabel()]
+    return "\n".join(parts)
+
+
+# (the positions, the allocation): each case's drawdown panel against compute_stats
+PANEL_CASES = {
+    "no positions": ([], D("1000")),
+    "only open positions": ([opened("o1", "0", fees="0.50", qty_open=D("1"),
+                                    reserved=D("100"), entry_price=D("100"))], D("1000")),
+    "wins only": (series("10", "0", "5.25"), D("1000")),
+    "losses only": (series("-10", "-0.01", "-5"), D("1000")),
+    # the reported case: the first close was a loss. Drawn from the first close, the
+    # panel showed 0.97 where the statistics said 1.44
+    "first trade a loss": (series("-0.47", "-0.97", "0.20"), D("10000")),
+    "mixed": (WORKED, D("1000")),
+    "mixed, no allocation known": (WORKED, None),
+    "deepest fall late": (series("100", "-30", "-50", "20", "-60"), D("1000")),
+}
+
+
+@pytest.mark.parametrize("case", list(PANEL_CASES))
+def test_the_drawdown_panel_is_the_statistics_max_drawdown(case: str) -> None:
+    positions, initial = PANEL_CASES[case]
+    stats = compute_stats(positions, initial_equity=initial)
+    report = equity_report(positions, start=initial or ZERO)
+    assert report.max_drawdown == stats.max_drawdown
+    assert max(p.drawdown for p in report.points) == stats.max_drawdown
+    fig = equity_figure(report, currency="USDT")
+    drawn = _figure_series(fig, GID_DRAWDOWN)
+    assert min(drawn) == -float(stats.max_drawdown)
+    assert max(drawn) == 0.0
+    assert f"max drawdown {stats.max_drawdown:,} USDT" in _texts(fig)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.decimals(min_value=-1000, max_value=1000, places=2), max_size=30),
+       st.sampled_from([None, D("0"), D("10000.00")]))
+def test_report_and_statistics_agree_with_a_brute_force_drawdown(pnls, initial) -> None:
+    positions = series(*map(str, pnls))
+    cumulative = [ZERO]
+    for x in pnls:
+        cumulative.append(cumulative[-1] + x)
+    # the largest fall from any earlier point (the allocation included) to a later one
+    brute = max((cumulative[i] - cumulative[j] for i in range(len(cumulative))
+                 for j in range(i, len(cumulative))), default=ZERO)
+    stats = compute_stats(positions, initial_equity=initial)
+    report = equity_report(positions, start=initial or ZERO)
+    assert stats.max_drawdown == brute
+    assert report.max_drawdown == brute
+    assert max(p.drawdown for p in report.points) == brute
+    assert [p.equity for p in report.points] == [(initial or ZERO) + c for c in cumulative]
+
+
+def test_the_reported_case_by_hand() -> None:
+    # 10000 -> 9999.53 -> 9998.56 -> 9998.76: the fall is 1.44 from the allocation
+    positions, initial = PANEL_CASES["first trade a loss"]
+    report = equity_report(positions, start=initial)
+    assert [p.equity for p in report.points] == [D("10000"), D("9999.53"), D("9998.56"),
+                                                  D("9998.76")]
+    assert [p.drawdown for p in report.points] == [D("0"), D("0.47"), D("1.44"), D("1.24")]
+    assert compute_stats(positions, initial_equity=initial).max_drawdown == D("1.44")
+
+
+def test_equity_report_starts_at_the_allocation_and_steps_at_each_close() -> None:
+    report = equity_report(WORKED, start=D("1000"))
+    # the start is stamped with the first opening; then p1, p2, p3, p4, p5 by closed_at
+    assert [(p.at, p.equity) for p in report.points] == [
+        (T0, D("1000")),
+        (T0 + timedelta(minutes=1), D("1098.00")),
+        (T0 + timedelta(minutes=2), D("1046.50")),
+        (T0 + timedelta(minutes=3), D("1046.50")),
+        (T0 + timedelta(minutes=4), D("1085.75")),
+        (T0 + timedelta(minutes=5), D("1065.25")),
+    ]
+    # the steps are the trades' net PnL, the end the statistics' total
+    assert report.points[-1].equity - report.start == compute_stats(WORKED).total_pnl
+    assert report.closed_trades == 5
+    # p6 is open: valued at its entry price without a mark (its own net PnL here, 9.00)
+    assert report.marked is not None and report.marked.sources == (MARK_ENTRY,)
+    fig = equity_figure(report, currency="EUR")
+    assert _figure_series(fig, GID_EQUITY) == [1000.0, 1098.0, 1046.5, 1046.5, 1085.75,
+                                               1065.25]
+    assert _figure_series(fig, GID_ALLOCATION) == [1000.0, 1000.0]
+
+
+def test_open_positions_are_valued_at_market_with_their_source() -> None:
+    t_close, t_fill, now = (T0 + timedelta(minutes=m) for m in (5, 7, 60))
+    positions = [
+        closed("c", "20.00", 5, fees="1.00"),
+        # long 2 @ 100 (reserved 200), entry fee 0.20: at 103 it is +6.00 - 0.20
+        opened("long", "0", fees="0.20", symbol="BTCUSDT", qty_open=D("2"),
+               reserved=D("200.00"), entry_price=D("100")),
+        # short 1 @ 50 (reserved 50), half exited before for +1.00 realized, fee 0.10:
+        # at 48.50 the open half is +1.50
+        opened("short", "1.00", fees="0.10", symbol="ETHUSDT", side="SELL",
+               qty_open=D("1"), reserved=D("50.00"), entry_price=D("50")),
+        # no mark for SOLUSDT: valued at its entry price, 0 unrealized, fee 0.05
+        opened("sol", "0", fees="0.05", symbol="SOLUSDT", qty_open=D("3"),
+               reserved=D("30.00"), entry_notional=D("30.00"), qty_total=D("3")),
+    ]
+    marks = {"BTCUSDT": Mark(D("103"), MARK_SERVER),
+             "ETHUSDT": Mark(D("48.50"), MARK_FILL, t_fill)}
+    report = equity_report(positions, start=D("1000"), marks=marks, as_of=now)
+    m = report.marked
+    assert m is not None
+    # 1000 + 19.00 realized; + 5.80 + 2.40 - 0.05 at market
+    assert report.points[-1].equity == D("1019.00")
+    assert m.equity == D("1027.15")
+    assert m.open_positions == 3
+    assert m.sources == (MARK_SERVER, MARK_FILL, MARK_ENTRY)
+    assert m.at == now  # the server's price is current: as of the report
+    assert t_close < t_fill < now
+    # the stored fill alone: the end is stamped with that fill's time
+    only_fill = equity_report(positions[:1] + positions[2:3], start=D("1000"),
+                              marks=marks, as_of=now)
+    assert only_fill.marked is not None and only_fill.marked.at == t_fill
+    assert only_fill.marked.sources == (MARK_FILL,)
+    # the statistics ignore open positions: the marked end is not a trade
+    assert compute_stats(positions).max_drawdown == report.max_drawdown == 0
+
+    fig = equity_figure(report, currency="USDT")
+    assert _figure_series(fig, GID_MARKED) == [1019.0, 1027.15]
+    text = _texts(fig)
+    assert "with 3 open positions at market (1,027.15 USDT)" in text
+    assert "the running server's market.price" in text
+    assert "the last stored fill price" in text
+    assert "the entry price" in text
+    with pytest.raises(ValueError, match="source"):
+        equity_report(positions, marks={"BTCUSDT": Mark(D("1"), "guess")})
+
+
+def test_the_axes_name_the_currency_and_time() -> None:
+    fig = equity_figure(equity_report(WORKED, start=D("1000")), currency="USDT")
+    equity_ax, drawdown_ax = fig.axes
+    assert equity_ax.get_ylabel() == "equity (USDT)"
+    assert drawdown_ax.get_ylabel() == "drawdown (USDT)"
+    assert drawdown_ax.get_xlabel() == "time (UTC)"
+    assert "allocation 1,000 USDT" in _texts(fig)
+    # amounts as plain numbers, never "+1e4" above the axis
+    fig.canvas.draw()
+    assert equity_ax.yaxis.get_offset_text().get_text() == ""
+    labels = [t.get_text() for t in equity_ax.get_yticklabels()]
+    assert "1,000" in labels, labels
+
+
+def test_trades_at_one_instant_are_drawn_over_minutes_not_years() -> None:
+    from matplotlib.dates import num2date
+
+    # opened and closed at the same time: matplotlib alone would show +-2 years
+    report = equity_report([closed("x", "5", 0)], start=D("100"))
+    assert {p.at for p in report.points} == {T0}
+    lo, hi = (num2date(x) for x in equity_figure(report, currency="USDT").axes[-1].get_xlim())
+    assert lo < T0 < hi
+    assert hi - lo <= timedelta(minutes=10)
+
+
+@pytest.mark.parametrize("positions", [[], [opened("o", "0", qty_open=D("1"),
+                                                   reserved=D("5"), entry_price=D("5"))]])
+def test_an_empty_report_shows_the_allocation_and_says_so(positions) -> None:
+    report = equity_report(positions, start=D("2500.00"))
+    assert [p.equity for p in report.points] == [D("2500.00")]
+    fig = equity_figure(report, currency="USDT")
+    assert "no closed trades yet" in _texts(fig)
+    assert _figure_series(fig, GID_ALLOCATION) == [2500.0, 2500.0]
+    assert "allocation 2,500.00 USDT" in _texts(fig)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(PNG_SIGNATURE)
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
 
 def test_write_equity_png(tmp_path) -> None:
-    curve = equity_curve(WORKED, start=D("1000"))
-    out = write_equity_png(curve, tmp_path / "nested" / "dir" / "equity.png")
+    report = equity_report(WORKED, start=D("1000"))
+    out = write_equity_png(report, tmp_path / "nested" / "dir" / "equity.png",
+                           currency="USDT")
     assert out == tmp_path / "nested" / "dir" / "equity.png"
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 1000
+    assert _png_size(data) == (1000, 600)
+    assert len(data) < 500_000
 
-    flat = write_equity_png(curve, str(tmp_path / "flat.png"), drawdown=False, title="t")
+    flat = write_equity_png(report, str(tmp_path / "flat.png"), drawdown=False, title="t",
+                            currency="USDT")
     assert flat.read_bytes().startswith(PNG_SIGNATURE)
-    one = write_equity_png(curve[:1], tmp_path / "one.png")
+    one = write_equity_png(equity_report(WORKED[1:2], start=D("1000")), tmp_path / "one.png",
+                           currency="USDT")
     assert one.read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_write_equity_png_empty_curve(tmp_path) -> None:
-    out = write_equity_png([], tmp_path / "empty" / "equity.png")
+    out = write_equity_png(equity_report([], start=D("1000")),
+                           tmp_path / "empty" / "equity.png", currency="USDT")
     assert out.read_bytes().startswith(PNG_SIGNATURE)
+    assert _png_size(out.read_bytes()) == (1000, 600)
 
 
 def test_write_equity_png_leaves_pyplot_alone(tmp_path) -> None:
@@ -344,13 +564,21 @@ def test_write_equity_png_leaves_pyplot_alone(tmp_path) -> None:
         from decimal import Decimal
         from datetime import datetime, UTC
         os.environ.pop("DISPLAY", None)
+        from capflow.actors.messages import PositionCapital
         from capflow.actors.report import write_equity_png
-        write_equity_png([(datetime(2026, 1, 1, tzinfo=UTC), Decimal("1"))],
-                         {str(tmp_path / "x.png")!r})
-        write_equity_png([], {str(tmp_path / "y.png")!r})
+        from capflow.actors.stats import equity_report
+        t = datetime(2026, 1, 1, tzinfo=UTC)
+        one = PositionCapital("p", "BTCUSDT", "BUY", Decimal("0"), Decimal("1"),
+                              Decimal("1"), Decimal("0"), Decimal("1"), Decimal("0"),
+                              "CLOSED", t, closed_at=t)
+        write_equity_png(equity_report([one], start=Decimal("1")),
+                         {str(tmp_path / "x.png")!r}, currency="USDT")
+        write_equity_png(equity_report([], start=Decimal("1")),
+                         {str(tmp_path / "y.png")!r}, currency="USDT")
         assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "x.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (tmp_path / "y.png").read_bytes().startswith(PNG_SIGNATURE)
