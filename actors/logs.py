@@ -1,14 +1,20 @@
-"""Logging for a process capflow owns (the command line): loguru for everything,
-human-readable lines or JSON lines, with the stdlib loggers of the libraries underneath
-(alembic, sqlalchemy, pykka, zmq) routed into it."""
+"""Logging for a process capflow owns (the command line, and its storage process): loguru
+for everything, human-readable lines or JSON lines, with the stdlib loggers of the
+libraries underneath (alembic, sqlalchemy, pykka, zmq) routed into it.
+
+An embedding program keeps its own logging: capflow's messages stay off there until it
+calls `capflow.enable_logging()`, and nothing here runs.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+import msgspec
 from loguru import logger
 
+import capflow
 from capflow.actors.config import LogConfig
 
 _HUMAN = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
@@ -16,6 +22,8 @@ _HUMAN = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</lev
 
 #: the libraries whose stdlib loggers `setup_logging` sets to `stdlib_level`
 LIBRARIES = ("alembic", "sqlalchemy", "pykka", "zmq")
+#: what `setup_logging` was last given, for a child process to log the same way
+_configured: LogConfig | None = None
 
 
 def _human(record) -> str:
@@ -47,7 +55,9 @@ def stdlib_level(level: str) -> int:
 
 
 def setup_logging(cfg: LogConfig) -> None:
-    """Take this process's logging over: loguru's sinks and the stdlib's root logger."""
+    """Take this process's logging over: loguru's sinks, the stdlib's root logger, and
+    capflow's messages on (`capflow.enable_logging`)."""
+    global _configured
     level = cfg.level.upper()
     stdlib = stdlib_level(level)  # an unknown level fails here, before anything changes
     logger.remove()
@@ -59,4 +69,24 @@ def setup_logging(cfg: LogConfig) -> None:
     logging.basicConfig(handlers=[_Intercept()], level=stdlib, force=True)
     for name in LIBRARIES:  # some set a level of their own (sqlalchemy: WARNING)
         logging.getLogger(name).setLevel(stdlib)
+    capflow.enable_logging()
+    _configured = cfg
 
+
+def for_child() -> str:
+    """How a child process of capflow's own (the storage process) should log, for
+    `in_child`: as this process does, to the stderr they share (never to its file)."""
+    if not capflow._logging:
+        return ""
+    if _configured is None:  # enabled by an embedding program: loguru's default sink
+        return "enabled"
+    return msgspec.json.encode(LogConfig(level=_configured.level,
+                                         json=_configured.json)).decode()
+
+
+def in_child(spec: str) -> None:
+    """In a child process: log as `for_child` said its parent does."""
+    if spec == "enabled":
+        capflow.enable_logging()
+    elif spec:
+        setup_logging(msgspec.json.decode(spec, type=LogConfig))

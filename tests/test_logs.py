@@ -1,5 +1,6 @@
 """Logging: `capflow serve` says what it does in one line per event (no Alembic internals,
-no migration docstrings, no empty extras)."""
+no migration docstrings, no empty extras); an embedded System leaves its host's logging
+alone and stays silent unless the host turns capflow's messages on."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
+import capflow
 from capflow.actors.config import LogConfig
 from capflow.actors.logs import setup_logging
 from capflow.protocol.client import Client
@@ -38,6 +41,7 @@ def own_logging():
     logger.add(lambda msg: None, level="ERROR")
     root.handlers[:] = handlers
     root.setLevel(level)
+    capflow.enable_logging()
 
 
 def test_human_lines_carry_no_empty_extras_and_json_lines_keep_every_field(own_logging,
@@ -77,6 +81,26 @@ def test_stdlib_loggers_come_through_at_warning_unless_the_level_asks_for_more(
     # each under the name of the stdlib logger it came from
     assert re.search(r"WARNING +alembic\.runtime\.migration alembic\.runtime\.migration "
                      r"warning$", err, re.M), err
+
+
+def test_capflow_messages_turn_off_and_on_again(tmp_path):
+    from capflow.storage.engine import open_engine
+    from capflow.storage.migrate import upgrade
+
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), filter="capflow")
+    engine = open_engine(f"sqlite:///{tmp_path}/c.db")
+    try:
+        capflow.disable_logging()
+        upgrade(engine, "0001")
+        assert said == []
+        capflow.enable_logging()
+        upgrade(engine, "0002")
+        assert said == ["storage: migration 0002 applied: orders, positions and signals"]
+    finally:
+        capflow.enable_logging()  # as the test run has it
+        logger.remove(sink)
+        engine.dispose()
 
 
 def _free_port() -> int:
@@ -126,3 +150,74 @@ def test_capflow_serve_starts_with_one_line_per_migration_and_no_alembic_interna
     assert any(r["message"].startswith("capflow is running") for r in records)
     assert {"account": "paper"} in [r["extra"] for r in records]
 
+
+HOST = textwrap.dedent("""\
+    import json, logging, sys, tempfile
+
+    mode = sys.argv[1]
+    if mode == "host":  # a host with logging of its own, stdlib and loguru
+        logging.basicConfig(level=logging.INFO, format="HOST %(name)s: %(message)s")
+
+    import capflow
+
+    print(json.dumps({"loguru imported by capflow": "loguru" in sys.modules}), flush=True)
+    if mode == "enabled":
+        capflow.enable_logging()
+
+    def stdlib():
+        loggers = {"": logging.getLogger(), **logging.Logger.manager.loggerDict}
+        return {name: (lg.level, [repr(h) for h in lg.handlers], lg.propagate, lg.disabled)
+                for name, lg in loggers.items() if isinstance(lg, logging.Logger)}
+
+    from loguru import logger
+
+    # what these libraries set up for themselves when imported is theirs, not capflow's
+    import alembic.command, pykka, sqlalchemy, zmq  # noqa: E401
+
+    before = stdlib()
+    with tempfile.TemporaryDirectory() as data:
+        cfg = capflow.load_config(storage={"url": f"sqlite:///{data}/capflow.db"},
+                                  oms={"audit_log": f"{data}/signals.jsonl"})
+        with capflow.System(cfg) as cf:
+            cf.create_profile("alpha", "10000")
+    after = stdlib()
+    if mode == "host":
+        logging.getLogger("host").info("the host's own stdlib line")
+        logger.info("the host's own loguru line")
+    changed = sorted(n for n in before if before[n] != after[n])
+    added = sorted(n for n in after if n not in before and after[n] != (0, [], True, False))
+    print(json.dumps({"changed": changed, "added": added}), flush=True)
+    """)
+
+
+def _host(tmp_path: Path, mode: str) -> tuple[list[dict], list[str]]:
+    script = tmp_path / "host.py"
+    script.write_text(HOST)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPFLOW_", "LOGURU_"))}
+    proc = subprocess.run([sys.executable, str(script), mode], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr.splitlines()
+
+
+def test_an_embedded_system_is_silent_and_leaves_the_hosts_logging_alone(tmp_path):
+    # a program that only embeds capflow: not a line on stderr
+    (imported, untouched), err = _host(tmp_path, "plain")
+    assert imported == {"loguru imported by capflow": False}  # `import capflow` stays light
+    assert err == []
+    assert untouched == {"changed": [], "added": []}
+    # a host with its own logging: its lines, as it formats them; none of capflow's
+    (_, untouched), err = _host(tmp_path, "host")
+    assert untouched == {"changed": [], "added": []}
+    assert "HOST host: the host's own stdlib line" in err, err
+    [own] = [line for line in err if not line.startswith("HOST ")]
+    assert own.endswith("the host's own loguru line"), err
+
+
+def test_an_embedded_system_logs_once_the_host_enables_it(tmp_path):
+    (imported, untouched), err = _host(tmp_path, "enabled")
+    assert imported == {"loguru imported by capflow": False}
+    assert untouched == {"changed": [], "added": []}
+    text = "\n".join(err)
+    assert "capflow started: 0 profiles" in text and "capflow stopped" in text, text
+    assert "storage: migration 0001 applied: initial schema" in text, text
