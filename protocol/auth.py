@@ -11,7 +11,8 @@ A client whose key is not listed fails the CURVE handshake and gets no answer at
 listed client gets `FORBIDDEN` for any profile it is not given.
 
 A ``.key_secret`` file is its owner's alone from the moment it exists (created 0600, in a
-key directory made 0700).
+key directory made 0700); one that others can read is reported, with the ``chmod 600``
+that fixes it, by ``capflow keys`` and by a server that starts with it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
 from capflow.actors.config import ConfigError
@@ -47,6 +49,7 @@ class Authorizer:
         if not secret_file.exists():
             raise ConfigError(f"security.curve is on but {secret_file} does not exist; "
                               "run `capflow keys generate`")
+        warn_if_readable(d)
         public, secret = zmq.auth.load_certificate(secret_file)
         clients: dict[str, Caller] = {}
         table = d / "clients.toml"
@@ -161,3 +164,27 @@ def _write_certificate(path: Path, public: bytes, secret: bytes | None) -> None:
         path.unlink(missing_ok=True)  # never half a key
         raise
 
+
+def readable_secrets(keys_dir: str | Path) -> list[tuple[Path, int]]:
+    """The secret key files in `keys_dir` that others than their owner can read, with
+    their permission bits."""
+    found = []
+    for path in sorted(Path(keys_dir).glob("*.key_secret")):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:  # gone meanwhile
+            continue
+        if mode & 0o044:
+            found.append((path, mode))
+    return found
+
+
+def warn_if_readable(keys_dir: str | Path) -> list[Path]:
+    """Log a warning for each secret key file in `keys_dir` that others can read; those
+    files."""
+    found = readable_secrets(keys_dir)
+    for path, mode in found:
+        who = " and ".join(w for w, bit in (("group", 0o040), ("others", 0o004)) if mode & bit)
+        logger.warning("{} is readable by {} (mode {:04o}): its key is not secret; run "
+                       "`chmod 600 {}`", path, who, mode, path)
+    return [path for path, _ in found]

@@ -1,16 +1,21 @@
 """CURVE key files (`capflow keys generate`, protocol/auth.py): a secret key is readable
 by its owner only from the moment it exists, in a directory only its owner may enter,
-and git ignores both."""
+and git ignores both; a secret key someone else can read is reported, by `capflow keys`
+and by a server that starts with it, with the command that fixes it."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
+import capflow
+from capflow import run
 from capflow.actors.config import ConfigError
 from capflow.protocol.auth import generate
 
@@ -103,3 +108,48 @@ def test_a_client_that_has_keys_already_stops_the_whole_generation(tmp_path):
         generate(keys, ["new", "bot"])
     assert {p.name: p.read_bytes() for p in keys.iterdir()} == before
 
+
+@pytest.fixture
+def cli_logging():
+    """`capflow ...` takes the process's logging over: give the test run's back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    logger.remove()
+    logger.add(lambda msg: None, level="ERROR")
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    capflow.enable_logging()
+
+
+def test_capflow_keys_warns_of_a_secret_key_others_can_read(tmp_path, capsys,
+                                                            cli_logging):
+    keys = tmp_path / "keys"
+    assert run.main(["keys", "generate", "bot-1", "--dir", str(keys)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    (keys / "bot-1.key_secret").chmod(0o644)  # copied around, say
+    assert run.main(["keys", "generate", "--dir", str(keys)]) == 0
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert f"{keys / 'bot-1.key_secret'} is readable by group and others" in warning
+    assert f"chmod 600 {keys / 'bot-1.key_secret'}" in warning
+    assert (keys / "bot-1.key_secret").stat().st_mode & 0o777 == 0o644  # told, not changed
+
+
+def test_a_server_warns_at_start_of_a_secret_key_others_can_read(tmp_path, live):
+    keys = tmp_path / "keys"
+    generate(keys, ["bot-1", "bot-2"])
+    (keys / "server.key_secret").chmod(0o640)
+    (keys / "bot-2.key_secret").chmod(0o604)
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING",
+                      filter="capflow.protocol")
+    try:
+        live(security={"curve": True, "keys_dir": str(keys)})
+    finally:
+        logger.remove(sink)
+    server_key, bot_key = keys / "server.key_secret", keys / "bot-2.key_secret"
+    assert [w for w in warnings if "readable" in w] == [
+        f"{bot_key} is readable by others (mode 0604): its key is not secret; run "
+        f"`chmod 600 {bot_key}`",
+        f"{server_key} is readable by group (mode 0640): its key is not secret; run "
+        f"`chmod 600 {server_key}`"]
