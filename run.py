@@ -374,11 +374,12 @@ def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
 def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    from capflow.protocol.auth import generate
+    from capflow.protocol.auth import generate, warn_if_readable
 
     folder = args.dir or cfg.security.keys_dir
     for path in generate(folder, args.clients):
         print(f"wrote {path}", file=out)
+    warn_if_readable(folder)  # older keys, or keys copied with their modes lost
     print(f"grant profiles to clients in {folder}/clients.toml, then set "
           "[security] curve = true", file=out)
     return 0

@@ -28,11 +28,10 @@ from queue import SimpleQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loguru import logger
-
 from capflow.actors.clock import Clock
-from capflow.actors.config import load_config
+from capflow.actors.config import LogConfig, load_config
 from capflow.actors.ledger import Ledger
+from capflow.actors.logs import setup_logging
 from capflow.actors.reply import Reply
 from capflow.actors.system import System, new_id
 
@@ -142,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                          "only a process crash")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
-    logger.remove()
-    logger.add(sys.stderr, level="ERROR")
+    # capflow's errors only (and its storage process's): its messages are off until asked
+    setup_logging(LogConfig(level="ERROR"))
     pin = [min(os.sched_getaffinity(0))] if args.pin else None
     runs: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with tempfile.TemporaryDirectory(prefix="capflow-bench-") as workdir:

@@ -57,10 +57,9 @@ from queue import SimpleQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loguru import logger
-
 from capflow.actors import messages as m
-from capflow.actors.config import load_config
+from capflow.actors.config import LogConfig, load_config
+from capflow.actors.logs import setup_logging
 from capflow.actors.money import round_half_even
 from capflow.actors.system import System
 
@@ -385,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.ticks < 1 or args.profiles < 1 or args.orders_per_tick < 1:
         ap.error("--ticks, --profiles and --orders-per-tick must be at least 1")
-    logger.remove()
-    logger.add(sys.stderr, level="ERROR")
+    # capflow's errors only (and its storage process's): its messages are off until asked
+    setup_logging(LogConfig(level="ERROR"))
     all_cpus = os.sched_getaffinity(0)
     pin = [min(all_cpus)] if args.pin else None
     base: list[float] = []

@@ -70,10 +70,11 @@ STARTUP_S = 60.0  # how long a child may take to start (spawn, imports, migratio
 
 def _quiet_child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent ends us by pid
-    from loguru import logger
+    from capflow.actors.config import LogConfig
+    from capflow.actors.logs import setup_logging
 
-    logger.remove()
-    logger.add(sys.stderr, level="ERROR")
+    # capflow's errors only (and its storage process's): its messages are off until asked
+    setup_logging(LogConfig(level="ERROR"))
 
 
 def _serve_capflow(conn, url: str, config_file: str) -> None:

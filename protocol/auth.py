@@ -9,16 +9,24 @@
 
 A client whose key is not listed fails the CURVE handshake and gets no answer at all; a
 listed client gets `FORBIDDEN` for any profile it is not given.
+
+A ``.key_secret`` file is its owner's alone from the moment it exists (created 0600, in a
+key directory made 0700); one that others can read is reported, with the ``chmod 600``
+that fixes it, by ``capflow keys`` and by a server that starts with it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import zmq
 import zmq.auth
+from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
 from capflow.actors.config import ConfigError
@@ -41,6 +49,7 @@ class Authorizer:
         if not secret_file.exists():
             raise ConfigError(f"security.curve is on but {secret_file} does not exist; "
                               "run `capflow keys generate`")
+        warn_if_readable(d)
         public, secret = zmq.auth.load_certificate(secret_file)
         clients: dict[str, Caller] = {}
         table = d / "clients.toml"
@@ -93,26 +102,89 @@ class Authorizer:
             self._auth = None
 
 
+#: a client's name: its key files' names and its table in clients.toml
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+
+
 def generate(keys_dir: str | Path, clients: list[str]) -> list[Path]:
     """Make the server key pair (if missing) and one key pair per client name; list each
-    new client in clients.toml with no profiles (edit it to grant some)."""
+    new client in clients.toml with no profiles (edit it to grant some). Every name is
+    checked before anything is written."""
     d = Path(keys_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    made = []
-    if not (d / "server.key_secret").exists():
-        zmq.auth.create_certificates(d, "server")
-        made += [d / "server.key", d / "server.key_secret"]
+    for name in clients:
+        if not CLIENT_NAME.fullmatch(name):
+            raise ConfigError(f"client name {name!r} must be 1..128 letters, digits and "
+                              ". _ @ -, starting with a letter or digit")
+        if name == "server":
+            raise ConfigError("client name 'server' is the server's own key")
+        if clients.count(name) > 1:
+            raise ConfigError(f"client {name!r} is given twice")
+        for suffix in (".key", ".key_secret"):
+            if (d / f"{name}{suffix}").exists():
+                raise ConfigError(f"a key for client {name!r} already exists in {d}")
     table = d / "clients.toml"
     lines = [table.read_text()] if table.exists() else [
         "# client public key -> the profiles it may touch ([\"*\"]: all)\n"]
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing one is left as it is
+    made = []
+    if not (d / "server.key_secret").exists():
+        made += _key_pair(d, "server")[0]
     for name in clients:
-        if (d / f"{name}.key").exists():
-            raise ConfigError(f"a key for client {name!r} already exists in {d}")
-        pub_file, secret_file = zmq.auth.create_certificates(d, name)
-        public, _ = zmq.auth.load_certificate(pub_file)
-        lines.append(f'\n[clients."{name}"]\npublic_key = "{public.decode()}"\nprofiles = []\n')
-        made += [Path(pub_file), Path(secret_file)]
+        files, public = _key_pair(d, name)
+        made += files
+        lines.append(f'\n[clients."{name}"]\npublic_key = "{public}"\nprofiles = []\n')
     table.write_text("".join(lines))
-    for p in d.glob("*.key_secret"):
-        p.chmod(0o600)
     return made
+
+
+def _key_pair(d: Path, name: str) -> tuple[list[Path], str]:
+    """Write ``<name>.key`` and ``<name>.key_secret``, in the certificate format that
+    zmq.auth reads; the files and the public key."""
+    public, secret = zmq.curve_keypair()
+    files = [d / f"{name}.key", d / f"{name}.key_secret"]
+    files[0].unlink(missing_ok=True)  # a public key left behind by a lost secret one
+    _write_certificate(files[0], public, None)
+    _write_certificate(files[1], public, secret)
+    return files, public.decode()
+
+
+def _write_certificate(path: Path, public: bytes, secret: bytes | None) -> None:
+    """A new certificate file. A secret one is created 0600: no one else can read it at
+    any moment, not only once it is written."""
+    text = (f"#   ZeroMQ CURVE {'Secret' if secret else 'Public'} Certificate, made by "
+            f"capflow keys generate, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n"
+            + ("#   Readable by its owner only: keep it so (chmod 600).\n" if secret else "")
+            + f'\nmetadata\ncurve\n    public-key = "{public.decode()}"\n'
+            + (f'    secret-key = "{secret.decode()}"\n' if secret else ""))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+    except BaseException:
+        path.unlink(missing_ok=True)  # never half a key
+        raise
+
+
+def readable_secrets(keys_dir: str | Path) -> list[tuple[Path, int]]:
+    """The secret key files in `keys_dir` that others than their owner can read, with
+    their permission bits."""
+    found = []
+    for path in sorted(Path(keys_dir).glob("*.key_secret")):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:  # gone meanwhile
+            continue
+        if mode & 0o044:
+            found.append((path, mode))
+    return found
+
+
+def warn_if_readable(keys_dir: str | Path) -> list[Path]:
+    """Log a warning for each secret key file in `keys_dir` that others can read; those
+    files."""
+    found = readable_secrets(keys_dir)
+    for path, mode in found:
+        who = " and ".join(w for w, bit in (("group", 0o040), ("others", 0o004)) if mode & bit)
+        logger.warning("{} is readable by {} (mode {:04o}): its key is not secret; run "
+                       "`chmod 600 {}`", path, who, mode, path)
+    return [path for path, _ in found]

@@ -160,10 +160,12 @@ class ProcessExecutor:
         self.restarts = 0
 
     def start(self) -> None:
+        from capflow.actors.logs import for_child
+
         proc = subprocess.Popen(
             [sys.executable, "-m", "capflow.storage.writer_process", self.url,
              str(self.retries),
-             str(self.lock_wait_s), self.cpus, self.synchronous],
+             str(self.lock_wait_s), self.cpus, self.synchronous, for_child()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         try:
             kind, detail = msgpack.unpackb(self._recv(proc, self.lock_wait_s + 30))
@@ -220,5 +222,8 @@ class ProcessExecutor:
 
 
 if __name__ == "__main__":
+    from capflow.actors.logs import in_child
+
+    in_child(sys.argv[6])  # log as the server does: off, or on in its format
     sys.exit(child_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4],
                         sys.argv[5]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from loguru import logger
 
+import capflow
 from capflow.actors.clock import ManualClock
 from capflow.actors.config import load_config
 from capflow.actors.system import System
@@ -14,6 +15,7 @@ from .postgres import pg_server, pg_url, storage_url  # noqa: F401 -- fixtures
 
 logger.remove()
 logger.add(lambda msg: None, level="ERROR")  # keep test output readable; errors still run
+capflow.enable_logging()  # off by default, as a library's; tests read capflow's messages
 
 
 #: an allocation policy under which the whole ledger may be reserved: no cash kept back

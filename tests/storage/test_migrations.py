@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from loguru import logger
 from sqlalchemy import Column, Index, MetaData, String, Table, inspect
 
 from capflow.storage import migrate, schema
@@ -75,6 +76,27 @@ def test_upgrade_twice_is_a_no_op(engine):
     assert migrate.current_revision(engine) == head == migrate.head_revision(engine)
     assert _schema_state(engine) == before
     assert _diffs(engine, schema.metadata) == []
+
+
+def test_each_migration_applied_is_one_line_and_none_is_nothing(engine):
+    """What an upgrade did, in one short line per migration (the first line of its
+    docstring); nothing at all when there was nothing to do."""
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="INFO",
+                      filter="capflow.storage.migrate")
+    try:
+        assert migrate.upgrade(engine, "0005") == ["0001", "0002", "0003", "0004", "0005"]
+        assert said[0] == "storage: migration 0001 applied: initial schema"
+        assert [line.split()[2] for line in said] == ["0001", "0002", "0003", "0004", "0005"]
+        said.clear()
+        assert migrate.upgrade(engine) == ["0006", "0007"]
+        assert said[-1] == "storage: migration 0007 applied: account states and flattens"
+        assert all("\n" not in line and len(line) < 80 for line in said), said
+        said.clear()
+        assert migrate.upgrade(engine) == []
+        assert said == []
+    finally:
+        logger.remove(sink)
 
 
 def test_0005_adds_the_owner_epochs_and_takes_them_back(engine):

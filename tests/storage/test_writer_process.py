@@ -4,6 +4,7 @@ is replaced."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from decimal import Decimal
@@ -87,3 +88,57 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+#: a server process whose storage process fails a batch of two (a profile without its
+#: NOT NULL columns, twice), and so warns that it retries them one by one
+_FAILING_BATCH = """\
+import sys
+
+import capflow
+from capflow.actors.config import LogConfig
+from capflow.actors.logs import setup_logging
+from capflow.storage.engine import open_engine
+from capflow.storage.migrate import upgrade
+from capflow.storage.writer_process import ProcessExecutor
+
+url, mode = sys.argv[1:]
+if mode == "serve":  # as `capflow serve` does
+    setup_logging(LogConfig(level="INFO"))
+elif mode == "enabled":  # an embedding program that wants capflow's messages
+    capflow.enable_logging()
+engine = open_engine(url)
+upgrade(engine)
+engine.dispose()
+executor = ProcessExecutor(url)
+executor.start()
+bad = (None, [("insert", "profiles", {"profile_id": "p"})], None)
+statuses = executor.run([bad, bad])
+executor.stop()
+assert all("NOT NULL" in status for status in statuses), statuses
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "enabled", "serve"])
+def test_the_storage_process_logs_as_its_server_does(tmp_path, mode):
+    """The storage process's warnings reach the stderr it shares with its server in the
+    server's format, and nothing does when the server's own capflow messages are off
+    (an embedding program that did not turn them on)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(_FAILING_BATCH)
+    proc = subprocess.run([sys.executable, str(script), f"sqlite:///{tmp_path}/w.db", mode],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines()
+              if "storage: batch of 2 failed" in line]
+    if mode == "plain":
+        assert proc.stderr == ""
+    elif mode == "enabled":  # loguru's own default sink, as in the server process
+        assert len(warned) == 1 and "| WARNING  |" in warned[0], proc.stderr
+    else:
+        assert len(warned) == 1, proc.stderr
+        assert re.match(r"\d{4}-\d\d-\d\d [\d:.]+ WARNING capflow\.storage\.sql_executor "
+                        r"storage: batch of 2 failed", warned[0]), proc.stderr

@@ -1,5 +1,7 @@
-"""Initial schema: profiles, ledger snapshots and journal, transfers, reservations,
-orders, positions, fills.
+"""Initial schema.
+
+Profiles, ledger snapshots and journal, transfers, reservations, orders, positions,
+fills.
 
 Revision ID: 0001
 Revises:

@@ -1,4 +1,6 @@
-"""Order management: what orders and positions carry beyond their capital (type, limit
+"""Orders, positions and signals.
+
+Order management: what orders and positions carry beyond their capital (type, limit
 price, take-profit / stop-loss, origin, close reason), client order ids unique per
 profile, and the signals table that deduplicates `signal.submit` by `signal_id`.
 

@@ -1,4 +1,6 @@
-"""Risk engine: the drawdown breakers' state kept with each ledger snapshot, and the
+"""Breaker state and the global kill switch.
+
+Risk engine: the drawdown breakers' state kept with each ledger snapshot, and the
 global trading state (the kill switch).
 
 Revision ID: 0003

@@ -1,4 +1,6 @@
-"""A requested close is kept on its position until the exit fills, so a restart before
+"""Close requests kept on positions.
+
+A requested close is kept on its position until the exit fills, so a restart before
 that asks the broker again.
 
 Revision ID: 0004

@@ -1,4 +1,6 @@
-"""The owner epoch: one row per owned scope, raised by every server that takes the
+"""Owner epochs.
+
+The owner epoch: one row per owned scope, raised by every server that takes the
 database over and checked by every commit (storage/owner.py).
 
 Revision ID: 0005

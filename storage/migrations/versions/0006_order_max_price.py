@@ -1,4 +1,6 @@
-"""An entry order keeps the highest price its capital was reserved for, so the broker
+"""Orders' reserved max price and filled value.
+
+An entry order keeps the highest price its capital was reserved for, so the broker
 never fills it above that (also after a restart), and what its fills cost exactly, so an
 order filled in pieces is booked as it would be in one.
 

@@ -1,4 +1,6 @@
-"""A kill switch that acts: each broker account's trading state (set by hand, or by its
+"""Account states and flattens.
+
+A kill switch that acts: each broker account's trading state (set by hand, or by its
 account-wide loss limits, whose daily reference it keeps), and the flattens done, by
 their client key (one name space per caller), so that a repeated flatten is answered,
 not done again.
