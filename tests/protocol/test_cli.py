@@ -11,9 +11,11 @@ import select
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import zmq
 
 from capflow import cli, run
 from capflow.protocol.client import Client
@@ -160,6 +162,43 @@ def test_a_server_named_by_endpoint_must_answer(cli_env, tmp_path, capsys):
     assert code == 1 and out == ""
     assert err == f"capflow: no capflow server answers at {nobody} (is it running? see " \
                   "--endpoint)\n"
+
+
+def test_a_server_that_takes_the_connection_but_does_not_answer_is_waited_for(capsys):
+    """A slow server is not a dead one: when the handshake succeeds the probe does not
+    judge, and the request keeps its own timeout and retries; the TIMEOUT then names
+    the endpoint it waited for."""
+    ctx = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)  # takes connections and requests, answers nothing
+    silent.setsockopt(zmq.LINGER, 0)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def swallow() -> None:  # the socket's only thread
+        while not stop.is_set():
+            if silent.poll(20):
+                received.append(silent.recv_multipart()[-1])
+        silent.close(0)
+
+    reader = threading.Thread(target=swallow)
+    reader.start()
+    try:
+        code, out, err = _run(["call", "system.health", "--endpoint", endpoint,
+                               "--timeout", "0.2"], capsys)
+    finally:
+        stop.set()
+        reader.join()
+        ctx.term()
+    assert code == 1 and err == ""
+    assert json.loads(out)["error"] == {
+        "code": "TIMEOUT", "details": {"op": "system.health"},
+        "message": f"system.health: no answer from {endpoint} after 4 attempts of 0.2 s; "
+                   "the outcome is unknown"}
+    # the probe, then the request's attempts, each the same bytes with the same id (the
+    # last one may be cut off with its socket)
+    assert len(set(received)) == 2 and len(received) >= 1 + 3, received
 
 
 # -- call: help, typos, risk.check ---------------------------------------------------------
