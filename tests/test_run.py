@@ -64,6 +64,21 @@ def test_profile_create_again_says_that_it_exists(env, capsys):
     assert code == 2 and "CONFLICT" in err and out == ""
 
 
+def test_profile_list_from_the_storage_lists_every_profile(env, capsys):
+    """Before, it listed the first 1000 and said "1000 profile(s)"."""
+    from capflow.actors.config import load_config
+    from capflow.actors.system import System
+
+    cfg = load_config(storage={"sqlite_synchronous": "NORMAL"},
+                      simulator={"mode": "step"}, oms={"audit_log": str(env / "s.jsonl")})
+    with System(cfg) as cf:
+        for i in range(1001):
+            cf.create_profile(f"p{i:04d}", 0)
+    code, out, _ = _run(["profile", "list"], capsys)
+    assert code == 0 and out.endswith("\n1001 profile(s)\n")
+    assert out.splitlines()[-2].split()[0] == "p1000"
+
+
 #: every command that needs a server ({endpoint}: the configured one, where none runs)
 NEEDS_A_SERVER = [["call", "ledger.gett", "profile_id=alpha"], ["halt"], ["resume"],
                   ["halt", "--profile", "alpha"], ["flatten", "--all"], ["events"],
