@@ -389,27 +389,29 @@ def stats_data(cfg: Config, args: argparse.Namespace | None, profile: str | None
 
 
 def _stats_through(client, profile: str | None, group_by: str | None, *, positions: bool):
-    from capflow.actors.stats import compute_stats
+    """`stats.get`; for the report (`positions`), the positions themselves (and the
+    statistics computed from them, as the server computes them)."""
+    from capflow.actors.stats import compute_stats, group_stats
 
-    ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
-    stats = client.call("stats.get", **ask)
-    groups = stats.pop("groups", None)
     if not positions:
-        return [], stats, groups, None
-    ids = [profile] if profile else [p["profile_id"] for p in _all_profiles(client)]
+        ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
+        stats = client.call("stats.get", **ask)
+        return [], stats, stats.pop("groups", None), None
+    profiles = [client.profile_get(profile)] if profile else _all_profiles(client)
     found, initial = [], Decimal(0)
-    for pid in ids:
-        initial += Decimal(client.profile_get(pid)["ledger"]["allocated"])
+    for p in profiles:
+        initial += Decimal((p.get("ledger") or {}).get("allocated") or 0)
         cursor = None
         while True:
-            page = client.call("position.list", **{"profile_id": pid, "limit": PAGE,
-                                                   **({"cursor": cursor} if cursor else {})})
-            found += [_position(p) for p in page["positions"]]
+            page = client.call("position.list", **{
+                "profile_id": p["profile_id"], "limit": PAGE,
+                **({"cursor": cursor} if cursor else {})})
+            found += [_position(x) for x in page["positions"]]
             cursor = page.get("next_cursor")
             if not cursor or not page["positions"]:
                 break
     initial = initial or None
-    # the report draws from the positions: its figures come from the same ones
+    groups = group_stats(found, group_by, initial_equity=initial) if group_by else None
     return found, compute_stats(found, initial_equity=initial), groups, initial
 
 

@@ -122,6 +122,9 @@ def test_stats_and_report_go_through_the_server_that_answers(live, cli_env, caps
                           capsys)
     assert code == 0 and "58.00" in out and "wrote" in out and "through the server" in err
     assert (tmp_path / "eq.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    code, out, _ = _run(["report", "--out", str(tmp_path / "all.png")], capsys)
+    assert code == 0 and "statistics of all profiles" in out and "58.00" in out
+    assert (tmp_path / "all.png").exists()
 
 
 @pytest.mark.parametrize("argv, way", [
