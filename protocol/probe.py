@@ -26,6 +26,8 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from capflow.protocol.client import _decode, _routing_id, request_bytes
+
 #: how long a command waits for `system.health` before it says that no server answers
 PROBE_TIMEOUT_S = 1.0
 
@@ -119,9 +121,6 @@ def why(endpoint: str, seen: Watch, curve: bool, *, role: str = "request") -> No
     if role == "events":
         return NoServer(endpoint, f"nothing publishes capflow events at {endpoint} (is a "
                         "server running, with this events_endpoint? see --endpoint)")
-    if seen.handshake:
-        return NoServer(endpoint, f"the capflow server at {endpoint} accepted the connection "
-                        "but did not answer", present=True)
     return NoServer(endpoint, f"no capflow server answers at {endpoint} (is it running? see "
                     "--endpoint)")
 
@@ -129,8 +128,6 @@ def why(endpoint: str, seen: Watch, curve: bool, *, role: str = "request") -> No
 def socket_for(ctx: zmq.Context, kind: int, curve=None) -> zmq.Socket:
     """A client socket of `kind`, not yet connected: no linger, the CURVE keys if any (in
     plain mode a routing id of its own, as `capflow.protocol.client` makes them)."""
-    from capflow.protocol.client import _routing_id
-
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if curve is not None:
@@ -145,8 +142,6 @@ def probe(endpoint: str, curve=None, timeout_s: float = PROBE_TIMEOUT_S) -> dict
     server is there all the same), or None when a server took the connection (the
     handshake succeeded) but did not answer within `timeout_s`. Raises `NoServer` when
     nothing usable is there. `curve`: the `CurveKeys` the real request will use."""
-    from capflow.protocol.client import _decode, request_bytes
-
     ctx = zmq.Context()
     sock = socket_for(ctx, zmq.DEALER, curve)
     watch = Watch(sock)
