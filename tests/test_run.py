@@ -96,17 +96,21 @@ def test_every_command_that_needs_a_server_says_at_once_that_none_answers(env):
         argv = [a.format(endpoint=endpoint) for a in argv]
         started.append((argv, subprocess.Popen([capflow, *argv], stdout=subprocess.PIPE,
                                                stderr=subprocess.PIPE, text=True)))
-    for argv, proc in started:
-        try:
-            out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # the process this test started, by its pid
-            proc.communicate()
-            pytest.fail(f"capflow {' '.join(argv)} still waits for a server after 20 s")
-        assert proc.returncode == 1, (argv, out, err)
-        assert err == (f"capflow: no capflow server answers at {endpoint} (is it running? "
-                       "see --endpoint)\n"), (argv, err)
-        assert out == "", (argv, out)
+    try:
+        for argv, proc in started:
+            try:
+                out, err = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"capflow {' '.join(argv)} still waits for a server after 20 s")
+            assert proc.returncode == 1, (argv, out, err)
+            assert err == (f"capflow: no capflow server answers at {endpoint} (is it "
+                           "running? see --endpoint)\n"), (argv, err)
+            assert out == "", (argv, out)
+    finally:
+        for _, proc in started:  # the processes this test started, by their pids
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.mark.parametrize("argv, needle", [
