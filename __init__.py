@@ -3,7 +3,7 @@
 Installed, everything lives under this one name: ``capflow.actors`` (the ledgers, the
 order flow, risk, allocation), ``capflow.protocol`` (the ZeroMQ server and clients),
 ``capflow.brokers`` (broker adapters), ``capflow.storage``, ``capflow.bench`` and the
-command line, ``capflow.run``.
+command line, ``capflow.run`` (with ``capflow.cli``).
 
 For embedding, the names most programs need are here, loaded on first use (importing
 ``capflow`` alone pulls in no actor framework, socket library or database driver)::

@@ -13,7 +13,7 @@
                                           halt, cancel entries, close every position
     capflow keys generate [CLIENT ...]    make CURVE keys (server, and one per client)
     capflow stats [--profile ID] [--group-by strategy|symbol|exchange]
-                                          trading statistics from storage
+                                          trading statistics
     capflow report [--profile ID] [--out FILE.png]
                                           the statistics and an equity-curve PNG
     capflow bench [--quick]               the benchmarks, each beside its same-run baseline
@@ -21,8 +21,12 @@
     capflow top                           a live view of a running server
 
 Options common to all: ``--config FILE`` (TOML; default ``./capflow.toml`` if present),
-and ``CAPFLOW_*`` environment variables (``CAPFLOW_STORAGE__URL=...``). The profile
-commands open the storage directly and so need it not to be owned by a running server.
+and ``CAPFLOW_*`` environment variables (``CAPFLOW_STORAGE__URL=...``).
+
+A command that talks to a server first checks, within about a second, that one answers
+(capflow.protocol.probe), and says so when none does. `profile`, `stats` and `report`
+go through the server that answers at the endpoint, or open the storage themselves when
+none does (capflow.cli has the rule and the commands that talk to a server).
 """
 
 from __future__ import annotations
@@ -40,9 +44,27 @@ from capflow.actors.config import Config, ConfigError, load_config
 from capflow.actors.errors import CapflowError
 from capflow.actors.logs import setup_logging
 from capflow.actors.money import fmt
+from capflow.cli import (
+    _curve,
+    call_command,
+    events_command,
+    flatten_command,
+    halt_command,
+    profile_command,
+)
+from capflow.protocol.probe import NoServer
 
-BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
-           "realized_pnl", "fees", "available")
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog is made when help is shown (`lazy_epilog`), so that building
+    the parser imports nothing it does not need."""
+
+    lazy_epilog = None
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config file (default: ./capflow.toml if present)")
     p.add_argument("--log-level", help="override [log] level (DEBUG, INFO, WARNING, ...)")
     p.add_argument("--json-logs", action="store_true", help="log JSON lines")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
     sub.add_parser("serve", help="start capflow and run until SIGINT / SIGTERM")
     prof = sub.add_parser("profile", help="create, list and show trading profiles")
     psub = prof.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -64,19 +87,30 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("list", help="list profiles")
     s = psub.add_parser("show", help="show one profile and its ledger")
     s.add_argument("profile_id")
-    call = sub.add_parser("call", help="send one request to a running server")
-    call.add_argument("op", help="operation, e.g. ledger.get")
+    for action in (c, psub.choices["list"], s):
+        _storage_options(action)
+    call = sub.add_parser("call", help="send one request to a running server",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    call.lazy_epilog = _ops_help
+    call.add_argument("op", help="operation, e.g. ledger.get (every op is listed below)")
     call.add_argument("args", nargs="*", metavar="KEY=VALUE",
                       help="arguments; values are read as TOML values when they parse "
-                           "(numbers, true/false), else as text")
+                           "(numbers, true/false, quoted strings), else as text")
     call.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    call.add_argument("--json", action="store_true",
+                      help="print the result as JSON also where there is a table "
+                           "(risk.check)")
     _client_options(call)
     ev = sub.add_parser("events", help="print a running server's event stream")
     ev.add_argument("topics", nargs="*", metavar="TOPIC",
                     help="topic prefixes, e.g. reservation.alpha (default: everything)")
     ev.add_argument("--count", type=int, default=0, help="stop after this many events")
-    _client_options(ev)
-    for name, text in (("stats", "trading statistics (read from storage)"),
+    _client_options(ev, "the events endpoint (default: [server] events_endpoint)")
+    ev.add_argument("--request-endpoint", help="the server's request endpoint, asked first "
+                    "whether it runs (default: [server] endpoint, unless --endpoint is "
+                    "given)")
+    for name, text in (("stats", "trading statistics (from the server, or from storage "
+                                 "when none runs)"),
                        ("report", "statistics and an equity-curve PNG")):
         st = sub.add_parser(name, help=text)
         st.add_argument("--profile", help="one profile (default: all)")
@@ -84,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
             st.add_argument("--group-by", choices=("strategy", "symbol", "exchange"))
         else:
             st.add_argument("--out", help="PNG path (default: reports/equity-<profile>.png)")
+        _storage_options(st)
     for name, text in (("halt", "stop new exposure and cancel working entries: every "
                                 "profile (the global kill switch), or one with --profile, "
                                 "or a broker account's with --account; exits go on"),
@@ -111,7 +146,12 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
     _client_options(fl)
     bench = sub.add_parser("bench", help="run the benchmarks in bench/, each figure beside "
-                           "the baseline it measured in the same run")
+                           "the baseline it measured in the same run",
+                           description="Run the benchmarks in bench/, each figure beside the "
+                           "baseline it measured in the same run, and the aim its script "
+                           "states. An aim is set for the machine class capflow is measured "
+                           "on (2 CPUs); 'NOT met' is information, not a failure. Exit "
+                           "status 0: every benchmark ran; 1: one failed.")
     bench.add_argument("--quick", action="store_true",
                        help="short settings (the whole suite in well under 2 minutes)")
     bench.add_argument("--only", metavar="NAMES",
@@ -166,11 +206,26 @@ def _stress_parser(sub) -> None:
     st.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoint", help="server endpoint (default: [server] endpoint or "
-                   "events_endpoint)")
+def _client_options(p: argparse.ArgumentParser,
+                    endpoint: str = "server endpoint (default: [server] endpoint)") -> None:
+    p.add_argument("--endpoint", help=endpoint)
     p.add_argument("--server-key", help="CURVE: the server's public key file (server.key)")
     p.add_argument("--client-key", help="CURVE: this client's secret key file")
+
+
+def _storage_options(p: argparse.ArgumentParser) -> None:
+    """The options of a command that goes through the server answering at the endpoint,
+    or opens the storage when none answers."""
+    _client_options(p, "go through the server at this endpoint (default: the one at "
+                       "[server] endpoint if it answers, else the storage directly)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds per attempt, through a server")
+
+
+def _ops_help() -> str:
+    from capflow.protocol.catalog import help_text
+
+    return help_text()
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -232,146 +287,6 @@ def _exit_if_stuck(seconds: float) -> None:
     timer.start()
 
 
-def _curve(args: argparse.Namespace):
-    from capflow.protocol.client import CurveKeys
-
-    if args.server_key or args.client_key:
-        if not (args.server_key and args.client_key):
-            raise ConfigError("CURVE needs both --server-key and --client-key")
-        return CurveKeys.load(args.server_key, args.client_key)
-    return None
-
-
-def _value(text: str):
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    out = out or sys.stdout
-    import json
-
-    from capflow.protocol.client import Client, ClientError
-
-    payload = {}
-    for item in args.args:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"argument {item!r} is not KEY=VALUE")
-        if key in payload:  # never send one of two values silently
-            raise ConfigError(f"argument {key!r} is given twice")
-        payload[key] = _value(value)
-    with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
-                curve=_curve(args)) as client:
-        try:
-            result = client.call(args.op, **payload)
-        except ClientError as exc:
-            print(json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message,
-                                                      "details": exc.details}}, indent=2,
-                             default=str), file=out)
-            return 1
-    print(json.dumps(result, indent=2, default=str), file=out)
-    return 0
-
-
-def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    """`halt` / `resume`: through the running server, so its actors see it at once."""
-    out = out or sys.stdout
-    from capflow.protocol.client import Client, ClientError
-
-    if args.command == "resume":
-        state = "ACTIVE"
-    else:
-        state = "REDUCE_ONLY" if args.reduce_only else "HALTED"
-    with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
-                curve=_curve(args)) as client:
-        try:
-            if args.profile:
-                r = client.call("profile.set_state", profile_id=args.profile, state=state,
-                                reason=args.reason)
-                print(f"profile {args.profile}: {r['state']} (by {r['state_by']}: "
-                      f"{r['state_reason'] or '-'})", file=out)
-            elif args.account:
-                r = client.call("account.set_state", account_id=args.account, state=state,
-                                reason=args.reason)
-                print(f"account {args.account}: {r['state']} (by {r['changed_by']}: "
-                      f"{r['reason'] or '-'})", file=out)
-            else:
-                r = client.call("system.set_state", state=state, reason=args.reason)
-                print(f"every profile: {r['state']} (by {r['changed_by']}: "
-                      f"{r['reason'] or '-'})", file=out)
-        except ClientError as exc:
-            print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
-    return 0
-
-
-def flatten_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    """`flatten`: through the running server."""
-    import uuid
-
-    out = out or sys.stdout
-    from capflow.protocol.client import Client, ClientError
-
-    key = args.key or f"cli-flatten-{uuid.uuid4().hex[:12]}"
-    call = {"client_request_id": key, "reason": args.reason}
-    if args.profile:
-        call.update(scope="profile", profile_id=args.profile)
-    elif args.account:
-        call.update(scope="account", account_id=args.account)
-    else:
-        call.update(scope="all")
-    with Client(args.endpoint or cfg.server.endpoint, timeout_s=args.timeout,
-                curve=_curve(args)) as client:
-        try:
-            r = client.call("flatten", **call)
-        except ClientError as exc:
-            print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
-    what = r["target"] or "every profile"
-    print(f"flatten {key} of {r['scope']} {what}: HALTED, "
-          f"{len(r['orders_canceled'])} working order(s) canceled, "
-          f"{len(r['positions_closed'])} position(s) asked to close"
-          + (" (a repeat: the first flatten's answer)" if r["reused"] else ""), file=out)
-    for p in r["positions_closed"]:
-        print(f"  close {p['profile_id']} {p['position_id']}", file=out)
-    return 0
-
-
-def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    out = out or sys.stdout
-    import json
-
-    import msgpack
-    import zmq
-
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    curve = _curve(args)
-    if curve:
-        curve.apply(sock)
-    sock.connect(args.endpoint or cfg.server.events_endpoint)
-    for topic in args.topics or [""]:
-        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    seen = 0
-    try:
-        while not args.count or seen < args.count:
-            topic, body = sock.recv_multipart()
-            print(f"{topic.decode()} {json.dumps(msgpack.unpackb(body, raw=False))}",
-                  file=out, flush=True)
-            seen += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close(0)
-        ctx.term()
-    return 0
-
-
 def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     from capflow.protocol.auth import generate, warn_if_readable
@@ -398,9 +313,13 @@ def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
 
 def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    """`stress`: capflow.bench.stress (bots, chaos, audit, report)."""
+    """`stress`: capflow.bench.stress (bots, chaos, audit, report). With --endpoint, a
+    server must answer there before anything starts."""
     from capflow.bench import stress
+    from capflow.protocol.probe import probe
 
+    if args.endpoint:
+        probe(args.endpoint)
     return stress.command(cfg, args, out=out or sys.stdout)
 
 
@@ -410,79 +329,28 @@ def top_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
 
 
-def _show(view, out) -> None:
-    p, led = view.profile, view.ledger
-    print(f"profile       {p.profile_id}", file=out)
-    print(f"currency      {p.currency}", file=out)
-    print(f"state         {p.state}" + (f" ({p.state_reason})" if p.state_reason else ""),
-          file=out)
-    print(f"account       {p.account_id or '-'}", file=out)
-    print(f"risk profile  {p.risk_profile or '-'}", file=out)
-    for name in BUCKETS:
-        print(f"{name:<24}{fmt(getattr(led, name)):>20}", file=out)
+def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None,
+                args: argparse.Namespace | None = None):
+    """(positions, statistics, groups, initial equity): through the server that answers
+    at the endpoint, else from the storage (capflow.cli.stats_data)."""
+    from capflow.cli import stats_data
 
-
-def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
-    out = out or sys.stdout
-    from capflow.actors.system import System
-
-    with System(cfg) as system:
-        if args.action == "create":
-            view = system.create_profile(args.profile_id, args.allocated,
-                                         currency=args.currency,
-                                         risk_profile=args.risk_profile,
-                                         account_id=args.account_id)
-            _show(view, out)
-        elif args.action == "show":
-            _show(system.get_profile(args.profile_id), out)
-        else:
-            profiles = system.list_profiles()
-            print(f"{'PROFILE':<32} {'STATE':<12} {'CURRENCY':<8} {'AVAILABLE':>18}", file=out)
-            for p in profiles:
-                led = system.ledger(p.profile_id)
-                print(f"{p.profile_id:<32} {p.state:<12} {p.currency:<8} "
-                      f"{fmt(led.available):>18}", file=out)
-            print(f"{len(profiles)} profile(s)", file=out)
-    return 0
-
-
-def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None):
-    """Positions and statistics straight from storage: no actors, and a running server
-    may own the database meanwhile (these are reads)."""
-    from capflow.actors.errors import NotFound
-    from capflow.actors.stats import compute_stats, group_stats
-    from capflow.storage.engine import open_engine
-    from capflow.storage.ledger_store import LedgerStore
-    from capflow.storage.oms_store import OmsStore
-
-    engine = open_engine(cfg.storage.url, synchronous=cfg.storage.sqlite_synchronous)
-    try:
-        ledgers = LedgerStore(engine, cfg.places)
-        ids = None if profile is None else [profile]
-        if profile is not None and ledgers.get_profile(profile) is None:
-            raise NotFound("profile", profile)
-        snaps = ledgers.snapshots(ids)
-        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
-        positions = OmsStore(engine).positions_for_stats(ids)
-    finally:
-        engine.dispose()
-    stats = compute_stats(positions, initial_equity=initial)
-    groups = group_stats(positions, group_by, initial_equity=initial) if group_by else None
-    return positions, stats, groups, initial
+    return stats_data(cfg, args, profile, group_by)
 
 
 def _print_stats(stats, out, title: str) -> None:
+    """`stats`: a `Stats`, or the map of `stats.get` (decimals as strings)."""
     from capflow.actors.stats import stats_map
 
     print(title, file=out)
-    for key, value in stats_map(stats).items():
+    for key, value in (stats if isinstance(stats, dict) else stats_map(stats)).items():
         text = "-" if value is None else fmt(value) if isinstance(value, Decimal) else value
         print(f"  {key:<22}{text:>18}", file=out)
 
 
 def stats_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    _, stats, groups, _ = _read_stats(cfg, args.profile, args.group_by)
+    _, stats, groups, _ = _read_stats(cfg, args.profile, args.group_by, args)
     _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
     for key, group in (groups or {}).items():
         _print_stats(group, out, f"{args.group_by} = {key or '(none)'}")
@@ -535,7 +403,7 @@ def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     from capflow.actors.report import amount, marked_text, write_equity_png
     from capflow.actors.stats import equity_report
 
-    positions, stats, _, initial = _read_stats(cfg, args.profile)
+    positions, stats, _, initial = _read_stats(cfg, args.profile, args=args)
     _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
     path = args.out or f"reports/equity-{args.profile or 'all'}.png"
     currency, marks = _currency_and_marks(cfg, args.profile, positions)
@@ -556,6 +424,8 @@ def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from capflow.protocol.client import ClientError
+
     args = _parser().parse_args(argv)
     try:
         cfg = _config(args)
@@ -575,7 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "bench": bench_command, "stress": stress_command,
                     "top": top_command}
         return commands[args.command](cfg, args)
-    except CapflowError as exc:
+    except NoServer as exc:
+        print(f"capflow: {exc}", file=sys.stderr)
+        return 1
+    except (CapflowError, ClientError) as exc:
         field = exc.details.get("field")
         where = f" ({field})" if field else ""
         print(f"capflow: {exc.code}{where}: {exc.message}", file=sys.stderr)

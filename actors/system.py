@@ -89,9 +89,14 @@ def check_profile_id(profile_id: object) -> str:
 
 
 class System(TradingCalls):
-    def __init__(self, config: Config | None = None, *, clock: Clock | None = None):
+    def __init__(self, config: Config | None = None, *, clock: Clock | None = None,
+                 lock_wait_s: float = 15.0):
         self.config = config or load_config()
         self.clock = clock or Clock()
+        #: how long the storage process waits for the owner lock at start: a server
+        #: restarted at once waits for its predecessor's last batch; a command of the
+        #: command line waits for nothing (0: refused at once while another owns it)
+        self.lock_wait_s = lock_wait_s
         self.bus = EventBus()
         self.started_at: float | None = None
         self._create_lock = threading.Lock()
@@ -160,7 +165,8 @@ class System(TradingCalls):
                 others = all_cpus - set(cfg.cpu_affinity or ()) or None
                 executor = ProcessExecutor(cfg.storage.url,  # its child takes the lock
                                            cpus=others if cfg.cpu_affinity else None,
-                                           synchronous=cfg.storage.sqlite_synchronous)
+                                           synchronous=cfg.storage.sqlite_synchronous,
+                                           lock_wait_s=self.lock_wait_s)
 
             else:
                 self._owner = OwnerLock(self.engine).acquire()

@@ -39,9 +39,11 @@ class ClientError(Exception):
 
 
 class ClientTimeout(ClientError):
-    def __init__(self, op: str, attempts: int, timeout_s: float):
-        super().__init__("TIMEOUT", f"{op}: no answer after {attempts} attempts of "
+    def __init__(self, op: str, attempts: int, timeout_s: float, endpoint: str | None = None):
+        where = f" from {endpoint}" if endpoint else ""
+        super().__init__("TIMEOUT", f"{op}: no answer{where} after {attempts} attempts of "
                          f"{timeout_s:g} s; the outcome is unknown", {"op": op})
+        self.endpoint = endpoint
 
 
 class CurveKeys:
@@ -212,7 +214,7 @@ class Client(_Ops):
             # no answer (or a stale one): the REQ socket is stuck; start afresh
             self._sock.close(0)
             self._sock = None
-        raise ClientTimeout(op, self.retries + 1, self.timeout_s)
+        raise ClientTimeout(op, self.retries + 1, self.timeout_s, self.endpoint)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -267,7 +269,7 @@ class AsyncClient(_Ops):
                     return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
                 except TimeoutError:
                     continue
-            raise ClientTimeout(op, self.retries + 1, self.timeout_s)
+            raise ClientTimeout(op, self.retries + 1, self.timeout_s, self.endpoint)
         finally:
             self._waiting.pop(req_id, None)
 

@@ -9,6 +9,7 @@ server's small worker pool.
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from collections.abc import Callable
@@ -358,13 +359,25 @@ def parse_args(schema: type[Args], args: dict[str, Any]) -> Args:
         raise WireError("INVALID_ARGUMENT", quote(text) + where, {"field": field}) from None
 
 
+def close_ops(op: str, limit: int = 3) -> list[str]:
+    """At most `limit` ops whose names are close to a name that is none: a typo
+    (``ledger.gett`` -> ``["ledger.get"]``) or a noun alone (``stats`` ->
+    ``["stats.get"]``); none for a name longer than any op could be."""
+    if not isinstance(op, str) or not op or len(op) > 64:
+        return []
+    nouns = [name for name in OPS if name.startswith(f"{op}.")]
+    close = difflib.get_close_matches(op, OPS, n=limit, cutoff=0.75)
+    return list(dict.fromkeys(nouns + close))[:limit]
+
+
 def dispatch(ctx: OpContext, op: str, args: dict[str, Any], caller: Caller,
              done: Done) -> None:
     """Run one op; every path ends in exactly one call of `done`."""
     entry = OPS.get(op)
     if entry is None:
         name = quote(op)
-        raise WireError("UNKNOWN_OP", f"no such op: {name!r}", {"op": name})
+        raise WireError("UNKNOWN_OP", f"no such op: {name!r}",
+                        {"op": name, "did_you_mean": close_ops(op)})
     schema, handler = entry
     if caller.profiles is not None and "profile_id" in schema.__struct_fields__:
         # a key may not make the server look at arguments for a profile it may not

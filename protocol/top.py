@@ -8,8 +8,13 @@ histogram of that window), then the profiles with their ledgers, open positions 
 tripped breakers.
 
 Gathering (`read`) and drawing (`render`, a pure function of two readings) are
-separate, so the view can be tested without a terminal. The view's own requests are
-counted by the server like any other.
+separate, so the view can be tested without a terminal.
+
+The server counts the view's own requests like any other; the view knows what it sent
+for each reading (`Reading.sent`) and takes that out of the next window, so an idle
+server shows 0 requests/s. (Latency percentiles of an op that others request too still
+include the view's own requests of it.) Before the first reading the command checks
+that a server answers (capflow.protocol.probe) and says so at once when none does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -28,6 +34,7 @@ from rich.text import Text
 
 from capflow.protocol.client import Client, ClientError, ClientTimeout, CurveKeys
 from capflow.protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, percentile_ms
+from capflow.protocol.probe import NoServer, probe
 
 #: the ledger columns of the profiles table: (title, ledger field)
 LEDGER_COLUMNS = (("allocated", "allocated"), ("available", "available"), ("held", "held"),
@@ -48,6 +55,10 @@ class Reading:
     #: ops that answered with an error, e.g. {"system.metrics": "UNKNOWN_OP"}
     failed: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    #: the requests this reading sent, per op, and their error answers per (op, code):
+    #: the server counts them in the next reading's metrics, which take them out
+    sent: Counter = field(default_factory=Counter)
+    sent_errors: Counter = field(default_factory=Counter)
 
 
 # -- gathering ----------------------------------------------------------------------------
@@ -56,14 +67,18 @@ def read(client: Client, max_profiles: int) -> Reading:
     """One reading. Raises `ClientTimeout` when the server does not answer; an op that
     answers with an error is noted in `failed` and the rest is read anyway."""
     failed: dict[str, str] = {}
+    sent: Counter = Counter()
+    sent_errors: Counter = Counter()
 
     def ask(op: str, fn, *a, **kw):
+        sent[op] += 1
         try:
             return fn(*a, **kw)
         except ClientTimeout:
             raise
         except ClientError as exc:
             failed[op] = exc.code
+            sent_errors[op, exc.code] += 1
             return None
 
     metrics = ask("system.metrics", client.system_metrics)
@@ -83,7 +98,8 @@ def read(client: Client, max_profiles: int) -> Reading:
     for entry in listed[:max_profiles]:
         full = ask("profile.get", client.profile_get, entry["profile_id"])
         profiles.append(full if full is not None else entry)  # the list has no risk map
-    return Reading(time.monotonic(), metrics, health, profiles, failed)
+    return Reading(time.monotonic(), metrics, health, profiles, failed, sent=sent,
+                   sent_errors=sent_errors)
 
 
 def try_read(client: Client, max_profiles: int, endpoint: str) -> Reading:
@@ -124,11 +140,19 @@ def _comparable(prev: Reading | None, cur: Reading) -> bool:
             and cur.metrics.get("requests", 0) >= prev.metrics.get("requests", 0))
 
 
+def _own_errors(prev: Reading | None, op: str) -> int:
+    return sum(n for (o, _), n in prev.sent_errors.items() if o == op) if prev else 0
+
+
 def op_rows(prev: Reading | None, cur: Reading) -> tuple[float, list[dict[str, Any]]]:
     """(the window in seconds, one row per op): req/s, errors/s, p50/p99 ms over the
-    window (since the start when there is no earlier reading to subtract), total."""
+    window (since the start when there is no earlier reading to subtract), total. Over a
+    window, the requests of `prev` itself are not counted (the server recorded them
+    after `prev` read its metrics); an op that only the view asked for has no
+    percentiles."""
     m = cur.metrics or {}
     windowed = _comparable(prev, cur)
+    own = prev.sent if windowed else Counter()
     old_ops = prev.metrics.get("ops", {}) if windowed else {}
     span = (m["uptime_s"] - prev.metrics["uptime_s"]) if windowed else m.get("uptime_s", 0)
     span = max(span, 1e-9)
@@ -139,15 +163,19 @@ def op_rows(prev: Reading | None, cur: Reading) -> tuple[float, list[dict[str, A
         o = old_ops.get(op, {})
         old_hist = o.get("histogram", {}) if windowed else None
         errors = sum(s.get("errors", {}).values()) - sum(o.get("errors", {}).values())
+        errors = max(0, errors - (_own_errors(prev, op) if windowed else 0))
+        count = max(0, s["count"] - o.get("count", 0) - own[op])
         cap = s.get("max_ms")
+        p50 = p99 = None
+        if count or not windowed:
+            p50 = window_percentile(s.get("histogram", {}), old_hist, 0.50,
+                                    base_us=base, factor=factor, cap_ms=cap)
+            p99 = window_percentile(s.get("histogram", {}), old_hist, 0.99,
+                                    base_us=base, factor=factor, cap_ms=cap)
         rows.append({
-            "op": op, "rate": (s["count"] - o.get("count", 0)) / span, "errors": errors,
-            "error_rate": errors / span,
-            "p50_ms": window_percentile(s.get("histogram", {}), old_hist, 0.50,
-                                        base_us=base, factor=factor, cap_ms=cap),
-            "p99_ms": window_percentile(s.get("histogram", {}), old_hist, 0.99,
-                                        base_us=base, factor=factor, cap_ms=cap),
-            "total": s["count"], "codes": dict(s.get("errors", {}))})
+            "op": op, "rate": count / span, "errors": errors, "error_rate": errors / span,
+            "p50_ms": p50, "p99_ms": p99, "total": s["count"],
+            "codes": dict(s.get("errors", {}))})
     return (span if windowed else 0.0), rows
 
 
@@ -192,7 +220,8 @@ def _header(prev: Reading | None, cur: Reading, endpoint: str) -> Text:
     if m:
         if _comparable(prev, cur):
             span = max(m["uptime_s"] - prev.metrics["uptime_s"], 1e-9)
-            total = (m["requests"] - prev.metrics["requests"]) / span
+            others = m["requests"] - prev.metrics["requests"] - sum(prev.sent.values())
+            total = max(0, others) / span
         else:
             total = m.get("requests", 0) / max(m.get("uptime_s", 0), 1e-9)
         text.append(f"   {_rate(total)} req/s", style="bold")
@@ -209,7 +238,8 @@ def _header(prev: Reading | None, cur: Reading, endpoint: str) -> Text:
 
 def _ops_table(prev: Reading | None, cur: Reading) -> Table:
     span, rows = op_rows(prev, cur)
-    title = f"requests, last {span:.1f} s" if span else "requests, since the start"
+    title = (f"requests, last {span:.1f} s (not counting this view's own "
+             f"{sum(prev.sent.values())})" if span else "requests, since the start")
     table = Table(title=title, title_justify="left", expand=False)
     table.add_column("op", no_wrap=True)
     for name in ("req/s", "err/s", "p50 ms", "p99 ms", "total"):
@@ -282,6 +312,11 @@ def command(cfg, args: argparse.Namespace, *, curve: CurveKeys | None,
     endpoint = args.endpoint or cfg.server.endpoint
     interval = max(0.05, float(args.interval))
     limit = max(0, int(args.profiles))
+    try:
+        probe(endpoint, curve)
+    except NoServer as exc:
+        print(f"capflow: {exc}", file=sys.stderr)
+        return 1
     client = Client(endpoint, timeout_s=args.timeout, retries=0, curve=curve)
     console = _console(out)
     try:

@@ -154,6 +154,26 @@ def test_format_table_one_row_per_figure_with_its_baseline_and_ratio():
     assert "3 script(s) (quick) in 12.3 s" in text
 
 
+def test_the_table_says_what_an_aim_is_and_that_not_met_is_no_failure(capsys):
+    results = _results({name: _ok(suite.extract_figures(name, doc)) for name, doc in
+                        (("ledger", LEDGER_DOC), ("wire", WIRE_DOC), ("oms", OMS_DOC))})
+    text = suite.format_table(results)
+    # ledger: both NOT met; wire at 8 clients: ledger.get both met, reserve neither,
+    # quote met
+    assert "3 of 7 aim(s) met" in text
+    note = " ".join(text[text.index("aim(s) met"):].split())
+    assert "machine class" in note and "same run" in note
+    assert '"NOT met" is information' in note and "not a failure" in note
+    assert "exit status says only whether every benchmark ran" in note
+    # a table without aims has no note
+    oms = suite.format_table(_results({"oms": _ok(suite.extract_figures("oms", OMS_DOC))}))
+    assert "aim(s) met" not in oms
+    with pytest.raises(SystemExit):
+        run.main(["bench", "--help"])
+    assert "'NOT met' is information, not a failure" in " ".join(
+        capsys.readouterr().out.split())
+
+
 def test_format_table_reports_a_failure_with_its_stderr_tail():
     failed = {"script": "bench/wire.py", "ok": False, "error": "exit status 1; no JSON "
               "written", "problems": [], "stderr_tail": "Traceback\nRuntimeError: boom",

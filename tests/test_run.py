@@ -3,8 +3,12 @@ and the equity report (open positions priced by a running server or the stored f
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,12 +16,23 @@ from capflow import run
 from capflow.actors.clock import ManualClock
 
 
+def free_endpoint() -> str:
+    """A loopback endpoint where nothing listens (a port the kernel just handed out)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    for name in list(__import__("os").environ):
+    """The command line's environment: its own SQLite file, and server endpoints where
+    nothing answers (never a server that happens to run on this machine)."""
+    for name in list(os.environ):
         if name.startswith("CAPFLOW_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CAPFLOW_STORAGE__URL", f"sqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("CAPFLOW_SERVER__ENDPOINT", free_endpoint())
+    monkeypatch.setenv("CAPFLOW_SERVER__EVENTS_ENDPOINT", free_endpoint())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -35,6 +50,70 @@ def test_profile_create_list_show(env, capsys):
     assert code == 0 and "alpha" in out and "1 profile(s)" in out
     code, out, _ = _run(["profile", "show", "alpha"], capsys)
     assert code == 0 and "ACTIVE" in out and "1500.50" in out
+
+
+def test_profile_create_again_says_that_it_exists(env, capsys):
+    code, out, err = _run(["profile", "create", "alpha", "1500.5"], capsys)
+    assert code == 0 and out.startswith("created profile alpha\n")
+    assert "no capflow server answers" in err and "using the storage" in err
+    # the same creation again: idempotent, and it says so
+    code, out, _ = _run(["profile", "create", "alpha", "1500.50"], capsys)
+    assert code == 0
+    assert out.startswith("profile alpha already exists with these settings: nothing "
+                          "changed\n")
+    assert "1500.50" in out
+    # other settings: a conflict, and nothing printed as if it had worked
+    code, out, err = _run(["profile", "create", "alpha", "99"], capsys)
+    assert code == 2 and "CONFLICT" in err and out == ""
+
+
+def test_profile_list_from_the_storage_lists_every_profile(env, capsys):
+    """Before, it listed the first 1000 and said "1000 profile(s)"."""
+    from capflow.actors.config import load_config
+    from capflow.actors.system import System
+
+    cfg = load_config(storage={"sqlite_synchronous": "NORMAL"},
+                      simulator={"mode": "step"}, oms={"audit_log": str(env / "s.jsonl")})
+    with System(cfg) as cf:
+        for i in range(1001):
+            cf.create_profile(f"p{i:04d}", 0)
+    code, out, _ = _run(["profile", "list"], capsys)
+    assert code == 0 and out.endswith("\n1001 profile(s)\n")
+    assert out.splitlines()[-2].split()[0] == "p1000"
+
+
+#: every command that needs a server ({endpoint}: the configured one, where none runs)
+NEEDS_A_SERVER = [["call", "ledger.gett", "profile_id=alpha"], ["halt"], ["resume"],
+                  ["halt", "--profile", "alpha"], ["flatten", "--all"], ["events"],
+                  ["top"], ["top", "--once"],
+                  ["stress", "--endpoint", "{endpoint}", "--duration", "1"]]
+
+
+def test_every_command_that_needs_a_server_says_at_once_that_none_answers(env):
+    """Before, `call` waited 20 s (4 attempts of 5 s) and then named neither the endpoint
+    nor the cause, `flatten` two minutes, and `events` waited for ever."""
+    endpoint = os.environ["CAPFLOW_SERVER__ENDPOINT"]
+    capflow = str(Path(sys.executable).with_name("capflow"))
+    started = []
+    for argv in NEEDS_A_SERVER:
+        argv = [a.format(endpoint=endpoint) for a in argv]
+        started.append((argv, subprocess.Popen([capflow, *argv], stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, text=True)))
+    try:
+        for argv, proc in started:
+            try:
+                out, err = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"capflow {' '.join(argv)} still waits for a server after 20 s")
+            assert proc.returncode == 1, (argv, out, err)
+            assert err == (f"capflow: no capflow server answers at {endpoint} (is it "
+                           "running? see --endpoint)\n"), (argv, err)
+            assert out == "", (argv, out)
+    finally:
+        for _, proc in started:  # the processes this test started, by their pids
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.mark.parametrize("argv, needle", [

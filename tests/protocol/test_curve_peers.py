@@ -294,3 +294,34 @@ def test_capflow_events_with_a_listed_key_then_requests_are_still_answered(gatew
         time.sleep(0.2)  # its socket is closed: the server gets its unsubscription
         health = bot.request("system.health")
         assert health["ok"] is True and health["result"]["status"] == "ok"
+
+
+def test_a_command_under_curve_probes_with_its_keys_and_says_what_is_wrong(
+        gateway, keys_dir, tmp_path, capsys):
+    """Before, each of these waited out its retries and printed a bare TIMEOUT."""
+    import zmq.auth
+
+    zmq.auth.create_certificates(tmp_path, "stranger")  # a key the server does not list
+    call = ["call", "system.health", "--endpoint", gateway.endpoint, "--timeout", "0.5"]
+    server_key = str(keys_dir / "server.key")
+    cases = [
+        ([], "uses CURVE (security.curve = true): give --server-key and --client-key"),
+        (["--server-key", server_key, "--client-key", str(tmp_path / "stranger.key_secret")],
+         "refused this client's CURVE key (is its public key listed in the server's "
+         "clients.toml?)"),
+        (["--server-key", str(keys_dir / "bot1.key"),
+          "--client-key", str(keys_dir / "bot1.key_secret")],
+         "the CURVE handshake with"),
+    ]
+    for keys, said in cases:
+        assert run.main([*call, *keys]) == 1
+        got = capsys.readouterr()
+        assert got.out == "" and said in got.err, (keys, got)
+        assert got.err.startswith("capflow: ") and gateway.endpoint in got.err
+    # the right keys: the probe and the request both get through, also for a key
+    # granted a single profile
+    for name in ("bot2", "bot1"):
+        keys = ["--server-key", server_key, "--client-key",
+                str(keys_dir / f"{name}.key_secret")]
+        assert run.main([*call, *keys]) == 0
+        assert '"security": "curve"' in capsys.readouterr().out

@@ -411,7 +411,10 @@ def test_fuzz_envelopes_with_hostile_args(wire):
             assert reply["error"]["code"] == "BAD_REQUEST", reply
         elif op not in OPS:
             assert reply["error"]["code"] == "UNKNOWN_OP", reply
-            assert reply["error"]["details"] == {"op": quote(op)}, reply
+            details = reply["error"]["details"]
+            assert details["op"] == quote(op), reply
+            assert set(details) == {"op", "did_you_mean"}, reply
+            assert set(details["did_you_mean"]) <= set(OPS), reply
         elif set(args) - fields[op]:
             assert reply["error"]["code"] == "INVALID_ARGUMENT", (args.keys(), reply)
         elif reply["ok"]:

@@ -272,23 +272,52 @@ def test_top_once_without_a_server_says_so(capsys):
     rc = top.command(cfg, _args(None, timeout=0.2), curve=None, out=out)
     assert rc == 1
     assert time.monotonic() - began < 2
-    assert f"capflow: no answer from {endpoint}" in capsys.readouterr().err
+    assert (f"capflow: no capflow server answers at {endpoint} (is it running? see "
+            "--endpoint)") in capsys.readouterr().err
     assert out.getvalue() == ""
 
 
-def test_top_live_keeps_trying_and_stops_on_ctrl_c(monkeypatch):
+def test_top_live_without_a_server_says_so_at_once(capsys):
     endpoint = _free_endpoint()
+    args = _args(endpoint, once=False, timeout=0.1, interval=0.3)
+    assert top.command(None, args, curve=None, out=io.StringIO()) == 1
+    assert f"no capflow server answers at {endpoint}" in capsys.readouterr().err
+
+
+def test_top_live_keeps_trying_when_the_server_goes_and_stops_on_ctrl_c(live, monkeypatch):
+    server = live()
     naps = []
 
     def nap(seconds):
         naps.append(seconds)
-        if len(naps) == 2:
+        if len(naps) == 1:
+            server.stop()  # the view was up: it keeps trying
+        if len(naps) == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(top, "_sleep", nap)
     out = io.StringIO()
-    args = _args(endpoint, once=False, timeout=0.1, interval=0.3)
-    assert top.command(None, args, curve=None, out=out) == 0
-    assert len(naps) == 2  # two refreshes, both without an answer
-    assert "no answer" in out.getvalue()
+    args = _args(server.endpoint, once=False, timeout=0.1, interval=0.3)
+    assert top.command(server.config, args, curve=None, out=out) == 0
+    assert len(naps) == 3  # one refresh with an answer, two without
+    assert "no answer" in out.getvalue()  # the last frame
 
+
+def test_top_of_an_idle_server_shows_no_requests_of_its_own(live):
+    """The view's own polling (system.metrics, system.health, profile.list, a
+    profile.get per profile) is not the server's load: an idle server shows 0."""
+    server = live()
+    with Client(server.endpoint, timeout_s=5, retries=0) as c:
+        c.profile_create("alpha", "1000")
+        c.profile_create("beta", "2000")
+    out = io.StringIO()
+    assert top.command(server.config, _args(server.endpoint), curve=None, out=out) == 0
+    text = out.getvalue()
+    header = next(line for line in text.splitlines() if "req/s" in line)
+    assert " 0.0 req/s" in header, text
+    cells = [[c.strip() for c in line.split("\u2502")[1:-1]] for line in text.splitlines()]
+    rows = {row[0]: row for row in cells if row}
+    for op in ("system.metrics", "system.health", "profile.list", "profile.get"):
+        assert rows[op][1] == "0.0", (op, text)  # req/s over the window
+    assert "profile.create" in rows  # counted since the start, none in the window
+    assert "not counting this view's own" in text

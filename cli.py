@@ -1,0 +1,471 @@
+"""The commands of `capflow` that talk to a running server or open the storage: `call`,
+`events`, `halt` / `resume`, `flatten`, `profile`, and the data of `stats` and `report`
+(capflow.run parses the command line and calls these).
+
+Every command that talks to a server first asks it `system.health`, once, with a short
+timeout (capflow.protocol.probe): when nothing answers it says so within about a second,
+naming the endpoint and the likely cause, instead of waiting out its retries. After an
+answer the real request keeps its own timeout and retries (a slow server is not a dead
+one). Under CURVE the probe uses the command's keys.
+
+One rule for the commands that can work without a server (`profile`, `stats`, `report`):
+when a server answers at the endpoint, the command goes through it; when none answers,
+it opens the storage itself; when the storage is owned by another process anyway (a
+server on another endpoint), it fails at once and names the way that works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal
+from typing import Any
+
+from capflow.actors.config import Config, ConfigError
+from capflow.actors.errors import Unavailable
+from capflow.actors.money import fmt
+from capflow.protocol.probe import NoServer, probe
+
+BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
+           "realized_pnl", "fees", "available")
+#: the most profiles or positions one list request asks for (the ops' maximum)
+PAGE = 1000
+
+
+def _curve(args: argparse.Namespace):
+    from capflow.protocol.client import CurveKeys
+
+    if getattr(args, "server_key", None) or getattr(args, "client_key", None):
+        if not (args.server_key and args.client_key):
+            raise ConfigError("CURVE needs both --server-key and --client-key")
+        return CurveKeys.load(args.server_key, args.client_key)
+    return None
+
+
+def _value(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _say(text: str) -> None:
+    print(f"capflow: {text}", file=sys.stderr, flush=True)
+
+
+def connect(cfg: Config, args: argparse.Namespace, *, retries: int = 3):
+    """A `Client` to the server of the command's endpoint, once it answers the probe
+    (`NoServer` otherwise), with the command's own `--timeout` per attempt."""
+    from capflow.protocol.client import Client
+
+    endpoint = args.endpoint or cfg.server.endpoint
+    curve = _curve(args)
+    probe(endpoint, curve)
+    return Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
+
+
+def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None = None):
+    """The rule of the commands that can work without a server: a `Client` when a server
+    answers at the endpoint; None (open the storage) when none answers and no other
+    process owns the storage. `command` and `call` are this command's two ways through
+    a server (``capflow profile list``, ``capflow call profile.list``), named when the
+    storage is owned by a server that does not answer here. A server asked for by name
+    (--endpoint, CURVE keys) must answer: no storage then."""
+    try:
+        client = connect(cfg, args)
+    except NoServer as exc:
+        if args.endpoint or _curve(args) is not None or exc.present:
+            raise
+        endpoint = exc.endpoint
+        owner = storage_owner(cfg)
+        if owner is not None:
+            also = f" (or {call} --endpoint ENDPOINT)" if call else ""
+            raise Unavailable(
+                f"{owner}, and no capflow server answers at {endpoint}: if that process "
+                f"is a server on another endpoint, go through it: {command} --endpoint "
+                f"ENDPOINT{also}") from None
+        from capflow.storage.engine import describe
+
+        _say(f"no capflow server answers at {endpoint}: using the storage "
+             f"{describe(cfg.storage.url)} directly")
+        return None
+    _say(f"through the server at {client.endpoint}")
+    return client
+
+
+def storage_owner(cfg: Config) -> str | None:
+    """Who owns the configured storage when another process does (its owner lock is
+    held), as a sentence; None when it is free (or kept in memory). Asks without
+    waiting, so a command never waits for a lock that a running server holds."""
+    url = cfg.storage.url
+    if not cfg.storage.durable or ":memory:" in url:
+        return None
+    from sqlalchemy import select
+
+    from capflow.storage import schema
+    from capflow.storage.engine import OwnerLock, describe, open_engine
+
+    engine = open_engine(url, synchronous=cfg.storage.sqlite_synchronous)
+    try:
+        try:
+            OwnerLock(engine).acquire().release()
+            return None
+        except Unavailable:
+            pass
+        who = "another capflow process"
+        try:  # the owner epoch's row says which server took the storage last
+            t = schema.owner_epochs
+            with engine.connect() as conn:
+                row = conn.execute(select(t.c.host, t.c.pid, t.c.started_at)
+                                   .order_by(t.c.claimed_at.desc()).limit(1)).first()
+            if row is not None:
+                who += (f" (pid {row.pid} on {row.host}, started "
+                        f"{row.started_at:%Y-%m-%d %H:%M:%S})")
+        except Exception:  # no such table yet, or unreadable: the lock says enough
+            pass
+        return f"the storage {describe(url)} is owned by {who}"
+    finally:
+        engine.dispose()
+
+
+# -- call ---------------------------------------------------------------------------------
+
+def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
+    from capflow.protocol.client import ClientError
+
+    payload = {}
+    for item in args.args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"argument {item!r} is not KEY=VALUE")
+        if key in payload:  # never send one of two values silently
+            raise ConfigError(f"argument {key!r} is given twice")
+        payload[key] = _value(value)
+    with connect(cfg, args) as client:
+        try:
+            result = client.call(args.op, **payload)
+        except ClientError as exc:
+            print(json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message,
+                                                      "details": exc.details}}, indent=2,
+                             default=str), file=out)
+            if exc.code == "UNKNOWN_OP":
+                _suggest(args.op, exc.details)
+            return 1
+    if args.op == "risk.check" and not args.json:
+        print(risk_table(result), file=out)
+    else:
+        print(json.dumps(result, indent=2, default=str), file=out)
+    return 0
+
+
+def _suggest(op: str, details: dict[str, Any]) -> None:
+    """A hint for an op the server does not know: its own suggestions (`did_you_mean`,
+    when it sends them), else the close names of this command's op table."""
+    from capflow.protocol.ops import close_ops
+
+    names = details.get("did_you_mean")
+    if not isinstance(names, list) or not names:
+        names = close_ops(op)
+    hint = f"did you mean {' or '.join(map(str, names))}? " if names else ""
+    _say(f"no such op {op!r}; {hint}(`capflow call --help` lists every op)")
+
+
+def risk_table(r: dict[str, Any]) -> str:
+    """A `risk.check` answer for a reader: one row per check with ok or FAILED, its
+    limit, value and headroom; the reason code only on the checks that failed (every
+    check carries the code it *would* fail with, passed or not)."""
+    rows = [("check", "result", "limit", "value", "headroom", "fails with")]
+    for c in r.get("checks", []):
+        passed = c.get("ok")
+        rows.append((str(c.get("check")), "ok" if passed else "FAILED",
+                     _cell(c.get("limit")), _cell(c.get("value")), _cell(c.get("headroom")),
+                     "" if passed else str(c.get("code"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"risk.check {r.get('profile_id')}: {r.get('side')} {r.get('qty')} "
+             f"{r.get('symbol')} at {r.get('price')} (notional {r.get('notional')}, "
+             f"reserves {r.get('amount')}, account {r.get('account_id')}, "
+             f"tp {r.get('tp_price')}, sl {r.get('sl_price')})", ""]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip())
+    lines.append("")
+    if r.get("allowed"):
+        lines.append("allowed: every check passes; a signal like this would be placed now")
+    else:
+        failed = sum(1 for c in r.get("checks", []) if not c.get("ok"))
+        lines.append(f"NOT allowed: {failed} check(s) failed; a signal would be refused "
+                     f"with {r.get('reason')}")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(_cell, value))
+    return "-" if value is None else str(value)
+
+
+# -- halt, resume, flatten ---------------------------------------------------------------
+
+def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`halt` / `resume`: through the running server, so its actors see it at once."""
+    out = out or sys.stdout
+    from capflow.protocol.client import ClientError
+
+    if args.command == "resume":
+        state = "ACTIVE"
+    else:
+        state = "REDUCE_ONLY" if args.reduce_only else "HALTED"
+    with connect(cfg, args) as client:
+        try:
+            if args.profile:
+                r = client.call("profile.set_state", profile_id=args.profile, state=state,
+                                reason=args.reason)
+                print(f"profile {args.profile}: {r['state']} (by {r['state_by']}: "
+                      f"{r['state_reason'] or '-'})", file=out)
+            elif args.account:
+                r = client.call("account.set_state", account_id=args.account, state=state,
+                                reason=args.reason)
+                print(f"account {args.account}: {r['state']} (by {r['changed_by']}: "
+                      f"{r['reason'] or '-'})", file=out)
+            else:
+                r = client.call("system.set_state", state=state, reason=args.reason)
+                print(f"every profile: {r['state']} (by {r['changed_by']}: "
+                      f"{r['reason'] or '-'})", file=out)
+        except ClientError as exc:
+            print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def flatten_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`flatten`: through the running server."""
+    import uuid
+
+    out = out or sys.stdout
+    from capflow.protocol.client import ClientError
+
+    key = args.key or f"cli-flatten-{uuid.uuid4().hex[:12]}"
+    call = {"client_request_id": key, "reason": args.reason}
+    if args.profile:
+        call.update(scope="profile", profile_id=args.profile)
+    elif args.account:
+        call.update(scope="account", account_id=args.account)
+    else:
+        call.update(scope="all")
+    with connect(cfg, args) as client:
+        try:
+            r = client.call("flatten", **call)
+        except ClientError as exc:
+            print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+    what = r["target"] or "every profile"
+    print(f"flatten {key} of {r['scope']} {what}: HALTED, "
+          f"{len(r['orders_canceled'])} working order(s) canceled, "
+          f"{len(r['positions_closed'])} position(s) asked to close"
+          + (" (a repeat: the first flatten's answer)" if r["reused"] else ""), file=out)
+    for p in r["positions_closed"]:
+        print(f"  close {p['profile_id']} {p['position_id']}", file=out)
+    return 0
+
+
+# -- events -------------------------------------------------------------------------------
+
+def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    """`events`: capflow.protocol.listen."""
+    from capflow.protocol.listen import command
+
+    return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
+
+
+# -- profile ------------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    return fmt(value) if isinstance(value, Decimal) else "-" if value is None else str(value)
+
+
+def _show(p: dict[str, Any], out) -> None:
+    """A profile map (as `profile.get` answers it)."""
+    led = p.get("ledger") or {}
+    print(f"profile       {p['profile_id']}", file=out)
+    print(f"currency      {p['currency']}", file=out)
+    print(f"state         {p['state']}" + (f" ({p['state_reason']})" if p.get("state_reason")
+                                           else ""), file=out)
+    print(f"account       {p.get('account_id') or '-'}", file=out)
+    print(f"risk profile  {p.get('risk_profile') or '-'}", file=out)
+    for name in BUCKETS:
+        print(f"{name:<24}{_text(led.get(name)):>20}", file=out)
+
+
+def _list(profiles: list[dict[str, Any]], out) -> None:
+    print(f"{'PROFILE':<32} {'STATE':<12} {'CURRENCY':<8} {'AVAILABLE':>18}", file=out)
+    for p in profiles:
+        available = (p.get("ledger") or {}).get("available")
+        print(f"{p['profile_id']:<32} {p['state']:<12} {p['currency']:<8} "
+              f"{_text(available):>18}", file=out)
+    print(f"{len(profiles)} profile(s)", file=out)
+
+
+def _created(profile: dict[str, Any], existed: bool, out) -> None:
+    if existed:
+        print(f"profile {profile['profile_id']} already exists with these settings: nothing "
+              "changed", file=out)
+    else:
+        print(f"created profile {profile['profile_id']}", file=out)
+    _show(profile, out)
+
+
+def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
+    how = {"create": ("capflow profile create ID AMOUNT",
+                      "capflow call profile.create profile_id=ID allocated=AMOUNT"),
+           "list": ("capflow profile list", "capflow call profile.list"),
+           "show": ("capflow profile show ID", "capflow call profile.get profile_id=ID")}
+    client = route(cfg, args, *how[args.action])
+    if client is not None:
+        with client:
+            return _profile_through(client, args, out)
+    return _profile_in_storage(cfg, args, out)
+
+
+def _profile_through(client, args: argparse.Namespace, out) -> int:
+    if args.action == "create":
+        r = client.profile_create(args.profile_id, args.allocated, currency=args.currency,
+                                  risk_profile=args.risk_profile, account_id=args.account_id)
+        _created(r, bool(r.get("reused")), out)
+    elif args.action == "show":
+        _show(client.profile_get(args.profile_id), out)
+    else:
+        _list(_all_profiles(client), out)
+    return 0
+
+
+def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
+    from capflow.actors.system import System
+    from capflow.protocol.ops import profile_map
+
+    # no wait for the owner lock: a process that took it since `route` looked keeps it
+    with System(cfg, lock_wait_s=0) as system:
+        if args.action == "create":
+            view, existed = system.ensure_profile(
+                args.profile_id, args.allocated, currency=args.currency,
+                risk_profile=args.risk_profile, account_id=args.account_id)
+            _created(profile_map(view), existed, out)
+        elif args.action == "show":
+            _show(profile_map(system.get_profile(args.profile_id)), out)
+        else:
+            profiles, after = [], ""
+            while page := system.list_profiles(after, PAGE):
+                profiles += page
+                after = page[-1].profile_id
+            snaps = system.store.snapshots([p.profile_id for p in profiles])
+            _list([{"profile_id": p.profile_id, "state": p.state, "currency": p.currency,
+                    "ledger": {"available": snaps[p.profile_id].available}
+                    if p.profile_id in snaps else None} for p in profiles], out)
+    return 0
+
+
+# -- the data of stats and report ---------------------------------------------------------
+
+def stats_data(cfg: Config, args: argparse.Namespace | None, profile: str | None,
+               group_by: str | None = None):
+    """(positions, statistics, groups, initial equity) of one profile or all, by the
+    rule above: through a server's `stats.get` (and, for the positions, `profile.list`
+    and `position.list`), or read from the storage when no server answers (`args` None:
+    from the storage, as before the rule)."""
+    if args is not None:
+        report = args.command == "report"
+        client = route(cfg, args, f"capflow {args.command}",
+                       None if report else "capflow call stats.get")
+        if client is not None:
+            with client:
+                return _stats_through(client, profile, group_by, positions=report)
+    return _stats_in_storage(cfg, profile, group_by)
+
+
+def _stats_through(client, profile: str | None, group_by: str | None, *, positions: bool):
+    """`stats.get`; for the report (`positions`), the positions themselves (and the
+    statistics computed from them, as the server computes them)."""
+    from capflow.actors.stats import compute_stats, group_stats
+
+    if not positions:
+        ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
+        stats = client.call("stats.get", **ask)
+        return [], stats, stats.pop("groups", None), None
+    profiles = [client.profile_get(profile)] if profile else _all_profiles(client)
+    found, initial = [], Decimal(0)
+    for p in profiles:
+        initial += Decimal((p.get("ledger") or {}).get("allocated") or 0)
+        cursor = None
+        while True:
+            page = client.call("position.list", **{
+                "profile_id": p["profile_id"], "limit": PAGE,
+                **({"cursor": cursor} if cursor else {})})
+            found += [_position(x) for x in page["positions"]]
+            cursor = page.get("next_cursor")
+            if not cursor or not page["positions"]:
+                break
+    initial = initial or None
+    groups = group_stats(found, group_by, initial_equity=initial) if group_by else None
+    return found, compute_stats(found, initial_equity=initial), groups, initial
+
+
+def _all_profiles(client) -> list[dict[str, Any]]:
+    profiles, cursor = [], None
+    while True:
+        page = client.profile_list(limit=PAGE, cursor=cursor)
+        profiles += page["profiles"]
+        cursor = page.get("next_cursor")
+        if not cursor or not page["profiles"]:
+            return profiles
+
+
+def _position(p: dict[str, Any]):
+    """A position map of the wire as the statistics read it (Decimal, datetime)."""
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    def when(v):
+        return None if v is None else datetime.fromisoformat(v)
+
+    def number(v):
+        return None if v is None else Decimal(v)
+
+    return SimpleNamespace(**{**p, **{k: number(p.get(k)) for k in _POSITION_DECIMALS},
+                              "opened_at": when(p["opened_at"]),
+                              "closed_at": when(p["closed_at"])})
+
+
+#: the decimal fields of a position on the wire that the statistics and the report read
+_POSITION_DECIMALS = ("qty_open", "qty_total", "reserved", "entry_notional", "entry_price",
+                      "exit_price", "exit_notional", "realized_pnl", "fees", "net_pnl")
+
+
+def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
+    """Positions and statistics straight from storage: no actors (the caller made sure
+    that no other process owns it)."""
+    from capflow.actors.errors import NotFound
+    from capflow.actors.stats import compute_stats, group_stats
+    from capflow.storage.engine import open_engine
+    from capflow.storage.ledger_store import LedgerStore
+    from capflow.storage.oms_store import OmsStore
+
+    engine = open_engine(cfg.storage.url, synchronous=cfg.storage.sqlite_synchronous)
+    try:
+        ledgers = LedgerStore(engine, cfg.places)
+        ids = None if profile is None else [profile]
+        if profile is not None and ledgers.get_profile(profile) is None:
+            raise NotFound("profile", profile)
+        snaps = ledgers.snapshots(ids)
+        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
+        positions = OmsStore(engine).positions_for_stats(ids)
+    finally:
+        engine.dispose()
+    stats = compute_stats(positions, initial_equity=initial)
+    groups = group_stats(positions, group_by, initial_equity=initial) if group_by else None
+    return positions, stats, groups, initial

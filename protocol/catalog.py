@@ -1,0 +1,82 @@
+"""The op table as a user of `capflow call` reads it: every op, its arguments and one
+example, made from `capflow.protocol.ops.OPS` and the argument schemas, so that a new op
+or argument shows up here without anyone writing it down twice.
+
+An example names the op's required arguments (and `profile_id` where the op takes one),
+with a sample value per argument name (`SAMPLES`); an argument without a sample gets the
+first choice of its type, or a placeholder. Values are written as `capflow call` reads
+them: TOML, so decimal amounts are quoted strings (``amount='"500.50"'``) and are sent
+exactly.
+"""
+
+from __future__ import annotations
+
+import shlex
+import typing
+
+import msgspec
+
+from capflow.protocol.ops import OPS
+
+#: a sample value per argument name, as the value of KEY=VALUE on the command line
+SAMPLES: dict[str, str] = {
+    "profile_id": "alpha", "account_id": "paper", "allocated": '"10000"',
+    "amount": '"500.50"', "client_request_id": "k-1", "client_order_id": "o-1",
+    "signal_id": "s-1", "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+    "price": '"65000"', "qty": '"0.01"', "notional": '"500"',
+    "timestamp": '"2026-01-05T12:00:00+00:00"', "state": "HALTED", "score": "72",
+    "reservation_id": "rsv_18e9eecb14118180db669564d8ca",
+    "order_id": "ord_18e9f247aa84e7674664058da23e",
+    "position_id": "pos_18e9f247aa84e7674664058da23e",
+}
+
+
+def _fields(op: str) -> list[msgspec.structs.FieldInfo]:
+    return list(msgspec.structs.fields(OPS[op][0]))
+
+
+def _sample(field: msgspec.structs.FieldInfo) -> str:
+    if field.name in SAMPLES:
+        return SAMPLES[field.name]
+    kind = field.type
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    if typing.get_origin(kind) is typing.Literal:
+        return str(typing.get_args(kind)[0])
+    if kind is int:
+        return "1"
+    return field.name.upper()
+
+
+def example_args(op: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of `op`'s example: its required arguments, and
+    `profile_id` when it takes one."""
+    return [(f.name, _sample(f)) for f in _fields(op)
+            if f.required or f.name == "profile_id"]
+
+
+def example(op: str) -> str:
+    """`op`'s example as a command line."""
+    words = ["capflow", "call", op]
+    words += [f"{name}={shlex.quote(value)}" for name, value in example_args(op)]
+    return " ".join(words)
+
+
+def signature(op: str) -> str:
+    """``profile_id allocated [risk_profile account_id currency]``."""
+    fields = _fields(op)
+    required = [f.name for f in fields if f.required]
+    optional = [f.name for f in fields if not f.required]
+    return " ".join(required + ([f"[{' '.join(optional)}]"] if optional else []))
+
+
+def help_text() -> str:
+    """Every op with its arguments (optional ones in brackets) and one example."""
+    lines = ["operations (every op of this capflow, with its arguments; optional ones in",
+             "brackets; docs/protocol.md section 6 has each in full):", ""]
+    for op in OPS:
+        lines.append(f"  {op:<19} {signature(op)}".rstrip())
+        lines.append(f"      {example(op)}")
+    lines += ["", "values are TOML when they parse: quote a decimal amount as a TOML string "
+              "(amount='\"500.50\"')", "so it is sent exactly; unquoted, 500.50 is a float."]
+    return "\n".join(lines)
