@@ -32,6 +32,7 @@ none does (capflow.cli has the rule and the commands that talk to a server).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -457,6 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"capflow: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`capflow ... | head`): no traceback, and none at exit
+        # when Python flushes stdout again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -291,3 +291,27 @@ def test_a_wrong_adapter_class_stops_the_cli_with_its_name(env, capsys, monkeypa
     monkeypatch.setenv("CAPFLOW_BROKERS__ACCOUNTS__PAPER__ADAPTER", "brokers.paper:Nope")
     code, _, err = _run(["profile", "list"], capsys)
     assert code == 2 and "brokers.paper:Nope" in err and "has no class 'Nope'" in err
+
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(env, monkeypatch):
+    """`capflow profile list | head -1`: the rest of the output has nowhere to go; the
+    command ends quietly with status 141 (as a shell reports SIGPIPE), no BrokenPipeError."""
+    assert _run_quiet(["profile", "create", "alpha", "5"]) == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone
+    gone = os.fdopen(write, "w", buffering=1)
+    monkeypatch.setattr("sys.stdout", gone)
+    try:
+        assert run.main(["profile", "list"]) == 141
+    finally:
+        monkeypatch.undo()
+        gone.close()  # its fd now points at /dev/null: closing it raises nothing
+
+
+def _run_quiet(argv) -> int:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return run.main(argv)
