@@ -32,10 +32,10 @@ _EXPORTS = {
     "Config": "capflow.actors.config",
     "ConfigError": "capflow.actors.config",
     "load_config": "capflow.actors.config",
-    "ManualClock": "capflow.actors.clock",
-    "CapflowError": "capflow.actors.errors",
-    "Denied": "capflow.actors.errors",
-    "InvalidArgument": "capflow.actors.errors",
+    "ManualClock": "capflow.actors.model.clock",
+    "CapflowError": "capflow.actors.model.errors",
+    "Denied": "capflow.actors.model.errors",
+    "InvalidArgument": "capflow.actors.model.errors",
 }
 
 __all__ = ["AsyncClient", "CapflowError", "Client", "ClientError", "Config", "ConfigError",
@@ -43,9 +43,10 @@ __all__ = ["AsyncClient", "CapflowError", "Client", "ClientError", "Config", "Co
            "enable_logging", "load_config"]
 
 if TYPE_CHECKING:  # for type checkers and editors; never imported at run time
-    from capflow.actors.clock import ManualClock
-    from capflow.actors.config import Config, ConfigError, load_config
-    from capflow.actors.errors import CapflowError, Denied, InvalidArgument
+    from capflow.actors.config import Config, load_config
+    from capflow.actors.model.clock import ManualClock
+    from capflow.actors.model.errors import CapflowError, Denied, InvalidArgument
+    from capflow.actors.model.settings import ConfigError
     from capflow.actors.system import System
     from capflow.protocol.client import AsyncClient, Client, ClientError
 

@@ -22,9 +22,10 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from capflow.actors.config import Config, ConfigError
-from capflow.actors.errors import Unavailable
-from capflow.actors.money import fmt
+from capflow.actors.config import Config
+from capflow.actors.model.errors import Unavailable
+from capflow.actors.model.money import fmt
+from capflow.actors.model.settings import ConfigError
 from capflow.protocol.probe import NoServer, probe
 
 BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
@@ -391,7 +392,7 @@ def stats_data(cfg: Config, args: argparse.Namespace | None, profile: str | None
 def _stats_through(client, profile: str | None, group_by: str | None, *, positions: bool):
     """`stats.get`; for the report (`positions`), the positions themselves (and the
     statistics computed from them, as the server computes them)."""
-    from capflow.actors.stats import compute_stats, group_stats
+    from capflow.actors.model.stats import compute_stats, group_stats
 
     if not positions:
         ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
@@ -449,8 +450,8 @@ _POSITION_DECIMALS = ("qty_open", "qty_total", "reserved", "entry_notional", "en
 def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
     """Positions and statistics straight from storage: no actors (the caller made sure
     that no other process owns it)."""
-    from capflow.actors.errors import NotFound
-    from capflow.actors.stats import compute_stats, group_stats
+    from capflow.actors.model.errors import NotFound
+    from capflow.actors.model.stats import compute_stats, group_stats
     from capflow.storage.engine import open_engine
     from capflow.storage.ledger_store import LedgerStore
     from capflow.storage.oms_store import OmsStore

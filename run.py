@@ -41,10 +41,11 @@ from decimal import Decimal
 
 from loguru import logger
 
-from capflow.actors.config import Config, ConfigError, load_config
-from capflow.actors.errors import CapflowError
+from capflow.actors.config import Config, load_config
 from capflow.actors.logs import setup_logging
-from capflow.actors.money import fmt
+from capflow.actors.model.errors import CapflowError
+from capflow.actors.model.money import fmt
+from capflow.actors.model.settings import ConfigError
 from capflow.cli import (
     _curve,
     call_command,
@@ -341,7 +342,7 @@ def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None,
 
 def _print_stats(stats, out, title: str) -> None:
     """`stats`: a `Stats`, or the map of `stats.get` (decimals as strings)."""
-    from capflow.actors.stats import stats_map
+    from capflow.actors.model.stats import stats_map
 
     print(title, file=out)
     for key, value in (stats if isinstance(stats, dict) else stats_map(stats)).items():
@@ -367,7 +368,7 @@ def _currency_and_marks(cfg: Config, profile: str | None, positions):
     """The report's currency (the profiles', joined by '+' if they differ) and a price for
     each symbol held open: the running server's `market.price` when one answers, else
     the last fill price stored."""
-    from capflow.actors.stats import MARK_FILL, MARK_SERVER, Mark
+    from capflow.actors.model.stats import MARK_FILL, MARK_SERVER, Mark
     from capflow.protocol.client import Client, ClientError, ClientTimeout
     from capflow.storage.engine import open_engine
     from capflow.storage.ledger_store import LedgerStore
@@ -401,8 +402,8 @@ def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     from datetime import UTC, datetime
 
+    from capflow.actors.model.stats import equity_report
     from capflow.actors.report import amount, marked_text, write_equity_png
-    from capflow.actors.stats import equity_report
 
     positions, stats, _, initial = _read_stats(cfg, args.profile, args=args)
     _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")

@@ -22,11 +22,11 @@ import msgspec
 import pykka
 from loguru import logger
 
-from capflow.actors import messages as m
-from capflow.actors.account_risk import AccountRisk
 from capflow.actors.alerts import WARNING, Alert
-from capflow.actors.config import AccountRiskLimits
-from capflow.actors.errors import CapflowError, Denial, Denied, Internal, NotFound
+from capflow.actors.model import messages as m
+from capflow.actors.model.account_risk import AccountRisk
+from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
+from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.reply import Reply
 from capflow.brokers.base import (
     BrokerAdapter,

@@ -26,10 +26,11 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors import messages as m
 from capflow.actors.account import Info
-from capflow.actors.allocation import Decision, Externals, Instruments, decide
-from capflow.actors.errors import (
+from capflow.actors.liquidity import PushLiquidity, load_provider, unwrap
+from capflow.actors.model import messages as m
+from capflow.actors.model.allocation import Decision, Externals, Instruments, decide
+from capflow.actors.model.errors import (
     CapflowError,
     Conflict,
     Denial,
@@ -38,8 +39,7 @@ from capflow.actors.errors import (
     NotFound,
     Unavailable,
 )
-from capflow.actors.liquidity import PushLiquidity, load_provider, unwrap
-from capflow.actors.orders import parse_symbol
+from capflow.actors.model.orders import parse_symbol
 from capflow.actors.reply import Reply, relay
 
 _LEDGER, _ACCOUNT, _LIQUIDITY = "ledger", "account", "liquidity"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from loguru import logger
 
-from capflow.actors.messages import Event
+from capflow.actors.model.messages import Event
 
 Listener = Callable[[Sequence[Event]], None]
 

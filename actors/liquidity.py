@@ -34,11 +34,11 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors.allocation import LiquiditySignal
-from capflow.actors.config import ConfigError, LiquidityConfig
-from capflow.actors.errors import InvalidArgument
+from capflow.actors.model.allocation import LiquiditySignal
+from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.settings import ConfigError, LiquidityConfig
 from capflow.actors.modules import current_module
-from capflow.actors.money import parse_decimal
 
 ALL = "*"
 

@@ -15,7 +15,6 @@ import msgspec
 from loguru import logger
 
 import capflow
-from capflow.actors.config import LogConfig
 
 _HUMAN = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
           "<cyan>{name}</cyan> {message}")
@@ -90,3 +89,11 @@ def in_child(spec: str) -> None:
         capflow.enable_logging()
     elif spec:
         setup_logging(msgspec.json.decode(spec, type=LogConfig))
+
+
+class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: str = "INFO"
+    #: JSON lines instead of human-readable lines
+    json: bool = False
+    #: also write to this file (rotated at 50 MB)
+    file: str | None = None

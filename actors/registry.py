@@ -21,9 +21,9 @@ from collections.abc import Iterable
 import pykka
 from loguru import logger
 
-from capflow.actors import messages as m
-from capflow.actors.errors import NotFound
-from capflow.actors.ledger import LedgerActor, LedgerContext
+from capflow.actors.ledger_actor import LedgerActor, LedgerContext
+from capflow.actors.model import messages as m
+from capflow.actors.model.errors import NotFound
 from capflow.actors.reply import Reply
 
 

@@ -12,7 +12,7 @@ import _thread
 from collections.abc import Callable
 from typing import Any
 
-from capflow.actors.errors import CapflowError, Timeout
+from capflow.actors.model.errors import CapflowError, Timeout
 
 
 class Reply:

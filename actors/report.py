@@ -17,7 +17,7 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from capflow.actors.stats import MARK_ENTRY, MARK_FILL, MARK_SERVER, EquityReport
+from capflow.actors.model.stats import MARK_ENTRY, MARK_FILL, MARK_SERVER, EquityReport
 
 _SIZE = (10.0, 6.0)
 _DPI = 100

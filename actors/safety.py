@@ -33,12 +33,12 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors import messages as m
 from capflow.actors.account import CancelEntries, RebaseLossLimits
 from capflow.actors.alerts import AUTOMATIC, CRITICAL, WARNING, Alert, raise_alert
-from capflow.actors.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from capflow.actors.model import messages as m
+from capflow.actors.model.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from capflow.actors.model.risk import AccountState, is_blocking
 from capflow.actors.reply import Reply
-from capflow.actors.risk import AccountState, is_blocking
 
 FLATTEN_SCOPES = ("profile", "account", "all")
 

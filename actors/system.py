@@ -1,7 +1,6 @@
 """`System`: capflow in one process. It owns the lifecycle (start in order, ping, stop in
 reverse) and is the embedded API; the ZeroMQ server calls the same methods.
 
-    from capflow.actors.system import System
     with System() as cf:                       # SQLite under ./data/ by default
         cf.create_profile("alpha", "10000")
         r = cf.reserve("alpha", "BTCUSDT", "2500", client_request_id="bot-1-42")
@@ -27,27 +26,22 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from capflow.actors import messages as m
-from capflow.actors.allocation import Decision, Instruments
 from capflow.actors.allocation_service import AllocationService
 from capflow.actors.bus import EventBus
-from capflow.actors.clock import Clock
 from capflow.actors.config import Config, load_config
-from capflow.actors.errors import Conflict, InvalidArgument, Unavailable
-from capflow.actors.ids import new_id
-from capflow.actors.ledger import (
-    AuditReport,
-    LedgerContext,
-    LedgerView,
-    Outcome,
-    ProfileView,
-    Reconcile,
-)
-from capflow.actors.messages import Hold, Profile, Transfer
-from capflow.actors.money import parse_decimal
+from capflow.actors.ledger_actor import LedgerContext, Reconcile
+from capflow.actors.model import messages as m
+from capflow.actors.model.allocation import Decision, Instruments
+from capflow.actors.model.clock import Clock
+from capflow.actors.model.errors import Conflict, InvalidArgument, Unavailable
+from capflow.actors.model.ids import new_id
+from capflow.actors.model.ledger import AuditReport, LedgerView, Outcome, ProfileView
+from capflow.actors.model.limits import load_timezone
+from capflow.actors.model.messages import Hold, Profile, Transfer
+from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.risk import GlobalState, RiskLimits, known_profile, resolve
 from capflow.actors.registry import LedgerRegistry
 from capflow.actors.reply import Reply
-from capflow.actors.risk import GlobalState, RiskLimits, known_profile, load_timezone, resolve
 from capflow.actors.scheduler import Scheduler
 from capflow.actors.system_trading import TradingCalls
 from capflow.actors.trading import Trading

@@ -10,11 +10,11 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors import messages as m
-from capflow.actors.errors import InvalidArgument
-from capflow.actors.ledger import Outcome
+from capflow.actors.model import messages as m
+from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.ledger import Outcome
+from capflow.actors.model.risk import GlobalState
 from capflow.actors.reply import Reply
-from capflow.actors.risk import GlobalState
 from capflow.storage.writer import WriteRequest
 
 

@@ -24,7 +24,6 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from capflow.actors import messages as m
 from capflow.actors.account import (
     AccountManagerActor,
     AccountStatus,
@@ -39,22 +38,24 @@ from capflow.actors.account import (
     Ticks,
     new_order_listener,
 )
-from capflow.actors.account_risk import AccountRisk
 from capflow.actors.alerts import raise_alert
 from capflow.actors.audit_log import SignalAuditLog
-from capflow.actors.config import ConfigError
-from capflow.actors.errors import Conflict, Denied, InvalidArgument, NotFound, Unavailable
-from capflow.actors.ids import new_id
-from capflow.actors.money import parse_decimal
-from capflow.actors.orders import (
+from capflow.actors.model import messages as m
+from capflow.actors.model.account_risk import AccountRisk
+from capflow.actors.model.errors import Conflict, Denied, InvalidArgument, NotFound, Unavailable
+from capflow.actors.model.ids import new_id
+from capflow.actors.model.limits import load_timezone
+from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.orders import (
     CLOSE_REASONS,
 )
+from capflow.actors.model.settings import ConfigError
+from capflow.actors.model.stats import compute_stats, group_stats
+from capflow.actors.model.symbols import SymbolSlots
+from capflow.actors.model.ticks import Tick
 from capflow.actors.reply import Reply, relay
-from capflow.actors.risk import load_timezone
 from capflow.actors.safety import Safety
-from capflow.actors.simulator import MarketSimulatorActor, Tick
-from capflow.actors.stats import compute_stats, group_stats
-from capflow.actors.symbols import SymbolSlots
+from capflow.actors.simulator import MarketSimulatorActor
 from capflow.actors.trading_entries import EntryFlow, _tell
 from capflow.brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
 

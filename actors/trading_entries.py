@@ -16,13 +16,13 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from capflow.actors import messages as m
 from capflow.actors.account import ClaimSlot, SettleSlot, SlotQuery
 from capflow.actors.audit_log import SignalAuditLog
-from capflow.actors.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
-from capflow.actors.ids import new_id
-from capflow.actors.money import parse_decimal
-from capflow.actors.orders import (
+from capflow.actors.model import messages as m
+from capflow.actors.model.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
+from capflow.actors.model.ids import new_id
+from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.orders import (
     SIGNAL_KEY_PREFIX,
     OrderSpec,
     SignalPolicy,
@@ -37,9 +37,9 @@ from capflow.actors.orders import (
     parse_symbol,
     protective_crossed,
 )
+from capflow.actors.model.risk import Check
+from capflow.actors.model.symbols import CLAIMED, REFUSED
 from capflow.actors.reply import Reply, relay
-from capflow.actors.risk import Check
-from capflow.actors.symbols import CLAIMED, REFUSED
 
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")

@@ -28,10 +28,10 @@ from queue import SimpleQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from capflow.actors.clock import Clock
-from capflow.actors.config import LogConfig, load_config
-from capflow.actors.ledger import Ledger
-from capflow.actors.logs import setup_logging
+from capflow.actors.config import load_config
+from capflow.actors.logs import LogConfig, setup_logging
+from capflow.actors.model.clock import Clock
+from capflow.actors.model.ledger import Ledger
 from capflow.actors.reply import Reply
 from capflow.actors.system import System, new_id
 

@@ -57,10 +57,10 @@ from queue import SimpleQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from capflow.actors import messages as m
-from capflow.actors.config import LogConfig, load_config
-from capflow.actors.logs import setup_logging
-from capflow.actors.money import round_half_even
+from capflow.actors.config import load_config
+from capflow.actors.logs import LogConfig, setup_logging
+from capflow.actors.model import messages as m
+from capflow.actors.model.money import round_half_even
 from capflow.actors.system import System
 
 #: every profile of a bench gets a large allocation: the paper account that they share

@@ -70,8 +70,7 @@ STARTUP_S = 60.0  # how long a child may take to start (spawn, imports, migratio
 
 def _quiet_child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent ends us by pid
-    from capflow.actors.config import LogConfig
-    from capflow.actors.logs import setup_logging
+    from capflow.actors.logs import LogConfig, setup_logging
 
     # capflow's errors only (and its storage process's): its messages are off until asked
     setup_logging(LogConfig(level="ERROR"))

@@ -31,10 +31,11 @@ from decimal import Decimal
 
 import msgspec
 
-from capflow.actors.config import AccountConfig, ConfigError, ConnectConfig
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
+from capflow.actors.model.money import ZERO
+from capflow.actors.model.settings import ConfigError
 from capflow.actors.modules import current_module
-from capflow.actors.money import ZERO
+from capflow.brokers.config import AccountConfig, ConnectConfig
 
 # -- records --------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from capflow.actors.money import ZERO, parse_decimal, round_down, round_up
+from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
 from capflow.brokers.base import (
     AccountInfo,
     BrokerAdapter,

@@ -1,1 +1,1 @@
-"""The ZeroMQ wire contract (PROTOCOL.md, v1): envelope, codec, server and clients."""
+"""The ZeroMQ wire contract (docs/protocol.md, v1): envelope, codec, server and clients."""

@@ -29,7 +29,7 @@ import zmq.auth
 from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
-from capflow.actors.config import ConfigError
+from capflow.actors.model.settings import ConfigError
 from capflow.protocol.ops import Caller
 
 

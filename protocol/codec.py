@@ -1,4 +1,4 @@
-"""The v1 envelope and its msgpack encoding (PROTOCOL.md).
+"""The v1 envelope and its msgpack encoding (docs/protocol.md).
 
 Replies carry money, prices and quantities as decimal strings and timestamps as ISO-8601
 UTC strings; requests are decoded defensively (any bytes may arrive) and every failure
@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import msgspec
 
-from capflow.actors.errors import CODES, CapflowError
+from capflow.actors.model.errors import CODES, CapflowError
 
 VERSION = 1
 SUPPORTED = [VERSION]

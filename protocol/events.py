@@ -1,4 +1,4 @@
-"""Ledger events -> PUB frames ``[topic, msgpack map]`` (PROTOCOL.md, *Events*), and
+"""Ledger events -> PUB frames ``[topic, msgpack map]`` (docs/protocol.md, *Events*), and
 the gateway's event socket.
 
 Each map has `type` (past tense), `seq` (per topic, set by the server when it sends),
@@ -18,9 +18,9 @@ import msgspec
 import zmq
 from loguru import logger
 
-from capflow.actors import messages as m
 from capflow.actors.alerts import Alert
-from capflow.actors.simulator import Tick
+from capflow.actors.model import messages as m
+from capflow.actors.model.ticks import Tick
 from capflow.brokers.base import BrokerEvent
 from capflow.protocol.codec import pack
 

@@ -19,11 +19,11 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from capflow.actors import messages as m
-from capflow.actors.ledger import LedgerView, ProfileView
-from capflow.actors.messages import Hold
-from capflow.actors.money import parse_decimal
-from capflow.actors.orders import SYMBOL_PATTERN
+from capflow.actors.model import messages as m
+from capflow.actors.model.ledger import LedgerView, ProfileView
+from capflow.actors.model.messages import Hold
+from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.orders import SYMBOL_PATTERN
 from capflow.actors.reply import Reply
 from capflow.protocol.codec import VERSION, WireError, quote
 

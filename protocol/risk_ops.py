@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from capflow.actors import messages as m
+from capflow.actors.model import messages as m
 from capflow.protocol.codec import WireError
 from capflow.protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text, _then
 from capflow.protocol.trading_ops import Side

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from capflow.actors import messages as m
-from capflow.actors.stats import stats_map
+from capflow.actors.model import messages as m
+from capflow.actors.model.stats import stats_map
 from capflow.protocol.codec import WireError
 from capflow.protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, select
 
-from capflow.actors.risk import BreakerState
+from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
 from capflow.storage.writer import Op
 

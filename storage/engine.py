@@ -62,7 +62,7 @@ class OwnerLock:
         self._conn = None
 
     def acquire(self) -> OwnerLock:
-        from capflow.actors.errors import Unavailable
+        from capflow.actors.model.errors import Unavailable
 
         url = self.engine.url
         if url.get_backend_name() == "sqlite":

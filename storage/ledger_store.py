@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from capflow.actors.ledger import INITIAL_ALLOCATION_KEY, Ledger
-from capflow.actors.messages import (
+from capflow.actors.model.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from capflow.actors.model.messages import (
     ACTIVE,
     Buckets,
     CapitalDeposited,
@@ -39,8 +39,8 @@ from capflow.actors.messages import (
     TradingStateChanged,
     Transfer,
 )
-from capflow.actors.money import ZERO
-from capflow.actors.risk import BreakerState
+from capflow.actors.model.money import ZERO
+from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
 from capflow.storage.writer import Op
 

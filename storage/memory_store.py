@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from capflow.actors.ledger import INITIAL_ALLOCATION_KEY, Ledger
-from capflow.actors.messages import Buckets, Profile, Transfer
+from capflow.actors.model.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from capflow.actors.model.messages import Buckets, Profile, Transfer
 
 
 class MemoryLedgerStore:

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
-from capflow.actors.messages import OrderCapital, PositionCapital
+from capflow.actors.model.messages import OrderCapital, PositionCapital
 from capflow.storage import schema as s
 from capflow.storage.ledger_store import OPEN_ORDER_STATES
 

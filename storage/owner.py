@@ -29,8 +29,8 @@ writing. So ownership is decided in the database itself, by a number:
   new order leaves a fenced server. Restart it to serve again (it then takes over in its
   turn, once it gets the owner lock).
 
-Today one scope, ``"capflow"``, covers the whole database. Scale-out (DESIGN.md, "Past
-one machine") makes each partition a scope of its own, fenced the same way.
+Today one scope, ``"capflow"``, covers the whole database. Scale-out (partitions across
+hosts, planned) makes each partition a scope of its own, fenced the same way.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ ledger_snapshots = Table(
     Column("fees", Money, nullable=False),
     Column("last_seq", BIGINT, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
-    #: the drawdown breakers (JSON of capflow.actors.risk.BreakerState); NULL: none yet
+    #: the drawdown breakers (JSON of capflow.actors.model.risk.BreakerState); NULL: none yet
     Column("risk_state", Text),
 )
 

@@ -30,7 +30,7 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import Engine
 
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
 from capflow.storage.owner import FENCED, Fence
 from capflow.storage.sql_executor import Op, SqlExecutor
 

@@ -37,7 +37,7 @@ from typing import Any
 import msgpack
 from loguru import logger
 
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
 from capflow.storage.owner import Fence
 from capflow.storage.sql_executor import _sqlite_value
 

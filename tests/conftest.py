@@ -7,8 +7,8 @@ import pytest
 from loguru import logger
 
 import capflow
-from capflow.actors.clock import ManualClock
 from capflow.actors.config import load_config
+from capflow.actors.model.clock import ManualClock
 from capflow.actors.system import System
 
 from .postgres import pg_server, pg_url, storage_url  # noqa: F401 -- fixtures

@@ -12,7 +12,7 @@ import sys
 import threading
 
 from capflow.actors.config import load_config
-from capflow.actors.errors import Denied
+from capflow.actors.model.errors import Denied
 from capflow.actors.system import System
 
 PROFILES = ("crash-a", "crash-b", "crash-c")

@@ -19,8 +19,7 @@ import pytest
 from loguru import logger
 
 import capflow
-from capflow.actors.config import LogConfig
-from capflow.actors.logs import setup_logging
+from capflow.actors.logs import LogConfig, setup_logging
 from capflow.protocol.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent

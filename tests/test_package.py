@@ -76,7 +76,7 @@ def test_the_wheel_installs_as_one_package_beside_another_with_run_and_actors(tm
                           "print(run.WHO, actors.WHO)"], cwd=work).stdout
     assert out.split() == ["othertool", "othertool"]
     # importing capflow pulls in no actor framework, socket library or database driver
-    out = _run([py, "-c", "import sys, capflow; import capflow.actors.money; "
+    out = _run([py, "-c", "import sys, capflow; import capflow.actors.model.money; "
                           "print(sorted(m for m in ('pykka', 'zmq', 'sqlalchemy') "
                           "if m in sys.modules))"], cwd=work).stdout
     assert out.strip() == "[]"
@@ -98,7 +98,7 @@ def test_the_wheel_installs_as_one_package_beside_another_with_run_and_actors(tm
                                   "from bench import suite"])
 def test_the_lint_refuses_a_bare_top_level_import(tmp_path, line):
     """One name per module: the repository's folders are imported through `capflow`, so
-    `actors.ledger` and `capflow.actors.ledger` never load as two copies."""
+    `actors.ledger` and `capflow.actors.ledger_actor` never load as two copies."""
     source = tmp_path / "example.py"
     source.write_text(f"{line}\n")
     ruff = Path(sys.executable).with_name("ruff")

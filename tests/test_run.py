@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from capflow import run
-from capflow.actors.clock import ManualClock
+from capflow.actors.model.clock import ManualClock
 
 
 def free_endpoint() -> str:
@@ -146,8 +146,8 @@ def test_keys_generate_writes_key_pairs_and_the_client_table(env, capsys):
 
 def _trade_one_round_trip(env):
     """A closed position in the CLI's database: BUY 10 @ 100.20, take-profit at 106."""
-    from capflow.actors.clock import ManualClock
     from capflow.actors.config import load_config
+    from capflow.actors.model.clock import ManualClock
     from capflow.actors.system import System
 
     csv = env / "ticks.csv"

@@ -363,7 +363,7 @@ def _read_requests(run_dir: Path) -> list[tuple[float, str, float, str]]:
 
 
 def command(cfg, args, out=sys.stdout) -> int:
-    from capflow.actors.config import ConfigError
+    from capflow.actors.model.settings import ConfigError
 
     try:
         run = Run(args, out, cfg.server.request_timeout_s)

@@ -10,7 +10,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from capflow.actors.allocation import (
+from capflow.actors.config import load_config
+from capflow.actors.liquidity import FileLiquidity, PushLiquidity, Smoothed, load_provider
+from capflow.actors.model.allocation import (
     CapitalPicture,
     Externals,
     Instrument,
@@ -19,9 +21,8 @@ from capflow.actors.allocation import (
     decide,
     reserved_cash_pct,
 )
-from capflow.actors.config import AllocationConfig, LiquidityConfig, load_config
-from capflow.actors.errors import InvalidArgument
-from capflow.actors.liquidity import FileLiquidity, PushLiquidity, Smoothed, load_provider
+from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.settings import AllocationConfig, LiquidityConfig
 
 DEFAULTS = AllocationConfig()
 
@@ -266,7 +267,7 @@ def test_a_profile_that_may_not_add_exposure_gets_nothing():
                                  {"reserved_pct_min": "0.9"}, {"account_timeout_s": 0},
                                  {"min_order_notional": "-1"}])
 def test_nonsense_constants_are_refused_at_start(bad):
-    from capflow.actors.config import ConfigError
+    from capflow.actors.model.settings import ConfigError
 
     with pytest.raises(ConfigError):
         load_config(env={}, allocation=bad)

@@ -11,10 +11,10 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from capflow.actors import messages as m
-from capflow.actors.clock import ManualClock
-from capflow.actors.errors import Conflict, Denied, NotFound, Unavailable
 from capflow.actors.liquidity import LiquidityProvider
+from capflow.actors.model import messages as m
+from capflow.actors.model.clock import ManualClock
+from capflow.actors.model.errors import Conflict, Denied, NotFound, Unavailable
 
 TRUSTED = {"liquidity": {"score": "100", "confidence": "100"}, "max_ticker": "1"}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from capflow.actors import liquidity
-from capflow.actors.config import LiquidityConfig
 from capflow.actors.liquidity import load_provider
+from capflow.actors.model.settings import LiquidityConfig
 
 
 def test_slot_claims_for_symbols_that_never_traded_leave_nothing_behind(make_system,

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from capflow.actors.errors import Conflict, Denial, InvalidArgument, NotFound
-from capflow.actors.ledger import Ledger, Outcome
-from capflow.actors.messages import (
+from capflow.actors.model.errors import Conflict, Denial, InvalidArgument, NotFound
+from capflow.actors.model.ledger import Ledger, Outcome
+from capflow.actors.model.messages import (
     ACTIVE,
     CapitalDeposited,
     CapitalReserved,

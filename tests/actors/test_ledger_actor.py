@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from capflow.actors.errors import Denied, Unavailable
+from capflow.actors.model.errors import Denied, Unavailable
 from capflow.storage import schema as s
 
 D = Decimal
@@ -152,7 +152,7 @@ def test_idle_actors_are_passivated_and_come_back_with_their_state(make_system, 
 
 
 def test_unknown_profile_is_not_found_without_an_actor(make_system, sqlite_url):
-    from capflow.actors.errors import NotFound
+    from capflow.actors.model.errors import NotFound
 
     system = make_system(sqlite_url)
     with pytest.raises(NotFound):

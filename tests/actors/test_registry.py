@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pykka
 
-from capflow.actors.ledger import LedgerActor
-from capflow.actors.messages import Profile
+from capflow.actors.ledger_actor import LedgerActor
+from capflow.actors.model.messages import Profile
 from capflow.actors.reply import Reply
 from capflow.storage.writer import WriteRequest
 

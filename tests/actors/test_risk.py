@@ -8,21 +8,21 @@ from decimal import Decimal as D
 
 import pytest
 
-from capflow.actors.config import ConfigError, load_config
-from capflow.actors.errors import InvalidArgument
-from capflow.actors.ledger import Ledger
-from capflow.actors.orders import OrderSpec
-from capflow.actors.risk import (
-    PRESETS,
+from capflow.actors.config import load_config
+from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.ledger import Ledger
+from capflow.actors.model.limits import PRESETS, load_timezone
+from capflow.actors.model.orders import OrderSpec
+from capflow.actors.model.risk import (
     BreakerState,
     GlobalState,
     Proposal,
     RateBucket,
-    load_timezone,
     observe,
     period_bounds,
     resolve,
 )
+from capflow.actors.model.settings import ConfigError
 
 T0 = datetime(2026, 1, 7, 15, 30, tzinfo=UTC)  # a Wednesday
 

@@ -13,14 +13,16 @@ from decimal import Decimal as D
 
 import pytest
 
-from capflow.actors import messages as m
 from capflow.actors.account import AccountManagerActor, AccountStatus, ClaimSlot, Place, SettleSlot
-from capflow.actors.config import AccountRiskLimits, ConfigError, load_config
-from capflow.actors.errors import Denied
-from capflow.actors.ledger import Ledger
-from capflow.actors.orders import OrderSpec
+from capflow.actors.config import load_config
+from capflow.actors.model import messages as m
+from capflow.actors.model.errors import Denied
+from capflow.actors.model.ledger import Ledger
+from capflow.actors.model.limits import AccountRiskLimits
+from capflow.actors.model.orders import OrderSpec
+from capflow.actors.model.risk import Proposal, resolve
+from capflow.actors.model.settings import ConfigError
 from capflow.actors.reply import Reply
-from capflow.actors.risk import Proposal, resolve
 
 from .test_trading import SETTINGS, step, write_ticks
 

@@ -14,9 +14,9 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import select
 
-from capflow.actors import messages as m
 from capflow.actors.alerts import Alert
-from capflow.actors.errors import Conflict
+from capflow.actors.model import messages as m
+from capflow.actors.model.errors import Conflict
 from capflow.storage import schema as s
 
 from .test_trading import SETTINGS, step

@@ -18,16 +18,12 @@ from pathlib import Path
 import pykka
 import pytest
 
-from capflow.actors.clock import ManualClock
-from capflow.actors.config import SimulatorConfig, SymbolConfig
-from capflow.actors.simulator import (
-    SECONDS_PER_YEAR,
-    CsvReplay,
-    GbmProcess,
-    MarketSimulator,
-    MarketSimulatorActor,
-    Tick,
-)
+from capflow.actors.model.clock import ManualClock
+from capflow.actors.model.market import SECONDS_PER_YEAR, GbmProcess, MarketSimulator
+from capflow.actors.model.replay import CsvReplay
+from capflow.actors.model.settings import SimulatorConfig, SymbolConfig
+from capflow.actors.model.ticks import Tick
+from capflow.actors.simulator import MarketSimulatorActor
 
 D = Decimal
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -90,7 +86,7 @@ def test_a_symbols_stream_does_not_depend_on_the_other_symbols():
 
 
 def test_the_random_stream_of_a_symbol_is_the_same_in_every_process():
-    code = ("from capflow.actors.simulator import GbmProcess\n"
+    code = ("from capflow.actors.model.market import GbmProcess\n"
             "p = GbmProcess(100.0, 0.1, 0.5, seed=11, symbol='BTCUSDT')\n"
             "print(repr([p.next_mid(0.01) for _ in range(5)]))")
     here = GbmProcess(100.0, 0.1, 0.5, seed=11, symbol="BTCUSDT")

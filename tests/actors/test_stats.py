@@ -18,16 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capflow.actors.money import ZERO
-from capflow.actors.report import (
-    GID_ALLOCATION,
-    GID_DRAWDOWN,
-    GID_EQUITY,
-    GID_MARKED,
-    equity_figure,
-    write_equity_png,
-)
-from capflow.actors.stats import (
+from capflow.actors.model.money import ZERO
+from capflow.actors.model.stats import (
     MARK_ENTRY,
     MARK_FILL,
     MARK_SERVER,
@@ -38,6 +30,14 @@ from capflow.actors.stats import (
     equity_report,
     group_stats,
     stats_map,
+)
+from capflow.actors.report import (
+    GID_ALLOCATION,
+    GID_DRAWDOWN,
+    GID_EQUITY,
+    GID_MARKED,
+    equity_figure,
+    write_equity_png,
 )
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -564,9 +564,9 @@ def test_write_equity_png_leaves_pyplot_alone(tmp_path) -> None:
         from decimal import Decimal
         from datetime import datetime, UTC
         os.environ.pop("DISPLAY", None)
-        from capflow.actors.messages import PositionCapital
+        from capflow.actors.model.messages import PositionCapital
         from capflow.actors.report import write_equity_png
-        from capflow.actors.stats import equity_report
+        from capflow.actors.model.stats import equity_report
         t = datetime(2026, 1, 1, tzinfo=UTC)
         one = PositionCapital("p", "BTCUSDT", "BUY", Decimal("0"), Decimal("1"),
                               Decimal("1"), Decimal("0"), Decimal("1"), Decimal("0"),

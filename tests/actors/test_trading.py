@@ -12,7 +12,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from capflow.actors.errors import Conflict, NotFound
+from capflow.actors.model.errors import Conflict, NotFound
 
 SETTINGS = {"taker_fee": "0.001", "maker_fee": "0.0005", "slippage_bps": "0"}
 
@@ -289,7 +289,7 @@ def test_unknown_symbol_starts_a_price_process_at_the_signal_price(make_system, 
 
 
 def test_oms_disabled_takes_no_orders_and_lists_check_their_input(make_system, sqlite_url):
-    from capflow.actors.errors import Denied, InvalidArgument
+    from capflow.actors.model.errors import Denied, InvalidArgument
 
     cf = make_system(sqlite_url, oms={"enabled": False})
     cf.create_profile("p", "1000")

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from capflow.actors.config import AccountConfig, ConfigError, ConnectConfig
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
+from capflow.actors.model.settings import ConfigError
 from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
@@ -21,6 +21,7 @@ from capflow.brokers.base import (
     SymbolMap,
     load_adapter,
 )
+from capflow.brokers.config import AccountConfig, ConnectConfig
 from capflow.brokers.paper import PaperBroker
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from capflow.actors.clock import ManualClock
-from capflow.actors.config import AccountConfig
+from capflow.actors.model.clock import ManualClock
+from capflow.brokers.config import AccountConfig
 from capflow.brokers.faults import StallablePaperBroker
 
 

@@ -21,7 +21,7 @@ import time
 import msgpack
 import zmq
 
-from capflow.actors.clock import ManualClock
+from capflow.actors.model.clock import ManualClock
 
 from .replies import error, ok
 

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from sqlalchemy import func, select
 
-from capflow.actors.errors import CODES
+from capflow.actors.model.errors import CODES
 from capflow.storage import schema as s
 
 

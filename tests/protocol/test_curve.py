@@ -1,4 +1,4 @@
-"""CURVE security on the gateway (PROTOCOL.md, Transport): only client keys listed in the
+"""CURVE security on the gateway (docs/protocol.md, Transport): only client keys listed in the
 key directory are served at all, and each key touches only the profiles it is given
 (anything else: FORBIDDEN). A plain-mode server keeps serving plain clients.
 """

@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from capflow import run
-from capflow.actors.config import ConfigError
+from capflow.actors.model.settings import ConfigError
 from capflow.protocol.auth import generate
 from capflow.protocol.client import Client, CurveKeys
 

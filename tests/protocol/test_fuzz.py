@@ -1,4 +1,4 @@
-"""Fuzzing the v1 gateway over a real socket (PROTOCOL.md: "Every request gets exactly one
+"""Fuzzing the v1 gateway over a real socket (docs/protocol.md: "Every request gets exactly one
 reply, also a malformed one ... The server never closes a connection or dies because of
 what a client sent").
 
@@ -28,7 +28,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capflow.actors.errors import CODES
+from capflow.actors.model.errors import CODES
 from capflow.protocol.auth import generate
 from capflow.protocol.client import CurveKeys
 from capflow.protocol.codec import quote

@@ -16,7 +16,7 @@ from loguru import logger
 
 import capflow
 from capflow import run
-from capflow.actors.config import ConfigError
+from capflow.actors.model.settings import ConfigError
 from capflow.protocol.auth import generate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,8 @@ import pytest
 import zmq
 from sqlalchemy import select
 
-from capflow.actors.config import ConfigError, load_config
+from capflow.actors.config import load_config
+from capflow.actors.model.settings import ConfigError
 from capflow.storage import schema as s
 
 from .market import SETTINGS, write_ticks

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from capflow.actors.config import ConfigError, load_config
+from capflow.actors.config import load_config
+from capflow.actors.model.settings import ConfigError
 
 
 def test_defaults():

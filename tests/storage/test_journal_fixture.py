@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from capflow import System
-from capflow.actors.clock import ManualClock
+from capflow.actors.model.clock import ManualClock
 
 from ..fixtures.journal_v1.make import config, read_back
 

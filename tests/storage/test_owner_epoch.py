@@ -20,7 +20,7 @@ import pytest
 from loguru import logger
 from sqlalchemy import event, select, text
 
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
 from capflow.protocol.ops import health
 from capflow.storage import migrate, owner, schema
 from capflow.storage.engine import OwnerLock, open_engine

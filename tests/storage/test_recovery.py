@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from capflow.actors.errors import Conflict, Denied, NotFound
+from capflow.actors.model.errors import Conflict, Denied, NotFound
 from capflow.storage import schema
 from capflow.storage.engine import open_engine
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
 from capflow.storage import migrate, schema
 from capflow.storage.engine import open_engine
 from capflow.storage.writer import StorageWriter, WriteRequest

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from capflow.actors.errors import Unavailable
+from capflow.actors.model.errors import Unavailable
 
 
 def test_the_default_writer_runs_in_a_storage_process_that_owns_the_database(make_system,
@@ -96,7 +96,7 @@ _FAILING_BATCH = """\
 import sys
 
 import capflow
-from capflow.actors.config import LogConfig
+from capflow.actors.logs import LogConfig
 from capflow.actors.logs import setup_logging
 from capflow.storage.engine import open_engine
 from capflow.storage.migrate import upgrade

@@ -10,7 +10,7 @@ import decimal
 import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from capflow.actors.errors import InvalidArgument
+from capflow.actors.model.errors import InvalidArgument
 
 #: Arithmetic context for all money math: wide enough that no intermediate rounds.
 CONTEXT = decimal.Context(prec=38, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])

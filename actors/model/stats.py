@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from capflow.actors.money import CONTEXT, ZERO, round_half_even
+from capflow.actors.model.money import CONTEXT, ZERO, round_half_even
 
 OPEN, CLOSED = "OPEN", "CLOSED"
 GROUP_KEYS = frozenset({"strategy", "symbol", "exchange"})

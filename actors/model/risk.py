@@ -25,24 +25,12 @@ from typing import Any
 
 import msgspec
 
-from capflow.actors.config import CustomRiskProfile, RiskConfig, RiskLimits
-from capflow.actors.errors import InvalidArgument
-from capflow.actors.money import CONTEXT, ZERO
+from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.limits import PRESETS, CustomRiskProfile, RiskConfig, RiskLimits
+from capflow.actors.model.money import CONTEXT, ZERO
 
 HUNDRED = Decimal(100)
 
-#: the built-in risk profiles (percent of equity)
-PRESETS: dict[str, RiskLimits] = {
-    # conservative
-    "atlas": RiskLimits(max_risk_per_trade_pct=Decimal(2), daily_loss_limit_pct=Decimal(1),
-                        max_drawdown_pct=Decimal(5), max_leverage=Decimal(1)),
-    # moderate
-    "orion": RiskLimits(max_risk_per_trade_pct=Decimal(3), weekly_loss_limit_pct=Decimal(5),
-                        max_drawdown_pct=Decimal(10), max_leverage=Decimal(1)),
-    # aggressive
-    "nova": RiskLimits(max_risk_per_trade_pct=Decimal(5), monthly_loss_limit_pct=Decimal(15),
-                       max_drawdown_pct=Decimal(20), max_leverage=Decimal(5)),
-}
 
 #: breaker kind -> (the limit's field, the reason code)
 BREAKERS = {
@@ -54,17 +42,6 @@ BREAKERS = {
 BREAKER_BY_CODE = {code: kind for kind, (_, code) in BREAKERS.items()}
 PERIODS = ("daily", "weekly", "monthly")
 _STATE_RANK = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2}
-
-
-def load_timezone(name: str) -> tzinfo:
-    if name.upper() == "UTC":
-        return UTC
-    try:
-        from zoneinfo import ZoneInfo
-
-        return ZoneInfo(name)
-    except Exception:
-        raise ValueError(f"[risk] timezone {name!r} is not a known time zone") from None
 
 
 def merge(*layers: RiskLimits | None) -> RiskLimits:

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from capflow.actors.errors import InvalidArgument
-from capflow.actors.money import (
+from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.money import (
     CONTEXT,
     ZERO,
     parse_decimal,

@@ -1,6 +1,6 @@
 """The allocation decision: how much a profile may invest in a symbol now, and why.
 
-Plain synchronous code (DESIGN.md): `decide` takes what was gathered -- the profile's
+Plain synchronous code (docs/allocation.md): `decide` takes what was gathered -- the profile's
 capital and exposure (`CapitalPicture`, from its ledger actor), the free cash of its
 broker account and a liquidity signal (`Externals`) -- and returns a `Decision` whose
 every step is written down in `reasoning`.
@@ -33,8 +33,8 @@ from typing import Any
 
 import msgspec
 
-from capflow.actors.config import AllocationConfig, ConfigError
-from capflow.actors.money import ZERO, fmt, quant, round_down, round_up
+from capflow.actors.model.money import ZERO, fmt, quant, round_down, round_up
+from capflow.actors.model.settings import AllocationConfig, ConfigError
 
 #: concentration dimensions in the order they apply, with their `limited_by` names
 DIMENSIONS = (("ticker", "MAX_TICKER"), ("sector", "MAX_SECTOR"),

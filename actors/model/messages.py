@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from capflow.actors.money import ZERO
-from capflow.actors.risk import Trip
+from capflow.actors.model.money import ZERO
+from capflow.actors.model.risk import Trip
 
 # -- records --------------------------------------------------------------------------
 
@@ -400,8 +400,8 @@ class SetTradingState(Command, frozen=True):
 class CheckRisk(Command, frozen=True):
     """What-if: every pre-trade check for a hypothetical entry; changes nothing."""
 
-    signal: Any  # capflow.actors.orders.Signal, sized and checked as `signal.submit` would
-    policy: Any  # capflow.actors.orders.SignalPolicy
+    signal: Any  # capflow.actors.model.orders.Signal, sized and checked as `signal.submit` would
+    policy: Any  # capflow.actors.model.orders.SignalPolicy
 
 
 class ResetBreakers(Command, frozen=True):

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-#: The closed set of error codes of the wire contract (PROTOCOL.md, version 1).
+#: The closed set of error codes of the wire contract (docs/protocol.md, version 1).
 CODES = frozenset({
     "BAD_REQUEST", "UNSUPPORTED_VERSION", "UNKNOWN_OP", "INVALID_ARGUMENT",
     "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "INSUFFICIENT_CAPITAL",

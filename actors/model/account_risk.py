@@ -24,10 +24,10 @@ from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from capflow.actors.config import AccountRiskLimits
-from capflow.actors.errors import Denial
-from capflow.actors.money import ZERO
-from capflow.actors.risk import Check
+from capflow.actors.model.errors import Denial
+from capflow.actors.model.limits import AccountRiskLimits
+from capflow.actors.model.money import ZERO
+from capflow.actors.model.risk import Check
 
 
 class AccountRisk:

@@ -1,0 +1,1 @@
+"""capflow's domain: plain Python, no framework."""
