@@ -36,8 +36,8 @@ from capflow.brokers.base import (
     Connected,
     ConnectionFailed,
     Disconnected,
+    EntryFilled,
     OrderCanceled,
-    OrderFilled,
     OrderRejected,
     PositionExited,
 )
@@ -118,7 +118,7 @@ class SettleSlot(msgspec.Struct, frozen=True):
     claim_id: int
 
 
-class SlotFreed(msgspec.Struct, frozen=True):
+class FreeSlot(msgspec.Struct, frozen=True):
     """A position of this account closed, or an entry order ended without a fill."""
 
     position_id: str
@@ -374,7 +374,7 @@ class AccountManagerActor(pykka.ThreadingActor):
         self.risk.settle_slot(msg.claim_id)
         return True
 
-    def _slot_freed(self, msg: SlotFreed, reply: Reply) -> Any:
+    def _free_slot(self, msg: FreeSlot, reply: Reply) -> Any:
         self.risk.slot_freed(msg.position_id)
         return True
 
@@ -424,7 +424,7 @@ class AccountManagerActor(pykka.ThreadingActor):
 
     def _emit(self, e: BrokerEvent) -> None:
         self._emitted += 1
-        if isinstance(e, OrderFilled):
+        if isinstance(e, EntryFilled):
             working = self._working.get(e.order_id)
             if working is not None:
                 left = working[1] - e.qty
@@ -504,7 +504,7 @@ _HANDLERS = {
     ReturnCapital: AccountManagerActor._return,
     ClaimSlot: AccountManagerActor._claim_slot,
     SettleSlot: AccountManagerActor._settle_slot,
-    SlotFreed: AccountManagerActor._slot_freed,
+    FreeSlot: AccountManagerActor._free_slot,
     SlotQuery: AccountManagerActor._slot_query,
     CancelEntries: AccountManagerActor._cancel_entries,
     ReportEquity: AccountManagerActor._report_equity,
@@ -522,9 +522,9 @@ def new_order_listener(account_id: str, ref: pykka.ActorRef
             if isinstance(e, m.OrderCapitalReserved) and e.order.account_id == account_id:
                 ref.tell((Place(e.profile_id, e.order), Reply()))
             elif isinstance(e, m.PositionClosed) and e.position.account_id == account_id:
-                ref.tell((SlotFreed(e.position.position_id), Reply()))
+                ref.tell((FreeSlot(e.position.position_id), Reply()))
             elif (isinstance(e, m.OrderCapitalReleased) and e.order.filled_qty == 0
                   and e.order.account_id == account_id):
-                ref.tell((SlotFreed(e.order.position_id or e.order.order_id), Reply()))
+                ref.tell((FreeSlot(e.order.position_id or e.order.order_id), Reply()))
 
     return listener

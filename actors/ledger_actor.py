@@ -340,7 +340,7 @@ class LedgerActor(pykka.ThreadingActor):
         if cmd.externals is not None and isinstance(cmd.symbol, str):
             cap = decide(self.ledger.picture(self.ctx.mark), cmd.symbol, cmd.externals,
                          self.ctx.instruments, self.ctx.allocation)
-        return self.ledger.hold(self.ctx.ids(), cmd.client_request_id, cmd.symbol,
+        return self.ledger.reserve(self.ctx.ids(), cmd.client_request_id, cmd.symbol,
                                 cmd.amount, ttl, self.ctx.clock.now(), cmd.cause, cap=cap)
 
     def _picture(self, cmd: m.GetCapitalPicture) -> Outcome:

@@ -37,7 +37,7 @@ from capflow.actors.model.errors import Conflict, InvalidArgument, Unavailable
 from capflow.actors.model.ids import new_id
 from capflow.actors.model.ledger import AuditReport, LedgerView, Outcome, ProfileView
 from capflow.actors.model.limits import load_timezone
-from capflow.actors.model.messages import Hold, Profile, Transfer
+from capflow.actors.model.messages import Profile, Reservation, Transfer
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.risk import GlobalState, RiskLimits, known_profile, resolve
 from capflow.actors.registry import LedgerRegistry
@@ -53,8 +53,8 @@ PROFILE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
                              "0123456789-_.:@")
 
 
-class Reservation(msgspec.Struct, frozen=True):
-    reservation: Hold
+class ReserveResult(msgspec.Struct, frozen=True):
+    reservation: Reservation
     reused: bool
 
 
@@ -470,18 +470,18 @@ class System(TradingCalls):
             self.config.ledger.call_timeout_s)
 
     def reserve(self, profile_id: str, symbol: str, amount: Any, client_request_id: str,
-                ttl_s: int | None = None) -> Reservation:
+                ttl_s: int | None = None) -> ReserveResult:
         """Reserve capital for `symbol`, at most what a quote would allow now, for
         `ttl_s` (default ``[ledger] default_ttl_s``)."""
         out = self.allocation.reserve(profile_id, symbol, amount, client_request_id,
                                       ttl_s).get(self.config.ledger.call_timeout_s)
-        return Reservation(out.result, out.reused)
+        return ReserveResult(out.result, out.reused)
 
     def set_liquidity(self, symbol: str, **signal: Any) -> dict[str, Any]:
         """Push a liquidity signal (provider ``push``), for `symbol` or ``"*"``."""
         return self.allocation.set_liquidity(symbol, signal)
 
-    def release(self, profile_id: str, reservation_id: str, reason: str = "client") -> Hold:
+    def release(self, profile_id: str, reservation_id: str, reason: str = "client") -> Reservation:
         return self._call(profile_id, m.ReleaseReservation(reservation_id=reservation_id,
                                                            reason=reason)).result
 

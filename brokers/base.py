@@ -90,30 +90,31 @@ class BrokerEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     ts: datetime
 
 
-class Connected(BrokerEvent, frozen=True):
+class Connected(BrokerEvent, frozen=True, tag="Connected"):
     attempt: int
 
 
-class ConnectionFailed(BrokerEvent, frozen=True):
+class ConnectionFailed(BrokerEvent, frozen=True, tag="ConnectionFailed"):
     attempt: int
     error: str
     retry_in_s: float
 
 
-class Disconnected(BrokerEvent, frozen=True):
+class Disconnected(BrokerEvent, frozen=True, tag="Disconnected"):
     """The adapter gave up connecting: orders are refused until it is restarted."""
 
     reason: str
     attempts: int
 
 
-class OrderAccepted(BrokerEvent, frozen=True):
+class OrderAccepted(BrokerEvent, frozen=True, tag="OrderAccepted"):
     order_id: str
     profile_id: str
 
 
-class OrderFilled(BrokerEvent, frozen=True):
-    """An entry order (partly) filled."""
+class EntryFilled(BrokerEvent, frozen=True, tag="OrderFilled"):
+    """An entry order (partly) filled, as the broker reports it (the ledger books it as
+    its own `OrderFilled` event; this one keeps that name on the broker topic)."""
 
     order_id: str
     profile_id: str
@@ -125,7 +126,7 @@ class OrderFilled(BrokerEvent, frozen=True):
     liquidity: str  # MAKER or TAKER
 
 
-class PositionExited(BrokerEvent, frozen=True):
+class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
     """A position (partly) closed: by its take-profit, its stop-loss, or by hand."""
 
     position_id: str
@@ -137,13 +138,13 @@ class PositionExited(BrokerEvent, frozen=True):
     reason: str  # tp, sl or manual
 
 
-class OrderCanceled(BrokerEvent, frozen=True):
+class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):
     order_id: str
     profile_id: str
     reason: str
 
 
-class OrderRejected(BrokerEvent, frozen=True):
+class OrderRejected(BrokerEvent, frozen=True, tag="OrderRejected"):
     order_id: str
     profile_id: str
     reason: str
@@ -347,7 +348,7 @@ class BrokerAdapter(ABC):
 
     @abstractmethod
     def submit_order(self, order: BrokerOrder) -> None:
-        """Send an entry order; fills come back as `OrderFilled` events."""
+        """Send an entry order; fills come back as `EntryFilled` events."""
 
     @abstractmethod
     def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:

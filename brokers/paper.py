@@ -43,9 +43,9 @@ from capflow.brokers.base import (
     BrokerAdapter,
     BrokerOrder,
     BrokerPosition,
+    EntryFilled,
     OrderAccepted,
     OrderCanceled,
-    OrderFilled,
     PositionExited,
 )
 
@@ -302,7 +302,7 @@ class PaperBroker(BrokerAdapter):
         else:
             p.entry_price = (p.entry_price * p.qty + price * qty) / (p.qty + qty)
             p.qty += qty
-        self.emit(OrderFilled(account_id=self.account_id, ts=self.clock.now(),
+        self.emit(EntryFilled(account_id=self.account_id, ts=self.clock.now(),
                               order_id=o.order_id, profile_id=o.profile_id,
                               position_id=o.position_id, fill_id=self.new_id("fill"),
                               qty=qty, price=price, fee=fee, liquidity=liquidity))

@@ -20,6 +20,7 @@ from loguru import logger
 
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
+from capflow.actors.model.messages import wire_name
 from capflow.actors.model.ticks import Tick
 from capflow.brokers.base import BrokerEvent
 from capflow.protocol.codec import pack
@@ -50,12 +51,12 @@ def event_frames(events: Iterable[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                                            "tick_seq": e.seq}
             elif isinstance(e, BrokerEvent):
                 body = msgspec.structs.asdict(e)
-                body["type"] = type(e).__name__
+                body["type"] = wire_name(e)
                 yield f"broker.{e.account_id}", body
             elif isinstance(e, Alert):
                 yield "alert", {"type": "Alert", **msgspec.structs.asdict(e)}
             continue
-        body: dict[str, Any] = {"type": type(e).__name__, "id": e.event_id, "ts": e.ts,
+        body: dict[str, Any] = {"type": wire_name(e), "id": e.event_id, "ts": e.ts,
                                 "causation_id": e.causation_id, "profile_id": e.profile_id}
         for name in e.__struct_fields__:
             if name not in _BASE:

@@ -21,7 +21,7 @@ from msgspec import Meta
 
 from capflow.actors.model import messages as m
 from capflow.actors.model.ledger import LedgerView, ProfileView
-from capflow.actors.model.messages import Hold
+from capflow.actors.model.messages import Reservation
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.orders import SYMBOL_PATTERN
 from capflow.actors.reply import Reply
@@ -125,7 +125,7 @@ def profile_map(pv: ProfileView) -> dict[str, Any]:
             "risk": pv.risk}
 
 
-def reservation_map(h: Hold, reused: bool) -> dict[str, Any]:
+def reservation_map(h: Reservation, reused: bool) -> dict[str, Any]:
     return {"reservation_id": h.reservation_id, "client_request_id": h.client_request_id,
             "symbol": h.symbol, "amount": h.amount, "status": h.status,
             "created_at": h.created_at, "expires_at": h.expires_at, "reused": reused}

@@ -23,7 +23,6 @@ from capflow.actors.model.messages import (
     CapitalReserved,
     CapitalWithdrawn,
     Event,
-    Hold,
     OrderCapital,
     OrderCapitalReleased,
     OrderCapitalReserved,
@@ -32,12 +31,14 @@ from capflow.actors.model.messages import (
     PositionCloseRequested,
     PositionReduced,
     Profile,
+    Reservation,
     ReservationExpired,
     ReservationReleased,
     SignalRecord,
     SignalRecorded,
     TradingStateChanged,
     Transfer,
+    wire_name,
 )
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.risk import BreakerState
@@ -86,7 +87,7 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
                                                "state_reason": e.reason,
                                                "state_by": e.changed_by, "state_at": e.ts}))
         ops.append(("insert", "ledger_journal", {
-            "profile_id": pid, "seq": e.seq, "ts": e.ts, "type": type(e).__name__,
+            "profile_id": pid, "seq": e.seq, "ts": e.ts, "type": wire_name(e),
             "causation_id": e.causation_id[:160], "payload": _json.encode(e).decode()}))
     return ops
 
@@ -189,7 +190,7 @@ class LedgerStore:
                 return None
             snap = c.execute(select(s.ledger_snapshots).where(
                 s.ledger_snapshots.c.profile_id == profile_id)).one()._mapping
-            holds = [_record(Hold, r) for r in c.execute(
+            reservations = [_record(Reservation, r) for r in c.execute(
                 select(s.reservations).where(s.reservations.c.profile_id == profile_id))]
             orders = [_record(OrderCapital, r) for r in c.execute(
                 select(s.orders).where(s.orders.c.profile_id == profile_id,
@@ -213,7 +214,8 @@ class LedgerStore:
         profile = _record(Profile, prof)
         ledger = Ledger(profile_id, profile.currency, self.places_for(profile.currency),
                         buckets=buckets, seq=snap["last_seq"], state=profile.state,
-                        holds=holds, orders=orders, positions=positions, transfers=transfers,
+                        reservations=reservations, orders=orders, positions=positions,
+                        transfers=transfers,
                         order_keys=order_keys, signals=signals,
                         breakers=None if snap["risk_state"] is None
                         else _decode_risk.decode(snap["risk_state"]))

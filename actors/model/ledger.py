@@ -50,7 +50,6 @@ from capflow.actors.model.messages import (
     CapitalWithdrawn,
     Event,
     Fill,
-    Hold,
     OrderCapital,
     OrderCapitalReleased,
     OrderCapitalReserved,
@@ -59,6 +58,7 @@ from capflow.actors.model.messages import (
     PositionClosed,
     PositionCloseRequested,
     PositionReduced,
+    Reservation,
     ReservationExpired,
     ReservationReleased,
     SignalRecord,
@@ -140,7 +140,7 @@ class Ledger:
 
     def __init__(self, profile_id: str, currency: str, places: int, *,
                  buckets: Buckets | None = None, seq: int = 0, state: str = "ACTIVE",
-                 holds: Iterable[Hold] = (), orders: Iterable[OrderCapital] = (),
+                 reservations: Iterable[Reservation] = (), orders: Iterable[OrderCapital] = (),
                  positions: Iterable[PositionCapital] = (),
                  transfers: Iterable[Transfer] = (),
                  order_keys: dict[str, tuple[str, tuple]] | None = None,
@@ -157,20 +157,20 @@ class Ledger:
         self.seq = seq
         self.state = state
         #: every reservation by id; the active ones make up `held`
-        self.holds: dict[str, Hold] = {}
+        self.reservations: dict[str, Reservation] = {}
         self._hold_keys: dict[str, str] = {}
         #: active reservations per symbol (what the concentration limits count)
         self.held_by_symbol: dict[str, Decimal] = {}
         self._expiry: list[tuple[datetime, str]] = []
-        for h in holds:
-            self._index_hold(h)
+        for h in reservations:
+            self._index_reservation(h)
         self.orders: dict[str, OrderCapital] = {o.order_id: o for o in orders}
         self.positions: dict[str, PositionCapital] = {p.position_id: p for p in positions}
         self.transfers: dict[str, Transfer] = {t.client_request_id: t for t in transfers}
         #: client_order_id -> (order_id, fingerprint) of every order with a client key
         self.order_keys: dict[str, tuple[str, tuple]] = dict(order_keys or {})
         self.signals: dict[str, SignalRecord] = {r.signal_id: r for r in signals}
-        self.held = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), zero)
+        self.held = sum((h.amount for h in self.reservations.values() if h.status == ACTIVE), zero)
         self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), zero)
         self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), zero)
         #: limits, breakers, order bucket (the actor sets the limits when it loads)
@@ -193,7 +193,7 @@ class Ledger:
     def next_expiry(self) -> datetime | None:
         while self._expiry:
             when, rid = self._expiry[0]
-            if self.holds[rid].status == ACTIVE:
+            if self.reservations[rid].status == ACTIVE:
                 return when
             heapq.heappop(self._expiry)
         return None
@@ -207,7 +207,7 @@ class Ledger:
                 out.append(f"{name} is negative: {getattr(self, name)}")
         if self.available < 0:
             out.append(f"available is negative: {self.available}")
-        active = sum((h.amount for h in self.holds.values() if h.status == ACTIVE), ZERO)
+        active = sum((h.amount for h in self.reservations.values() if h.status == ACTIVE), ZERO)
         if active != self.held:
             out.append(f"held {self.held} != sum of active reservations {active}")
         orders = sum((o.reserved for o in self.orders.values()), ZERO)
@@ -452,16 +452,16 @@ class Ledger:
         r.breakers = BreakerState(hwm, periods, trips)
         return Outcome([e.trip for e in events], events, reused=not events)
 
-    def _index_hold(self, h: Hold) -> None:
-        self.holds[h.reservation_id] = h
+    def _index_reservation(self, h: Reservation) -> None:
+        self.reservations[h.reservation_id] = h
         self._hold_keys[h.client_request_id] = h.reservation_id
         if h.status == ACTIVE:
             heapq.heappush(self._expiry, (h.expires_at, h.reservation_id))
             self.held_by_symbol[h.symbol] = self.held_by_symbol.get(h.symbol, ZERO) + h.amount
 
-    def _end_hold(self, rid: str, status: str, reason: str, now: datetime) -> Hold:
-        h = replace(self.holds[rid], status=status, ended_at=now, end_reason=reason)
-        self.holds[rid] = h
+    def _end_reservation(self, rid: str, status: str, reason: str, now: datetime) -> Reservation:
+        h = replace(self.reservations[rid], status=status, ended_at=now, end_reason=reason)
+        self.reservations[rid] = h
         self.held -= h.amount
         left = self.held_by_symbol[h.symbol] - h.amount
         if left:
@@ -515,9 +515,9 @@ class Ledger:
         cls = CapitalDeposited if signed > 0 else CapitalWithdrawn
         return Outcome(t, [self._event(cls, now, cause or key, transfer=t)])
 
-    # -- holds (reservations) ---------------------------------------------------------
+    # -- reservations -------------------------------------------------------------
 
-    def hold(self, reservation_id: str, client_request_id: str, symbol: str, amount: object,
+    def reserve(self, reservation_id: str, client_request_id: str, symbol: str, amount: object,
              ttl_s: int, now: datetime, cause: str = "",
              cap: Decision | None = None) -> Outcome | Denial:
         """Reserve `amount` for `symbol` until `ttl_s` from now. With `cap` (the
@@ -531,7 +531,7 @@ class Ledger:
                                            "1..604800")
         prior_id = self._hold_keys.get(key)
         if prior_id is not None:
-            prior = self.holds[prior_id]
+            prior = self.reservations[prior_id]
             if (prior.symbol, prior.amount, prior.ttl_s) != (symbol, value, ttl_s):
                 raise Conflict(f"client_request_id {key!r} was used for a different "
                                "reservation", {"client_request_id": key,
@@ -547,18 +547,18 @@ class Ledger:
                                                      if cap.too_small else ""),
                           {"available": cap.max_investable, "requested": value,
                            "decision": cap.to_map()})
-        h = Hold(reservation_id, key, symbol, value, ttl_s, now,
+        h = Reservation(reservation_id, key, symbol, value, ttl_s, now,
                  now + timedelta(seconds=ttl_s))
-        self._index_hold(h)
+        self._index_reservation(h)
         self.held += value
         return Outcome(h, [self._event(CapitalReserved, now, cause or key, reservation=h)])
 
     def release(self, reservation_id: str, reason: str, now: datetime,
                 cause: str = "") -> Outcome:
-        h = self.holds.get(reservation_id)
+        h = self.reservations.get(reservation_id)
         if h is None or h.status != ACTIVE:
             raise NotFound("reservation", reservation_id)
-        h = self._end_hold(reservation_id, RELEASED, reason or "client", now)
+        h = self._end_reservation(reservation_id, RELEASED, reason or "client", now)
         return Outcome(h, [self._event(ReservationReleased, now, cause or reservation_id,
                                        reservation=h)])
 
@@ -566,8 +566,8 @@ class Ledger:
         events = []
         while self._expiry and self._expiry[0][0] <= now:
             _, rid = heapq.heappop(self._expiry)
-            if self.holds[rid].status == ACTIVE:
-                h = self._end_hold(rid, EXPIRED, "ttl", now)
+            if self.reservations[rid].status == ACTIVE:
+                h = self._end_reservation(rid, EXPIRED, "ttl", now)
                 events.append(self._event(ReservationExpired, now, cause, reservation=h))
         return Outcome([e.reservation for e in events], events)
 
@@ -616,19 +616,19 @@ class Ledger:
                                        now):
             return denied
         rid = spec.reservation_id
-        from_hold = ZERO
+        from_reservation = ZERO
         if rid is not None:
-            h = self.holds.get(rid)
+            h = self.reservations.get(rid)
             if h is None or h.status != ACTIVE:
                 raise NotFound("reservation", rid)
             if h.symbol != spec.symbol:
                 raise Conflict(f"reservation {rid!r} is for {h.symbol}, not {spec.symbol}",
                                {"reservation_id": rid})
-            from_hold = h.amount
+            from_reservation = h.amount
         # the hold's amount is freed first, so the check sees the net need
-        if value > from_hold and (denied := self._short(value - from_hold)):
+        if value > from_reservation and (denied := self._short(value - from_reservation)):
             return denied
-        for c in self.concentration_checks(spec.symbol, value, from_hold):
+        for c in self.concentration_checks(spec.symbol, value, from_reservation):
             if not c.ok:
                 return Denial("RISK_REJECTED", f"{c.check}: {c.value} against the limit "
                                                f"{c.limit} (what allocation.quote allows)",
@@ -638,7 +638,7 @@ class Ledger:
             return last
         consumed = None
         if rid is not None:
-            consumed = self._end_hold(rid, CONSUMED, f"order {spec.order_id}", now)
+            consumed = self._end_reservation(rid, CONSUMED, f"order {spec.order_id}", now)
         o = OrderCapital(spec.order_id, spec.symbol, spec.side, spec.qty, ZERO, value, "OPEN",
                          rid, now, now, account_id=spec.account_id,
                          client_order_id=key, type=spec.type, price=spec.price,

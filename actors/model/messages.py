@@ -61,7 +61,7 @@ class Transfer(msgspec.Struct, frozen=True):
     ts: datetime
 
 
-class Hold(msgspec.Struct, frozen=True):
+class Reservation(msgspec.Struct, frozen=True):
     """Capital held for a client before it becomes an order (a reservation)."""
 
     reservation_id: str
@@ -179,6 +179,13 @@ class SignalRecord(msgspec.Struct, frozen=True):
 
 # -- events ---------------------------------------------------------------------------
 
+def wire_name(obj: msgspec.Struct) -> str:
+    """The name a journal row and a published event carry for `obj`: its struct's tag,
+    written out in each class statement, so renaming a class never renames what is
+    stored or sent (tests/actors/test_wire_names.py holds the list)."""
+    return type(obj).__struct_config__.tag
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     profile_id: str
     seq: int
@@ -190,32 +197,32 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
         return f"{self.profile_id}/{self.seq}"
 
 
-class CapitalDeposited(Event, frozen=True):
+class CapitalDeposited(Event, frozen=True, tag="CapitalDeposited"):
     transfer: Transfer
 
 
-class CapitalWithdrawn(Event, frozen=True):
+class CapitalWithdrawn(Event, frozen=True, tag="CapitalWithdrawn"):
     transfer: Transfer
 
 
-class CapitalReserved(Event, frozen=True):
-    reservation: Hold
+class CapitalReserved(Event, frozen=True, tag="CapitalReserved"):
+    reservation: Reservation
 
 
-class ReservationReleased(Event, frozen=True):
-    reservation: Hold
+class ReservationReleased(Event, frozen=True, tag="ReservationReleased"):
+    reservation: Reservation
 
 
-class ReservationExpired(Event, frozen=True):
-    reservation: Hold
+class ReservationExpired(Event, frozen=True, tag="ReservationExpired"):
+    reservation: Reservation
 
 
-class OrderCapitalReserved(Event, frozen=True):
+class OrderCapitalReserved(Event, frozen=True, tag="OrderCapitalReserved"):
     order: OrderCapital
-    consumed: Hold | None = None
+    consumed: Reservation | None = None
 
 
-class OrderFilled(Event, frozen=True):
+class OrderFilled(Event, frozen=True, tag="OrderFilled"):
     fill: Fill
     order: OrderCapital
     position: PositionCapital
@@ -227,38 +234,38 @@ class OrderFilled(Event, frozen=True):
     while_blocked: str | None = None
 
 
-class OrderCapitalReleased(Event, frozen=True):
+class OrderCapitalReleased(Event, frozen=True, tag="OrderCapitalReleased"):
     order: OrderCapital
     amount: Decimal
 
 
-class PositionReduced(Event, frozen=True):
+class PositionReduced(Event, frozen=True, tag="PositionReduced"):
     fill: Fill
     position: PositionCapital
     released: Decimal
 
 
-class PositionClosed(Event, frozen=True):
+class PositionClosed(Event, frozen=True, tag="PositionClosed"):
     position: PositionCapital
 
 
-class PositionCloseRequested(Event, frozen=True):
+class PositionCloseRequested(Event, frozen=True, tag="PositionCloseRequested"):
     """A close of the position was asked for (recorded before the broker is asked)."""
 
     position: PositionCapital
 
 
-class SignalRecorded(Event, frozen=True):
+class SignalRecorded(Event, frozen=True, tag="SignalRecorded"):
     signal: SignalRecord
 
 
-class TradingStateChanged(Event, frozen=True):
+class TradingStateChanged(Event, frozen=True, tag="TradingStateChanged"):
     state: str
     reason: str
     changed_by: str
 
 
-class BreakerTripped(Event, frozen=True):
+class BreakerTripped(Event, frozen=True, tag="BreakerTripped"):
     """A drawdown breaker tripped: entries are refused until `trip.until` (the end of its
     period) or, for the max drawdown, until reset by hand."""
 
@@ -268,7 +275,7 @@ class BreakerTripped(Event, frozen=True):
     tick_ts: datetime | None = None
 
 
-class BreakerReset(Event, frozen=True):
+class BreakerReset(Event, frozen=True, tag="BreakerReset"):
     """A tripped breaker ended: its period ended (`reset_by` "period") or by hand."""
 
     trip: Trip
@@ -276,7 +283,7 @@ class BreakerReset(Event, frozen=True):
     reason: str
 
 
-class LedgerMismatchDetected(Event, frozen=True):
+class LedgerMismatchDetected(Event, frozen=True, tag="LedgerMismatchDetected"):
     snapshot: Buckets
     rebuilt: Buckets
 

@@ -157,7 +157,7 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def quiet_storage(url: str, wait_s: float = 30.0) -> Iterator[None]:
-    """Hold the database's owner lock, so no capflow process writes while inside. Waits
+    """Reservation the database's owner lock, so no capflow process writes while inside. Waits
     up to `wait_s` for a storage process left by a killed server to finish."""
     from capflow.actors.model.errors import Unavailable
     from capflow.storage.engine import OwnerLock, open_engine

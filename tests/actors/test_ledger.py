@@ -40,7 +40,7 @@ def new_ledger(allocated: str = "10000.00") -> Ledger:
 
 def test_hold_and_release_move_capital_between_available_and_held():
     led = new_ledger()
-    out = led.hold("r1", "k1", "BTCUSDT", "2500", 60, T0)
+    out = led.reserve("r1", "k1", "BTCUSDT", "2500", 60, T0)
     assert isinstance(out, Outcome) and out.result.expires_at == T0 + timedelta(seconds=60)
     assert (led.held, led.available) == (D("2500.00"), D("7500.00"))
     led.release("r1", "done", T0)
@@ -52,20 +52,20 @@ def test_hold_and_release_move_capital_between_available_and_held():
 def test_hold_beyond_available_is_a_denial_value_and_changes_nothing():
     led = new_ledger("100.00")
     before = led.buckets()
-    out = led.hold("r1", "k1", "BTCUSDT", "100.01", 60, T0)
+    out = led.reserve("r1", "k1", "BTCUSDT", "100.01", 60, T0)
     assert isinstance(out, Denial) and out.code == "INSUFFICIENT_CAPITAL"
     assert out.details == {"available": D("100.00"), "requested": D("100.01")}
-    assert led.buckets() == before and not led.holds
+    assert led.buckets() == before and not led.reservations
 
 
 def test_idempotent_hold_returns_the_first_result_and_conflicts_on_other_content():
     led = new_ledger()
-    first = led.hold("r1", "k1", "ETHUSDT", "10", 60, T0)
-    again = led.hold("r2", "k1", "ETHUSDT", "10.00", 60, T0 + timedelta(seconds=5))
+    first = led.reserve("r1", "k1", "ETHUSDT", "10", 60, T0)
+    again = led.reserve("r2", "k1", "ETHUSDT", "10.00", 60, T0 + timedelta(seconds=5))
     assert again.reused and again.result == first.result and not again.events
     assert led.held == D("10.00")
     with pytest.raises(Conflict):
-        led.hold("r3", "k1", "ETHUSDT", "11", 60, T0)
+        led.reserve("r3", "k1", "ETHUSDT", "11", 60, T0)
 
 
 def test_amounts_are_exact_and_bad_input_is_refused_with_the_field():
@@ -73,16 +73,16 @@ def test_amounts_are_exact_and_bad_input_is_refused_with_the_field():
     for bad, field in (("1.001", "amount"), ("NaN", "amount"), ("-5", "amount"),
                        (float("inf"), "amount"), (True, "amount"), ("1e30", "amount")):
         with pytest.raises(InvalidArgument) as err:
-            led.hold("r", "k", "X", bad, 60, T0)
+            led.reserve("r", "k", "X", bad, 60, T0)
         assert err.value.field == field
-    assert led.hold("r", "k", "X", 0.1, 60, T0).result.amount == D("0.10")
+    assert led.reserve("r", "k", "X", 0.1, 60, T0).result.amount == D("0.10")
     assert led.held == D("0.10") and not led.violations()
 
 
 def test_expiry_releases_only_what_is_due():
     led = new_ledger()
-    led.hold("a", "ka", "X", "100", 10, T0)
-    led.hold("b", "kb", "X", "200", 20, T0)
+    led.reserve("a", "ka", "X", "100", 10, T0)
+    led.reserve("b", "kb", "X", "200", 20, T0)
     out = led.expire_due(T0 + timedelta(seconds=10))
     assert [h.reservation_id for h in out.result] == ["a"]
     assert isinstance(out.events[0], ReservationExpired)
@@ -91,11 +91,11 @@ def test_expiry_releases_only_what_is_due():
 
 def test_order_from_a_hold_releases_the_excess_and_partial_fills_move_capital():
     led = new_ledger()
-    led.hold("r1", "k1", "BTCUSDT", "5100", 60, T0)
+    led.reserve("r1", "k1", "BTCUSDT", "5100", 60, T0)
     led.reserve_order("o1", "BTCUSDT", "BUY", "0.1", "5000", T0, reservation_id="r1")
     assert (led.held, led.reserved_for_orders, led.available) == (
         D("0.00"), D("5000.00"), D("5000.00"))
-    assert led.holds["r1"].status == "CONSUMED"
+    assert led.reservations["r1"].status == "CONSUMED"
     # 0.04 filled at 49,000: 40% of the order's 5,000 (2,000) pays for 1,960 + 1.00 fee
     led.fill_entry("f1", "o1", "pos1", "0.04", "49000", "1", T0)
     assert led.reserved_for_orders == D("3000.00")
@@ -143,17 +143,17 @@ def test_a_short_squeezed_past_its_reservation_is_booked_and_stops_new_exposure(
     out = led.fill_exit("x1", "pos", "10", "250", "0", T0)  # loses 1,500 on 1,000 reserved
     assert led.realized_pnl == D("-1500.00") and led.available == D("-500.00")
     assert led.state == "REDUCE_ONLY" and out.events[-1].reason == "NEGATIVE_AVAILABLE"
-    denied = led.hold("r", "k", "X", "1", 60, T0)
+    denied = led.reserve("r", "k", "X", "1", 60, T0)
     assert isinstance(denied, Denial) and denied.details["reason"] == "REDUCE_ONLY"
 
 
 def test_halted_and_reduce_only_block_entries_but_not_exits_or_releases():
     led = new_ledger()
-    led.hold("r1", "k1", "X", "100", 60, T0)
+    led.reserve("r1", "k1", "X", "100", 60, T0)
     led.reserve_order("o1", "X", "BUY", "1", "100", T0)
     led.fill_entry("f1", "o1", "pos", "1", "100", "0", T0)
     led.set_state("HALTED", "kill switch", "ops", T0)
-    assert led.hold("r2", "k2", "X", "1", 60, T0).details["reason"] == "TRADING_HALTED"
+    assert led.reserve("r2", "k2", "X", "1", 60, T0).details["reason"] == "TRADING_HALTED"
     assert isinstance(led.reserve_order("o2", "X", "BUY", "1", "1", T0), Denial)
     led.release("r1", "client", T0)
     led.fill_exit("x1", "pos", "1", "110", "0", T0)
@@ -204,44 +204,44 @@ class LedgerMachine(RuleBasedStateMachine):
         assert isinstance(out, Denial) == (amount > avail)
 
     @rule(amount=amounts, ttl=st.integers(1, 600))
-    def hold(self, amount, ttl):
+    def reserve(self, amount, ttl):
         avail = self.led.available
-        out = self._apply(self.led.hold(self._id("r"), self._id("k"), "BTCUSDT", amount,
+        out = self._apply(self.led.reserve(self._id("r"), self._id("k"), "BTCUSDT", amount,
                                         ttl, self.now))
         assert isinstance(out, Denial) == (amount > avail)
 
-    @precondition(lambda self: any(h.status == ACTIVE for h in self.led.holds.values()))
+    @precondition(lambda self: any(h.status == ACTIVE for h in self.led.reservations.values()))
     @rule(data=st.data())
     def repeat_hold(self, data):
         h = data.draw(st.sampled_from(sorted(
-            (h for h in self.led.holds.values() if h.status == ACTIVE),
+            (h for h in self.led.reservations.values() if h.status == ACTIVE),
             key=lambda h: h.reservation_id)))
         before = self.led.buckets()
-        out = self.led.hold("other", h.client_request_id, h.symbol, h.amount, h.ttl_s,
+        out = self.led.reserve("other", h.client_request_id, h.symbol, h.amount, h.ttl_s,
                             self.now)
         assert out.reused and out.result.reservation_id == h.reservation_id
         assert self.led.buckets() == before
 
-    @precondition(lambda self: any(h.status == ACTIVE for h in self.led.holds.values()))
+    @precondition(lambda self: any(h.status == ACTIVE for h in self.led.reservations.values()))
     @rule(data=st.data())
     def release(self, data):
         rid = data.draw(st.sampled_from(sorted(
-            r for r, h in self.led.holds.items() if h.status == ACTIVE)))
+            r for r, h in self.led.reservations.items() if h.status == ACTIVE)))
         self._apply(self.led.release(rid, "client", self.now))
 
     @rule(seconds=st.integers(1, 400))
     def time_passes(self, seconds):
         self.now += timedelta(seconds=seconds)
         self._apply(self.led.expire_due(self.now))
-        assert all(h.expires_at > self.now for h in self.led.holds.values()
+        assert all(h.expires_at > self.now for h in self.led.reservations.values()
                    if h.status == ACTIVE)
 
-    @rule(data=st.data(), qty=qtys, amount=amounts, from_hold=st.booleans(),
+    @rule(data=st.data(), qty=qtys, amount=amounts, from_reservation=st.booleans(),
           side=st.sampled_from(["BUY", "SELL", "long", "short"]))
-    def order(self, data, qty, amount, from_hold, side):
+    def order(self, data, qty, amount, from_reservation, side):
         rid = None
-        active = sorted(r for r, h in self.led.holds.items() if h.status == ACTIVE)
-        if from_hold and active:
+        active = sorted(r for r, h in self.led.reservations.items() if h.status == ACTIVE)
+        if from_reservation and active:
             rid = data.draw(st.sampled_from(active))
         self._apply(self.led.reserve_order(self._id("o"), "BTCUSDT", side, qty, amount,
                                            self.now, reservation_id=rid))
