@@ -29,17 +29,11 @@ from capflow.actors.model.errors import (
     NotFound,
     Unavailable,
 )
-from capflow.actors.model.ledger import (
-    INITIAL_ALLOCATION_KEY,
-    AuditReport,
-    Ledger,
-    LedgerView,
-    Outcome,
-    ProfileView,
-)
+from capflow.actors.model.ledger import AuditReport, Ledger, LedgerView, ProfileView
 from capflow.actors.model.messages import (
     Buckets,
 )
+from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY, Outcome
 from capflow.actors.model.risk import (
     Book,
     RateBucket,
@@ -155,31 +149,28 @@ class LedgerActor(pykka.ThreadingActor):
         self._schedule_next()
 
     def _attach_risk(self) -> None:
-        gate = self.ledger.risk
         ctx = self.ctx
-        if ctx.risk_limits is not None:
-            gate.limits = ctx.risk_limits(self.profile_id, self.profile.risk_profile)
-        if ctx.risk_tz is not None:
-            gate.tz = ctx.risk_tz
-        gate.mark = ctx.mark
-        gate.global_state = ctx.global_state
         account = self.profile.account_id or ctx.default_account
         self.account_id = account
-        gate.account_state = lambda: ctx.account_state(account)
         limits = ctx.account_limits(account)
         # the account-wide loss and exposure limits need each profile's figures, in the
         # account's currency (a profile in another one is not counted: no conversion)
         self._reports = (ctx.report_equity is not None and limits is not None
                          and ctx.account_currency(account) == self.profile.currency
                          and (limits.has_loss_limits or limits.max_gross_exposure is not None))
+        deps: dict[str, Any] = {
+            "mark": ctx.mark, "global_state": ctx.global_state,
+            "account_state": lambda: ctx.account_state(account), "bucket": self.bucket}
+        if ctx.risk_limits is not None:
+            deps["limits"] = ctx.risk_limits(self.profile_id, self.profile.risk_profile)
+        if ctx.risk_tz is not None:
+            deps["tz"] = ctx.risk_tz
         if limits is not None and limits.max_gross_exposure is not None:
-            gate.account_room = (limits.max_gross_exposure,
-                                 lambda: ctx.account_exposure(account, self.profile_id))
-        else:
-            gate.account_room = None
+            deps["account_room"] = (limits.max_gross_exposure,
+                                    lambda: ctx.account_exposure(account, self.profile_id))
         if ctx.instruments is not None and ctx.allocation is not None:
-            gate.concentration = (ctx.instruments, ctx.allocation)
-        gate.bucket = self.bucket
+            deps["concentration"] = (ctx.instruments, ctx.allocation)
+        self.ledger.attach_risk(**deps)
 
     # -- message loop -----------------------------------------------------------------
 
@@ -446,17 +437,7 @@ class LedgerActor(pykka.ThreadingActor):
         return Outcome(AuditReport(self.profile_id, problems, live, rebuilt), [])
 
     def _reconcile(self, cmd: Reconcile):
-        """Startup found the snapshot and the rows disagree: run on what the rows say,
-        record both in the journal, and stop new exposure until a human looks."""
-        led = self.ledger
-        now = self.ctx.clock.now()
-        led.allocated = cmd.rebuilt.allocated
-        led.realized_pnl = cmd.rebuilt.realized_pnl
-        led.fees = cmd.rebuilt.fees
-        events = [led._event(m.LedgerMismatchDetected, now, "recovery",
-                             snapshot=cmd.snapshot, rebuilt=cmd.rebuilt)]
-        events += led.set_state("REDUCE_ONLY", "LEDGER_MISMATCH", "recovery", now).events
-        return Outcome(led.buckets(), events)
+        return self.ledger.reconcile(cmd.snapshot, cmd.rebuilt, self.ctx.clock.now())
 
     def _passivate(self, cmd: m.Passivate) -> None:
         if not self._wait_for_writes():

@@ -35,10 +35,11 @@ from capflow.actors.model.allocation import Decision, Instruments
 from capflow.actors.model.clock import Clock
 from capflow.actors.model.errors import Conflict, InvalidArgument, Unavailable
 from capflow.actors.model.ids import new_id
-from capflow.actors.model.ledger import AuditReport, LedgerView, Outcome, ProfileView
+from capflow.actors.model.ledger import AuditReport, LedgerView, ProfileView
 from capflow.actors.model.limits import load_timezone
 from capflow.actors.model.messages import Profile, Reservation, Transfer
 from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.outcome import Outcome
 from capflow.actors.model.risk import GlobalState, RiskLimits, known_profile, resolve
 from capflow.actors.registry import LedgerRegistry
 from capflow.actors.reply import Reply

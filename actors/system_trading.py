@@ -12,7 +12,7 @@ from loguru import logger
 
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import InvalidArgument
-from capflow.actors.model.ledger import Outcome
+from capflow.actors.model.outcome import Outcome
 from capflow.actors.model.risk import GlobalState
 from capflow.actors.reply import Reply
 from capflow.storage.writer import WriteRequest

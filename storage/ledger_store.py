@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from capflow.actors.model.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from capflow.actors.model.ledger import Ledger
 from capflow.actors.model.messages import (
     ACTIVE,
     Buckets,
@@ -41,6 +41,7 @@ from capflow.actors.model.messages import (
     wire_name,
 )
 from capflow.actors.model.money import ZERO
+from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY
 from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
 from capflow.storage.writer import Op

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from capflow.actors.model.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from capflow.actors.model.ledger import Ledger
 from capflow.actors.model.messages import Buckets, Profile, Transfer
+from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY
 
 
 class MemoryLedgerStore:

@@ -24,6 +24,13 @@ ORDER_END_STATES = frozenset({"CANCELED", "REJECTED", "EXPIRED"})
 TRADING_STATES = ("ACTIVE", "REDUCE_ONLY", "HALTED")
 
 
+def available_of(b: Any) -> Decimal:
+    """The one formula of `available` (docs/ledger.md), of anything holding the six
+    buckets: a `Buckets`, a `Ledger`."""
+    return (b.allocated + b.realized_pnl - b.fees - b.held
+            - b.reserved_for_orders - b.reserved_for_positions)
+
+
 class Buckets(msgspec.Struct, frozen=True):
     allocated: Decimal = ZERO
     held: Decimal = ZERO
@@ -34,8 +41,7 @@ class Buckets(msgspec.Struct, frozen=True):
 
     @property
     def available(self) -> Decimal:
-        return (self.allocated + self.realized_pnl - self.fees - self.held
-                - self.reserved_for_orders - self.reserved_for_positions)
+        return available_of(self)
 
     def diff(self, other: Buckets) -> dict[str, tuple[Decimal, Decimal]]:
         return {f: (getattr(self, f), getattr(other, f)) for f in self.__struct_fields__

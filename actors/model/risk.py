@@ -378,22 +378,27 @@ class RiskGate:
     def __init__(self, limits: RiskLimits | None = None, tz: tzinfo = UTC,
                  mark: Callable[[str], Decimal | None] = lambda symbol: None,
                  global_state: Callable[[], Any] = lambda: None,
-                 breakers: BreakerState | None = None):
+                 breakers: BreakerState | None = None, *,
+                 account_state: Callable[[], Any] = lambda: None,
+                 account_room: tuple[Decimal, Callable[[], Any]] | None = None,
+                 concentration: tuple[Any, Any] | None = None,
+                 bucket: RateBucket | None = None):
         self.limits = limits or RiskLimits()
         self.tz = tz
         self.mark = mark
         self.global_state = global_state
         #: the profile's broker account's trading state (an object with state, reason,
         #: changed_by, or None)
-        self.account_state: Callable[[], Any] = lambda: None
+        self.account_state = account_state
         #: the account's gross exposure limit and what its other profiles expose now:
         #: (limit, () -> Decimal), or None when the account has no such limit
-        self.account_room: tuple[Decimal, Callable[[], Any]] | None = None
+        self.account_room = account_room
         self.breakers = breakers or BreakerState()
-        self.bucket = RateBucket()
+        #: the order rate bucket (its owner may keep it across reloads of the ledger)
+        self.bucket = bucket or RateBucket()
         #: (instruments, allocation config) of the allocation's concentration limits,
         #: which bind entries as they bind quotes; None: none (a bare ledger)
-        self.concentration: tuple[Any, Any] | None = None
+        self.concentration = concentration
         #: (breakers, their JSON) of the last snapshot written (storage's cache)
         self.encoded: tuple[BreakerState, str] | None = None
 

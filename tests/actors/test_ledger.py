@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from capflow.actors.model.errors import Conflict, Denial, InvalidArgument, NotFound
-from capflow.actors.model.ledger import Ledger, Outcome
+from capflow.actors.model.ledger import Ledger
 from capflow.actors.model.messages import (
     ACTIVE,
     CapitalDeposited,
@@ -25,6 +25,7 @@ from capflow.actors.model.messages import (
     ReservationExpired,
     ReservationReleased,
 )
+from capflow.actors.model.outcome import Outcome
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 D = Decimal
