@@ -94,15 +94,16 @@ def _set_logging(on: bool) -> None:
 
 
 class _OffOnFirstImport:
-    """On `sys.meta_path`: when the first module of capflow is about to be imported
-    (each that logs imports loguru), turn capflow's messages off, unless the host has
+    """On `sys.meta_path`: when the first module of capflow that may log is about to be
+    imported (any outside the domain, capflow.actors.model, which logs nothing and
+    imports no logging library), turn capflow's messages off, unless the host has
     decided already; then it finds nothing and does nothing. It stays in place, inert:
     taking it out could make an import that runs meanwhile in another thread skip the
     finder after it."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         global _logging
-        if _logging is None and name.startswith("capflow."):
+        if _logging is None and name.startswith("capflow.") and not _quiet(name):
             with _logging_lock:
                 if _logging is None:
                     from loguru import logger
@@ -110,6 +111,11 @@ class _OffOnFirstImport:
                     logger.disable("capflow")
                     _logging = False
         return None
+
+
+def _quiet(name: str) -> bool:
+    """The packages that log nothing: the domain, and the bare package holding it."""
+    return name == "capflow.actors" or name.startswith("capflow.actors.model")
 
 
 if not any(type(f).__name__ == "_OffOnFirstImport" for f in sys.meta_path):

@@ -38,7 +38,7 @@ from capflow.actors.model.allocation import LiquiditySignal
 from capflow.actors.model.errors import InvalidArgument
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError, LiquidityConfig
-from capflow.actors.modules import current_module
+from capflow.brokers.modules import current_module
 
 ALL = "*"
 

@@ -34,8 +34,8 @@ import msgspec
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.settings import ConfigError
-from capflow.actors.modules import current_module
 from capflow.brokers.config import AccountConfig, ConnectConfig
+from capflow.brokers.modules import current_module
 
 # -- records --------------------------------------------------------------------------
 
