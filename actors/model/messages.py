@@ -13,7 +13,10 @@ from typing import Any
 
 import msgspec
 
+from capflow.actors.model.allocation import Externals
+from capflow.actors.model.errors import Denial
 from capflow.actors.model.money import ZERO
+from capflow.actors.model.orders import OrderSpec, Signal, SignalPolicy
 from capflow.actors.model.risk import Trip
 
 # -- records --------------------------------------------------------------------------
@@ -296,6 +299,12 @@ class LedgerMismatchDetected(Event, frozen=True, tag="LedgerMismatchDetected"):
 
 # -- commands (to a LedgerActor) ------------------------------------------------------
 
+
+#: an amount, quantity, price or fee as a command carries it: the ledger parses it
+#: exactly (`money.parse_decimal`) against its currency's places, which only it knows
+RawAmount = Decimal | str | int
+
+
 class Command(msgspec.Struct, frozen=True, kw_only=True):
     cause: str = ""
 
@@ -309,27 +318,27 @@ class GetProfile(Command, frozen=True):
 
 
 class Deposit(Command, frozen=True):
-    amount: Any
+    amount: RawAmount
     client_request_id: str
     #: answer only a repeat of an earlier deposit with this key; anything else is
     #: refused with `refusal` (the account had no cash left for a new one)
     repeat_only: bool = False
-    refusal: Any = None
+    refusal: Denial | None = None
 
 
 class Withdraw(Command, frozen=True):
-    amount: Any
+    amount: RawAmount
     client_request_id: str
 
 
 class ReserveCapital(Command, frozen=True):
     symbol: str
-    amount: Any
+    amount: RawAmount
     client_request_id: str
     ttl_s: int | None = None
-    #: `actors.allocation.Externals`: cap the amount by the allocation decision made
-    #: in the actor (the allocation service always sends it; None: no cap)
-    externals: Any = None
+    #: cap the amount by the allocation decision made in the actor (the allocation
+    #: service always sends it; None: no cap)
+    externals: Externals | None = None
 
 
 class GetCapitalPicture(Command, frozen=True):
@@ -349,35 +358,35 @@ class ReserveOrder(Command, frozen=True):
     order_id: str
     symbol: str
     side: str
-    qty: Any
-    amount: Any
+    qty: RawAmount
+    amount: RawAmount
     reservation_id: str | None = None
 
 
 class PlaceOrder(Command, frozen=True):
     """Reserve an order's capital and record the order (`orders.OrderSpec`)."""
 
-    spec: Any
-    amount: Any
+    spec: OrderSpec
+    amount: RawAmount
     #: the account refused the order (its open position slots are taken): a repeat of
     #: an order already made is answered as before, a new one gets this
-    refusal: Any = None
+    refusal: Denial | None = None
 
 
 class SubmitSignal(Command, frozen=True):
     """Size a signal into an order, check it, reserve, and record the signal."""
 
-    signal: Any  # orders.Signal
-    policy: Any  # orders.SignalPolicy
+    signal: Signal
+    policy: SignalPolicy
 
 
 class ApplyEntryFill(Command, frozen=True):
     fill_id: str
     order_id: str
     position_id: str
-    qty: Any
-    price: Any
-    fee: Any = 0
+    qty: RawAmount
+    price: RawAmount
+    fee: RawAmount = 0
     #: a fill reported by a broker has happened: book it even if it costs more than
     #: what the order reserved (the profile goes REDUCE_ONLY if that leaves it short)
     book: bool = False
@@ -398,9 +407,9 @@ class RequestClose(Command, frozen=True):
 class ApplyExitFill(Command, frozen=True):
     fill_id: str
     position_id: str
-    qty: Any
-    price: Any
-    fee: Any = 0
+    qty: RawAmount
+    price: RawAmount
+    fee: RawAmount = 0
     reason: str | None = None
 
 
@@ -413,8 +422,9 @@ class SetTradingState(Command, frozen=True):
 class CheckRisk(Command, frozen=True):
     """What-if: every pre-trade check for a hypothetical entry; changes nothing."""
 
-    signal: Any  # capflow.actors.model.orders.Signal, sized and checked as `signal.submit` would
-    policy: Any  # capflow.actors.model.orders.SignalPolicy
+    #: sized and checked as `signal.submit` would
+    signal: Signal
+    policy: SignalPolicy
 
 
 class ResetBreakers(Command, frozen=True):
