@@ -28,8 +28,6 @@ from capflow.actors.model.money import fmt
 from capflow.actors.model.settings import ConfigError
 from capflow.protocol.probe import NoServer, probe
 
-BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
-           "realized_pnl", "fees", "available")
 #: the most profiles or positions one list request asks for (the ops' maximum)
 PAGE = 1000
 
@@ -292,6 +290,8 @@ def _text(value: Any) -> str:
 
 def _show(p: dict[str, Any], out) -> None:
     """A profile map (as `profile.get` answers it)."""
+    from capflow.protocol.answers import BUCKETS
+
     led = p.get("ledger") or {}
     print(f"profile       {p['profile_id']}", file=out)
     print(f"currency      {p['currency']}", file=out)
@@ -348,7 +348,7 @@ def _profile_through(client, args: argparse.Namespace, out) -> int:
 
 def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
     from capflow.actors.system import System
-    from capflow.protocol.ops import profile_map
+    from capflow.protocol.answers import profile_map
 
     # no wait for the owner lock: a process that took it since `route` looked keeps it
     with System(cfg, lock_wait_s=0) as system:
