@@ -392,16 +392,16 @@ def stats_data(cfg: Config, args: argparse.Namespace | None, profile: str | None
 def _stats_through(client, profile: str | None, group_by: str | None, *, positions: bool):
     """`stats.get`; for the report (`positions`), the positions themselves (and the
     statistics computed from them, as the server computes them)."""
-    from capflow.actors.model.stats import compute_stats, group_stats
+    from capflow.actors.model.stats import profiles_stats
 
     if not positions:
         ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
         stats = client.call("stats.get", **ask)
         return [], stats, stats.pop("groups", None), None
     profiles = [client.profile_get(profile)] if profile else _all_profiles(client)
-    found, initial = [], Decimal(0)
+    found = []
+    allocations = [Decimal((p.get("ledger") or {}).get("allocated") or 0) for p in profiles]
     for p in profiles:
-        initial += Decimal((p.get("ledger") or {}).get("allocated") or 0)
         cursor = None
         while True:
             page = client.call("position.list", **{
@@ -411,9 +411,8 @@ def _stats_through(client, profile: str | None, group_by: str | None, *, positio
             cursor = page.get("next_cursor")
             if not cursor or not page["positions"]:
                 break
-    initial = initial or None
-    groups = group_stats(found, group_by, initial_equity=initial) if group_by else None
-    return found, compute_stats(found, initial_equity=initial), groups, initial
+    stats, groups, initial = profiles_stats(found, allocations, group_by)
+    return found, stats, groups, initial
 
 
 def _all_profiles(client) -> list[dict[str, Any]]:
@@ -451,7 +450,7 @@ def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
     """Positions and statistics straight from storage: no actors (the caller made sure
     that no other process owns it)."""
     from capflow.actors.model.errors import NotFound
-    from capflow.actors.model.stats import compute_stats, group_stats
+    from capflow.actors.model.stats import profiles_stats
     from capflow.storage.engine import open_engine
     from capflow.storage.ledger_store import LedgerStore
     from capflow.storage.oms_store import OmsStore
@@ -462,11 +461,9 @@ def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
         ids = None if profile is None else [profile]
         if profile is not None and ledgers.get_profile(profile) is None:
             raise NotFound("profile", profile)
-        snaps = ledgers.snapshots(ids)
-        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
+        allocations = [b.allocated for b in ledgers.snapshots(ids).values()]
         positions = OmsStore(engine).positions_for_stats(ids)
     finally:
         engine.dispose()
-    stats = compute_stats(positions, initial_equity=initial)
-    groups = group_stats(positions, group_by, initial_equity=initial) if group_by else None
+    stats, groups, initial = profiles_stats(positions, allocations, group_by)
     return positions, stats, groups, initial
