@@ -348,7 +348,7 @@ def _profile_through(client, args: argparse.Namespace, out) -> int:
 
 def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
     from capflow.actors.system import System
-    from capflow.protocol.answers import profile_map
+    from capflow.protocol.answers import profile_list_item, profile_map
 
     # no wait for the owner lock: a process that took it since `route` looked keeps it
     with System(cfg, lock_wait_s=0) as system:
@@ -365,9 +365,7 @@ def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
                 profiles += page
                 after = page[-1].profile_id
             snaps = system.store.snapshots([p.profile_id for p in profiles])
-            _list([{"profile_id": p.profile_id, "state": p.state, "currency": p.currency,
-                    "ledger": {"available": snaps[p.profile_id].available}
-                    if p.profile_id in snaps else None} for p in profiles], out)
+            _list([profile_list_item(p, snaps.get(p.profile_id)) for p in profiles], out)
     return 0
 
 
