@@ -50,7 +50,7 @@ from capflow.actors.model.orders import (
     CLOSE_REASONS,
 )
 from capflow.actors.model.settings import ConfigError
-from capflow.actors.model.stats import compute_stats, group_stats
+from capflow.actors.model.stats import profiles_stats
 from capflow.actors.model.symbols import SymbolSlots
 from capflow.actors.model.ticks import Tick
 from capflow.actors.reply import Reply, relay
@@ -407,9 +407,6 @@ class Trading(EntryFlow):
             None if only is None else sorted(only))
         positions = self._store().positions_for_stats(ids)
         snaps = self.system.store.snapshots(ids)
-        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
-        overall = compute_stats(positions, initial_equity=initial)
-        groups = None
-        if group_by is not None:
-            groups = group_stats(positions, group_by, initial_equity=initial)
+        overall, groups, _ = profiles_stats(positions, (b.allocated for b in snaps.values()),
+                                            group_by)
         return overall, groups

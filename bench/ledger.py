@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from queue import SimpleQueue
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from capflow.actors.config import load_config
 from capflow.actors.logs import LogConfig, setup_logging
 from capflow.actors.model.clock import Clock

@@ -55,8 +55,6 @@ from decimal import Decimal
 from pathlib import Path
 from queue import SimpleQueue
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from capflow.actors.config import load_config
 from capflow.actors.logs import LogConfig, setup_logging
 from capflow.actors.model import messages as m

@@ -206,13 +206,14 @@ def test_unavailable_while_shutting_down(wire):
 
 def test_internal_error_says_nothing_secret_and_the_server_lives_on(wire, monkeypatch):
     from capflow.protocol import ops
+    from capflow.protocol.profile_ops import ProfileArgs
 
     _server, r = wire
 
     def broken(ctx, args, caller, done):
         raise RuntimeError("password=hunter2 at /secret/path")
 
-    monkeypatch.setitem(ops.OPS, "ledger.get", (ops.ProfileArgs, broken))
+    monkeypatch.setitem(ops.OPS, "ledger.get", (ProfileArgs, broken))
     err = _error(r.request("ledger.get", {"profile_id": "alpha"}))
     assert err["code"] == "INTERNAL" and "hunter2" not in err["message"]
     monkeypatch.undo()

@@ -21,7 +21,7 @@ from loguru import logger
 from sqlalchemy import event, select, text
 
 from capflow.actors.model.errors import Unavailable
-from capflow.protocol.ops import health
+from capflow.protocol.system_ops import health
 from capflow.storage import migrate, owner, schema
 from capflow.storage.engine import OwnerLock, open_engine
 from capflow.storage.sql_executor import SqlExecutor
