@@ -32,7 +32,8 @@ from sqlalchemy import Engine
 
 from capflow.actors.model.errors import Unavailable
 from capflow.storage.owner import FENCED, Fence
-from capflow.storage.sql_executor import Op, SqlExecutor
+from capflow.storage.sql_executor import SqlExecutor
+from capflow.storage.statements import Op
 
 __all__ = ["NullWriter", "Op", "SqlExecutor", "StorageWriter", "WriteRequest"]
 
