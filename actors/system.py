@@ -45,7 +45,7 @@ from capflow.actors.reply import Reply
 from capflow.actors.scheduler import Scheduler
 from capflow.actors.system_trading import TradingCalls
 from capflow.actors.trading import Trading
-from capflow.storage.writer import NullWriter, StorageWriter, WriteRequest
+from capflow.storage.writer import NullWriter, StorageWriter
 
 #: how often an idle server checks that it still owns its database (storage/owner.py)
 OWNER_CHECK_S = 5.0
@@ -97,6 +97,7 @@ class System(TradingCalls):
         self.engine = None
         self._owner = None
         self.writer: Any = None
+        self.journal: Any = None
         self.store: Any = None
         self.registry: LedgerRegistry | None = None
         self.scheduler: Scheduler | None = None
@@ -140,6 +141,7 @@ class System(TradingCalls):
             _pin_process(cfg.cpu_affinity)
         if cfg.storage.durable:
             from capflow.storage.engine import OwnerLock, describe, open_engine
+            from capflow.storage.journal import StorageJournal
             from capflow.storage.ledger_store import LedgerStore
             from capflow.storage.migrate import upgrade
             from capflow.storage.owner import SCOPE, claim
@@ -165,8 +167,7 @@ class System(TradingCalls):
             else:
                 self._owner = OwnerLock(self.engine).acquire()
             self.writer = StorageWriter(self.engine, executor=executor,
-                                        max_batch=cfg.storage.max_batch,
-                                        on_write_failed=self._on_write_failed)
+                                        max_batch=cfg.storage.max_batch)
             self.writer.start()  # holds the owner lock from here on
             upgrade(self.engine)
             # take the database over before loading anything: from this commit on, a
@@ -175,17 +176,21 @@ class System(TradingCalls):
             epoch = claim(self.engine, started_at=started)
             self.writer.own(SCOPE, epoch)
             self.store = LedgerStore(self.engine, cfg.places)
+            self.journal = StorageJournal(self.writer)
             logger.info("storage: {} ({} writer), owner epoch {}", describe(cfg.storage.url),
                         "process" if executor else "thread", epoch)
         else:
+            from capflow.storage.journal import MemoryJournal
             from capflow.storage.memory_store import MemoryLedgerStore
 
             self.store = MemoryLedgerStore(cfg.places)
             self.writer = NullWriter()
             self.writer.start()
+            self.journal = MemoryJournal(self.store)
             logger.warning("storage is off: nothing is persisted")
+        self.journal.watch_failures(self._on_write_failed)
         instruments = Instruments.load(cfg.allocation)
-        ctx = LedgerContext(store=self.store, writer=self.writer, bus=self.bus,
+        ctx = LedgerContext(store=self.store, journal=self.journal, bus=self.bus,
                             clock=self.clock, schedule_expiry=self._schedule_expiry,
                             default_ttl_s=cfg.ledger.default_ttl_s,
                             ids=lambda: new_id("rsv"), allocation=cfg.allocation,
@@ -255,7 +260,7 @@ class System(TradingCalls):
         """Why this server writes nothing any more, or None: another server took its
         database over (storage/owner.py). Every write fails UNAVAILABLE with this reason;
         `system.health` reports ``status: "fenced"``. Only a restart serves again."""
-        return self.writer.fenced if self.writer is not None else None
+        return self.journal.fenced if self.journal is not None else None
 
     def __enter__(self) -> System:
         return self.start()
@@ -330,7 +335,7 @@ class System(TradingCalls):
         now = time.monotonic()
         if now - self._owner_checked >= OWNER_CHECK_S:
             self._owner_checked = now
-            self.writer.probe()
+            self.journal.probe()
 
     def _on_write_failed(self, profile_ids: set[str]) -> None:
         for pid in profile_ids:
@@ -393,7 +398,6 @@ class System(TradingCalls):
             now = self.clock.now()
             profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
                               "create", now, now)
-            ops = self.store.create_profile_ops(profile, amount)
             # the account's cash is divided among its profiles: claim this share first
             claim = self.trading.claim(account_id, currency, amount) if (
                 self.trading is not None and amount) else None
@@ -403,9 +407,9 @@ class System(TradingCalls):
             booked = amount
             try:
                 done = Reply()
-                self.writer.submit(WriteRequest(None, ops,
-                                                on_commit=lambda: done.resolve(True),
-                                                on_fail=done.fail))
+                self.journal.create_profile(profile, amount,
+                                            on_commit=lambda: done.resolve(True),
+                                            on_fail=done.fail)
                 done.get(self.config.ledger.call_timeout_s)
             except (Conflict, InvalidArgument):
                 booked = amount * 0
