@@ -172,21 +172,19 @@ class Safety:
 
     def _store_account(self, account_id: str, *, wait: bool,
                        state: AccountState | None = None) -> None:
-        from capflow.storage.control_store import account_state_op
-        from capflow.storage.writer import WriteRequest
-
         st = state or self.account_states.get(account_id) or AccountState(
             changed_at=self.clock.now())
-        op = account_state_op(account_id, st.state, st.reason, st.changed_by or "",
-                              st.changed_at or self.clock.now(), self._saved.get(account_id))
+        stored = AccountState(st.state, st.reason, st.changed_by or "",
+                              st.changed_at or self.clock.now())
         done = Reply()
 
         def failed(exc: Exception) -> None:
             logger.error("storing the state of account {} failed: {}", account_id, exc)
             done.fail(exc)
 
-        self.system.writer.submit(WriteRequest(None, [op], on_commit=lambda: done.resolve(1),
-                                               on_fail=failed))
+        self.system.journal.set_account_state(account_id, stored, self._saved.get(account_id),
+                                              on_commit=lambda: done.resolve(1),
+                                              on_fail=failed)
         if wait:
             done.get(self.config.ledger.call_timeout_s)
 
@@ -446,13 +444,10 @@ class Safety:
         if self.store is None:
             self._flattens[(by, key)] = {"scope": scope, "target": target, "result": result}
             return
-        from capflow.storage.control_store import flatten_op
-        from capflow.storage.writer import WriteRequest
-
         done = Reply()
-        self.system.writer.submit(WriteRequest(
-            None, [flatten_op(key, scope, target, reason, by, started, result)],
-            on_commit=lambda: done.resolve(1), on_fail=done.fail))
+        self.system.journal.record_flatten(key, scope, target, reason, by, started, result,
+                                           on_commit=lambda: done.resolve(1),
+                                           on_fail=done.fail)
         done.get(self.config.ledger.call_timeout_s)
 
 

@@ -1,7 +1,7 @@
 """`TradingCalls`: the embedded API of the trading side of a `System` -- the kill switch
 (global, per account, flatten), breakers and what-ifs, signals, orders, positions and
 the simulated market. A mixin of `actors.system.System`, whose `submit`, `trading`,
-`writer` and `config` it uses; `System` is the only class that inherits it.
+`journal` and `config` it uses; `System` is the only class that inherits it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from capflow.actors.model.errors import InvalidArgument
 from capflow.actors.model.outcome import Outcome
 from capflow.actors.model.risk import GlobalState
 from capflow.actors.reply import Reply
-from capflow.storage.writer import WriteRequest
 
 
 class TradingCalls:
@@ -42,10 +41,8 @@ class TradingCalls:
             # it strict in memory, never looser)
             self._global = gs
         done = Reply()
-        self.writer.submit(WriteRequest(None, [("upsert", "system_state", {
-            "name": "trading", "state": gs.state, "reason": gs.reason,
-            "changed_by": gs.changed_by, "changed_at": gs.changed_at})],
-            on_commit=lambda: done.resolve(True), on_fail=done.fail))
+        self.journal.set_global_state(gs, on_commit=lambda: done.resolve(True),
+                                      on_fail=done.fail)
         done.get(self.config.ledger.call_timeout_s)
         self._global = gs
         logger.warning("global trading state {} (by {}: {})", state, changed_by,
