@@ -26,7 +26,7 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors.account import Info
+from capflow.actors.account_messages import Info
 from capflow.actors.liquidity import PushLiquidity, load_provider, unwrap
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import Decision, Externals, Instruments, decide

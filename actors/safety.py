@@ -33,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors.account import CancelEntries, RebaseLossLimits
+from capflow.actors.account_messages import CancelEntries, RebaseLossLimits
 from capflow.actors.alerts import AUTOMATIC, CRITICAL, WARNING, Alert, raise_alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Conflict, InvalidArgument, NotFound, Unavailable

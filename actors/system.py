@@ -300,7 +300,7 @@ class System(TradingCalls):
 
     def _report_equity(self, profile_id: str, account_id: str, pnl: Decimal,
                        exposure: Decimal, ts) -> None:
-        from capflow.actors.account import ReportEquity
+        from capflow.actors.account_messages import ReportEquity
 
         ref = self.trading.managers.get(account_id) if self.trading is not None else None
         if ref is not None:

@@ -24,9 +24,8 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from capflow.actors.account import (
-    AccountManagerActor,
-    AccountStatus,
+from capflow.actors.account import AccountManagerActor, AccountStatus, new_order_listener
+from capflow.actors.account_messages import (
     Cancel,
     ClaimCapital,
     Close,
@@ -36,7 +35,6 @@ from capflow.actors.account import (
     SettleClaim,
     Sync,
     Ticks,
-    new_order_listener,
 )
 from capflow.actors.alerts import raise_alert
 from capflow.actors.audit_log import SignalAuditLog

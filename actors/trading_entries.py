@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from capflow.actors.account import ClaimSlot, SettleSlot, SlotQuery
+from capflow.actors.account_messages import ClaimSlot, SettleSlot, SlotQuery
 from capflow.actors.audit_log import SignalAuditLog
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
