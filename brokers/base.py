@@ -61,16 +61,22 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """An open position as an adapter sees it (and keeps it: a change is a new record)."""
+
     position_id: str
     profile_id: str
     symbol: str
     side: str
     qty: Decimal
+    #: the average price of its entry fills
     entry_price: Decimal
     tp_price: Decimal | None = None
     sl_price: Decimal | None = None
     #: a close capflow asked for and that has not filled yet ("manual")
     closing: str | None = None
+    #: the entry order that opened it (None: not known, e.g. restored without it); its
+    #: rest is canceled when the position exits while it is still working
+    order_id: str | None = None
 
 
 class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
