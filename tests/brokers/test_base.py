@@ -136,7 +136,7 @@ def test_a_system_whose_broker_gives_up_refuses_orders(make_system, sqlite_url, 
         "settings": {"fail_connects": 100},
         "connect": {"max_attempts": 3, "base_delay_s": 1.0, "jitter": 0.0}}}})
     cf.create_profile("p", "10000")
-    status = cf.trading.status["paper"]
+    status = cf.accounts.status["paper"]
     for _ in range(10):  # the account manager's step runs on every tick
         clock.advance(1)
         cf.advance(1)
