@@ -42,6 +42,7 @@ from capflow.actors.account_messages import (
     SlotQuery,
     Sync,
 )
+from capflow.actors.adapters import load_adapter
 from capflow.actors.alerts import raise_alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
@@ -57,7 +58,7 @@ from capflow.actors.model.limits import load_timezone
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError
 from capflow.actors.reply import Reply, relay
-from capflow.brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
+from capflow.brokers.base import Connected, ConnectionFailed, Disconnected
 
 #: submit a command to a profile's ledger: ``(profile_id, command, callback=None)``; the
 #: reply resolves to the `Outcome` once the change is committed

@@ -17,12 +17,12 @@ Writing an adapter (see also docs/adapters.md):
    one side, the broker's on the other, from the account's ``symbols`` table in config.
 4. Name the class in config: ``[brokers.accounts.mine] adapter = "mypkg.mod:MyBroker"``
    (capflow's own: ``"capflow.brokers.paper:PaperBroker"``; the name of before capflow
-   was one package, ``"brokers.paper:PaperBroker"``, still loads, with a warning).
+   was one package, ``"brokers.paper:PaperBroker"``, still loads, with a warning). The
+   account managers load it (`capflow.actors.adapters.load_adapter`).
 """
 
 from __future__ import annotations
 
-import importlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -34,7 +34,6 @@ import msgspec
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.settings import ConfigError
-from capflow.actors.modules import current_module
 from capflow.brokers.config import AccountConfig, ConnectConfig
 
 # -- records --------------------------------------------------------------------------
@@ -394,27 +393,3 @@ def _counter_ids() -> Callable[[str], str]:
         return f"{prefix}_{n}"
 
     return new
-
-
-class AdapterLoadError(ConfigError):
-    """The configured adapter class cannot be loaded; the message names it."""
-
-
-def load_adapter(path: str) -> type[BrokerAdapter]:
-    """The adapter class named ``"package.module:Class"``."""
-    module_name, sep, class_name = path.partition(":")
-    if not sep or not module_name or not class_name:
-        raise AdapterLoadError(f"broker adapter {path!r}: expected 'package.module:Class'")
-    try:
-        module = importlib.import_module(current_module(module_name))
-    except ImportError as exc:
-        raise AdapterLoadError(f"broker adapter {path!r}: cannot import module "
-                               f"{module_name!r} ({exc})") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise AdapterLoadError(f"broker adapter {path!r}: module {module_name!r} has no "
-                               f"class {class_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, BrokerAdapter)):
-        raise AdapterLoadError(f"broker adapter {path!r} is not a brokers.base.BrokerAdapter "
-                               "(capflow's)")
-    return cls

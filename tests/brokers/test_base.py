@@ -8,18 +8,17 @@ import random
 
 import pytest
 
+from capflow.actors.adapters import AdapterLoadError, load_adapter
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.settings import ConfigError
 from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
     WAITING,
-    AdapterLoadError,
     Connected,
     ConnectionFailed,
     Disconnected,
     SymbolMap,
-    load_adapter,
 )
 from capflow.brokers.config import AccountConfig, ConnectConfig
 from capflow.brokers.paper import PaperBroker
