@@ -38,15 +38,11 @@ from capflow.actors.model.orders import (
 )
 from capflow.actors.model.risk import Check
 from capflow.actors.model.symbols import CLAIMED, REFUSED
+from capflow.actors.model.ticks import _new_price_places
 from capflow.actors.reply import Reply, relay
 
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")
-
-
-def _new_symbol_places(price: Decimal) -> int:
-    """Price places of a symbol first seen at `price` (as the simulator chooses them)."""
-    return min(8, max(2, -price.normalize().as_tuple().exponent))
 
 
 class EntryFlow:
@@ -90,7 +86,8 @@ class EntryFlow:
         spec = self.config.simulator.symbols.get(symbol)
         if spec is not None:
             return spec.price_places, spec.qty_places
-        return _new_symbol_places(price), 6
+        # a symbol first seen at `price` gets the places the simulator gives it
+        return _new_price_places(price), 6
 
     def _fees(self, account_id: str) -> tuple[Decimal, Decimal]:
         s = self.config.brokers.accounts[account_id].settings
