@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from capflow.actors.accounts import Accounts
 from capflow.actors.allocation_service import AllocationService
 from capflow.actors.bus import EventBus
 from capflow.actors.config import Config, load_config
@@ -104,6 +105,7 @@ class System(TradingCalls):
         self.store: Any = None  # storage.ledger_store.LedgerStore (reads)
         self.registry: LedgerRegistry | None = None
         self.scheduler: Scheduler | None = None
+        self.accounts: Accounts | None = None
         self.trading: Trading | None = None
         self.allocation: AllocationService | None = None
         self._unpinned: set[int] | None = None
@@ -186,10 +188,8 @@ class System(TradingCalls):
         self._recover()
         self.scheduler.start()
         self.started_at = time.monotonic()
-        self.trading = Trading(self)
-        self.trading.start(self.storage.oms_store, self.store.list_profiles("", 1 << 62),
-                           self.storage.control_store)
-        self.allocation = AllocationService(self, self.trading, instruments)
+        self._start_trading(instruments, self.storage.oms_store,
+                            self.store.list_profiles("", 1 << 62), self.storage.control_store)
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 
@@ -253,26 +253,21 @@ class System(TradingCalls):
         self.scheduler.run_due()
 
     def _mark(self, symbol: str) -> Decimal | None:
-        tick = self.trading.board.get(symbol) if self.trading is not None else None
-        return None if tick is None else tick.last
+        return self.trading.mark(symbol) if self.trading is not None else None
 
     def _account_state(self, account_id: str | None):
         trading = self.trading
         return None if trading is None else trading.safety.account_state(account_id)
 
     def _account_exposure(self, account_id: str, profile_id: str) -> Decimal:
-        status = self.trading.status.get(account_id) if self.trading is not None else None
-        if status is None or status.risk is None:
+        if self.accounts is None:
             return Decimal(0)
-        return status.risk.exposure_of_others(profile_id)
+        return self.accounts.exposure_of_others(account_id, profile_id)
 
     def _report_equity(self, profile_id: str, account_id: str, pnl: Decimal,
                        exposure: Decimal, ts) -> None:
-        from capflow.actors.account import ReportEquity
-
-        ref = self.trading.managers.get(account_id) if self.trading is not None else None
-        if ref is not None:
-            ref.tell((ReportEquity(profile_id, pnl, exposure, ts), Reply()))
+        if self.accounts is not None:
+            self.accounts.report_equity(profile_id, account_id, pnl, exposure, ts)
 
     def _risk_limits(self, profile_id: str, risk_profile: str | None) -> RiskLimits:
         try:
@@ -342,8 +337,8 @@ class System(TradingCalls):
             raise InvalidArgument("risk_profile", f"unknown risk profile {risk_profile!r}: "
                                                   "a preset (atlas, orion, nova) or one of "
                                                   "[risk.profiles]")
-        if self.trading is not None:
-            self.trading.check_account(account_id)
+        if self.accounts is not None:
+            self.accounts.check_account(account_id)
         currency = currency or self.config.ledger.default_currency
         if currency not in self.config.ledger.currency_places:
             raise InvalidArgument("currency", f"unknown currency {currency!r}")
@@ -362,8 +357,8 @@ class System(TradingCalls):
             profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
                               "create", now, now)
             # the account's cash is divided among its profiles: claim this share first
-            claim = self.trading.claim(account_id, currency, amount) if (
-                self.trading is not None and amount) else None
+            claim = self.accounts.claim(account_id, currency, amount) if (
+                self.accounts is not None and amount) else None
             # an unknown outcome (a timeout, a failed commit that may have been made)
             # keeps the claim booked: the account then looks fuller than it may be,
             # never emptier, until a restart recounts it from what was committed
@@ -379,9 +374,9 @@ class System(TradingCalls):
                 raise
             finally:
                 if claim is not None:
-                    self.trading.settle_claim(claim, booked)
-            if self.trading is not None:  # before the profile is known to anyone
-                self.trading.profile_created(profile_id, account_id, currency)
+                    self.accounts.settle_claim(claim, booked)
+            if self.accounts is not None:  # before the profile is known to anyone
+                self.accounts.profile_created(profile_id, account_id, currency)
             self.registry.add_known([profile_id])
         return self.get_profile(profile_id), False
 
@@ -397,8 +392,8 @@ class System(TradingCalls):
         REDUCE_ONLY, once its working entry orders are canceled at the broker."""
         self._call(profile_id, m.SetTradingState(state=state, reason=reason,
                                                  changed_by=changed_by))
-        if state != "ACTIVE" and self.trading is not None:
-            self.trading.settle_accounts([self.trading.account_for(profile_id)])
+        if state != "ACTIVE" and self.accounts is not None:
+            self.accounts.settle([self.accounts.account_for(profile_id)])
         return self.get_profile(profile_id)
 
     # -- the ledger -------------------------------------------------------------------
@@ -409,12 +404,12 @@ class System(TradingCalls):
     def transfer(self, profile_id: str, cmd: m.Deposit | m.Withdraw,
                  callback=None) -> Reply:
         """Deposit or withdraw (non-blocking). A deposit first claims the amount from
-        the unallocated cash of the profile's broker account."""
+        the unallocated cash of the profile's broker account (`actors.accounts`)."""
         if self.started_at is None:
             reply = Reply(callback)
             reply.fail(Unavailable("capflow is not running"))
             return reply
-        return self.trading.transfer(profile_id, cmd, callback)
+        return self.accounts.transfer(profile_id, cmd, self.submit, callback)
 
     def deposit(self, profile_id: str, amount: Any, client_request_id: str) -> TransferResult:
         out = self.transfer(profile_id, m.Deposit(

@@ -26,7 +26,6 @@ from capflow.actors.model.messages import (
     Transfer,
 )
 from capflow.actors.model.money import ZERO
-from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY
 from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
 from capflow.storage.rows import GLOBAL_STATE

@@ -168,14 +168,14 @@ def test_timeout_then_the_retry_gets_the_real_answer(live, raw):
     system = server.system
     r = raw(server.endpoint)
     assert r.request("profile.create", {"profile_id": "slow", "allocated": "100"})["ok"]
-    real_submit = system.submit
+    real_submit = system.allocation.to_ledger
 
     def slow_submit(pid, cmd, callback=None):  # answers 0.8 s late
         def later(reply):
             threading.Timer(0.8, callback, args=(reply,)).start()
         return real_submit(pid, cmd, later if callback else None)
 
-    system.submit = slow_submit
+    system.allocation.to_ledger = slow_submit
     req = {"v": 1, "id": "slow-1", "op": "allocation.reserve",
            "args": {"profile_id": "slow", "symbol": "X", "amount": "7",
                     "client_request_id": "k"}}
@@ -184,7 +184,7 @@ def test_timeout_then_the_retry_gets_the_real_answer(live, raw):
     assert err["code"] == "TIMEOUT"
     # the late real answer goes to the cache, not unasked to the client
     assert r.recv(timeout_ms=1200) is None
-    system.submit = real_submit
+    system.allocation.to_ledger = real_submit
     r.send_bytes(msgpack.packb(req))  # the same bytes: answered from the cache
     reply = r.recv()
     assert reply["ok"] is True and reply["result"]["amount"] == "7.00"

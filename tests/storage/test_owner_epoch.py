@@ -65,7 +65,7 @@ def wait_for_lock_free(url: str, timeout: float = 10.0) -> None:
 
 
 def free_cash(system) -> Decimal:
-    return system.trading.account_info("paper").free_cash
+    return system.accounts.info("paper").free_cash
 
 
 def takeover_then_write(url: str, a, start_b):
