@@ -1,5 +1,10 @@
-"""`MarketSimulatorActor`: moves the simulated market (capflow.actors.model.market) in
-time, step by step or in real time, and hands every step's ticks to its subscribers."""
+"""The market simulator's actor: moves the simulated market (capflow.actors.model.market)
+in time, step by step or in real time, and hands every step's ticks to its subscribers.
+
+Like the ledger and account actors, it is spoken to with ``(message, Reply)`` pairs;
+`Simulator` is the handle the rest of capflow holds (each call returns the `Reply`,
+answered once the actor has handled it).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from queue import SimpleQueue
 from typing import Any
 
 import msgspec
@@ -16,9 +22,11 @@ import pykka
 from loguru import logger
 
 from capflow.actors.model.clock import Clock
+from capflow.actors.model.errors import CapflowError, Internal
 from capflow.actors.model.market import MarketSimulator
 from capflow.actors.model.settings import SimulatorConfig, SymbolConfig
 from capflow.actors.model.ticks import Tick
+from capflow.actors.reply import Reply
 
 #: most steps one `advance` call may run
 MAX_ADVANCE = 10_000_000
@@ -26,19 +34,49 @@ MAX_ADVANCE = 10_000_000
 Deliver = Callable[[list["Tick"]], None]
 
 
-# -- helpers -----------------------------------------------------------------------------
+# -- messages -----------------------------------------------------------------------------
 
 
-# -- the price process -------------------------------------------------------------------
+class Subscribe(msgspec.Struct, frozen=True):
+    key: str
+    deliver: Any  # Deliver
 
 
-# -- replay ------------------------------------------------------------------------------
+class Unsubscribe(msgspec.Struct, frozen=True):
+    key: str
 
 
-# -- the simulator -----------------------------------------------------------------------
+class Advance(msgspec.Struct, frozen=True):
+    n: int
 
 
-# -- the actor ---------------------------------------------------------------------------
+class EnsureSymbol(msgspec.Struct, frozen=True):
+    symbol: str
+    price: Decimal
+
+
+class Last(msgspec.Struct, frozen=True):
+    symbol: str
+
+
+class Spec(msgspec.Struct, frozen=True):
+    symbol: str
+
+
+class Symbols(msgspec.Struct, frozen=True):
+    pass
+
+
+class Now(msgspec.Struct, frozen=True):
+    pass
+
+
+class StartRealtime(msgspec.Struct, frozen=True):
+    pass
+
+
+class StopRealtime(msgspec.Struct, frozen=True):
+    pass
 
 
 class _RealtimeTick(msgspec.Struct, frozen=True):
@@ -83,7 +121,7 @@ class _Ticker:
                 continue
             self.pending.set()
             try:
-                self._ref.tell(message)
+                self._ref.tell((message, None))
             except pykka.ActorDeadError:
                 return
 
@@ -96,11 +134,15 @@ class MarketSimulatorActor(pykka.ThreadingActor):
     subscription order, then `publish`, all inside the actor thread with the same list
     (do not mutate it). A callback that raises is logged and skipped.
 
-    Step mode: only `advance(n)` moves the market. `start_realtime()` advances it one
-    step every ``tick_interval_s`` until `stop_realtime()` or the actor stops.
+    Step mode: only `Advance` moves the market. `StartRealtime` advances it one step
+    every ``tick_interval_s`` until `StopRealtime` or the actor stops.
     """
 
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox():
+        return SimpleQueue()
 
     def __init__(self, config: SimulatorConfig, clock: Clock,
                  publish: Deliver | None = None, *, board: dict[str, Tick] | None = None):
@@ -116,11 +158,11 @@ class MarketSimulatorActor(pykka.ThreadingActor):
     @classmethod
     def start_with_board(cls, config: SimulatorConfig, clock: Clock,
                          publish: Deliver | None = None,
-                         ) -> tuple[pykka.ActorRef[MarketSimulatorActor], dict[str, Tick]]:
-        """Start the actor; return its ref and its price board."""
+                         ) -> tuple[Simulator, dict[str, Tick]]:
+        """Start the actor; return its handle and its price board."""
         board: dict[str, Tick] = {}
         ref = cls.start(config, clock, publish, board=board)
-        return ref, board
+        return Simulator(ref), board
 
     # -- lifecycle --
 
@@ -129,34 +171,38 @@ class MarketSimulatorActor(pykka.ThreadingActor):
             self.board.setdefault(tick.symbol, tick)
 
     def on_stop(self) -> None:
-        self.stop_realtime()
+        self._stop_realtime()
         self._sim.close()
 
     def on_failure(self, *exc_info: Any) -> None:  # pragma: no cover -- defensive
-        self.stop_realtime()
+        self._stop_realtime()
         self._sim.close()
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _RealtimeTick):
-            self._on_realtime_tick(message)
-            return None
-        return super().on_receive(message)
+    def on_receive(self, message: Any) -> None:
+        msg, reply = message
+        if type(msg) is _RealtimeTick:
+            self._on_realtime_tick(msg)
+            return
+        try:
+            value = _HANDLERS[type(msg)](self, msg)
+        except (CapflowError, ValueError) as exc:
+            reply.fail(exc)
+        except Exception:
+            logger.exception("bug while handling {}", type(msg).__name__)
+            reply.fail(Internal("internal error; see the server log"))
+        else:
+            reply.resolve(value)
 
-    # -- public API (call through ``ref.proxy()``) --
+    # -- handlers ---------------------------------------------------------------------
 
-    def subscribe(self, key: str, deliver: Deliver) -> None:
-        """Deliver every step's ticks to `deliver`; a known key replaces its callback."""
-        self._subscribers[key] = deliver
+    def _subscribe(self, msg: Subscribe) -> None:
+        self._subscribers[msg.key] = msg.deliver
 
-    def unsubscribe(self, key: str) -> bool:
-        return self._subscribers.pop(key, None) is not None
+    def _unsubscribe(self, msg: Unsubscribe) -> bool:
+        return self._subscribers.pop(msg.key, None) is not None
 
-    def advance(self, n: int) -> int:
-        """Run `n` steps (1..10_000_000); the number of steps that produced ticks.
-
-        Fewer than `n` only when nothing is left to tick (replay used up, nothing
-        simulated).
-        """
+    def _advance(self, msg: Advance) -> int:
+        n = msg.n
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ADVANCE:
             raise ValueError(f"n must be an integer from 1 to {MAX_ADVANCE}, not {n!r}")
         done = 0
@@ -166,24 +212,22 @@ class MarketSimulatorActor(pykka.ThreadingActor):
             done += 1
         return done
 
-    def ensure_symbol(self, symbol: str, price: Decimal) -> bool:
-        return self._sim.ensure_symbol(symbol, price)
+    def _ensure_symbol(self, msg: EnsureSymbol) -> bool:
+        return self._sim.ensure_symbol(msg.symbol, msg.price)
 
-    def last(self, symbol: str) -> Tick | None:
-        return self._sim.last(symbol)
+    def _last(self, msg: Last) -> Tick | None:
+        return self._sim.last(msg.symbol)
 
-    def symbols(self) -> list[str]:
+    def _symbols(self, msg: Symbols) -> list[str]:
         return self._sim.symbols()
 
-    def spec(self, symbol: str) -> SymbolConfig | None:
-        return self._sim.spec(symbol)
+    def _spec(self, msg: Spec) -> SymbolConfig | None:
+        return self._sim.spec(msg.symbol)
 
-    def now(self) -> datetime:
-        """Simulated time of the last step."""
+    def _now(self, msg: Now) -> datetime:
         return self._sim.now
 
-    def start_realtime(self) -> bool:
-        """Advance one step every ``tick_interval_s``; False if already running."""
+    def _start_realtime(self, msg: StartRealtime) -> bool:
         if self._ticker is not None:
             return False
         interval = self.config.tick_interval_s
@@ -194,8 +238,7 @@ class MarketSimulatorActor(pykka.ThreadingActor):
         self._ticker.start()
         return True
 
-    def stop_realtime(self) -> bool:
-        """Stop the real-time ticks (none is delivered after this returns)."""
+    def _stop_realtime(self, msg: StopRealtime | None = None) -> bool:
         ticker, self._ticker = self._ticker, None
         if ticker is None:
             return False
@@ -213,7 +256,7 @@ class MarketSimulatorActor(pykka.ThreadingActor):
             self._step()
         except Exception:
             logger.exception("market simulator step failed; real-time ticks stopped")
-            self.stop_realtime()
+            self._stop_realtime()
 
     def _step(self) -> bool:
         ticks = self._sim.step()
@@ -236,3 +279,78 @@ class MarketSimulatorActor(pykka.ThreadingActor):
             except Exception:
                 logger.exception("market data publish hook failed")
         return True
+
+
+_HANDLERS: dict[type, Callable[[MarketSimulatorActor, Any], Any]] = {
+    Subscribe: MarketSimulatorActor._subscribe,
+    Unsubscribe: MarketSimulatorActor._unsubscribe,
+    Advance: MarketSimulatorActor._advance,
+    EnsureSymbol: MarketSimulatorActor._ensure_symbol,
+    Last: MarketSimulatorActor._last,
+    Symbols: MarketSimulatorActor._symbols,
+    Spec: MarketSimulatorActor._spec,
+    Now: MarketSimulatorActor._now,
+    StartRealtime: MarketSimulatorActor._start_realtime,
+    StopRealtime: MarketSimulatorActor._stop_realtime,
+}
+
+
+class Simulator:
+    """The handle of a running `MarketSimulatorActor`. Each call sends one message and
+    returns its `Reply` (``.get(timeout)`` waits for the answer); nothing waits unless
+    the caller does."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: pykka.ActorRef[MarketSimulatorActor]):
+        self.ref = ref
+
+    def _ask(self, msg: Any) -> Reply:
+        reply = Reply()
+        self.ref.tell((msg, reply))
+        return reply
+
+    def subscribe(self, key: str, deliver: Deliver) -> Reply:
+        """Deliver every step's ticks to `deliver`; a known key replaces its callback."""
+        return self._ask(Subscribe(key, deliver))
+
+    def unsubscribe(self, key: str) -> Reply:
+        """True if `key` was subscribed."""
+        return self._ask(Unsubscribe(key))
+
+    def advance(self, n: int) -> Reply:
+        """Run `n` steps (1..10_000_000); answers the number of steps that produced
+        ticks: fewer than `n` only when nothing is left to tick (replay used up, nothing
+        simulated)."""
+        return self._ask(Advance(n))
+
+    def ensure_symbol(self, symbol: str, price: Decimal) -> Reply:
+        """Simulate `symbol` from `price` if it is not simulated yet (True if added)."""
+        return self._ask(EnsureSymbol(symbol, price))
+
+    def last(self, symbol: str) -> Reply:
+        return self._ask(Last(symbol))
+
+    def symbols(self) -> Reply:
+        return self._ask(Symbols())
+
+    def spec(self, symbol: str) -> Reply:
+        return self._ask(Spec(symbol))
+
+    def now(self) -> Reply:
+        """Simulated time of the last step."""
+        return self._ask(Now())
+
+    def start_realtime(self) -> Reply:
+        """Advance one step every ``tick_interval_s``; False if already running."""
+        return self._ask(StartRealtime())
+
+    def stop_realtime(self) -> Reply:
+        """Stop the real-time ticks (none is delivered after the answer)."""
+        return self._ask(StopRealtime())
+
+    def is_alive(self) -> bool:
+        return self.ref.is_alive()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.ref.stop(timeout=timeout)

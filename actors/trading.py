@@ -62,8 +62,7 @@ class Trading(EntryFlow):
         self.knows_profile = knows_profile
         self.snapshots = snapshots
         self.safety: Safety | None = None
-        self.sim = None
-        self._sim = None  # its proxy
+        self.sim = None  # the simulator's handle (actors.simulator.Simulator)
         self.board: dict[str, Tick] = {}
         self.audit: SignalAuditLog | None = None
         self.oms_store = None
@@ -83,7 +82,7 @@ class Trading(EntryFlow):
         safety.load(control_store, profiles)
         self.sim, self.board = MarketSimulatorActor.start_with_board(
             cfg.simulator, self.clock, publish=self.bus.publish)
-        sim = self._sim = self.sim.proxy()
+        sim = self.sim
         scfg = cfg.simulator
         self.symbols = SymbolSlots(() if scfg.replay else scfg.symbols, self.board,
                                    max_symbols=scfg.max_symbols, allow_new=scfg.new_symbols)
@@ -111,7 +110,6 @@ class Trading(EntryFlow):
             unsubscribe()
         self._unsubscribe.clear()
         if self.sim is not None:
-            self._sim = None
             self.sim.stop(timeout=10)
             self.sim = None
         self.accounts.stop()
@@ -139,7 +137,7 @@ class Trading(EntryFlow):
 
     def advance(self, n: int = 1, timeout: float = 120.0) -> int:
         """Step mode: run `n` ticks and wait until everything they caused is committed."""
-        done = self.sim.proxy().advance(n).get(timeout=timeout)
+        done = self.sim.advance(n).get(timeout=timeout)
         self.settle(timeout)
         return done
 

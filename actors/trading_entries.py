@@ -56,8 +56,8 @@ class EntryFlow:
             if self.symbols.known(o.symbol):
                 continue
             price = o.price or o.max_price
-            if price is not None and self.symbols.add(o.symbol) and self._sim is not None:
-                self._sim.ensure_symbol(o.symbol, price)  # a future: never waited on
+            if price is not None and self.symbols.add(o.symbol) and self.sim is not None:
+                self.sim.ensure_symbol(o.symbol, price)  # a Reply: never waited on
 
     def _claim_symbol(self, symbol: str, reply: Reply) -> tuple[Reply, Denial | None]:
         """Claim a market for an entry in `symbol`: (the reply to answer through, which

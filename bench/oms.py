@@ -156,7 +156,7 @@ def run_segment(kind: str, ticks: int, first: int, args, workdir: str,
             system.create_profile(pid, ALLOCATION)
         symbols = [s for s in cfg.simulator.symbols if s in QTY]
         places = {s: cfg.simulator.symbols[s].price_places for s in symbols}
-        sim = trading.sim.proxy()
+        sim = trading.sim
         sim.advance(1).get(timeout=CALL_TIMEOUT_S)  # first prices on the board
         board = trading.board
 

@@ -37,7 +37,7 @@ def main(url: str, run: str, audit: str) -> None:
 
     def ticker() -> None:
         while True:
-            system.trading.sim.proxy().advance(1).get(timeout=30)
+            system.trading.sim.advance(1).get(timeout=30)
 
     def trader(n: int) -> None:
         i = 0

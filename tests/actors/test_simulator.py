@@ -372,7 +372,7 @@ def test_an_exhausted_replay_without_simulated_symbols_steps_to_nothing(tmp_path
 def test_advance_delivers_every_step_to_subscribers_in_order(start_actor):
     published: list[list[Tick]] = []
     ref, board = start_actor(cfg(), publish=published.append)
-    sim = ref.proxy()
+    sim = ref
     calls: list[tuple[str, list[Tick]]] = []
     sim.subscribe("a", lambda ticks: calls.append(("a", ticks))).get()
     sim.subscribe("b", lambda ticks: calls.append(("b", ticks))).get()
@@ -400,7 +400,7 @@ def test_a_raising_subscriber_or_hook_stops_neither_the_others_nor_the_actor(sta
         raise RuntimeError("subscriber bug")
 
     ref, board = start_actor(cfg(), publish=boom)
-    sim = ref.proxy()
+    sim = ref
     got: list[list[Tick]] = []
     sim.subscribe("bad", boom).get()
     sim.subscribe("good", got.append).get()
@@ -417,19 +417,19 @@ def test_a_raising_subscriber_or_hook_stops_neither_the_others_nor_the_actor(sta
 
 def test_ensure_symbol_through_the_actor_and_the_board(start_actor):
     ref, board = start_actor(cfg(symbols={}))
-    sim = ref.proxy()
+    sim = ref
     assert sim.advance(3).get() == 0  # nothing to tick
     assert sim.ensure_symbol("NEWUSDT", D("2.5")).get() is True
     assert sim.ensure_symbol("NEWUSDT", D("3")).get() is False
     assert sim.symbols().get() == ["NEWUSDT"]
     assert sim.advance(2).get() == 2
     assert board["NEWUSDT"].seq == 2
-    assert sim.board.get() is board
+    assert ref.ref.proxy().board.get() is board  # the board is the actor's own
 
 
 def test_step_mode_does_not_tick_by_itself_realtime_does_until_stopped(start_actor):
     ref, board = start_actor(cfg(mode="realtime", tick_interval_s=0.02))
-    sim = ref.proxy()
+    sim = ref
     got: list[list[Tick]] = []
     lock = threading.Lock()
 
@@ -459,7 +459,7 @@ def test_step_mode_does_not_tick_by_itself_realtime_does_until_stopped(start_act
 def test_stopping_the_actor_stops_the_realtime_thread(start_actor):
     ref, _ = start_actor(cfg(mode="realtime", tick_interval_s=0.02))
     before = {t.ident for t in threading.enumerate()}
-    ref.proxy().start_realtime().get()
+    ref.start_realtime().get()
     [ticker] = [t for t in threading.enumerate() if t.ident not in before]
     assert ticker.daemon and ticker.is_alive()
     ref.stop()
@@ -468,7 +468,7 @@ def test_stopping_the_actor_stops_the_realtime_thread(start_actor):
 
 def test_no_tick_is_delivered_after_stop_realtime(start_actor):
     ref, _ = start_actor(cfg(mode="realtime", tick_interval_s=0.02))
-    sim = ref.proxy()
+    sim = ref
     busy, release = threading.Event(), threading.Event()
 
     def slow(ticks):  # holds the actor in its first step until released
