@@ -113,7 +113,7 @@ class TradingCalls:
         raw = {"symbol": symbol, "side": side, "price": price,
                "timestamp": timestamp or self.clock.now().isoformat(), **optional}
         return self.trading.submit_signal(profile_id, raw).get(
-            self.config.ledger.call_timeout_s)
+            self.config.ledger.call_timeout_s).to_map()
 
     def submit_order(self, profile_id: str, client_order_id: str, symbol: str, side: str,
                      qty: Any, *, type: str = "MARKET", price: Any = None,

@@ -24,6 +24,7 @@ from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.orders import (
     SIGNAL_KEY_PREFIX,
     OrderSpec,
+    SignalAnswer,
     SignalPolicy,
     check_protection,
     entry_cost,
@@ -104,8 +105,9 @@ class EntryFlow:
 
     def submit_signal(self, profile_id: str, raw: dict[str, Any],
                       callback: Callable[[Reply], None] | None = None) -> Reply:
-        """Audit, then trade a signal. The reply resolves to the answer map of
-        `signal.submit`; only a malformed signal fails (`InvalidArgument`)."""
+        """Audit, then trade a signal. The reply resolves to its `SignalAnswer` (whose
+        `to_map` is the `signal.submit` answer); only a malformed signal fails
+        (`InvalidArgument`)."""
         reply = Reply(callback)
         try:
             self._audit({"received_at": self.clock.now(), "profile_id": profile_id,
@@ -159,9 +161,9 @@ class EntryFlow:
     def _send_signal(self, profile_id: str, signal, policy: SignalPolicy, reply: Reply,
                      claim_id: int | None) -> None:
         if signal.signal_id is None and policy.blocked is not None:
-            reply.resolve(_signal_answer(None, reused=False, reason=policy.blocked))
+            reply.resolve(SignalAnswer(reason=policy.blocked))
             return
-        answered = relay(reply, lambda out: _signal_answer(out.result, reused=out.reused))
+        answered = relay(reply, lambda out: SignalAnswer(record=out.result, reused=out.reused))
         if claim_id is not None:
             answered = self._settling(policy.account_id, claim_id, answered)
         self.to_ledger(profile_id, m.SubmitSignal(
@@ -205,11 +207,11 @@ class EntryFlow:
 
         return settle
 
-    def _signal_gate(self, profile_id: str) -> dict[str, Any] | None:
+    def _signal_gate(self, profile_id: str) -> SignalAnswer | None:
         if not self.knows_profile(profile_id):
             raise NotFound("profile", profile_id)
         if not self.config.oms.enabled:
-            return _signal_answer(None, reused=False, reason="OMS_DISABLED", oms=False)
+            return SignalAnswer(reason="OMS_DISABLED", oms=False)
         return None
 
     # -- what-if ---------------------------------------------------------------------
@@ -375,28 +377,3 @@ class EntryFlow:
                          account_id=account, reservation_id=reservation_id,
                          ref_price=reference, max_price=cap)
         return spec, amount
-
-
-def _signal_answer(rec: m.SignalRecord | None, *, reused: bool, reason: str | None = None,
-                   oms: bool = True) -> dict[str, Any]:
-    if rec is None:
-        return {"received": True, "oms_enabled": oms, "risk_ok": False,
-                "risk_reason": reason, "order_id": None, "position_id": None,
-                "tp_price": None, "sl_price": None, "qty": None, "reused": reused,
-                "note": _signal_note(None, reason, oms)}
-    return {"received": True, "oms_enabled": oms, "risk_ok": rec.risk_ok,
-            "risk_reason": rec.risk_reason, "order_id": rec.order_id,
-            "position_id": rec.position_id, "tp_price": rec.tp_price,
-            "sl_price": rec.sl_price, "qty": rec.qty, "reused": reused,
-            "note": _signal_note(rec, rec.risk_reason, oms)}
-
-
-def _signal_note(rec: m.SignalRecord | None, reason: str | None, oms: bool) -> str:
-    """What happens next, in words: the answer comes before the fill."""
-    if rec is not None and rec.order_id is not None:
-        return (f"order {rec.order_id} is working; position {rec.position_id} opens "
-                "when it fills (order.get, position.list)")
-    if not oms:
-        return "recorded only: the OMS is off, nothing is traded"
-    return f"not traded: {reason or 'no order'}"
-

@@ -94,11 +94,11 @@ def op_signal(ctx: OpContext, a: SignalArgs, caller: Caller, done: Done) -> None
            if v is not None and k != "profile_id"}
 
     def answered(reply) -> None:
-        value, error = reply.result()
+        answer, error = reply.result()
         if error is not None:
             done(error=WireError.of(error))
         else:
-            done(value)
+            done(answer.to_map())
 
     ctx.system.trading.submit_signal(a.profile_id, raw, answered)
 

@@ -267,6 +267,42 @@ class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
     ask: Decimal | None = None
 
 
+class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What capflow answers a signal: its record (None when it was refused before the
+    ledger saw it, e.g. the OMS is off or the broker gave up), whether it is a repeat of
+    a known `signal_id`, and the refusal's reason. `to_map` is the `signal.submit`
+    answer, for the wire and the embedded API alike."""
+
+    record: Any = None  # messages.SignalRecord | None
+    reused: bool = False
+    reason: str | None = None
+    oms: bool = True
+
+    def to_map(self) -> dict[str, Any]:
+        rec = self.record
+        if rec is None:
+            return {"received": True, "oms_enabled": self.oms, "risk_ok": False,
+                    "risk_reason": self.reason, "order_id": None, "position_id": None,
+                    "tp_price": None, "sl_price": None, "qty": None, "reused": self.reused,
+                    "note": self.note()}
+        return {"received": True, "oms_enabled": self.oms, "risk_ok": rec.risk_ok,
+                "risk_reason": rec.risk_reason, "order_id": rec.order_id,
+                "position_id": rec.position_id, "tp_price": rec.tp_price,
+                "sl_price": rec.sl_price, "qty": rec.qty, "reused": self.reused,
+                "note": self.note()}
+
+    def note(self) -> str:
+        """What happens next, in words: the answer comes before the fill."""
+        rec = self.record
+        if rec is not None and rec.order_id is not None:
+            return (f"order {rec.order_id} is working; position {rec.position_id} opens "
+                    "when it fills (order.get, position.list)")
+        if not self.oms:
+            return "recorded only: the OMS is off, nothing is traded"
+        reason = rec.risk_reason if rec is not None else self.reason
+        return f"not traded: {reason or 'no order'}"
+
+
 def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,
                 sl_price: Decimal) -> Decimal:
     """The order quantity: `qty` as given, else `notional` / price, else the quantity
