@@ -74,6 +74,9 @@ class AccountStatus:
         #: capital the account's profiles were allocated, and its cap (initial cash)
         self.allocated = Decimal(0)
         self.capital = Decimal(0)
+        #: the account's `max_live_capital`: what its profiles may be allocated at most,
+        #: whatever its cash (None: no cap but the cash)
+        self.capital_cap: Decimal | None = None
         #: the free cash the adapter last reported, and whether anything that can
         #: change it (an order, a fill, an exit) has been handled since
         self.free_cash: Decimal | None = None
@@ -250,13 +253,19 @@ class AccountManagerActor(pykka.ThreadingActor):
 
     def _claim(self, msg: ClaimCapital, reply: Reply) -> Any:
         st = self.status
-        free = st.capital - st.allocated - sum(self._claims.values(), Decimal(0))
+        capped = st.capital_cap is not None and st.capital_cap < st.capital
+        capital = st.capital_cap if capped else st.capital
+        free = capital - st.allocated - sum(self._claims.values(), Decimal(0))
         if msg.amount > free:
+            details = {"available": free, "requested": msg.amount,
+                       "account_id": self.account_id}
+            if capped:
+                details["max_live_capital"] = st.capital_cap
             raise Denied(Denial(
                 "INSUFFICIENT_CAPITAL",
-                f"broker account {self.account_id!r} has {free} unallocated; "
-                f"{msg.amount} requested", {"available": free, "requested": msg.amount,
-                                            "account_id": self.account_id}))
+                f"broker account {self.account_id!r} has {free} unallocated"
+                + (f" under its max_live_capital of {st.capital_cap}" if capped else "")
+                + f"; {msg.amount} requested", details))
         claim = next(self._claim_ids)
         self._claims[claim] = msg.amount
         return claim

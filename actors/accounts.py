@@ -82,6 +82,8 @@ class Accounts:
         #: accounts with account-wide open position limits (entries claim a slot first)
         self.slot_limited: set[str] = set()
         self._adapters: dict[str, type] = {}
+        #: "live" when an account's adapter trades on a real venue, else "paper"
+        self.mode = "paper"
 
     # -- which account ----------------------------------------------------------------
 
@@ -97,6 +99,15 @@ class Accounts:
             raise ConfigError(f"[risk.accounts] names accounts that are not configured: "
                               f"{unknown}")
         self._adapters = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
+        live = sorted(aid for aid, cls in self._adapters.items() if cls.live)
+        self.mode = "live" if live else "paper"
+        expected = self.config.broker_mode
+        if expected is not None and expected != self.mode:
+            raise ConfigError(
+                f"broker_mode (BROKER_MODE) is {expected!r} but the broker accounts are "
+                + ("all paper: configure a live adapter in [brokers.accounts.<id>] adapter "
+                   "(BROKER_MODE never turns live trading on by itself)" if expected == "live"
+                   else f"live ({', '.join(live)}): remove them or say BROKER_MODE=live"))
         for p in profiles:
             self.profile_created(p.profile_id, p.account_id, p.currency)
 
@@ -155,6 +166,7 @@ class Accounts:
         for aid, acfg in cfg.brokers.accounts.items():
             status = AccountStatus()
             status.capital = acfg.initial_cash
+            status.capital_cap = acfg.max_live_capital
             status.allocated = allocated.get(aid, Decimal(0))
             factory = functools.partial(self._adapters[aid], aid, acfg, clock=self.clock,
                                         money_places=cfg.places(acfg.currency), ids=new_id)

@@ -27,7 +27,7 @@ from capflow.actors.model.settings import (
     OmsConfig,
     SimulatorConfig,
 )
-from capflow.brokers.config import BrokerConfig
+from capflow.brokers.config import BROKER_MODES, BrokerConfig
 from capflow.protocol.config import SecurityConfig, ServerConfig
 from capflow.storage.config import StorageConfig
 
@@ -35,15 +35,24 @@ ENV_PREFIX = "CAPFLOW_"
 #: environment names bots already use, read as these settings (a ``CAPFLOW_*`` variable
 #: for the same setting wins)
 ENV_ALIASES = {
+    "ENVIRONMENT": ("environment",),
+    "AUDIT_LOG_PATH": ("oms", "audit_log"),
+    "BROKER_MODE": ("broker_mode",),
     "OMS_ENABLED": ("oms", "enabled"),
     "MAX_OPEN_POSITIONS": ("risk", "limits", "max_open_positions"),
     "MAX_OPEN_POSITIONS_PER_SYMBOL": ("risk", "limits", "max_open_positions_per_symbol"),
     "MAX_SIZE_PER_POSITION_USDT": ("risk", "limits", "max_notional"),
 }
+#: aliases whose settings are text: their values are never read as TOML numbers
+TEXT_ALIASES = frozenset({"ENVIRONMENT", "AUDIT_LOG_PATH", "BROKER_MODE"})
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     environment: str = "paper"
+    #: what the operator expects the broker accounts to be, "paper" or "live" (also
+    #: ``BROKER_MODE``): start-up stops when the configured adapters say otherwise. It
+    #: only checks: live trading is the adapters' configuration, never this switch.
+    broker_mode: str | None = None
     #: pin the process to these CPUs (hand-offs between threads are cheaper on one)
     cpu_affinity: list[int] | None = None
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -101,7 +110,8 @@ def load_config(path: str | Path | None = None,
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     for name, place in ENV_ALIASES.items():
         if name in env:
-            _merge(data, list(place), _env_value(env[name]))
+            text = env[name]
+            _merge(data, list(place), text.strip() if name in TEXT_ALIASES else _env_value(text))
     for name, text in env.items():
         if name.startswith(ENV_PREFIX) and name != "CAPFLOW_CONFIG":
             keys = name[len(ENV_PREFIX):].lower().split("__")
@@ -111,7 +121,22 @@ def load_config(path: str | Path | None = None,
             data.setdefault(section, {}).update(values)
         else:
             data[section] = values
+    storage = data.get("storage")
+    if (isinstance(storage, dict) and storage.get("url_from_database_url") is True
+            and env.get("DATABASE_URL") and "CAPFLOW_STORAGE__URL" not in env
+            and "url" not in (overrides.get("storage") or {})):
+        storage["url"] = env["DATABASE_URL"]
     try:
-        return msgspec.convert(data, Config, strict=False)
+        cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    _check_broker_mode(cfg)
+    return cfg
+
+
+def _check_broker_mode(cfg: Config) -> None:
+    """Only its value here; whether the accounts agree is known once their adapter
+    classes are loaded (`actors.accounts.Accounts.load`)."""
+    if cfg.broker_mode is not None and cfg.broker_mode not in BROKER_MODES:
+        raise ConfigError(f"broker_mode (BROKER_MODE) must be one of {list(BROKER_MODES)}, "
+                          f"not {cfg.broker_mode!r}")

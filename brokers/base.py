@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import ClassVar
 
 import msgspec
 
@@ -267,6 +268,11 @@ class Connection:
 class BrokerAdapter(ABC):
     """One broker account. Lifecycle: ``__init__`` -> `init` -> `start` -> `step` (called
     by the account manager on every tick it receives and on a timer) -> `shutdown`."""
+
+    #: True when the adapter's orders reach a real venue (real money, a testnet's too);
+    #: ``broker_mode = "live"`` (``BROKER_MODE``) needs at least one such account, and
+    #: ``"paper"`` none
+    live: ClassVar[bool] = False
 
     def __init__(self, account_id: str, config: AccountConfig, *, clock,
                  emit: Callable[[BrokerEvent], None], money_places: int = 2,

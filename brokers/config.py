@@ -27,11 +27,20 @@ class AccountConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     currency: str = "USDT"
     #: the account's cash at the start (paper)
     initial_cash: Decimal = Decimal("1000000")
+    #: the most all the account's profiles together may be allocated, in the account's
+    #: currency, whatever the broker's balance says (a semi-live account's hard cap,
+    #: e.g. 100); None: the account's cash is the only cap
+    max_live_capital: Decimal | None = None
     #: capflow symbol -> the broker's symbol, where they differ
     symbols: dict[str, str] = msgspec.field(default_factory=dict)
     connect: ConnectConfig = msgspec.field(default_factory=ConnectConfig)
     #: adapter-specific settings (the paper broker: taker_fee, maker_fee, slippage_bps)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cap = self.max_live_capital
+        if cap is not None and not (cap.is_finite() and cap >= 0):
+            raise ValueError(f"max_live_capital must be a number >= 0, not {cap}")
 
 
 def _default_accounts() -> dict[str, AccountConfig]:
@@ -42,3 +51,7 @@ class BrokerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: account of a profile created without one
     default_account: str = "paper"
     accounts: dict[str, AccountConfig] = msgspec.field(default_factory=_default_accounts)
+
+
+#: what `broker_mode` (``BROKER_MODE``) may say
+BROKER_MODES = ("paper", "live")

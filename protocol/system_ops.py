@@ -47,21 +47,13 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
               else "degraded" if reasons else "ok")
     return {"status": status,
             "version": _version(), "protocol": VERSION, "environment": environment,
-            "broker_mode": _broker_mode(cfg), "oms_enabled": cfg.oms.enabled,
+            "broker_mode": getattr(system.accounts, "mode", "paper"),
+            "oms_enabled": cfg.oms.enabled,
             "storage": describe(cfg.storage.url) if cfg.storage.durable else "memory",
             "uptime_s": round(time.monotonic() - started, 3),
             "profiles": system.registry.known_count(), "security": "curve" if curve else "plain",
             "trading_state": system.global_state.state, "fenced": fenced,
             "reasons": ([fenced] if fenced else []) + reasons}
-
-
-#: the paper broker, by its name and by the name of before capflow was one package
-PAPER_ADAPTERS = frozenset({"capflow.brokers.paper:PaperBroker", "brokers.paper:PaperBroker"})
-
-
-def _broker_mode(cfg) -> str:
-    adapters = {a.adapter for a in cfg.brokers.accounts.values()}
-    return "paper" if adapters <= PAPER_ADAPTERS else "live"
 
 
 def _version() -> str:

@@ -24,3 +24,7 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: the machine, and commits several times faster. PostgreSQL: see its own
     #: synchronous_commit.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: read the storage URL from ``DATABASE_URL`` (the name many platforms set) when it
+    #: is set; off by default, so a variable meant for another program never points
+    #: capflow's migrations at its database. ``CAPFLOW_STORAGE__URL`` still wins.
+    url_from_database_url: bool = False
