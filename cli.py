@@ -28,8 +28,6 @@ from capflow.actors.model.money import fmt
 from capflow.actors.model.settings import ConfigError
 from capflow.protocol.probe import NoServer, probe
 
-BUCKETS = ("allocated", "held", "reserved_for_orders", "reserved_for_positions",
-           "realized_pnl", "fees", "available")
 #: the most profiles or positions one list request asks for (the ops' maximum)
 PAGE = 1000
 
@@ -292,6 +290,8 @@ def _text(value: Any) -> str:
 
 def _show(p: dict[str, Any], out) -> None:
     """A profile map (as `profile.get` answers it)."""
+    from capflow.protocol.answers import BUCKETS
+
     led = p.get("ledger") or {}
     print(f"profile       {p['profile_id']}", file=out)
     print(f"currency      {p['currency']}", file=out)
@@ -348,7 +348,7 @@ def _profile_through(client, args: argparse.Namespace, out) -> int:
 
 def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
     from capflow.actors.system import System
-    from capflow.protocol.ops import profile_map
+    from capflow.protocol.answers import profile_list_item, profile_map
 
     # no wait for the owner lock: a process that took it since `route` looked keeps it
     with System(cfg, lock_wait_s=0) as system:
@@ -365,9 +365,7 @@ def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
                 profiles += page
                 after = page[-1].profile_id
             snaps = system.store.snapshots([p.profile_id for p in profiles])
-            _list([{"profile_id": p.profile_id, "state": p.state, "currency": p.currency,
-                    "ledger": {"available": snaps[p.profile_id].available}
-                    if p.profile_id in snaps else None} for p in profiles], out)
+            _list([profile_list_item(p, snaps.get(p.profile_id)) for p in profiles], out)
     return 0
 
 
@@ -392,16 +390,16 @@ def stats_data(cfg: Config, args: argparse.Namespace | None, profile: str | None
 def _stats_through(client, profile: str | None, group_by: str | None, *, positions: bool):
     """`stats.get`; for the report (`positions`), the positions themselves (and the
     statistics computed from them, as the server computes them)."""
-    from capflow.actors.model.stats import compute_stats, group_stats
+    from capflow.actors.model.stats import profiles_stats
 
     if not positions:
         ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
         stats = client.call("stats.get", **ask)
         return [], stats, stats.pop("groups", None), None
     profiles = [client.profile_get(profile)] if profile else _all_profiles(client)
-    found, initial = [], Decimal(0)
+    found = []
+    allocations = [Decimal((p.get("ledger") or {}).get("allocated") or 0) for p in profiles]
     for p in profiles:
-        initial += Decimal((p.get("ledger") or {}).get("allocated") or 0)
         cursor = None
         while True:
             page = client.call("position.list", **{
@@ -411,9 +409,8 @@ def _stats_through(client, profile: str | None, group_by: str | None, *, positio
             cursor = page.get("next_cursor")
             if not cursor or not page["positions"]:
                 break
-    initial = initial or None
-    groups = group_stats(found, group_by, initial_equity=initial) if group_by else None
-    return found, compute_stats(found, initial_equity=initial), groups, initial
+    stats, groups, initial = profiles_stats(found, allocations, group_by)
+    return found, stats, groups, initial
 
 
 def _all_profiles(client) -> list[dict[str, Any]]:
@@ -451,7 +448,7 @@ def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
     """Positions and statistics straight from storage: no actors (the caller made sure
     that no other process owns it)."""
     from capflow.actors.model.errors import NotFound
-    from capflow.actors.model.stats import compute_stats, group_stats
+    from capflow.actors.model.stats import profiles_stats
     from capflow.storage.engine import open_engine
     from capflow.storage.ledger_store import LedgerStore
     from capflow.storage.oms_store import OmsStore
@@ -462,11 +459,9 @@ def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
         ids = None if profile is None else [profile]
         if profile is not None and ledgers.get_profile(profile) is None:
             raise NotFound("profile", profile)
-        snaps = ledgers.snapshots(ids)
-        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
+        allocations = [b.allocated for b in ledgers.snapshots(ids).values()]
         positions = OmsStore(engine).positions_for_stats(ids)
     finally:
         engine.dispose()
-    stats = compute_stats(positions, initial_equity=initial)
-    groups = group_stats(positions, group_by, initial_equity=initial) if group_by else None
+    stats, groups, initial = profiles_stats(positions, allocations, group_by)
     return positions, stats, groups, initial

@@ -53,6 +53,7 @@ from capflow.cli import (
     flatten_command,
     halt_command,
     profile_command,
+    stats_data,
 )
 from capflow.protocol.probe import NoServer
 
@@ -331,15 +332,6 @@ def top_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
 
 
-def _read_stats(cfg: Config, profile: str | None, group_by: str | None = None,
-                args: argparse.Namespace | None = None):
-    """(positions, statistics, groups, initial equity): through the server that answers
-    at the endpoint, else from the storage (capflow.cli.stats_data)."""
-    from capflow.cli import stats_data
-
-    return stats_data(cfg, args, profile, group_by)
-
-
 def _print_stats(stats, out, title: str) -> None:
     """`stats`: a `Stats`, or the map of `stats.get` (decimals as strings)."""
     from capflow.actors.model.stats import stats_map
@@ -352,7 +344,8 @@ def _print_stats(stats, out, title: str) -> None:
 
 def stats_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    _, stats, groups, _ = _read_stats(cfg, args.profile, args.group_by, args)
+    # through the server that answers at the endpoint, else from the storage
+    _, stats, groups, _ = stats_data(cfg, args, args.profile, args.group_by)
     _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
     for key, group in (groups or {}).items():
         _print_stats(group, out, f"{args.group_by} = {key or '(none)'}")
@@ -405,7 +398,7 @@ def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     from capflow.actors.model.stats import equity_report
     from capflow.actors.report import amount, marked_text, write_equity_png
 
-    positions, stats, _, initial = _read_stats(cfg, args.profile, args=args)
+    positions, stats, _, initial = stats_data(cfg, args, args.profile)
     _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
     path = args.out or f"reports/equity-{args.profile or 'all'}.png"
     currency, marks = _currency_and_marks(cfg, args.profile, positions)

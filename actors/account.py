@@ -18,10 +18,28 @@ from decimal import Decimal
 from queue import SimpleQueue
 from typing import Any
 
-import msgspec
 import pykka
 from loguru import logger
 
+from capflow.actors.account_messages import (
+    Cancel,
+    CancelEntries,
+    ClaimCapital,
+    ClaimSlot,
+    Close,
+    FreeSlot,
+    Info,
+    Place,
+    RebaseLossLimits,
+    ReportEquity,
+    Restore,
+    ReturnCapital,
+    SettleClaim,
+    SettleSlot,
+    SlotQuery,
+    Sync,
+    Ticks,
+)
 from capflow.actors.alerts import WARNING, Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
@@ -41,116 +59,6 @@ from capflow.brokers.base import (
     OrderRejected,
     PositionExited,
 )
-
-# -- messages (each travels with a Reply) ---------------------------------------------
-
-
-class Place(msgspec.Struct, frozen=True):
-    profile_id: str
-    order: m.OrderCapital
-
-
-class Cancel(msgspec.Struct, frozen=True):
-    profile_id: str
-    order_id: str
-
-
-class Close(msgspec.Struct, frozen=True):
-    profile_id: str
-    position_id: str
-    reason: str = "manual"
-
-
-class Ticks(msgspec.Struct, frozen=True):
-    ticks: list
-
-
-class Restore(msgspec.Struct, frozen=True):
-    orders: list  # (profile_id, OrderCapital)
-    positions: list  # (profile_id, PositionCapital)
-
-
-class Info(msgspec.Struct, frozen=True):
-    pass
-
-
-class Sync(msgspec.Struct, frozen=True):
-    """Answered once everything before it in the mailbox is handled."""
-
-
-class ClaimCapital(msgspec.Struct, frozen=True):
-    """Before capital is allocated to a profile on this account (creation, deposit):
-    claim it from the account's unallocated cash. Answered with a claim id, or
-    `INSUFFICIENT_CAPITAL`. Every claim is settled afterwards."""
-
-    profile_id: str
-    amount: Decimal
-
-
-class SettleClaim(msgspec.Struct, frozen=True):
-    """The allocation a claim was made for is done: `booked` of it stays allocated
-    (0 when it failed or was a repeat)."""
-
-    claim_id: int
-    booked: Decimal
-
-
-class ReturnCapital(msgspec.Struct, frozen=True):
-    """A profile on this account gave capital back (a withdrawal)."""
-
-    amount: Decimal
-
-
-class ClaimSlot(msgspec.Struct, frozen=True):
-    """Before an entry order on this account: claim one of the account-wide open position
-    slots (`[risk.accounts.<id>]`). Answered with a claim id, or `RISK_REJECTED`
-    (`MAX_OPEN_POSITIONS` / `MAX_OPEN_POSITIONS_PER_SYMBOL`, scope account). Every claim
-    is settled afterwards, whatever happened to the order."""
-
-    profile_id: str
-    symbol: str
-
-
-class SettleSlot(msgspec.Struct, frozen=True):
-    """The order a slot was claimed for was recorded (its `Place` came first, and holds
-    the slot now) or was not: the claim itself ends."""
-
-    claim_id: int
-
-
-class FreeSlot(msgspec.Struct, frozen=True):
-    """A position of this account closed, or an entry order ended without a fill."""
-
-    position_id: str
-
-
-class SlotQuery(msgspec.Struct, frozen=True):
-    """`risk.check`: the account-wide checks for one more entry in `symbol`."""
-
-    symbol: str
-
-
-class CancelEntries(msgspec.Struct, frozen=True):
-    """A halt: cancel the working entry orders of these profiles (None: every profile of
-    the account), each once, with `reason`. Answered with the ids asked to cancel now."""
-
-    profile_ids: frozenset | None
-    reason: str
-
-
-class ReportEquity(msgspec.Struct, frozen=True):
-    """A profile's PnL (equity - allocated) and gross exposure now, for the account-wide
-    loss and exposure limits."""
-
-    profile_id: str
-    pnl: Decimal
-    exposure: Decimal
-    ts: Any
-
-
-class RebaseLossLimits(msgspec.Struct, frozen=True):
-    """A person resumed the account after its loss limits halted it: count the losses
-    from now on (answered with what is to be stored)."""
 
 
 class AccountStatus:

@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Callable
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
-from capflow.actors.account import Info
+from capflow.actors.accounts import Accounts, Submit
 from capflow.actors.liquidity import PushLiquidity, load_provider, unwrap
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import Decision, Externals, Instruments, decide
@@ -40,6 +40,7 @@ from capflow.actors.model.errors import (
     Unavailable,
 )
 from capflow.actors.model.orders import parse_symbol
+from capflow.actors.model.settings import AllocationConfig
 from capflow.actors.reply import Reply, relay
 
 _LEDGER, _ACCOUNT, _LIQUIDITY = "ledger", "account", "liquidity"
@@ -162,11 +163,30 @@ class _BlockingCalls:
             fn()
 
 
+class StorageHealth(Protocol):
+    """Whether storage answers now; `probe` asks it again (healthy once it does)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def probe(self) -> None: ...
+
+
 class AllocationService:
-    def __init__(self, system, trading, instruments: Instruments | None = None):
-        self.system = system
-        self.trading = trading
-        self.cfg = system.config.allocation
+    """The calls of the allocation ops. Given, never the System: the `[allocation]`
+    section, the broker `accounts` (which account, its free cash), `to_ledger` (submit a
+    command to a profile's ledger), `knows_profile`, `running` (whether capflow serves)
+    and `storage` (whether it answers: a quote needs the profile's exposure)."""
+
+    def __init__(self, cfg: AllocationConfig, accounts: Accounts, *, to_ledger: Submit,
+                 knows_profile: Callable[[str], bool], running: Callable[[], bool],
+                 storage: StorageHealth, instruments: Instruments | None = None):
+        self.cfg = cfg
+        self.accounts = accounts
+        self.to_ledger = to_ledger
+        self.knows_profile = knows_profile
+        self.running = running
+        self.storage = storage
         self.instruments = instruments or Instruments.load(self.cfg)
         self.provider = load_provider(self.cfg.liquidity)
         self._calls = _BlockingCalls() if self.provider.blocking else None
@@ -215,7 +235,7 @@ class AllocationService:
             else:
                 g.set(_LEDGER, out.result)
 
-        self.system.submit(profile_id, m.GetCapitalPicture(), pictured)
+        self.to_ledger(profile_id, m.GetCapitalPicture(), pictured)
         return reply
 
     def reserve(self, profile_id: str, symbol: str, amount: Any, client_request_id: str,
@@ -232,7 +252,7 @@ class AllocationService:
             cmd = m.ReserveCapital(symbol=symbol, amount=amount,
                                    client_request_id=client_request_id, ttl_s=ttl_s,
                                    externals=self._externals(g), cause=client_request_id)
-            self.system.submit(profile_id, cmd, relay(reply))
+            self.to_ledger(profile_id, cmd, relay(reply))
 
         self._begin(reply, profile_id, symbol, finish, ledger=False)
         return reply
@@ -262,8 +282,8 @@ class AllocationService:
             parts = {_ACCOUNT: now + cfg.account_timeout_s,
                      _LIQUIDITY: now + cfg.liquidity_timeout_s}
             if ledger:
-                if not self.system.writer.healthy:
-                    self.system.writer.probe()  # healthy again once the database answers
+                if not self.storage.healthy:
+                    self.storage.probe()  # healthy again once the database answers
                     raise Unavailable("storage is not reachable: no allocation decisions "
                                       "now")
                 parts[_LEDGER] = now + cfg.exposure_timeout_s
@@ -278,46 +298,21 @@ class AllocationService:
         return g
 
     def _check(self, profile_id: str, symbol: str) -> str:
-        system = self.system
-        if system.started_at is None:
+        if not self.running():
             raise Unavailable("capflow is not running")
-        if not system.registry.knows(profile_id):
+        if not self.knows_profile(profile_id):
             raise NotFound("profile", profile_id)
         parse_symbol(symbol)
-        return self.trading.account_for(profile_id)
+        return self.accounts.account_for(profile_id)
 
     def _ask_account(self, g: _Gather, account_id: str, profile_id: str) -> None:
         g.values["account_id"] = account_id  # not a part: read by _externals
-        if self.trading.capital_of.get(profile_id) is None:
+        if self.accounts.capital_account_of(profile_id) is None:
             g.values["account_applies"] = False  # another currency: no cap
             g.set(_ACCOUNT, None, "another currency")
             return
-
-        def answered(r: Reply) -> None:
-            info, error = r.result()
-            if error is not None:
-                g.set(_ACCOUNT, None, f"error: {getattr(error, 'message', error)}")
-            else:
-                g.set(_ACCOUNT, info.free_cash)
-
-        ref = self.trading.managers.get(account_id)
-        if ref is None:
-            g.set(_ACCOUNT, None, "no such account")
-            return
-        status = self.trading.status[account_id]
-        busy = status.busy_since
-        if busy is not None and time.monotonic() - busy > self.cfg.account_timeout_s:
-            g.set(_ACCOUNT, None, "timeout: its manager is stuck")
-            return
-        cash = status.free_cash
-        if not status.cash_dirty and cash is not None:
-            # nothing that changes it was handled since the manager last reported it
-            g.set(_ACCOUNT, cash)
-            return
-        try:
-            ref.tell((Info(), Reply(answered)))
-        except Exception as exc:  # the manager is gone
-            g.set(_ACCOUNT, None, f"error: {exc}")
+        self.accounts.free_cash(account_id, self.cfg.account_timeout_s,
+                                lambda cash, note: g.set(_ACCOUNT, cash, note))
 
     def _ask_liquidity(self, g: _Gather, symbol: str) -> None:
         provider = self.provider

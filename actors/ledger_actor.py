@@ -1,7 +1,7 @@
 """`LedgerActor`: the one thread that owns a profile's `Ledger` (capflow.actors.model.ledger).
 
-It loads the ledger from storage, applies each command, hands the resulting events and
-snapshot to the storage writer and answers once they are committed.
+It loads the ledger from storage, applies each command, appends the resulting events and
+snapshot to the journal and answers once they are committed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from capflow.actors.model.errors import (
     NotFound,
     Unavailable,
 )
+from capflow.actors.model.journal import Journal
 from capflow.actors.model.ledger import AuditReport, Ledger, LedgerView, ProfileView
 from capflow.actors.model.messages import (
     Buckets,
@@ -39,7 +40,6 @@ from capflow.actors.model.risk import (
     RateBucket,
 )
 from capflow.actors.reply import Reply
-from capflow.storage.writer import WriteRequest
 
 # ======================================================================================
 # The actor: one per profile, a thin shell around its Ledger.
@@ -51,7 +51,7 @@ class LedgerContext:
     """What every LedgerActor needs, built once by the System."""
 
     store: Any  # storage.ledger_store.LedgerStore
-    writer: Any  # StorageWriter or NullWriter
+    journal: Journal  # what the actor writes, and when it is committed
     bus: Any  # capflow.actors.bus.EventBus
     clock: Any
     schedule_expiry: Any  # (profile_id, when) -> None
@@ -84,8 +84,8 @@ class LedgerContext:
 class LedgerActor(pykka.ThreadingActor):
     """Owns one profile's `Ledger`: the only code that touches it.
 
-    Messages are ``(command, Reply)`` pairs. A mutation is applied in memory, handed to
-    the storage writer, and answered when the writer has committed it; the actor goes on
+    Messages are ``(command, Reply)`` pairs. A mutation is applied in memory, appended to
+    the journal, and answered when the journal has committed it; the actor goes on
     with its next message meanwhile, so one profile's throughput is not one fsync per
     request. Answers that do not write (reads, denials, idempotent repeats) wait for the
     profile's earlier writes, so nothing is ever answered from uncommitted state.
@@ -227,9 +227,8 @@ class LedgerActor(pykka.ThreadingActor):
             self._persist(Outcome(None, extra), None)
         elif led.risk.breakers is not before and before is not None:
             self.submitted += 1
-            self.ctx.writer.submit(WriteRequest(
-                self.profile_id, [], gen=self.gen, seq=self.submitted,
-                snapshot=self.ctx.store.snapshot_row(led, self.ctx.clock.now())))
+            self.ctx.journal.append(self.profile_id, [], led, at=self.ctx.clock.now(),
+                                    gen=self.gen, seq=self.submitted)
 
     def _missing(self) -> CapflowError:
         try:
@@ -252,10 +251,9 @@ class LedgerActor(pykka.ThreadingActor):
             if reply is not None:
                 reply.resolve(outcome)
 
-        self.ctx.writer.submit(WriteRequest(
-            self.profile_id, self.ctx.store.rows_for(events), gen=self.gen,
-            seq=self.submitted, snapshot=self.ctx.store.snapshot_row(ledger, events[-1].ts),
-            on_commit=committed, on_fail=reply.fail if reply is not None else None))
+        self.ctx.journal.append(self.profile_id, events, ledger, at=events[-1].ts,
+                                gen=self.gen, seq=self.submitted, on_commit=committed,
+                                on_fail=reply.fail if reply is not None else None)
         for e in events:
             if isinstance(e, m.TradingStateChanged):
                 self.profile = replace(self.profile, state=e.state, state_reason=e.reason,
@@ -269,7 +267,7 @@ class LedgerActor(pykka.ThreadingActor):
     def _answer(self, reply: Reply, value: Any = None, error: Exception | None = None) -> None:
         """Answer now if nothing of this profile is still being written, else right after
         the pending writes commit (or fail, and then with their error)."""
-        if self.ctx.writer.done_seq(self.profile_id) >= self.submitted:
+        if self.ctx.journal.done_seq(self.profile_id) >= self.submitted:
             if error is None:
                 reply.resolve(value)
             else:
@@ -281,13 +279,12 @@ class LedgerActor(pykka.ThreadingActor):
         else:
             def done() -> None:
                 reply.fail(error)
-        self.ctx.writer.submit(WriteRequest(self.profile_id, [], gen=self.gen,
-                                            seq=self.submitted, on_commit=done,
-                                            on_fail=reply.fail))
+        self.ctx.journal.barrier(self.profile_id, gen=self.gen, seq=self.submitted,
+                                 on_commit=done, on_fail=reply.fail)
 
     def _wait_for_writes(self) -> bool:
         deadline = time.monotonic() + self.ctx.flush_timeout_s
-        while self.ctx.writer.done_seq(self.profile_id) < self.submitted:
+        while self.ctx.journal.done_seq(self.profile_id) < self.submitted:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.001)

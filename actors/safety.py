@@ -33,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from capflow.actors.account import CancelEntries, RebaseLossLimits
+from capflow.actors.account_messages import CancelEntries, RebaseLossLimits
 from capflow.actors.alerts import AUTOMATIC, CRITICAL, WARNING, Alert, raise_alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Conflict, InvalidArgument, NotFound, Unavailable
@@ -47,6 +47,7 @@ class Safety:
     def __init__(self, system, trading):
         self.system = system
         self.trading = trading
+        self.accounts = trading.accounts
         self.config = system.config
         self.clock = system.clock
         self.store = None  # storage.control_store.ControlStore; None with storage off
@@ -121,7 +122,7 @@ class Safety:
                           changed_by: str = "api") -> AccountState:
         """An account's trading state, by hand; answered once stored. HALTED and
         REDUCE_ONLY cancel the working entries of every profile of the account."""
-        if account_id not in self.trading.managers:
+        if account_id not in self.accounts.managers:
             raise NotFound("account", account_id)
         if state not in m.TRADING_STATES:
             raise InvalidArgument("state", f"state must be one of {list(m.TRADING_STATES)}")
@@ -130,7 +131,7 @@ class Safety:
             st = AccountState(state, reason or "", changed_by, self.clock.now())
             if state == "ACTIVE" and before is not None and before.changed_by == "account-risk":
                 # resumed after its loss limits halted it: the losses count from now
-                self._saved[account_id] = self.trading._ask(account_id, RebaseLossLimits())
+                self._saved[account_id] = self.accounts.ask(account_id, RebaseLossLimits())
             if is_blocking(state):  # stricter at once: checks that start now see it
                 self.account_states[account_id] = st
                 self._store_account(account_id, wait=True)
@@ -143,7 +144,7 @@ class Safety:
                             f"account {account_id} is {state}: {reason}")
         if is_blocking(state):  # answered once the working entries are canceled
             self._cancel(account_id, None, f"account {state}: {reason or changed_by}")
-            self.trading.settle_accounts([account_id])
+            self.accounts.settle([account_id])
         return st
 
     def breach(self, account_id: str, reason: str) -> bool:
@@ -172,27 +173,25 @@ class Safety:
 
     def _store_account(self, account_id: str, *, wait: bool,
                        state: AccountState | None = None) -> None:
-        from capflow.storage.control_store import account_state_op
-        from capflow.storage.writer import WriteRequest
-
         st = state or self.account_states.get(account_id) or AccountState(
             changed_at=self.clock.now())
-        op = account_state_op(account_id, st.state, st.reason, st.changed_by or "",
-                              st.changed_at or self.clock.now(), self._saved.get(account_id))
+        stored = AccountState(st.state, st.reason, st.changed_by or "",
+                              st.changed_at or self.clock.now())
         done = Reply()
 
         def failed(exc: Exception) -> None:
             logger.error("storing the state of account {} failed: {}", account_id, exc)
             done.fail(exc)
 
-        self.system.writer.submit(WriteRequest(None, [op], on_commit=lambda: done.resolve(1),
-                                               on_fail=failed))
+        self.system.journal.set_account_state(account_id, stored, self._saved.get(account_id),
+                                              on_commit=lambda: done.resolve(1),
+                                              on_fail=failed)
         if wait:
             done.get(self.config.ledger.call_timeout_s)
 
     def on_global_state(self, state: str, reason: str, changed_by: str) -> None:
         if is_blocking(state):
-            for aid in list(self.trading.managers):
+            for aid in list(self.accounts.managers):
                 self._cancel(aid, None, f"global {state}: {reason or changed_by}")
 
     # -- what happens on the bus ----------------------------------------------------------
@@ -246,7 +245,7 @@ class Safety:
                 reason=e.reason, ts=e.ts,
                 details={"state": e.state, "changed_by": e.changed_by}))
         if is_blocking(e.state):
-            self._cancel(self.trading.account_for(pid), frozenset({pid}),
+            self._cancel(self.accounts.account_for(pid), frozenset({pid}),
                          f"profile {e.state}: {e.reason or e.changed_by}")
 
     def _tripped(self, e: m.BreakerTripped) -> None:
@@ -261,7 +260,7 @@ class Safety:
             ts=e.ts, details={"breaker": trip.kind, "code": trip.code,
                               "tick_ts": e.tick_ts, "until": trip.until,
                               "equity": trip.equity}))
-        self._cancel(self.trading.account_for(pid), frozenset({pid}), trip.code)
+        self._cancel(self.accounts.account_for(pid), frozenset({pid}), trip.code)
 
     def _filled_while_blocked(self, e: m.OrderFilled) -> None:
         raise_alert(self._publish, Alert(
@@ -302,7 +301,7 @@ class Safety:
 
     def _cancel(self, account_id: str | None, profiles: frozenset | None,
                 reason: str) -> None:
-        ref = self.trading.managers.get(account_id) if account_id is not None else None
+        ref = self.accounts.managers.get(account_id) if account_id is not None else None
         if ref is None:
             return
         try:
@@ -383,13 +382,13 @@ class Safety:
                 return {**prior["result"], "reused": True}
             if scope == "profile":
                 trading._known(target)
-                accounts, profiles = [trading.account_for(target)], frozenset({target})
+                accounts, profiles = [self.accounts.account_for(target)], frozenset({target})
             elif scope == "account":
-                if target not in trading.managers:
+                if target not in self.accounts.managers:
                     raise NotFound("account", target)
                 accounts, profiles = [target], None
             else:
-                accounts, profiles = list(trading.managers), None
+                accounts, profiles = list(self.accounts.managers), None
             return self._flatten(scope, target, key, reason, requested_by, accounts,
                                  profiles)
 
@@ -412,8 +411,8 @@ class Safety:
             system.set_global_state("HALTED", why, by)
         # 2. the working entries are canceled, 3. whatever filled before is booked
         for aid in accounts:
-            trading._ask(aid, CancelEntries(profiles, why))
-        trading.settle_accounts(accounts)
+            self.accounts.ask(aid, CancelEntries(profiles, why))
+        self.accounts.settle(accounts)
         # 4. every open position is closed, once
         closed, gone = [], []
         for aid in accounts:
@@ -446,13 +445,10 @@ class Safety:
         if self.store is None:
             self._flattens[(by, key)] = {"scope": scope, "target": target, "result": result}
             return
-        from capflow.storage.control_store import flatten_op
-        from capflow.storage.writer import WriteRequest
-
         done = Reply()
-        self.system.writer.submit(WriteRequest(
-            None, [flatten_op(key, scope, target, reason, by, started, result)],
-            on_commit=lambda: done.resolve(1), on_fail=done.fail))
+        self.system.journal.record_flatten(key, scope, target, reason, by, started, result,
+                                           on_commit=lambda: done.resolve(1),
+                                           on_fail=done.fail)
         done.get(self.config.ledger.call_timeout_s)
 
 

@@ -1,5 +1,6 @@
 """`System`: capflow in one process. It owns the lifecycle (start in order, ping, stop in
-reverse) and is the embedded API; the ZeroMQ server calls the same methods.
+reverse) and is the embedded API; the ZeroMQ server calls the same methods. Storage is
+opened by `capflow.storage.open.open_storage`, here or by the embedding program.
 
     with System() as cf:                       # SQLite under ./data/ by default
         cf.create_profile("alpha", "10000")
@@ -15,7 +16,6 @@ Business denials raise `Denied` (``.code`` is ``INSUFFICIENT_CAPITAL``, ``RISK_R
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import time
@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from capflow.actors.accounts import Accounts
 from capflow.actors.allocation_service import AllocationService
 from capflow.actors.bus import EventBus
 from capflow.actors.config import Config, load_config
@@ -46,7 +47,7 @@ from capflow.actors.reply import Reply
 from capflow.actors.scheduler import Scheduler
 from capflow.actors.system_trading import TradingCalls
 from capflow.actors.trading import Trading
-from capflow.storage.writer import NullWriter, StorageWriter, WriteRequest
+from capflow.storage.open import Storage, open_storage
 
 #: how often an idle server checks that it still owns its database (storage/owner.py)
 OWNER_CHECK_S = 5.0
@@ -85,22 +86,26 @@ def check_profile_id(profile_id: object) -> str:
 
 class System(TradingCalls):
     def __init__(self, config: Config | None = None, *, clock: Clock | None = None,
-                 lock_wait_s: float = 15.0):
+                 lock_wait_s: float = 15.0, storage: Storage | None = None):
         self.config = config or load_config()
         self.clock = clock or Clock()
         #: how long the storage process waits for the owner lock at start: a server
         #: restarted at once waits for its predecessor's last batch; a command of the
         #: command line waits for nothing (0: refused at once while another owns it)
         self.lock_wait_s = lock_wait_s
+        #: storage opened by the embedding program (`open_storage` with this config's
+        #: [storage]), which closes it after `stop`; None: `start` opens it, `stop` closes
+        self._given_storage = storage
+        self.storage: Storage | None = None
         self.bus = EventBus()
         self.started_at: float | None = None
         self._create_lock = threading.Lock()
         self.engine = None
-        self._owner = None
-        self.writer: Any = None
-        self.store: Any = None
+        self.journal: Any = None  # capflow.actors.model.journal.Journal
+        self.store: Any = None  # storage.ledger_store.LedgerStore (reads)
         self.registry: LedgerRegistry | None = None
         self.scheduler: Scheduler | None = None
+        self.accounts: Accounts | None = None
         self.trading: Trading | None = None
         self.allocation: AllocationService | None = None
         self._unpinned: set[int] | None = None
@@ -124,9 +129,7 @@ class System(TradingCalls):
                      lambda: self.trading and self.trading.stop(),
                      lambda: self.scheduler and self.scheduler.stop(),
                      lambda: self.registry and self.registry.stop_all(5),
-                     lambda: self.writer and self.writer.stop(),
-                     lambda: self._owner and self._owner.release(),
-                     lambda: self.engine and self.engine.dispose()):
+                     self._close_storage):
             try:
                 step()
             except Exception:
@@ -139,54 +142,19 @@ class System(TradingCalls):
         if cfg.cpu_affinity:
             self._unpinned = all_cpus
             _pin_process(cfg.cpu_affinity)
-        if cfg.storage.durable:
-            from capflow.storage.engine import OwnerLock, describe, open_engine
-            from capflow.storage.ledger_store import LedgerStore
-            from capflow.storage.migrate import upgrade
-            from capflow.storage.owner import SCOPE, claim
-
-            self.engine = open_engine(cfg.storage.url,
-                                      synchronous=cfg.storage.sqlite_synchronous)
-            executor = None
-            use_process = cfg.storage.writer == "process" and ":memory:" not in cfg.storage.url
-            if use_process and multiprocessing.current_process().daemon:
-                logger.warning("running in a daemonic process, which may not start one: "
-                               "the storage writer runs as a thread")
-                use_process = False
-            if use_process:
-                from capflow.storage.writer_process import ProcessExecutor
-
-                # pinned (cpu_affinity): the storage process gets the other CPUs
-                others = all_cpus - set(cfg.cpu_affinity or ()) or None
-                executor = ProcessExecutor(cfg.storage.url,  # its child takes the lock
-                                           cpus=others if cfg.cpu_affinity else None,
-                                           synchronous=cfg.storage.sqlite_synchronous,
-                                           lock_wait_s=self.lock_wait_s)
-
-            else:
-                self._owner = OwnerLock(self.engine).acquire()
-            self.writer = StorageWriter(self.engine, executor=executor,
-                                        max_batch=cfg.storage.max_batch,
-                                        on_write_failed=self._on_write_failed)
-            self.writer.start()  # holds the owner lock from here on
-            upgrade(self.engine)
-            # take the database over before loading anything: from this commit on, a
-            # server that held it before (its lock lost to a cut connection) cannot
-            # commit, and each of our commits checks that no later server took it
-            epoch = claim(self.engine, started_at=started)
-            self.writer.own(SCOPE, epoch)
-            self.store = LedgerStore(self.engine, cfg.places)
-            logger.info("storage: {} ({} writer), owner epoch {}", describe(cfg.storage.url),
-                        "process" if executor else "thread", epoch)
-        else:
-            from capflow.storage.memory_store import MemoryLedgerStore
-
-            self.store = MemoryLedgerStore(cfg.places)
-            self.writer = NullWriter()
-            self.writer.start()
-            logger.warning("storage is off: nothing is persisted")
+        self.storage = self._given_storage
+        if self.storage is None:
+            # pinned (cpu_affinity): the storage process gets the other CPUs
+            others = all_cpus - set(cfg.cpu_affinity or ()) or None
+            self.storage = open_storage(cfg.storage, places=cfg.places, started_at=started,
+                                        lock_wait_s=self.lock_wait_s,
+                                        cpus=others if cfg.cpu_affinity else None)
+        self.engine = self.storage.engine
+        self.store = self.storage.ledger_store
+        self.journal = self.storage.journal
+        self.journal.watch_failures(self._on_write_failed)
         instruments = Instruments.load(cfg.allocation)
-        ctx = LedgerContext(store=self.store, writer=self.writer, bus=self.bus,
+        ctx = LedgerContext(store=self.store, journal=self.journal, bus=self.bus,
                             clock=self.clock, schedule_expiry=self._schedule_expiry,
                             default_ttl_s=cfg.ledger.default_ttl_s,
                             ids=lambda: new_id("rsv"), allocation=cfg.allocation,
@@ -203,7 +171,8 @@ class System(TradingCalls):
                                 if aid in cfg.brokers.accounts else None),
                             report_equity=self._report_equity)
         # storage off keeps ledgers only in memory actors: nothing to passivate them to
-        max_live = cfg.ledger.max_live if cfg.storage.durable else 1 << 30
+        durable = self.storage.durable
+        max_live = cfg.ledger.max_live if durable else 1 << 30
         stored = self.store.global_state()
         if stored is not None:
             self._global = GlobalState(stored["state"], stored["reason"],
@@ -215,21 +184,12 @@ class System(TradingCalls):
         self.registry = LedgerRegistry(ctx, max_live=max_live, idle_s=cfg.ledger.idle_s)
         self.registry.add_known(self.store.profile_ids())
         self.scheduler = Scheduler(self.clock, self._fire_expiry,
-                                   on_tick=self._housekeeping if cfg.storage.durable
-                                   else None)
+                                   on_tick=self._housekeeping if durable else None)
         self._recover()
         self.scheduler.start()
         self.started_at = time.monotonic()
-        self.trading = Trading(self)
-        oms_store = control_store = None
-        if cfg.storage.durable:
-            from capflow.storage.control_store import ControlStore
-            from capflow.storage.oms_store import OmsStore
-
-            oms_store = OmsStore(self.engine)
-            control_store = ControlStore(self.engine)
-        self.trading.start(oms_store, self.store.list_profiles("", 1 << 62), control_store)
-        self.allocation = AllocationService(self, self.trading, instruments)
+        self._start_trading(instruments, self.storage.oms_store,
+                            self.store.list_profiles("", 1 << 62), self.storage.control_store)
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 
@@ -241,22 +201,29 @@ class System(TradingCalls):
         self.trading.stop()
         self.scheduler.stop()
         self.registry.stop_all()
-        self.writer.stop()
-        if self._owner is not None:
-            self._owner.release()
-        if self.engine is not None:
-            self.engine.dispose()
+        self._close_storage()
         if self._unpinned is not None:
             _pin_process(self._unpinned)
             self._unpinned = None
         logger.info("capflow stopped")
+
+    def _close_storage(self) -> None:
+        """Close storage if this System opened it (else its opener closes it)."""
+        if self.storage is not None and self.storage is not self._given_storage:
+            self.storage.close()
+
+    @property
+    def writer(self) -> Any:
+        """The group-commit writer under the journal (its health; its executor, the
+        storage process, in tests); None before `start`."""
+        return self.storage.writer if self.storage is not None else None
 
     @property
     def fenced(self) -> str | None:
         """Why this server writes nothing any more, or None: another server took its
         database over (storage/owner.py). Every write fails UNAVAILABLE with this reason;
         `system.health` reports ``status: "fenced"``. Only a restart serves again."""
-        return self.writer.fenced if self.writer is not None else None
+        return self.journal.fenced if self.journal is not None else None
 
     def __enter__(self) -> System:
         return self.start()
@@ -266,7 +233,7 @@ class System(TradingCalls):
 
     def _recover(self) -> None:
         """Compare every snapshot with what the rows imply; expire what is overdue."""
-        if not self.config.storage.durable:
+        if not self.storage.durable:
             return
         snapshots = self.store.snapshots()
         rebuilt = self.store.rebuild()
@@ -286,26 +253,21 @@ class System(TradingCalls):
         self.scheduler.run_due()
 
     def _mark(self, symbol: str) -> Decimal | None:
-        tick = self.trading.board.get(symbol) if self.trading is not None else None
-        return None if tick is None else tick.last
+        return self.trading.mark(symbol) if self.trading is not None else None
 
     def _account_state(self, account_id: str | None):
         trading = self.trading
         return None if trading is None else trading.safety.account_state(account_id)
 
     def _account_exposure(self, account_id: str, profile_id: str) -> Decimal:
-        status = self.trading.status.get(account_id) if self.trading is not None else None
-        if status is None or status.risk is None:
+        if self.accounts is None:
             return Decimal(0)
-        return status.risk.exposure_of_others(profile_id)
+        return self.accounts.exposure_of_others(account_id, profile_id)
 
     def _report_equity(self, profile_id: str, account_id: str, pnl: Decimal,
                        exposure: Decimal, ts) -> None:
-        from capflow.actors.account import ReportEquity
-
-        ref = self.trading.managers.get(account_id) if self.trading is not None else None
-        if ref is not None:
-            ref.tell((ReportEquity(profile_id, pnl, exposure, ts), Reply()))
+        if self.accounts is not None:
+            self.accounts.report_equity(profile_id, account_id, pnl, exposure, ts)
 
     def _risk_limits(self, profile_id: str, risk_profile: str | None) -> RiskLimits:
         try:
@@ -331,7 +293,7 @@ class System(TradingCalls):
         now = time.monotonic()
         if now - self._owner_checked >= OWNER_CHECK_S:
             self._owner_checked = now
-            self.writer.probe()
+            self.journal.probe()
 
     def _on_write_failed(self, profile_ids: set[str]) -> None:
         for pid in profile_ids:
@@ -375,8 +337,8 @@ class System(TradingCalls):
             raise InvalidArgument("risk_profile", f"unknown risk profile {risk_profile!r}: "
                                                   "a preset (atlas, orion, nova) or one of "
                                                   "[risk.profiles]")
-        if self.trading is not None:
-            self.trading.check_account(account_id)
+        if self.accounts is not None:
+            self.accounts.check_account(account_id)
         currency = currency or self.config.ledger.default_currency
         if currency not in self.config.ledger.currency_places:
             raise InvalidArgument("currency", f"unknown currency {currency!r}")
@@ -394,28 +356,27 @@ class System(TradingCalls):
             now = self.clock.now()
             profile = Profile(profile_id, currency, account_id, risk_profile, "ACTIVE", "",
                               "create", now, now)
-            ops = self.store.create_profile_ops(profile, amount)
             # the account's cash is divided among its profiles: claim this share first
-            claim = self.trading.claim(account_id, currency, amount) if (
-                self.trading is not None and amount) else None
+            claim = self.accounts.claim(account_id, currency, amount) if (
+                self.accounts is not None and amount) else None
             # an unknown outcome (a timeout, a failed commit that may have been made)
             # keeps the claim booked: the account then looks fuller than it may be,
             # never emptier, until a restart recounts it from what was committed
             booked = amount
             try:
                 done = Reply()
-                self.writer.submit(WriteRequest(None, ops,
-                                                on_commit=lambda: done.resolve(True),
-                                                on_fail=done.fail))
+                self.journal.create_profile(profile, amount,
+                                            on_commit=lambda: done.resolve(True),
+                                            on_fail=done.fail)
                 done.get(self.config.ledger.call_timeout_s)
             except (Conflict, InvalidArgument):
                 booked = amount * 0
                 raise
             finally:
                 if claim is not None:
-                    self.trading.settle_claim(claim, booked)
-            if self.trading is not None:  # before the profile is known to anyone
-                self.trading.profile_created(profile_id, account_id, currency)
+                    self.accounts.settle_claim(claim, booked)
+            if self.accounts is not None:  # before the profile is known to anyone
+                self.accounts.profile_created(profile_id, account_id, currency)
             self.registry.add_known([profile_id])
         return self.get_profile(profile_id), False
 
@@ -431,8 +392,8 @@ class System(TradingCalls):
         REDUCE_ONLY, once its working entry orders are canceled at the broker."""
         self._call(profile_id, m.SetTradingState(state=state, reason=reason,
                                                  changed_by=changed_by))
-        if state != "ACTIVE" and self.trading is not None:
-            self.trading.settle_accounts([self.trading.account_for(profile_id)])
+        if state != "ACTIVE" and self.accounts is not None:
+            self.accounts.settle([self.accounts.account_for(profile_id)])
         return self.get_profile(profile_id)
 
     # -- the ledger -------------------------------------------------------------------
@@ -443,12 +404,12 @@ class System(TradingCalls):
     def transfer(self, profile_id: str, cmd: m.Deposit | m.Withdraw,
                  callback=None) -> Reply:
         """Deposit or withdraw (non-blocking). A deposit first claims the amount from
-        the unallocated cash of the profile's broker account."""
+        the unallocated cash of the profile's broker account (`actors.accounts`)."""
         if self.started_at is None:
             reply = Reply(callback)
             reply.fail(Unavailable("capflow is not running"))
             return reply
-        return self.trading.transfer(profile_id, cmd, callback)
+        return self.accounts.transfer(profile_id, cmd, self.submit, callback)
 
     def deposit(self, profile_id: str, amount: Any, client_request_id: str) -> TransferResult:
         out = self.transfer(profile_id, m.Deposit(

@@ -1,7 +1,8 @@
-"""`TradingCalls`: the embedded API of the trading side of a `System` -- the kill switch
-(global, per account, flatten), breakers and what-ifs, signals, orders, positions and
-the simulated market. A mixin of `actors.system.System`, whose `submit`, `trading`,
-`writer` and `config` it uses; `System` is the only class that inherits it.
+"""`TradingCalls`: the trading side of a `System` -- how it is built, and its embedded
+API: the kill switch (global, per account, flatten), breakers and what-ifs, signals,
+orders, positions and the simulated market. A mixin of `actors.system.System`, whose
+`submit`, `registry`, `store`, `bus`, `journal` and `config` it uses; `System` is the
+only class that inherits it.
 """
 
 from __future__ import annotations
@@ -10,15 +11,36 @@ from typing import Any
 
 from loguru import logger
 
+from capflow.actors.accounts import Accounts
+from capflow.actors.allocation_service import AllocationService
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import InvalidArgument
 from capflow.actors.model.outcome import Outcome
 from capflow.actors.model.risk import GlobalState
 from capflow.actors.reply import Reply
-from capflow.storage.writer import WriteRequest
+from capflow.actors.safety import Safety
+from capflow.actors.trading import Trading
 
 
 class TradingCalls:
+    def _start_trading(self, instruments, oms_store, profiles, control_store) -> None:
+        """Build the trading side and start it. Each part is given what it needs, and
+        none of them the System: the broker accounts (`Accounts`) stand alone; `Trading`
+        and the allocation calls get them, and the functions that reach a profile's
+        ledger, tell whether a profile exists, read the stored ledger figures. The kill
+        switch (`Safety`) acts through the System's own calls (states, stored writes)."""
+        cfg = self.config
+        self.accounts = Accounts(cfg, self.clock)
+        self.trading = Trading(cfg, self.clock, self.accounts, to_ledger=self.submit,
+                               bus=self.bus, knows_profile=self.registry.knows,
+                               snapshots=self.store.snapshots)
+        self.trading.safety = Safety(self, self.trading)
+        self.trading.start(oms_store, profiles, control_store)
+        self.allocation = AllocationService(
+            cfg.allocation, self.accounts, to_ledger=self.submit,
+            knows_profile=self.registry.knows, running=lambda: self.started_at is not None,
+            storage=self.journal, instruments=instruments)
+
     # -- the kill switch and breakers ----------------------------------------------
 
     @property
@@ -42,10 +64,8 @@ class TradingCalls:
             # it strict in memory, never looser)
             self._global = gs
         done = Reply()
-        self.writer.submit(WriteRequest(None, [("upsert", "system_state", {
-            "name": "trading", "state": gs.state, "reason": gs.reason,
-            "changed_by": gs.changed_by, "changed_at": gs.changed_at})],
-            on_commit=lambda: done.resolve(True), on_fail=done.fail))
+        self.journal.set_global_state(gs, on_commit=lambda: done.resolve(True),
+                                      on_fail=done.fail)
         done.get(self.config.ledger.call_timeout_s)
         self._global = gs
         logger.warning("global trading state {} (by {}: {})", state, changed_by,
@@ -53,7 +73,7 @@ class TradingCalls:
         if self.trading is not None:
             self.trading.safety.on_global_state(state, reason, changed_by)
             if state != "ACTIVE":  # answered once the working entries are canceled
-                self.trading.settle_accounts(list(self.trading.managers))
+                self.accounts.settle()
         return gs
 
     def set_account_state(self, account_id: str, state: str, reason: str = "",

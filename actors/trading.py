@@ -1,5 +1,6 @@
 """`Trading`: the order management side of a `System` -- the market simulator, the
-account managers, the signal audit log, and the calls of the order ops.
+start of the broker accounts' managers (`actors.accounts` holds them), the signal audit
+log, and the calls of the order ops.
 
 Order of things for a signal (`signal.submit`):
 
@@ -16,48 +17,27 @@ Order of things for a signal (`signal.submit`):
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 from loguru import logger
 
-from capflow.actors.account import (
-    AccountManagerActor,
-    AccountStatus,
-    Cancel,
-    ClaimCapital,
-    Close,
-    Info,
-    Restore,
-    ReturnCapital,
-    SettleClaim,
-    Sync,
-    Ticks,
-    new_order_listener,
-)
-from capflow.actors.alerts import raise_alert
+from capflow.actors.account import new_order_listener
+from capflow.actors.account_messages import Cancel, Close, Restore, Ticks
+from capflow.actors.accounts import Accounts, Submit
 from capflow.actors.audit_log import SignalAuditLog
+from capflow.actors.bus import EventBus
 from capflow.actors.model import messages as m
-from capflow.actors.model.account_risk import AccountRisk
-from capflow.actors.model.errors import Conflict, Denied, InvalidArgument, NotFound, Unavailable
-from capflow.actors.model.ids import new_id
-from capflow.actors.model.limits import load_timezone
-from capflow.actors.model.money import parse_decimal
-from capflow.actors.model.orders import (
-    CLOSE_REASONS,
-)
-from capflow.actors.model.settings import ConfigError
-from capflow.actors.model.stats import compute_stats, group_stats
+from capflow.actors.model.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from capflow.actors.model.orders import CLOSE_REASONS
+from capflow.actors.model.stats import profiles_stats
 from capflow.actors.model.symbols import SymbolSlots
 from capflow.actors.model.ticks import Tick
-from capflow.actors.reply import Reply, relay
+from capflow.actors.reply import Reply
 from capflow.actors.safety import Safety
 from capflow.actors.simulator import MarketSimulatorActor
-from capflow.actors.trading_entries import EntryFlow, _tell
-from capflow.brokers.base import Connected, ConnectionFailed, Disconnected, load_adapter
+from capflow.actors.trading_entries import EntryFlow
 
 ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
 #: what `order.list` filters by: a status, or CLOSED (every order no longer working)
@@ -65,96 +45,65 @@ ORDER_FILTERS = (*ORDER_STATUSES, "CLOSED")
 
 
 class Trading(EntryFlow):
-    def __init__(self, system):
-        self.system = system
-        self.config = system.config
-        self.clock = system.clock
+    """The trading side. Its dependencies are given, none of them the System: the
+    configuration and clock, the broker `accounts`, `to_ledger` (submit a command to a
+    profile's ledger), the event `bus`, `knows_profile` and `snapshots` (the profiles'
+    stored ledger figures). `safety` (the kill switch that acts, `actors.safety`) is
+    set by whoever builds both, before `start`."""
+
+    def __init__(self, config, clock, accounts: Accounts, *, to_ledger: Submit,
+                 bus: EventBus, knows_profile: Callable[[str], bool],
+                 snapshots: Callable[..., dict[str, Any]]):
+        self.config = config
+        self.clock = clock
+        self.accounts = accounts
+        self.to_ledger = to_ledger
+        self.bus = bus
+        self.knows_profile = knows_profile
+        self.snapshots = snapshots
+        self.safety: Safety | None = None
         self.sim = None
         self._sim = None  # its proxy
         self.board: dict[str, Tick] = {}
-        self.managers: dict[str, Any] = {}  # account id -> ActorRef
-        self.status: dict[str, AccountStatus] = {}
-        self.account_of: dict[str, str | None] = {}
-        #: profile -> the account whose cash its allocation is part of (None: the
-        #: profile's currency is not the account's, so no share of it)
-        self.capital_of: dict[str, str | None] = {}
         self.audit: SignalAuditLog | None = None
         self.oms_store = None
         self._unsubscribe: list[Callable[[], None]] = []
-        #: accounts with account-wide open position limits (entries claim a slot first)
-        self.slot_limited: set[str] = set()
         #: the symbols with a market, and the cap on new ones
         self.symbols: SymbolSlots | None = None
-        #: the kill switch that acts: halts cancel entries, flatten, marking to market,
-        #: account states and loss limits, alerts
-        self.safety = Safety(system, self)
 
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self, oms_store, profiles, control_store=None) -> None:
+        """Start the market and a manager for every broker account, and give the
+        managers back the working orders and open positions that are stored."""
         cfg = self.config
-        brokers = cfg.brokers
-        if brokers.default_account not in brokers.accounts:
-            raise ConfigError(f"[brokers] default_account {brokers.default_account!r} is not "
-                              "one of [brokers.accounts]")
-        unknown = sorted(set(cfg.risk.accounts) - set(brokers.accounts))
-        if unknown:
-            raise ConfigError(f"[risk.accounts] names accounts that are not configured: "
-                              f"{unknown}")
-        classes = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
+        accounts, safety = self.accounts, self.safety
+        accounts.load(profiles)
         self.oms_store = oms_store
-        self.account_of = {p.profile_id: p.account_id for p in profiles}
-        self.capital_of = {p.profile_id: self._capital_account(p.account_id, p.currency)
-                           for p in profiles}
-        allocated: dict[str, Decimal] = {}
-        snaps = self.system.store.snapshots()
-        for pid, aid in self.capital_of.items():
-            if aid is not None and pid in snaps:
-                allocated[aid] = allocated.get(aid, Decimal(0)) + snaps[pid].allocated
-        # what the account-wide loss limits start from: each profile's realized PnL
-        pnl: dict[str, dict[str, Decimal]] = {}
-        for pid, b in snaps.items():
-            pnl.setdefault(self.account_for(pid), {})[pid] = b.realized_pnl - b.fees
-        safety = self.safety
         safety.load(control_store, profiles)
-        tz = load_timezone(cfg.risk.timezone)
         self.sim, self.board = MarketSimulatorActor.start_with_board(
-            cfg.simulator, self.clock, publish=self.system.bus.publish)
+            cfg.simulator, self.clock, publish=self.bus.publish)
         sim = self._sim = self.sim.proxy()
         scfg = cfg.simulator
         self.symbols = SymbolSlots(() if scfg.replay else scfg.symbols, self.board,
                                    max_symbols=scfg.max_symbols, allow_new=scfg.new_symbols)
-        self._unsubscribe.append(self.system.bus.subscribe(self._on_recorded))
-        self._unsubscribe.append(self.system.bus.subscribe(safety.on_events))
-        for aid, acfg in brokers.accounts.items():
-            status = AccountStatus()
-            status.capital = acfg.initial_cash
-            status.allocated = allocated.get(aid, Decimal(0))
-            factory = functools.partial(classes[aid], aid, acfg, clock=self.clock,
-                                        money_places=cfg.places(acfg.currency), ids=new_id)
-            limits = cfg.risk.accounts.get(aid)
-            if limits is not None and limits.has_slots:
-                self.slot_limited.add(aid)
-            risk = AccountRisk(aid, limits, tz, pnl=pnl.get(aid),
-                               saved=safety.saved_risk(aid))
-            ref = AccountManagerActor.start(
-                aid, factory, self.system.submit, status, on_event=self._broker_event,
-                limits=limits, risk=risk, on_breach=functools.partial(safety.breach, aid),
-                on_risk_saved=functools.partial(safety.save_risk, aid),
-                alert=functools.partial(raise_alert, self.system.bus.publish))
-            self.managers[aid] = ref
-            self.status[aid] = status
-            self._unsubscribe.append(self.system.bus.subscribe(new_order_listener(aid, ref)))
+        self._unsubscribe.append(self.bus.subscribe(self._on_recorded))
+        self._unsubscribe.append(self.bus.subscribe(safety.on_events))
+        accounts.start(self.snapshots(), book=self.to_ledger, publish=self.bus.publish,
+                       saved_risk=safety.saved_risk, on_breach=safety.breach,
+                       on_risk_saved=safety.save_risk)
+        for aid, ref in accounts.managers.items():
+            self._unsubscribe.append(self.bus.subscribe(new_order_listener(aid, ref)))
             sim.subscribe(aid, functools.partial(self._deliver, ref)).get(timeout=10)
             if oms_store is not None:
                 orders, positions = oms_store.open_book(aid)
                 if orders or positions:
-                    self._ask(aid, Restore(orders, positions), 60)
+                    accounts.ask(aid, Restore(orders, positions), 60)
                     safety.restored(aid, orders, positions, profiles)
         if cfg.simulator.mode == "realtime":
             sim.start_realtime().get(timeout=10)
         logger.info("trading: {} account(s) {}, simulator in {} mode, OMS {}",
-                    len(self.managers), sorted(self.managers), cfg.simulator.mode,
+                    len(accounts.managers), sorted(accounts.managers), cfg.simulator.mode,
                     "on" if cfg.oms.enabled else "off (signals are audited only)")
 
     def stop(self) -> None:
@@ -165,126 +114,22 @@ class Trading(EntryFlow):
             self._sim = None
             self.sim.stop(timeout=10)
             self.sim = None
-        for ref in self.managers.values():
-            ref.stop(timeout=10)
-        self.managers.clear()
+        self.accounts.stop()
         if self.audit is not None:
             self.audit.close()
             self.audit = None
-
-    def _broker_event(self, e) -> None:
-        if isinstance(e, Connected | ConnectionFailed | Disconnected):
-            self.system.bus.publish([e])
 
     def _deliver(self, ref, ticks: list[Tick]) -> None:
         r = Reply()
         ref.tell((Ticks(ticks), r))
         r.get(self.config.ledger.call_timeout_s)
 
-    def _ask(self, account_id: str, msg: Any, timeout: float | None = None) -> Any:
-        r = Reply()
-        self.managers[account_id].tell((msg, r))
-        return r.get(timeout or self.config.ledger.call_timeout_s)
-
-    # -- accounts ---------------------------------------------------------------------
-
-    def account_for(self, profile_id: str) -> str:
-        return self.account_of.get(profile_id) or self.config.brokers.default_account
-
-    def check_account(self, account_id: str | None) -> None:
-        if account_id is not None and account_id not in self.config.brokers.accounts:
-            raise InvalidArgument("account_id", f"no broker account {account_id!r} is "
-                                                "configured")
-
-    def profile_created(self, profile_id: str, account_id: str | None,
-                        currency: str) -> None:
-        self.account_of[profile_id] = account_id
-        self.capital_of[profile_id] = self._capital_account(account_id, currency)
-
-    # -- the accounts' capital, divided among their profiles ------------------------
-
-    def _capital_account(self, account_id: str | None, currency: str) -> str | None:
-        aid = account_id or self.config.brokers.default_account
-        acfg = self.config.brokers.accounts.get(aid)
-        return aid if acfg is not None and acfg.currency == currency else None
-
-    def claim(self, account_id: str | None, currency: str,
-              amount: Decimal) -> tuple[str, int] | None:
-        """Blocking: claim `amount` of the account's unallocated cash (raises `Denied`
-        INSUFFICIENT_CAPITAL); settle the claim with `settle_claim` whatever happens next."""
-        aid = self._capital_account(account_id, currency)
-        if aid is None:
-            return None
-        return aid, self._ask(aid, ClaimCapital("", amount))
-
-    def settle_claim(self, claim: tuple[str, int], booked: Decimal) -> None:
-        aid, claim_id = claim
-        _tell(self.managers[aid], SettleClaim(claim_id, booked))
-
-    def transfer(self, profile_id: str, cmd, callback=None) -> Reply:
-        """A deposit (after claiming its amount from the account) or a withdrawal (which
-        gives it back); non-blocking."""
-        reply = Reply(callback)
-        aid = self.capital_of.get(profile_id)
-        if aid is None:  # not on an account's capital (or not a profile: the ledger says)
-            self.system.submit(profile_id, cmd, relay(reply))
-            return reply
-        ref = self.managers[aid]
-        if isinstance(cmd, m.Withdraw):
-            def withdrawn(r: Reply) -> None:
-                out, error = r.result()
-                if error is None and not out.reused:
-                    _tell(ref, ReturnCapital(-out.result.amount))
-                reply.finish_with(out, error)
-
-            self.system.submit(profile_id, cmd, withdrawn)
-            return reply
-        try:
-            places = self.config.places(self.config.brokers.accounts[aid].currency)
-            amount = parse_decimal(cmd.amount, "amount", places=places)
-        except Exception as exc:
-            reply.fail(exc)
-            return reply
-
-        def claimed(r: Reply) -> None:
-            claim_id, error = r.result()
-            if isinstance(error, Denied):
-                # no cash left for a new deposit; a repeat of one already made is still
-                # answered with its first result
-                again = msgspec.structs.replace(cmd, repeat_only=True, refusal=error.denial)
-                self.system.submit(profile_id, again, relay(reply))
-                return
-            if error is not None:
-                reply.fail(error)
-                return
-
-            def deposited(d: Reply) -> None:
-                out, err = d.result()
-                # booked unless it surely was not: a refusal, a repeat; an unknown
-                # outcome keeps the claim (the account looks fuller, never emptier)
-                refused = isinstance(err, Denied | Conflict | InvalidArgument | NotFound)
-                booked = Decimal(0) if refused or (err is None and out.reused) else amount
-                _tell(ref, SettleClaim(claim_id, booked))
-                reply.finish_with(out, err)
-
-            self.system.submit(profile_id, cmd, deposited)
-
-        try:
-            ref.tell((ClaimCapital(profile_id, amount), Reply(claimed)))
-        except Exception as exc:  # the account manager has stopped
-            reply.fail(Unavailable(f"broker account {aid!r} is not running: {exc}"))
-        return reply
-
-    def account_info(self, account_id: str):
-        return self._ask(account_id, Info())
-
-    def _require_connected(self, account_id: str) -> None:
-        st = self.status[account_id]
-        if st.state != "CONNECTED":
-            raise Unavailable(f"broker account {account_id!r} is {st.state.lower()}: orders "
-                              "are refused", {"account_id": account_id, "state": st.state})
-
     # -- the market -------------------------------------------------------------------
+
+    def mark(self, symbol: str) -> Decimal | None:
+        """The last price of `symbol`; None before it has one."""
+        tick = self.board.get(symbol)
+        return None if tick is None else tick.last
 
     def price(self, symbol: str) -> Tick:
         tick = self.board.get(symbol)
@@ -301,29 +146,7 @@ class Trading(EntryFlow):
     def settle(self, timeout: float = 30.0) -> None:
         """Wait until every account manager has handled its mailbox and every booking it
         sent is committed, and the ledgers have marked the last ticks to market."""
-        self.settle_accounts(list(self.managers), timeout, observations=True)
-
-    def settle_accounts(self, accounts: list[str], timeout: float = 30.0, *,
-                        observations: bool = False) -> None:
-        """`settle`, for these accounts' managers."""
-        deadline = time.monotonic() + timeout
-
-        def quiet() -> bool:
-            return (all(self.status[aid].pending == 0 for aid in accounts)
-                    and (not observations or self.safety.observing == 0))
-
-        while True:
-            for aid in accounts:
-                self._ask(aid, Sync(), timeout)
-            if quiet():
-                # one more round: a booking's commit may have queued a new order
-                for aid in accounts:
-                    self._ask(aid, Sync(), timeout)
-                if quiet():
-                    return
-            if time.monotonic() > deadline:
-                raise Unavailable("trading did not settle in time")
-            time.sleep(0.0005)
+        self.accounts.settle(None, timeout, also=lambda: self.safety.observing == 0)
 
     # -- cancels and closes -----------------------------------------------------------
 
@@ -337,9 +160,10 @@ class Trading(EntryFlow):
             raise Conflict(f"order {order_id!r} is {o.status}", {"order_id": order_id,
                                                                   "status": o.status})
         if o.account_id is None:
-            return self.system.end_order(profile_id, order_id, "CANCELED")
+            return self._call(profile_id, m.EndOrder(order_id=order_id,
+                                                     status="CANCELED")).result
         try:
-            return self._ask(o.account_id, Cancel(profile_id, order_id)).result
+            return self.accounts.ask(o.account_id, Cancel(profile_id, order_id)).result
         except NotFound:  # filled or ended in the meantime
             o = self._store().get_order(profile_id, order_id)
             raise Conflict(f"order {order_id!r} is {o.status if o else 'gone'}",
@@ -360,11 +184,10 @@ class Trading(EntryFlow):
             raise Conflict(f"position {position_id!r} is not held at a broker: close it "
                            "with an exit fill", {"position_id": position_id})
         # recorded first: a restart before the exit fills asks the broker again
-        p = self.system.submit(profile_id, m.RequestClose(
-            position_id=position_id, reason=reason)).get(
-                self.system.config.ledger.call_timeout_s).result
+        p = self._call(profile_id, m.RequestClose(position_id=position_id,
+                                                  reason=reason)).result
         try:
-            self._ask(p.account_id, Close(profile_id, position_id, reason))
+            self.accounts.ask(p.account_id, Close(profile_id, position_id, reason))
         except NotFound:  # its take-profit or stop-loss came first
             raise Conflict(f"position {position_id!r} is no longer open at the broker",
                            {"position_id": position_id, "status": "CLOSED"}) from None
@@ -372,8 +195,11 @@ class Trading(EntryFlow):
 
     # -- reads ------------------------------------------------------------------------
 
+    def _call(self, profile_id: str, cmd: m.Command):
+        return self.to_ledger(profile_id, cmd).get(self.config.ledger.call_timeout_s)
+
     def _known(self, profile_id: str) -> None:
-        if not self.system.registry.knows(profile_id):
+        if not self.knows_profile(profile_id):
             raise NotFound("profile", profile_id)
 
     def _store(self):
@@ -406,10 +232,7 @@ class Trading(EntryFlow):
         ids = [profile_id] if profile_id is not None else (
             None if only is None else sorted(only))
         positions = self._store().positions_for_stats(ids)
-        snaps = self.system.store.snapshots(ids)
-        initial = sum((b.allocated for b in snaps.values()), Decimal(0)) or None
-        overall = compute_stats(positions, initial_equity=initial)
-        groups = None
-        if group_by is not None:
-            groups = group_stats(positions, group_by, initial_equity=initial)
+        snaps = self.snapshots(ids)
+        overall, groups, _ = profiles_stats(positions, (b.allocated for b in snaps.values()),
+                                            group_by)
         return overall, groups

@@ -3,8 +3,8 @@ reserved and recorded in one step of the profile's ledger), orders (`order.submi
 the what-if (`risk.check`), the claims of account-wide slots and of new symbols' markets
 they make first, and the prices, places and fees they are reserved at.
 
-A mixin of `actors.trading.Trading`: it uses the trading side's accounts, board and
-managers, and `Trading` is the only class that inherits it.
+A mixin of `actors.trading.Trading`: it uses the trading side's `accounts`, board,
+`to_ledger` and `knows_profile`, and `Trading` is the only class that inherits it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from capflow.actors.account import ClaimSlot, SettleSlot, SlotQuery
 from capflow.actors.audit_log import SignalAuditLog
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
@@ -39,15 +38,11 @@ from capflow.actors.model.orders import (
 )
 from capflow.actors.model.risk import Check
 from capflow.actors.model.symbols import CLAIMED, REFUSED
+from capflow.actors.model.ticks import _new_price_places
 from capflow.actors.reply import Reply, relay
 
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")
-
-
-def _new_symbol_places(price: Decimal) -> int:
-    """Price places of a symbol first seen at `price` (as the simulator chooses them)."""
-    return min(8, max(2, -price.normalize().as_tuple().exponent))
 
 
 class EntryFlow:
@@ -91,7 +86,8 @@ class EntryFlow:
         spec = self.config.simulator.symbols.get(symbol)
         if spec is not None:
             return spec.price_places, spec.qty_places
-        return _new_symbol_places(price), 6
+        # a symbol first seen at `price` gets the places the simulator gives it
+        return _new_price_places(price), 6
 
     def _fees(self, account_id: str) -> tuple[Decimal, Decimal]:
         s = self.config.brokers.accounts[account_id].settings
@@ -132,7 +128,7 @@ class EntryFlow:
 
     def _route_signal(self, profile_id: str, signal, policy: SignalPolicy,
                       reply: Reply) -> None:
-        if policy.blocked is None and policy.account_id in self.slot_limited:
+        if policy.blocked is None and policy.account_id in self.accounts.slot_limited:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
                 p = policy if denial is None else msgspec.structs.replace(
                     policy, blocked=denial.details["reason"])
@@ -143,9 +139,10 @@ class EntryFlow:
             self._send_signal(profile_id, signal, policy, reply, None)
 
     def _signal_policy(self, profile_id: str, signal) -> SignalPolicy:
-        account = self.account_for(profile_id)
+        account = self.accounts.account_for(profile_id)
         price_places, qty_places = self._places(signal.symbol, signal.price)
         tick = self.board.get(signal.symbol)
+        gave_up = self.accounts.status[account].state == "GAVE_UP"
         order_id = new_id("ord")
         return SignalPolicy(
             order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
@@ -155,8 +152,8 @@ class EntryFlow:
             reserve_buffer_pct=self.config.oms.reserve_buffer_pct,
             taker_fee=self._fees(account)[0], price_places=price_places,
             qty_places=qty_places,
-            blocked="BROKER_DISCONNECTED" if self.status[account].state == "GAVE_UP"
-            else None, bid=None if tick is None else tick.bid,
+            blocked="BROKER_DISCONNECTED" if gave_up else None,
+            bid=None if tick is None else tick.bid,
             ask=None if tick is None else tick.ask)
 
     def _send_signal(self, profile_id: str, signal, policy: SignalPolicy, reply: Reply,
@@ -167,7 +164,7 @@ class EntryFlow:
         answered = relay(reply, lambda out: _signal_answer(out.result, reused=out.reused))
         if claim_id is not None:
             answered = self._settling(policy.account_id, claim_id, answered)
-        self.system.submit(profile_id, m.SubmitSignal(
+        self.to_ledger(profile_id, m.SubmitSignal(
             signal=signal, policy=policy, cause=signal.signal_id or policy.order_id),
             answered)
 
@@ -192,10 +189,7 @@ class EntryFlow:
                 logger.exception("entry after a slot claim failed")
                 reply.fail(Unavailable(f"the entry could not be sent: {exc}"))
 
-        try:
-            self.managers[account_id].tell((ClaimSlot(profile_id, symbol), Reply(claimed)))
-        except Exception as exc:  # the account manager has stopped
-            reply.fail(Unavailable(f"broker account {account_id!r} is not running: {exc}"))
+        self.accounts.claim_slot(account_id, profile_id, symbol, claimed)
 
     def _settling(self, account_id: str, claim_id: int,
                   callback: Callable[[Reply], None]) -> Callable[[Reply], None]:
@@ -205,16 +199,14 @@ class EntryFlow:
 
         def settle(r: Reply) -> None:
             try:
-                ref = self.managers.get(account_id)  # gone when shutting down
-                if ref is not None:
-                    _tell(ref, SettleSlot(claim_id))
+                self.accounts.settle_slot(account_id, claim_id)
             finally:
                 callback(r)
 
         return settle
 
     def _signal_gate(self, profile_id: str) -> dict[str, Any] | None:
-        if not self.system.registry.knows(profile_id):
+        if not self.knows_profile(profile_id):
             raise NotFound("profile", profile_id)
         if not self.config.oms.enabled:
             return _signal_answer(None, reused=False, reason="OMS_DISABLED", oms=False)
@@ -244,7 +236,7 @@ class EntryFlow:
                                        self.symbols.max_symbols, self.symbols.count()))
             if policy.blocked is not None:
                 checks.insert(0, Check("broker", policy.blocked, False, "CONNECTED",
-                                       self.status[account].state))
+                                       self.accounts.status[account].state))
             if not self.config.oms.enabled:
                 checks.insert(0, Check("oms", "OMS_DISABLED", False, True, False))
             failed = [c for c in checks if not c.ok]
@@ -259,7 +251,7 @@ class EntryFlow:
                 reply.fail(error)
                 return
             result = out.result
-            if account not in self.slot_limited:
+            if account not in self.accounts.slot_limited:
                 answer(result, [])
                 return
 
@@ -270,12 +262,9 @@ class EntryFlow:
                 else:
                     answer(result, extra)
 
-            try:
-                self.managers[account].tell((SlotQuery(signal.symbol), Reply(counted)))
-            except Exception as exc:
-                reply.fail(Unavailable(f"broker account {account!r} is not running: {exc}"))
+            self.accounts.slot_checks(account, signal.symbol, counted)
 
-        self.system.submit(profile_id, m.CheckRisk(signal=signal, policy=policy), checked)
+        self.to_ledger(profile_id, m.CheckRisk(signal=signal, policy=policy), checked)
         return reply
 
     # -- orders -----------------------------------------------------------------------
@@ -298,20 +287,20 @@ class EntryFlow:
         reply, refused = self._claim_symbol(spec.symbol, reply)
         cmd = m.PlaceOrder(spec=spec, amount=amount, cause=client_order_id)
         if refused is not None:  # a repeat of an order made before is still answered
-            self.system.submit(profile_id, msgspec.structs.replace(cmd, refusal=refused),
-                               relay(reply))
-        elif spec.account_id in self.slot_limited:
+            self.to_ledger(profile_id, msgspec.structs.replace(cmd, refusal=refused),
+                           relay(reply))
+        elif spec.account_id in self.accounts.slot_limited:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
                 if denial is not None:  # a repeat of an order made before is still it
-                    self.system.submit(profile_id, msgspec.structs.replace(
+                    self.to_ledger(profile_id, msgspec.structs.replace(
                         cmd, refusal=denial), relay(reply))
                 else:
-                    self.system.submit(profile_id, cmd, self._settling(
+                    self.to_ledger(profile_id, cmd, self._settling(
                         spec.account_id, claim_id, relay(reply)))
 
             self._claim_slot(spec.account_id, profile_id, spec.symbol, claimed, reply)
         else:
-            self.system.submit(profile_id, cmd, relay(reply))
+            self.to_ledger(profile_id, cmd, relay(reply))
         return outer
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
@@ -362,10 +351,10 @@ class EntryFlow:
             if value is not None and value != value.quantize(Decimal(1).scaleb(-price_places)):
                 raise InvalidArgument(name, f"{name} has more than {price_places} decimal "
                                             f"places for {symbol}")
-        account = self.account_for(profile_id)
-        self._require_connected(account)
+        account = self.accounts.account_for(profile_id)
+        self.accounts.require_connected(account)
         taker, maker = self._fees(account)
-        places = self.config.places(self.config.brokers.accounts[account].currency)
+        places = self.accounts.places(account)
         if type == "MARKET":
             # the worse of the given price and the market's, plus the slippage room: the
             # broker fills it at most at `cap`, so it never costs more than it reserved
@@ -411,11 +400,3 @@ def _signal_note(rec: m.SignalRecord | None, reason: str | None, oms: bool) -> s
         return "recorded only: the OMS is off, nothing is traded"
     return f"not traded: {reason or 'no order'}"
 
-
-def _tell(ref, msg: Any) -> None:
-    """Tell an account manager something that needs no answer; one that has stopped
-    (shutting down) has nothing left to count."""
-    try:
-        ref.tell((msg, Reply()))
-    except Exception as exc:
-        logger.warning("account manager gone; {} dropped: {}", type(msg).__name__, exc)

@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from queue import SimpleQueue
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from capflow.actors.config import load_config
 from capflow.actors.logs import LogConfig, setup_logging
 from capflow.actors.model.clock import Clock
@@ -115,10 +113,10 @@ def bench_bare(callers: int, seconds: float) -> float:
     def pair(i: int, n: int) -> None:
         led = ledgers[i]
         reply = Reply()
-        inbox.put((led.hold, (new_id("rsv"), f"{i}-{n}", "BTCUSDT", "10", 300), reply))
-        hold = reply.get(10).result
+        inbox.put((led.reserve, (new_id("rsv"), f"{i}-{n}", "BTCUSDT", "10", 300), reply))
+        reservation = reply.get(10).result
         reply = Reply()
-        inbox.put((led.release, (hold.reservation_id, "client"), reply))
+        inbox.put((led.release, (reservation.reservation_id, "client"), reply))
         reply.get(10)
 
     try:

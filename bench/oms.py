@@ -55,8 +55,6 @@ from decimal import Decimal
 from pathlib import Path
 from queue import SimpleQueue
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from capflow.actors.config import load_config
 from capflow.actors.logs import LogConfig, setup_logging
 from capflow.actors.model import messages as m
@@ -243,7 +241,7 @@ def _count(into: dict[str, int], key: str) -> None:
 def _verify(system, pids: list[str], kind: str, submitted: int, counter: Counter) -> dict:
     """What storage holds, against what was submitted and counted."""
     store = system.trading.oms_store
-    status = system.trading.status[system.config.brokers.default_account]
+    status = system.accounts.status[system.config.brokers.default_account]
     orders = [o for pid in pids for o in _all_orders(store, pid)]
     positions = store.positions_for_stats(pids)
     by_status: dict[str, int] = {}

@@ -44,8 +44,6 @@ import traceback
 from array import array
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import zmq
 
 from capflow.protocol.client import Client, ClientTimeout, request_bytes

@@ -17,12 +17,12 @@ Writing an adapter (see also docs/adapters.md):
    one side, the broker's on the other, from the account's ``symbols`` table in config.
 4. Name the class in config: ``[brokers.accounts.mine] adapter = "mypkg.mod:MyBroker"``
    (capflow's own: ``"capflow.brokers.paper:PaperBroker"``; the name of before capflow
-   was one package, ``"brokers.paper:PaperBroker"``, still loads, with a warning).
+   was one package, ``"brokers.paper:PaperBroker"``, still loads, with a warning). The
+   account managers load it (`capflow.actors.adapters.load_adapter`).
 """
 
 from __future__ import annotations
 
-import importlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -35,7 +35,6 @@ from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.settings import ConfigError
 from capflow.brokers.config import AccountConfig, ConnectConfig
-from capflow.brokers.modules import current_module
 
 # -- records --------------------------------------------------------------------------
 
@@ -61,16 +60,22 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """An open position as an adapter sees it (and keeps it: a change is a new record)."""
+
     position_id: str
     profile_id: str
     symbol: str
     side: str
     qty: Decimal
+    #: the average price of its entry fills
     entry_price: Decimal
     tp_price: Decimal | None = None
     sl_price: Decimal | None = None
     #: a close capflow asked for and that has not filled yet ("manual")
     closing: str | None = None
+    #: the entry order that opened it (None: not known, e.g. restored without it); its
+    #: rest is canceled when the position exits while it is still working
+    order_id: str | None = None
 
 
 class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -388,27 +393,3 @@ def _counter_ids() -> Callable[[str], str]:
         return f"{prefix}_{n}"
 
     return new
-
-
-class AdapterLoadError(ConfigError):
-    """The configured adapter class cannot be loaded; the message names it."""
-
-
-def load_adapter(path: str) -> type[BrokerAdapter]:
-    """The adapter class named ``"package.module:Class"``."""
-    module_name, sep, class_name = path.partition(":")
-    if not sep or not module_name or not class_name:
-        raise AdapterLoadError(f"broker adapter {path!r}: expected 'package.module:Class'")
-    try:
-        module = importlib.import_module(current_module(module_name))
-    except ImportError as exc:
-        raise AdapterLoadError(f"broker adapter {path!r}: cannot import module "
-                               f"{module_name!r} ({exc})") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise AdapterLoadError(f"broker adapter {path!r}: module {module_name!r} has no "
-                               f"class {class_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, BrokerAdapter)):
-        raise AdapterLoadError(f"broker adapter {path!r} is not a brokers.base.BrokerAdapter "
-                               "(capflow's)")
-    return cls

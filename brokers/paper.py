@@ -37,6 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
+
 from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
 from capflow.brokers.base import (
     AccountInfo,
@@ -65,20 +67,6 @@ class _Working:
     fee_charged: Decimal = ZERO
 
 
-@dataclass
-class _Position:
-    position_id: str
-    profile_id: str
-    symbol: str
-    side: str
-    qty: Decimal
-    entry_price: Decimal
-    order_id: str | None
-    tp_price: Decimal | None = None
-    sl_price: Decimal | None = None
-    closing: str | None = None  # a requested close ("manual"), filled on the next tick
-
-
 def _places(price: Decimal) -> int:
     return max(0, -price.as_tuple().exponent)
 
@@ -96,13 +84,14 @@ class PaperBroker(BrokerAdapter):
         self.cash = self.config.initial_cash
         self.fees_paid = ZERO
         self.working: dict[str, _Working] = {}
-        self.positions: dict[str, _Position] = {}
+        #: the open positions; a change replaces the record (`_put`)
+        self.positions: dict[str, BrokerPosition] = {}
         self.last: dict = {}
         # per symbol, in arrival order: the working orders, and the positions a tick
         # can close (with a take-profit or stop-loss, or a close requested), so a tick
         # costs what it can touch, not what is open
         self._book: dict[str, dict[str, _Working]] = {}
-        self._armed: dict[str, dict[str, _Position]] = {}
+        self._armed: dict[str, dict[str, BrokerPosition]] = {}
 
     # -- connection -------------------------------------------------------------------
 
@@ -131,10 +120,7 @@ class PaperBroker(BrokerAdapter):
                            free_cash=round_down(self.cash - margin - working, places))
 
     def portfolio(self) -> list[BrokerPosition]:
-        return [BrokerPosition(position_id=p.position_id, profile_id=p.profile_id,
-                               symbol=p.symbol, side=p.side, qty=p.qty,
-                               entry_price=p.entry_price, tp_price=p.tp_price,
-                               sl_price=p.sl_price) for p in self.positions.values()]
+        return list(self.positions.values())
 
     # -- orders -----------------------------------------------------------------------
 
@@ -149,7 +135,9 @@ class PaperBroker(BrokerAdapter):
             self._book[w.order.symbol].pop(order_id, None)
         return w
 
-    def _arm(self, p: _Position) -> None:
+    def _put(self, p: BrokerPosition) -> None:
+        """Keep `p` as the position's record (new, or a changed copy of the one before)."""
+        self.positions[p.position_id] = p
         armed = self._armed.setdefault(p.symbol, {})
         if p.tp_price is not None or p.sl_price is not None or p.closing is not None:
             armed[p.position_id] = p
@@ -174,8 +162,7 @@ class PaperBroker(BrokerAdapter):
         p = self.positions.get(position_id)
         if p is None:
             return False
-        p.closing = p.closing or reason
-        self._arm(p)
+        self._put(msgspec.structs.replace(p, closing=p.closing or reason))
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
@@ -183,23 +170,18 @@ class PaperBroker(BrokerAdapter):
         p = self.positions.get(position_id)
         if p is None:
             return False
-        p.tp_price, p.sl_price = tp_price, sl_price
-        self._arm(p)
+        self._put(msgspec.structs.replace(p, tp_price=tp_price, sl_price=sl_price))
         return True
 
     def restore(self, orders: Iterable[BrokerOrder],
                 positions: Iterable[BrokerPosition]) -> None:
-        for bp in positions:
-            p = _Position(bp.position_id, bp.profile_id, bp.symbol, bp.side, bp.qty,
-                          bp.entry_price, None, bp.tp_price, bp.sl_price)
-            p.closing = bp.closing
-            self.positions[bp.position_id] = p
-            self._arm(p)
+        for p in positions:
+            self._put(p)
         for o in orders:
             self._work(o)
             p = self.positions.get(o.position_id)
             if p is not None:
-                p.order_id = o.order_id
+                self._put(msgspec.structs.replace(p, order_id=o.order_id))
 
     # -- the market -------------------------------------------------------------------
 
@@ -233,7 +215,7 @@ class PaperBroker(BrokerAdapter):
                 continue
             self._exit(p, price, fee_rate, reason)
 
-    def _exit(self, p: _Position, price: Decimal, fee_rate: Decimal, reason: str) -> None:
+    def _exit(self, p: BrokerPosition, price: Decimal, fee_rate: Decimal, reason: str) -> None:
         fee = round_up(p.qty * price * fee_rate, self.money_places)
         pnl = (price - p.entry_price) * p.qty
         self.cash += (pnl if p.side == "BUY" else -pnl) - fee
@@ -295,13 +277,14 @@ class PaperBroker(BrokerAdapter):
         self.fees_paid += fee
         p = self.positions.get(o.position_id)
         if p is None:
-            p = _Position(o.position_id, o.profile_id, o.symbol, o.side, qty, price,
-                          o.order_id, o.tp_price, o.sl_price)
-            self.positions[o.position_id] = p
-            self._arm(p)
+            self._put(BrokerPosition(position_id=o.position_id, profile_id=o.profile_id,
+                                     symbol=o.symbol, side=o.side, qty=qty,
+                                     entry_price=price, tp_price=o.tp_price,
+                                     sl_price=o.sl_price, order_id=o.order_id))
         else:
-            p.entry_price = (p.entry_price * p.qty + price * qty) / (p.qty + qty)
-            p.qty += qty
+            self._put(msgspec.structs.replace(
+                p, qty=p.qty + qty,
+                entry_price=(p.entry_price * p.qty + price * qty) / (p.qty + qty)))
         self.emit(EntryFilled(account_id=self.account_id, ts=self.clock.now(),
                               order_id=o.order_id, profile_id=o.profile_id,
                               position_id=o.position_id, fill_id=self.new_id("fill"),

@@ -30,7 +30,7 @@ from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
 from capflow.actors.model.settings import ConfigError
-from capflow.protocol.ops import Caller
+from capflow.protocol.opkit import Caller
 
 
 class Authorizer:

@@ -1,6 +1,6 @@
-"""The risk ops: `risk.check` (what-if), `risk.reset` (breakers, by hand) and
-`system.set_state` (the global kill switch). Same rules as protocol/ops.py; it imports
-this module and adds `RISK_OPS` to its `OPS`."""
+"""The risk ops: `risk.check` (what-if), `risk.reset` (breakers, by hand), the kill
+switches `system.set_state` (global) and `account.set_state` (one broker account), and
+`flatten`. The rules of a handler are protocol/opkit.py's."""
 
 from __future__ import annotations
 
@@ -10,9 +10,21 @@ import msgspec
 from msgspec import Meta
 
 from capflow.actors.model import messages as m
+from capflow.protocol.answers import global_state_map, trip_map
 from capflow.protocol.codec import WireError
-from capflow.protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text, _then
-from capflow.protocol.trading_ops import Side
+from capflow.protocol.opkit import (
+    Amount,
+    Args,
+    Caller,
+    Done,
+    Id,
+    OpContext,
+    OpTable,
+    Side,
+    Symbol,
+    Text,
+    then,
+)
 
 Breaker = Literal["daily", "weekly", "monthly", "max"]
 
@@ -56,11 +68,6 @@ class FlattenArgs(Args, frozen=True):
     reason: Text = ""
 
 
-def global_state_map(gs) -> dict:
-    return {"state": gs.state, "reason": gs.reason, "changed_by": gs.changed_by,
-            "changed_at": gs.changed_at}
-
-
 def op_risk_check(ctx: OpContext, a: RiskCheckArgs, caller: Caller, done: Done) -> None:
     caller.check(a.profile_id)
     raw = {k: v for k, v in msgspec.structs.asdict(a).items()
@@ -71,7 +78,7 @@ def op_risk_check(ctx: OpContext, a: RiskCheckArgs, caller: Caller, done: Done) 
             raise WireError("INVALID_ARGUMENT", f"no market price for {a.symbol!r} yet: "
                                                 "give a price", {"field": "price"})
         raw["price"] = str(tick.last)
-    ctx.system.risk_check(a.profile_id, raw, _then(done, lambda answer: answer))
+    ctx.system.risk_check(a.profile_id, raw, then(done, lambda answer: answer))
 
 
 def op_risk_reset(ctx: OpContext, a: RiskResetArgs, caller: Caller, done: Done) -> None:
@@ -80,12 +87,9 @@ def op_risk_reset(ctx: OpContext, a: RiskResetArgs, caller: Caller, done: Done) 
                           changed_by=caller.name)
 
     def build(out) -> dict:
-        return {"profile_id": a.profile_id,
-                "reset": [{"breaker": t.kind, "code": t.code, "tripped_at": t.at,
-                           "loss_pct": t.loss_pct, "limit_pct": t.limit_pct}
-                          for t in out.result]}
+        return {"profile_id": a.profile_id, "reset": [trip_map(t) for t in out.result]}
 
-    ctx.system.submit(a.profile_id, cmd, _then(done, build))
+    ctx.system.submit(a.profile_id, cmd, then(done, build))
 
 
 def op_system_set_state(ctx: OpContext, a: SystemStateArgs, caller: Caller,
@@ -132,7 +136,7 @@ def op_flatten(ctx: OpContext, a: FlattenArgs, caller: Caller, done: Done) -> No
         requested_by=caller.name), done)
 
 
-RISK_OPS = {
+RISK_OPS: OpTable = {
     "risk.check": (RiskCheckArgs, op_risk_check),
     "risk.reset": (RiskResetArgs, op_risk_reset),
     "system.set_state": (SystemStateArgs, op_system_set_state),

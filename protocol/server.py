@@ -53,17 +53,12 @@ from capflow.protocol.auth import Authorizer
 from capflow.protocol.codec import WireError, decode, error_reply, ok_reply
 from capflow.protocol.connections import Connections, Token
 from capflow.protocol.events import Publisher, event_frames
-from capflow.protocol.metrics import (  # noqa: F401 -- also imported from here
-    BUCKET_BASE_US,
-    BUCKET_FACTOR,
-    UNKNOWN_OP,
-    OpStats,
-    bucket_of,
-    percentile_ms,
-)
-from capflow.protocol.ops import OPS, Caller, OpContext, dispatch, health
+from capflow.protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, UNKNOWN_OP, OpStats
+from capflow.protocol.opkit import Caller, OpContext
+from capflow.protocol.ops import OPS, dispatch
 from capflow.protocol.ratelimit import RateLimiter
 from capflow.protocol.replycache import ReplyCache
+from capflow.protocol.system_ops import health
 from capflow.protocol.watchdog import Watchdog
 
 PLAIN_CALLER = Caller("wire")
@@ -73,6 +68,7 @@ MAX_BATCH = 4096
 #: answer; past it the oldest is answered TIMEOUT at once (retry with the same id)
 MAX_WAITING = 16
 INFINITY = float("inf")
+
 
 def _is_local(endpoint: str) -> bool:
     """Whether a ZeroMQ endpoint is reachable from this machine only."""

@@ -1,9 +1,6 @@
 """The trading ops: `signal.submit`, `order.*`, `position.*`, `stats.get`,
-`market.price`. Same rules as protocol/ops.py: typed arguments, one answer, and the
-socket thread never blocks (reads of storage run on the worker pool).
-
-protocol/ops.py imports this module and adds `TRADING_OPS` to its `OPS`: import
-protocol.ops, not this module, first."""
+`market.price`. The rules of a handler are protocol/opkit.py's; reads of storage run on
+the worker pool, so the socket thread never blocks."""
 
 from __future__ import annotations
 
@@ -14,10 +11,21 @@ from msgspec import Meta
 
 from capflow.actors.model import messages as m
 from capflow.actors.model.stats import stats_map
+from capflow.protocol.answers import order_map, position_map, price_map
 from capflow.protocol.codec import WireError
-from capflow.protocol.ops import Amount, Args, Caller, Done, Id, OpContext, Symbol, Text
+from capflow.protocol.opkit import (
+    Amount,
+    Args,
+    Caller,
+    Done,
+    Id,
+    OpContext,
+    OpTable,
+    Side,
+    Symbol,
+    Text,
+)
 
-Side = Annotated[str, Meta(min_length=1, max_length=8)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
 
 
@@ -76,29 +84,6 @@ class StatsArgs(Args, frozen=True):
 
 class PriceArgs(Args, frozen=True):
     symbol: Symbol
-
-
-# -- results ---------------------------------------------------------------------------
-
-_ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "type", "qty",
-                 "filled_qty", "price", "avg_price", "tp_price", "sl_price", "status",
-                 "reserved", "position_id", "reservation_id", "signal_id", "strategy",
-                 "exchange", "account_id", "created_at", "updated_at", "max_price")
-_POSITION_FIELDS = ("position_id", "order_id", "symbol", "side", "status", "qty_open",
-                    "qty_total", "entry_price", "exit_price", "entry_notional",
-                    "exit_notional", "reserved", "realized_pnl", "fees", "tp_price",
-                    "sl_price", "close_reason", "strategy", "exchange", "account_id",
-                    "opened_at", "closed_at")
-
-
-def order_map(profile_id: str, o: m.OrderCapital) -> dict[str, Any]:
-    return {"profile_id": profile_id, **{f: getattr(o, f) for f in _ORDER_FIELDS}}
-
-
-def position_map(profile_id: str, p: m.PositionCapital) -> dict[str, Any]:
-    out = {"profile_id": profile_id, **{f: getattr(p, f) for f in _POSITION_FIELDS}}
-    out["net_pnl"] = p.realized_pnl - p.fees
-    return out
 
 
 # -- handlers --------------------------------------------------------------------------
@@ -208,12 +193,10 @@ def op_stats(ctx: OpContext, a: StatsArgs, caller: Caller, done: Done) -> None:
 
 
 def op_price(ctx: OpContext, a: PriceArgs, caller: Caller, done: Done) -> None:
-    t = ctx.system.trading.price(a.symbol)
-    done({"symbol": t.symbol, "bid": t.bid, "ask": t.ask, "last": t.last, "ts": t.ts,
-          "seq": t.seq})
+    done(price_map(ctx.system.trading.price(a.symbol)))
 
 
-TRADING_OPS = {
+TRADING_OPS: OpTable = {
     "signal.submit": (SignalArgs, op_signal),
     "order.submit": (OrderSubmitArgs, op_order_submit),
     "order.cancel": (OrderRefArgs, op_order_cancel),

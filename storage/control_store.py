@@ -1,10 +1,9 @@
 """Reads of what the kill switch keeps (`actors.safety`): the broker accounts' trading
 states, the flattens done, and which profiles have a tripped breaker. Writes go through
-the storage writer as row operations, built here (`account_state_op`, `flatten_op`)."""
+the journal (`set_account_state`, `record_flatten`; their rows: storage/rows.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -12,26 +11,8 @@ from sqlalchemy import Engine, select
 
 from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
-from capflow.storage.writer import Op
 
 _decode_risk = msgspec.json.Decoder(BreakerState)
-_json = msgspec.json.Encoder(decimal_format="string")
-
-
-def account_state_op(account_id: str, state: str, reason: str, changed_by: str,
-                     changed_at: datetime, saved: dict[str, Any] | None) -> Op:
-    return ("upsert", "account_states", {
-        "account_id": account_id, "state": state, "reason": reason, "changed_by": changed_by,
-        "changed_at": changed_at,
-        "risk_state": None if saved is None else _json.encode(saved).decode()})
-
-
-def flatten_op(key: str, scope: str, target: str | None, reason: str, requested_by: str,
-               created_at: datetime, result: dict[str, Any]) -> Op:
-    return ("insert", "flattens", {
-        "client_request_id": key, "scope": scope, "target": target, "reason": reason,
-        "requested_by": requested_by, "created_at": created_at,
-        "result": _json.encode(result).decode()})
 
 
 class ControlStore:

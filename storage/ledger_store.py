@@ -1,7 +1,6 @@
-"""Ledger persistence: events -> rows, loading one ledger, and rebuilding from rows.
+"""Reads of ledger state: profiles, loading one ledger, and rebuilding from rows.
 
-Each ledger event becomes the row changes it implies plus one append-only journal row
-(the encoded event), and the writer commits them together with the ledger snapshot.
+What the journal writes is storage/rows.py; this module only reads it back.
 """
 
 from __future__ import annotations
@@ -19,101 +18,19 @@ from capflow.actors.model.ledger import Ledger
 from capflow.actors.model.messages import (
     ACTIVE,
     Buckets,
-    CapitalDeposited,
-    CapitalReserved,
-    CapitalWithdrawn,
-    Event,
     OrderCapital,
-    OrderCapitalReleased,
-    OrderCapitalReserved,
-    OrderFilled,
     PositionCapital,
-    PositionCloseRequested,
-    PositionReduced,
     Profile,
     Reservation,
-    ReservationExpired,
-    ReservationReleased,
     SignalRecord,
-    SignalRecorded,
-    TradingStateChanged,
     Transfer,
-    wire_name,
 )
 from capflow.actors.model.money import ZERO
-from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY
 from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
-from capflow.storage.writer import Op
+from capflow.storage.rows import GLOBAL_STATE
 
-_asdict = msgspec.structs.asdict
-_json = msgspec.json.Encoder(decimal_format="string")
 OPEN_ORDER_STATES = ("OPEN", "PARTIALLY_FILLED")
-
-
-def _with(profile_id: str, record: msgspec.Struct) -> dict[str, Any]:
-    row = _asdict(record)
-    row["profile_id"] = profile_id
-    return row
-
-
-def rows_for(events: Iterable[Event]) -> list[Op]:
-    """The row operations that persist `events`, journal rows included."""
-    ops: list[Op] = []
-    for e in events:
-        pid = e.profile_id
-        if isinstance(e, CapitalReserved | ReservationReleased | ReservationExpired):
-            ops.append(("upsert", "reservations", _with(pid, e.reservation)))
-        elif isinstance(e, CapitalDeposited | CapitalWithdrawn):
-            ops.append(("insert", "transfers", _with(pid, e.transfer)))
-        elif isinstance(e, OrderCapitalReserved):
-            ops.append(("upsert", "orders", _with(pid, e.order)))
-            if e.consumed is not None:
-                ops.append(("upsert", "reservations", _with(pid, e.consumed)))
-        elif isinstance(e, OrderFilled):
-            ops.append(("insert", "fills", _with(pid, e.fill)))
-            ops.append(("upsert", "orders", _with(pid, e.order)))
-            ops.append(("upsert", "positions", _with(pid, e.position)))
-        elif isinstance(e, OrderCapitalReleased):
-            ops.append(("upsert", "orders", _with(pid, e.order)))
-        elif isinstance(e, PositionCloseRequested):
-            ops.append(("upsert", "positions", _with(pid, e.position)))
-        elif isinstance(e, PositionReduced):
-            ops.append(("insert", "fills", _with(pid, e.fill)))
-            ops.append(("upsert", "positions", _with(pid, e.position)))
-        elif isinstance(e, SignalRecorded):
-            ops.append(("insert", "signals", _with(pid, e.signal)))
-        elif isinstance(e, TradingStateChanged):
-            ops.append(("update", "profiles", {"profile_id": pid, "state": e.state,
-                                               "state_reason": e.reason,
-                                               "state_by": e.changed_by, "state_at": e.ts}))
-        ops.append(("insert", "ledger_journal", {
-            "profile_id": pid, "seq": e.seq, "ts": e.ts, "type": wire_name(e),
-            "causation_id": e.causation_id[:160], "payload": _json.encode(e).decode()}))
-    return ops
-
-
-def snapshot_row(ledger: Ledger, now: datetime) -> dict[str, Any]:
-    return {"profile_id": ledger.profile_id, "allocated": ledger.allocated,
-            "held": ledger.held, "reserved_for_orders": ledger.reserved_for_orders,
-            "reserved_for_positions": ledger.reserved_for_positions,
-            "realized_pnl": ledger.realized_pnl, "fees": ledger.fees,
-            "last_seq": ledger.seq, "updated_at": now,
-            "risk_state": _risk_json(ledger)}
-
-
-_EMPTY_BREAKERS = BreakerState()
-
-
-def _risk_json(ledger: Ledger) -> str | None:
-    state = ledger.risk.breakers
-    if state == _EMPTY_BREAKERS:
-        return None
-    cached = ledger.risk.encoded  # most commits repeat the state of the one before
-    if cached is None or cached[0] is not state:
-        cached = ledger.risk.encoded = (state, _json.encode(state).decode())
-    return cached[1]
-
 
 _decode_risk = msgspec.json.Decoder(BreakerState)
 
@@ -124,7 +41,7 @@ def _record(cls: type, row: Any) -> Any:
 
 
 class LedgerStore:
-    """Reads of ledger state. Writes go through the `StorageWriter` as row ops."""
+    """Reads of ledger state. Writes go through the journal (storage/journal.py)."""
 
     def __init__(self, engine: Engine, places_for):
         self.engine = engine
@@ -160,26 +77,6 @@ class LedgerStore:
             query = query.where(s.profiles.c.profile_id.in_(list(profile_ids)))
         with self.engine.connect() as c:
             return sorted(c.execute(query).scalars())
-
-    @staticmethod
-    def create_profile_ops(profile: Profile, allocated: Decimal) -> list[Op]:
-        """Rows of a new profile: the profile, its snapshot, and the initial allocation as
-        a transfer with its journal row (seq 1), so the rebuild sees it."""
-        now = profile.created_at
-        ops: list[Op] = [("insert", "profiles", _asdict(profile))]
-        seq = 0
-        if allocated:
-            seq = 1
-            t = Transfer(f"{profile.profile_id}:t1", INITIAL_ALLOCATION_KEY, allocated, now)
-            ops += rows_for([CapitalDeposited(profile_id=profile.profile_id, seq=1, ts=now,
-                                              causation_id="profile.create", transfer=t)])
-        zero = allocated * 0  # zero with the currency's places
-        snap = {"profile_id": profile.profile_id, "allocated": allocated, "held": zero,
-                "reserved_for_orders": zero, "reserved_for_positions": zero,
-                "realized_pnl": zero, "fees": zero, "last_seq": seq, "updated_at": now,
-                "risk_state": None}
-        ops.insert(1, ("upsert", "ledger_snapshots", snap))
-        return ops
 
     # -- ledgers ----------------------------------------------------------------------
 
@@ -269,8 +166,8 @@ class LedgerStore:
     def global_state(self) -> dict[str, Any] | None:
         """The stored global trading state (the kill switch), if one was ever set."""
         with self.engine.connect() as c:
-            row = c.execute(select(s.system_state).where(s.system_state.c.name == "trading")
-                            ).first()
+            row = c.execute(select(s.system_state)
+                            .where(s.system_state.c.name == GLOBAL_STATE)).first()
         return None if row is None else dict(row._mapping)
 
     def active_expiries(self) -> list[tuple[str, datetime]]:
@@ -282,5 +179,3 @@ class LedgerStore:
                 .group_by(s.reservations.c.profile_id))]
 
 
-LedgerStore.rows_for = staticmethod(rows_for)
-LedgerStore.snapshot_row = staticmethod(snapshot_row)

@@ -1,4 +1,5 @@
-"""Storage off: profiles and ledgers kept in memory only, nothing persisted.
+"""Storage off: profiles and ledgers kept in memory only, nothing persisted (what the
+`MemoryJournal` of storage/journal.py is told is kept here, or dropped).
 
 For benchmarks (the cost of the actor layer without I/O) and throwaway embedding. The
 ledger objects themselves are kept, so a passivated actor's successor continues where it
@@ -30,7 +31,8 @@ class MemoryLedgerStore:
         ids = sorted(p for p in self._profiles if p > after and (only is None or p in only))
         return [self._profiles[p] for p in ids[:limit]]
 
-    def create_profile_ops(self, profile: Profile, allocated: Decimal):
+    def add(self, profile: Profile, allocated: Decimal) -> None:
+        """A new profile and its ledger (`MemoryJournal.create_profile`)."""
         self._profiles[profile.profile_id] = profile
         ledger = Ledger(profile.profile_id, profile.currency,
                         self.places_for(profile.currency))
@@ -40,20 +42,11 @@ class MemoryLedgerStore:
                 f"{profile.profile_id}:t1", INITIAL_ALLOCATION_KEY, allocated,
                 profile.created_at)
         self._ledgers[profile.profile_id] = ledger
-        return []
 
     def load(self, profile_id: str):
         if profile_id not in self._profiles:
             return None
         return self._profiles[profile_id], self._ledgers[profile_id]
-
-    @staticmethod
-    def rows_for(events):
-        return []
-
-    @staticmethod
-    def snapshot_row(ledger, now):
-        return None
 
     def snapshots(self, profile_ids: list[str] | None = None) -> dict[str, Buckets]:
         ids = self._ledgers if profile_ids is None else profile_ids

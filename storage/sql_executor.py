@@ -3,123 +3,20 @@ transaction a batch, with the owner epoch's fence first (storage/owner.py).
 
 It runs in the server's process (``storage.writer = "thread"``) or in the storage
 process (storage/writer_process.py); the group commit itself, and what a failed batch
-means for the actors, is storage/writer.py.
+means for the actors, is storage/writer.py; the statements it executes are built by
+storage/statements.py.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
 
 from loguru import logger
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from capflow.storage import schema
 from capflow.storage.owner import Fence, Fenced, check_sql, fenced_reason
-
-#: A row operation: ``("insert", table, row)`` appends a row; ``("upsert", table, row)``
-#: writes a whole record (created or replaced; within one batch only the last state of
-#: each record is written); ``("update", table, row)`` changes some columns of an
-#: existing row by its primary key.
-Op = tuple[str, str, dict[str, Any]]
-
-#: Order inside one transaction: appends (profiles first), then records, then partial
-#: updates, so a partial update always finds its row.
-_INSERT_ORDER = ("profiles", "transfers", "fills", "signals", "ledger_journal", "flattens")
-_UPSERT_ORDER = ("ledger_snapshots", "reservations", "orders", "positions",
-                 "system_state", "account_states")
-_UPDATE_ORDER = ("profiles", "reservations", "orders", "positions")
-#: bound parameters per statement, under SQLite's limit (32,766) and PostgreSQL's (65,535)
-_MAX_PARAMS = 30_000
-_TABLES: dict[str, Table] = {t.name: t for t in schema.metadata.sorted_tables}
-
-
-class _Statements:
-    """Multi-row statements, SQL text built once per shape, executed by the driver.
-
-    One statement per table and batch (a multi-row INSERT, or a multi-row INSERT ... ON
-    CONFLICT DO UPDATE for records) instead of one step per row: besides being less
-    work, every step of the sqlite3 driver gives up the GIL and must win it back from
-    the actor and caller threads, which made per-row execution the writer's bottleneck.
-    Values are adapted here exactly as the column types would store them
-    (`storage.types`): on SQLite money as its decimal text and timestamps as naive UTC
-    text in SQLAlchemy's format; PostgreSQL's driver takes Decimal and datetime as they
-    are. The schema and every read still go through SQLAlchemy.
-    """
-
-    def __init__(self, dialect_name: str) -> None:
-        self.sqlite = dialect_name == "sqlite"
-        self._sql: dict[tuple, str] = {}
-
-    def values(self, table: str, columns: tuple[str, ...], n: int, upsert: bool) -> str:
-        key = (table, columns, n, upsert)
-        text = self._sql.get(key)
-        if text is None:
-            ph = "?" if self.sqlite else "%s"
-            row = "(" + ", ".join([ph] * len(columns)) + ")"
-            text = (f"INSERT INTO {table} ({', '.join(_quote(c) for c in columns)}) "
-                    f"VALUES {', '.join([row] * n)}")
-            if upsert:
-                pk = _pk(table)
-                sets = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}"
-                                 for c in columns if c != pk)
-                text += f" ON CONFLICT ({_quote(pk)}) DO UPDATE SET {sets}"
-            self._sql[key] = text
-        return text
-
-    def update(self, table: str, columns: tuple[str, ...]) -> str:
-        key = ("update", table, columns)
-        text = self._sql.get(key)
-        if text is None:
-            pk = _pk(table)
-            ph = (lambda c: f":{c}") if self.sqlite else (lambda c: f"%({c})s")
-            sets = ", ".join(f"{_quote(c)} = {ph(c)}" for c in columns if c != pk)
-            text = f"UPDATE {table} SET {sets} WHERE {_quote(pk)} = {ph(pk)}"
-            self._sql[key] = text
-        return text
-
-    def flat(self, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> tuple:
-        if self.sqlite:
-            return tuple(_sqlite_value(r[c]) for r in rows for c in columns)
-        return tuple(r[c] for r in rows for c in columns)
-
-    def adapt(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not self.sqlite:
-            return rows
-        return [{k: _sqlite_value(v) for k, v in r.items()} for r in rows]
-
-
-def _pk(table: str) -> str:
-    return _TABLES[table].primary_key.columns.values()[0].name
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"'
-
-
-def _sqlite_value(v: Any) -> Any:
-    t = type(v)
-    if t is Decimal:
-        return format(v, "f")
-    if t is datetime:
-        if v.tzinfo is not None:
-            v = v.astimezone(UTC).replace(tzinfo=None)
-        return v.isoformat(" ", "microseconds")
-    return v
-
-
-def _by_shape(rows) -> list[tuple[tuple[str, ...], list[dict]]]:
-    """Rows grouped by their columns, keeping order within each group."""
-    groups: dict[tuple[str, ...], list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r), []).append(r)
-    return list(groups.items())
-
-
-Item = tuple[str | None, list[Op], dict[str, Any] | None]  # profile, row ops, snapshot
+from capflow.storage.statements import Item, Statements
 
 
 class SqlExecutor:
@@ -139,7 +36,7 @@ class SqlExecutor:
     def __init__(self, engine: Engine, *, retries: int = 3):
         self.engine = engine
         self.retries = retries
-        self._stmts = _Statements(engine.dialect.name)
+        self._stmts = Statements(engine.dialect.name)
         self._check = check_sql(self._stmts.sqlite)
         #: transient errors, worth a retry: SQLAlchemy's, and the driver's own (the
         #: fence's read runs on the driver's cursor)
@@ -199,23 +96,8 @@ class SqlExecutor:
         return err
 
     def _commit(self, items: list[Item]) -> None:
-        inserts: dict[str, list[dict]] = {}
-        records: dict[str, dict[Any, dict]] = {}
-        updates: dict[str, list[dict]] = {}
-        probe = False
-        for profile_id, ops, snapshot in items:
-            for kind, table, row in ops:
-                if kind == "probe":
-                    probe = True
-                elif kind == "upsert":
-                    records.setdefault(table, {})[row[_pk(table)]] = row
-                elif kind == "insert":
-                    inserts.setdefault(table, []).append(row)
-                else:
-                    updates.setdefault(table, []).append(row)
-            if snapshot is not None:
-                records.setdefault("ledger_snapshots", {})[profile_id] = snapshot
-        if not (inserts or records or updates):
+        statements, probe = self._stmts.plan(items)
+        if not statements:
             if probe:  # is the database there at all, and still ours?
                 conn = self._connection()
                 with conn.begin():
@@ -227,16 +109,8 @@ class SqlExecutor:
         conn = self._connection()
         with conn.begin():
             self._begin(conn)
-            for table in _INSERT_ORDER:
-                if table in inserts:
-                    self._many(conn, table, inserts[table], upsert=False)
-            for table in _UPSERT_ORDER:
-                if table in records:
-                    self._many(conn, table, list(records[table].values()), upsert=True)
-            for table in _UPDATE_ORDER:
-                for cols, rows in _by_shape(updates.get(table, ())):
-                    conn.exec_driver_sql(self._stmts.update(table, cols),
-                                         self._stmts.adapt(rows))
+            for sql, params in statements:
+                conn.exec_driver_sql(sql, params)
 
     def _begin(self, conn) -> None:
         """The first statements of a commit transaction: on SQLite take the write lock
@@ -258,14 +132,6 @@ class SqlExecutor:
         found = None if row is None else row[0]
         if found != epoch:
             raise Fenced(fenced_reason(self._db, found, epoch))
-
-    def _many(self, conn, table: str, rows: list[dict], *, upsert: bool) -> None:
-        for cols, same in _by_shape(rows):
-            per = max(1, _MAX_PARAMS // len(cols))
-            for i in range(0, len(same), per):
-                chunk = same[i:i + per]
-                conn.exec_driver_sql(self._stmts.values(table, cols, len(chunk), upsert),
-                                     self._stmts.flat(chunk, cols))
 
     def _connection(self):
         if self._conn is None:

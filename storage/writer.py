@@ -1,10 +1,10 @@
 """The group-commit writer: one thread that turns many actors' writes into few commits.
 
-Actors hand over a `WriteRequest` (row operations + the ledger snapshot) and go on with
-their next message; the writer drains everything pending into one transaction, commits,
-and only then runs each request's `on_commit` (which acknowledges to the client). So no
-acknowledgement precedes its commit, and throughput does not collapse to one fsync per
-request.
+The journal (storage/journal.py) hands over each write as a `WriteRequest` (row
+operations + the ledger snapshot) and the actor goes on with its next message; the
+writer drains everything pending into one transaction, commits, and only then runs each
+request's `on_commit` (which acknowledges to the client). So no acknowledgement precedes
+its commit, and throughput does not collapse to one fsync per request.
 
 Failure handling: a batch that fails on a transient error (connection lost, database
 locked) is retried with backoff; if it still fails, or fails on the data of one request
@@ -32,7 +32,8 @@ from sqlalchemy import Engine
 
 from capflow.actors.model.errors import Unavailable
 from capflow.storage.owner import FENCED, Fence
-from capflow.storage.sql_executor import Op, SqlExecutor
+from capflow.storage.sql_executor import SqlExecutor
+from capflow.storage.statements import Op
 
 __all__ = ["NullWriter", "Op", "SqlExecutor", "StorageWriter", "WriteRequest"]
 

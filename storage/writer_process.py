@@ -39,7 +39,7 @@ from loguru import logger
 
 from capflow.actors.model.errors import Unavailable
 from capflow.storage.owner import Fence
-from capflow.storage.sql_executor import _sqlite_value
+from capflow.storage.statements import sqlite_value
 
 _DECIMAL, _DATETIME = 1, 2
 _LEN = struct.Struct(">I")
@@ -56,7 +56,7 @@ def _typed(obj: Any) -> Any:
 
 def _stored(obj: Any) -> Any:
     """SQLite: send each value already as the text the column type stores."""
-    value = _sqlite_value(obj)
+    value = sqlite_value(obj)
     if value is obj:
         raise TypeError(f"cannot send {type(obj).__name__} to the storage process")
     return value

@@ -211,6 +211,22 @@ def group_stats(positions: Iterable[PositionLike], by: str, *, places: int = 2,
             for key in sorted(groups)}
 
 
+def profiles_stats(positions: Iterable[PositionLike], allocations: Iterable[Decimal],
+                   group_by: str | None = None
+                   ) -> tuple[Stats, dict[str, Stats] | None, Decimal | None]:
+    """The statistics of one or more profiles, as `stats.get`, `capflow stats` and the
+    report give them: over all their positions, and per value of `group_by` when given,
+    with the sum of the profiles' allocations as the initial equity (None when it is
+    zero: no drawdown fraction). Returns (overall, groups or None, initial equity)."""
+    positions = list(positions)
+    initial = sum(allocations, Decimal(0)) or None
+    overall = compute_stats(positions, initial_equity=initial)
+    groups = None
+    if group_by is not None:
+        groups = group_stats(positions, group_by, initial_equity=initial)
+    return overall, groups, initial
+
+
 def equity_curve(positions: Iterable[PositionLike], *,
                  start: Decimal = ZERO) -> list[tuple[datetime, Decimal]]:
     """`start` plus the cumulative net PnL after each closed trade, ordered by

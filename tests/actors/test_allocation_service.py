@@ -150,7 +150,7 @@ def test_account_cash_unknown_counts_as_zero(make_system, sqlite_url):
     system.create_profile("p", "10000")
     assert system.quote("p", "BTCUSDT").account_cash == D("1000000.00")
     # the account manager gets stuck inside its adapter (a broker that hangs)
-    adapter = system.trading.managers["paper"].proxy().adapter.get()
+    adapter = system.accounts.managers["paper"].proxy().adapter.get()
     stuck, real_step = threading.Event(), adapter.step
     adapter.step = lambda: stuck.wait(30)
     sync = threading.Thread(target=system.trading.settle, args=(30,))
@@ -184,14 +184,14 @@ def test_the_quote_sees_the_accounts_cash_change_with_an_order(make_system, sqli
 def test_exposure_unknown_fails_closed(make_system, sqlite_url, monkeypatch):
     system = make_system(sqlite_url, allocation={**TRUSTED, "exposure_timeout_s": 0.2})
     system.create_profile("p", "10000")
-    real = system.submit
+    real = system.allocation.to_ledger
 
     def stuck_ledger(profile_id, cmd, callback=None):
         if isinstance(cmd, m.GetCapitalPicture):
             return None  # the ledger never answers
         return real(profile_id, cmd, callback)
 
-    monkeypatch.setattr(system, "submit", stuck_ledger)
+    monkeypatch.setattr(system.allocation, "to_ledger", stuck_ledger)
     t0 = time.monotonic()
     with pytest.raises(Unavailable) as err:
         system.quote("p", "BTCUSDT")

@@ -19,7 +19,7 @@ def test_slot_claims_for_symbols_that_never_traded_leave_nothing_behind(make_sys
         answer = cf.signal("p", f"NEW{i}USDT", "BUY", "100", qty="100")
         assert answer["risk_reason"] == "INSUFFICIENT_CAPITAL"
     cf.trading.settle()
-    assert cf.trading.status["paper"].slot_symbols == 0
+    assert cf.accounts.status["paper"].slot_symbols == 0
 
 
 def test_smoothing_keeps_state_for_a_bounded_number_of_symbols(monkeypatch):

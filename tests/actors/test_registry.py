@@ -11,23 +11,21 @@ import pykka
 from capflow.actors.ledger_actor import LedgerActor
 from capflow.actors.model.messages import Profile
 from capflow.actors.reply import Reply
-from capflow.storage.writer import WriteRequest
 
 N_PROFILES = 20_000
 MAX_LIVE = 64
 
 
 def _bulk_create(system, n: int) -> list[str]:
-    """Create n profiles through the writer in a few transactions (test set-up)."""
+    """Create n profiles through the journal in a few transactions (test set-up)."""
     now = system.clock.now()
     ids = [f"bot-{i:05d}" for i in range(n)]
     replies = []
     for pid in ids:
-        ops = system.store.create_profile_ops(
-            Profile(pid, "USDT", None, None, "ACTIVE", "", "test", now, now), Decimal("100.00"))
         reply = Reply()
-        system.writer.submit(WriteRequest(None, ops, on_commit=lambda r=reply: r.resolve(1),
-                                          on_fail=reply.fail))
+        system.journal.create_profile(
+            Profile(pid, "USDT", None, None, "ACTIVE", "", "test", now, now), Decimal("100.00"),
+            on_commit=lambda r=reply: r.resolve(1), on_fail=reply.fail)
         replies.append(reply)
     for reply in replies:
         reply.get(60)

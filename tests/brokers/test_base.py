@@ -8,18 +8,17 @@ import random
 
 import pytest
 
+from capflow.actors.adapters import AdapterLoadError, load_adapter
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.settings import ConfigError
 from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
     WAITING,
-    AdapterLoadError,
     Connected,
     ConnectionFailed,
     Disconnected,
     SymbolMap,
-    load_adapter,
 )
 from capflow.brokers.config import AccountConfig, ConnectConfig
 from capflow.brokers.paper import PaperBroker
@@ -136,7 +135,7 @@ def test_a_system_whose_broker_gives_up_refuses_orders(make_system, sqlite_url, 
         "settings": {"fail_connects": 100},
         "connect": {"max_attempts": 3, "base_delay_s": 1.0, "jitter": 0.0}}}})
     cf.create_profile("p", "10000")
-    status = cf.trading.status["paper"]
+    status = cf.accounts.status["paper"]
     for _ in range(10):  # the account manager's step runs on every tick
         clock.advance(1)
         cf.advance(1)

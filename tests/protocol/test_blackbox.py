@@ -168,14 +168,14 @@ def test_timeout_then_the_retry_gets_the_real_answer(live, raw):
     system = server.system
     r = raw(server.endpoint)
     assert r.request("profile.create", {"profile_id": "slow", "allocated": "100"})["ok"]
-    real_submit = system.submit
+    real_submit = system.allocation.to_ledger
 
     def slow_submit(pid, cmd, callback=None):  # answers 0.8 s late
         def later(reply):
             threading.Timer(0.8, callback, args=(reply,)).start()
         return real_submit(pid, cmd, later if callback else None)
 
-    system.submit = slow_submit
+    system.allocation.to_ledger = slow_submit
     req = {"v": 1, "id": "slow-1", "op": "allocation.reserve",
            "args": {"profile_id": "slow", "symbol": "X", "amount": "7",
                     "client_request_id": "k"}}
@@ -184,7 +184,7 @@ def test_timeout_then_the_retry_gets_the_real_answer(live, raw):
     assert err["code"] == "TIMEOUT"
     # the late real answer goes to the cache, not unasked to the client
     assert r.recv(timeout_ms=1200) is None
-    system.submit = real_submit
+    system.allocation.to_ledger = real_submit
     r.send_bytes(msgpack.packb(req))  # the same bytes: answered from the cache
     reply = r.recv()
     assert reply["ok"] is True and reply["result"]["amount"] == "7.00"
@@ -206,13 +206,14 @@ def test_unavailable_while_shutting_down(wire):
 
 def test_internal_error_says_nothing_secret_and_the_server_lives_on(wire, monkeypatch):
     from capflow.protocol import ops
+    from capflow.protocol.profile_ops import ProfileArgs
 
     _server, r = wire
 
     def broken(ctx, args, caller, done):
         raise RuntimeError("password=hunter2 at /secret/path")
 
-    monkeypatch.setitem(ops.OPS, "ledger.get", (ops.ProfileArgs, broken))
+    monkeypatch.setitem(ops.OPS, "ledger.get", (ProfileArgs, broken))
     err = _error(r.request("ledger.get", {"profile_id": "alpha"}))
     assert err["code"] == "INTERNAL" and "hunter2" not in err["message"]
     monkeypatch.undo()

@@ -207,7 +207,8 @@ def test_a_server_that_takes_the_connection_but_does_not_answer_is_waited_for(ca
 # -- call: help, typos, risk.check ---------------------------------------------------------
 
 def test_call_help_lists_every_op_with_an_example_the_server_takes(capsys):
-    from capflow.protocol.ops import OPS, parse_args
+    from capflow.protocol.opkit import parse_args
+    from capflow.protocol.ops import OPS
 
     with pytest.raises(SystemExit) as done:
         run.main(["call", "--help"])

@@ -17,7 +17,7 @@ def test_a_delayed_server_makes_the_client_retry_and_exactly_one_reservation_exi
     system = server.system
     with Client(server.endpoint, timeout_s=2) as c:
         c.profile_create("p", "500")
-    real_submit = system.submit
+    real_submit = system.allocation.to_ledger
     delayed = {"n": 0}
 
     def slow_submit(pid, cmd, callback=None):  # the first reserve answers after 1.2 s
@@ -29,7 +29,7 @@ def test_a_delayed_server_makes_the_client_retry_and_exactly_one_reservation_exi
             return real_submit(pid, cmd, later)
         return real_submit(pid, cmd, callback)
 
-    system.submit = slow_submit
+    system.allocation.to_ledger = slow_submit
     with Client(server.endpoint, timeout_s=0.4, retries=6) as c:
         r = c.allocation_reserve("p", "BTCUSDT", "120", client_request_id="once")
         assert c.attempts >= 3  # it timed out, reopened its socket and resent

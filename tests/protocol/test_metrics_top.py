@@ -77,13 +77,14 @@ def test_metrics_count_outcomes_error_codes_and_latencies(live, raw):
 
 def test_a_timeout_answer_counts_and_so_does_the_real_outcome(live, raw, monkeypatch):
     from capflow.protocol import ops
+    from capflow.protocol.profile_ops import ProfileArgs
 
     server = live(server={"request_timeout_s": 0.2})
 
     def slow(ctx, args, caller, done):
         threading.Timer(0.5, lambda: done({"late": True})).start()
 
-    monkeypatch.setitem(ops.OPS, "ledger.get", (ops.ProfileArgs, slow))
+    monkeypatch.setitem(ops.OPS, "ledger.get", (ProfileArgs, slow))
     r = raw(server.endpoint)
     assert r.request("ledger.get", {"profile_id": "x"})["error"]["code"] == "TIMEOUT"
     time.sleep(0.5)
@@ -100,7 +101,8 @@ def test_a_timeout_answer_counts_and_so_does_the_real_outcome(live, raw, monkeyp
 
 
 def test_metrics_is_open_to_a_restricted_caller():
-    from capflow.protocol.ops import Caller, OpContext, dispatch
+    from capflow.protocol.opkit import Caller, OpContext
+    from capflow.protocol.ops import dispatch
 
     answers = []
     ctx = OpContext(None, dict, None, lambda: {"ops": {}})

@@ -21,7 +21,7 @@ from loguru import logger
 from sqlalchemy import event, select, text
 
 from capflow.actors.model.errors import Unavailable
-from capflow.protocol.ops import health
+from capflow.protocol.system_ops import health
 from capflow.storage import migrate, owner, schema
 from capflow.storage.engine import OwnerLock, open_engine
 from capflow.storage.sql_executor import SqlExecutor
@@ -65,7 +65,7 @@ def wait_for_lock_free(url: str, timeout: float = 10.0) -> None:
 
 
 def free_cash(system) -> Decimal:
-    return system.trading.account_info("paper").free_cash
+    return system.accounts.info("paper").free_cash
 
 
 def takeover_then_write(url: str, a, start_b):
