@@ -284,3 +284,27 @@ def test_unknown_paths_answer_404_and_are_recorded():
         with pytest.raises(ccxt.ExchangeNotAvailable):
             client.fetch_order_book(BTC)  # loads markets, then asks a route not emulated
         assert venue.requests("/v5/market/orderbook")[-1].status == 404
+
+
+def test_market_buy_with_a_price_is_sent_in_quote_coin_and_fills_whole_steps(bybit_client,
+                                                                            bybit_venue):
+    bybit_client.create_order(BTC, "market", "buy", 0.001, 30000, {"clientOrderId": "q"})
+    sent = bybit_venue.requests("/v5/order/create")[-1].body
+    assert "marketUnit" not in sent and sent["qty"] == "30"  # Bybit's default: quote coin
+    order = bybit_venue.order("q")
+    # 30 USDT at 30000.1 buys 0.000999 BTC (whole 0.000001 steps); the rest cannot buy one
+    assert order.status == "Filled" and order.cum_qty == Decimal("0.000999")
+    assert bybit_venue.balance("USDT").total == Decimal("10000") - Decimal("29.9700999")
+    (trade,) = bybit_client.fetch_my_trades(BTC)
+    assert trade["amount"] == 0.000999 and trade["fee"]["currency"] == "BTC"
+
+
+def test_fill_or_kill_fills_all_or_nothing(bybit_client, bybit_venue):
+    bybit_venue.set_price("BTCUSDT", "30000", "30000.1", ask_size="0.005")
+    kill = bybit_client.create_order(BTC, "limit", "buy", 0.01, 30001,
+                                     {"clientOrderId": "fok1", "timeInForce": "FOK"})
+    assert bybit_client.fetch_order(kill["id"], BTC, ACK)["status"] == "canceled"
+    bybit_client.create_order(BTC, "limit", "buy", 0.005, 30001,
+                              {"clientOrderId": "fok2", "timeInForce": "FOK"})
+    assert bybit_venue.order("fok2").status == "Filled"
+    assert bybit_venue.order("fok1").cum_qty == 0
