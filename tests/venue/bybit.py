@@ -11,7 +11,8 @@ Fixture API
 ``BybitVenue(api_key="venue-key", secret="venue-secret", balances={"USDT": "10000"},
 instruments=None)``: ``start()`` / ``stop()``, or ``with BybitVenue() as venue:``; in
 tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
-``bybit_client`` a ccxt client pointed at it.
+``bybit_client`` a ccxt client pointed at it; tests elsewhere import the class
+(``from ..venue.bybit import BybitVenue``) and use it as a context manager.
 - ``venue.url``; ``venue.urls``: the entries of ccxt's ``exchange.urls["api"]`` to point at
   the venue (ccxt's v5 code reads "public" and "private"; "spot", "futures", "v2" are set
   too); ``venue.ccxt(**config)``: a ``ccxt.bybit`` ready to use (spot markets only, the
@@ -24,7 +25,8 @@ tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
   free)``; ``fee_taker`` / ``fee_maker`` (Decimal, default 0.001 = 0.1 %, Bybit's base spot
   rate; a BUY pays its fee in the base coin, a SELL in the quote coin).
 - Orders: ``order(link_id=None, order_id=None)`` -> ``Order`` (``status``, ``cum_qty``,
-  ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``.
+  ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``
+  (the venue's own objects: read them, change the venue through its methods).
   ``fill(link_id, qty, price=None, maker=True)``: a scripted fill (price defaults to the
   order's limit); ``auto_match = False``: resting orders no longer fill when ``set_price``
   crosses them (new orders that cross still take at once). ``defer_cancels = True``:
@@ -45,6 +47,13 @@ tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
   ``header(name)`` (case-insensitive), ``status``, ``ret_code``); ``clear_requests()``.
 - Clock: ``time_offset_ms`` shifts the venue's clock (server time and the recv_window
   check).
+
+What ccxt 4.5 raises for each: "http" 5xx -> ExchangeNotAvailable (504 -> RequestTimeout);
+429 and retCode 10006 -> RateLimitExceeded (a NetworkError, not a DDoSProtection); "lose"
+with a delay past ccxt's ``timeout`` -> RequestTimeout; "lose" with delay=0 and "drop" ->
+NetworkError. All of these are NetworkError subclasses, so "the outcome of a create is
+unknown" cannot be told from the class alone: a 5xx from a gateway may also come after
+the order was placed.
 
 Endpoints (shapes from Bybit's v5 API documents at https://bybit-exchange.github.io/docs/v5/
 : market/time, market/instrument, market/tickers, account/wallet-balance, account/
