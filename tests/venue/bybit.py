@@ -11,7 +11,8 @@ Fixture API
 ``BybitVenue(api_key="venue-key", secret="venue-secret", balances={"USDT": "10000"},
 instruments=None)``: ``start()`` / ``stop()``, or ``with BybitVenue() as venue:``; in
 tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
-``bybit_client`` a ccxt client pointed at it.
+``bybit_client`` a ccxt client pointed at it; tests elsewhere import the class
+(``from ..venue.bybit import BybitVenue``) and use it as a context manager.
 - ``venue.url``; ``venue.urls``: the entries of ccxt's ``exchange.urls["api"]`` to point at
   the venue (ccxt's v5 code reads "public" and "private"; "spot", "futures", "v2" are set
   too); ``venue.ccxt(**config)``: a ``ccxt.bybit`` ready to use (spot markets only, the
@@ -24,7 +25,8 @@ tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
   free)``; ``fee_taker`` / ``fee_maker`` (Decimal, default 0.001 = 0.1 %, Bybit's base spot
   rate; a BUY pays its fee in the base coin, a SELL in the quote coin).
 - Orders: ``order(link_id=None, order_id=None)`` -> ``Order`` (``status``, ``cum_qty``,
-  ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``.
+  ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``
+  (the venue's own objects: read them, change the venue through its methods).
   ``fill(link_id, qty, price=None, maker=True)``: a scripted fill (price defaults to the
   order's limit); ``auto_match = False``: resting orders no longer fill when ``set_price``
   crosses them (new orders that cross still take at once). ``defer_cancels = True``:
@@ -46,6 +48,13 @@ tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
 - Clock: ``time_offset_ms`` shifts the venue's clock (server time and the recv_window
   check).
 
+What ccxt 4.5 raises for each: "http" 5xx -> ExchangeNotAvailable (504 -> RequestTimeout);
+429 and retCode 10006 -> RateLimitExceeded (a NetworkError, not a DDoSProtection); "lose"
+with a delay past ccxt's ``timeout`` -> RequestTimeout; "lose" with delay=0 and "drop" ->
+NetworkError. All of these are NetworkError subclasses, so "the outcome of a create is
+unknown" cannot be told from the class alone: a 5xx from a gateway may also come after
+the order was placed.
+
 Endpoints (shapes from Bybit's v5 API documents at https://bybit-exchange.github.io/docs/v5/
 : market/time, market/instrument, market/tickers, account/wallet-balance, account/
 account-info, user/apikey-info, asset/coin-info, order/create-order, order/cancel-order,
@@ -60,6 +69,23 @@ comments of ccxt's bybit.py, which also shows which fields ccxt reads):
   has a key: fetch_currencies), /v5/order/realtime, /v5/order/history,
   /v5/execution/list; POST /v5/order/create, /v5/order/cancel.
 Any other path answers HTTP 404 (as Bybit does for an unknown route) and is recorded.
+
+Which ccxt (4.5) call asks what, spot, unified account:
+- load_markets: GET /v5/asset/coin/query-info (fetch_currencies, only with a key), GET
+  /v5/market/instruments-info?category=spot (with options fetchMarkets.types=["spot"]);
+- fetch_time: /v5/market/time; fetch_ticker / fetch_tickers: /v5/market/tickers;
+- the first private call that needs the account mode (fetch_balance, create_order,
+  fetch_order) first asks /v5/user/query-api and /v5/account/info, once per client;
+- fetch_balance: /v5/account/wallet-balance?accountType=UNIFIED;
+- create_order (limit, market, with cost) and create_market_buy_order_with_cost: POST
+  /v5/order/create (a MARKET BUY with a price, or with a cost, is sent in quote coin);
+- cancel_order: POST /v5/order/cancel (by orderId; params {"orderLinkId": ...} adds it);
+- fetch_order(id, symbol, {"acknowledged": True}) (ccxt refuses without it on a unified
+  account), fetch_open_order, fetch_open_orders: /v5/order/realtime (by orderId or
+  orderLinkId the venue answers an order in any state);
+- fetch_closed_order(s): /v5/order/history?orderStatus=Filled; fetch_canceled_orders:
+  orderStatus=Cancelled (so neither lists a PartiallyFilledCanceled order);
+- fetch_my_trades, fetch_order_trades: /v5/execution/list?execType=Trade.
 
 Signatures are checked as Bybit documents: X-BAPI-SIGN = hex HMAC-SHA256 (secret) of
 X-BAPI-TIMESTAMP + X-BAPI-API-KEY + X-BAPI-RECV-WINDOW + (the query string of a GET | the
@@ -77,13 +103,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import threading
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from http.server import ThreadingHTTPServer
 
 from .bybit_book import (
     Balance,
@@ -95,6 +118,7 @@ from .bybit_book import (
     VenueError,
     default_instruments,
 )
+from .bybit_http import FAULT_KINDS, Fault, Handler, Recorded
 from .bybit_shapes import (
     coin_rows,
     execution_row,
@@ -106,36 +130,6 @@ from .bybit_shapes import (
 
 __all__ = ["Balance", "BybitVenue", "Execution", "Instrument", "Order", "Recorded",
            "VenueError"]
-
-
-@dataclass
-class Recorded:
-    """One request as the venue received it, with how it was answered."""
-
-    method: str
-    path: str
-    raw_query: str
-    query: dict[str, str]
-    raw_body: str
-    body: object
-    headers: dict[str, str]
-    at: int
-    status: int | None = None  # None: no answer was sent (a lost answer, a dropped line)
-    ret_code: int | None = None
-
-    def header(self, name: str) -> str | None:
-        lower = name.lower()
-        return next((v for k, v in self.headers.items() if k.lower() == lower), None)
-
-
-@dataclass
-class _Fault:
-    kind: str
-    times: int
-    options: dict = field(default_factory=dict)
-
-
-FAULT_KINDS = ("http", "ratelimit", "reject", "lose", "drop")
 
 
 class BybitVenue:
@@ -152,7 +146,7 @@ class BybitVenue:
         for coin, total in (balances if balances is not None else {"USDT": "10000"}).items():
             self.set_balance(coin, total)
         self.time_offset_ms = 0
-        self._faults: dict[str, list[_Fault]] = {}
+        self._faults: dict[str, list[Fault]] = {}
         self._record: list[Recorded] = []
         self._frozen: dict[str, Quote] | None = None
         self._stopping = threading.Event()
@@ -163,13 +157,13 @@ class BybitVenue:
     def start(self) -> BybitVenue:
         venue = self
 
-        class Handler(_Handler):
+        class VenueHandler(Handler):
             pass
 
-        Handler.venue = venue
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        VenueHandler.venue = venue
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), VenueHandler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
                                         name="bybit-venue", daemon=True)
         self._thread.start()
         return self
@@ -299,13 +293,13 @@ class BybitVenue:
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind {kind!r} is not one of {FAULT_KINDS}")
         with self.lock:
-            self._faults.setdefault(path, []).append(_Fault(kind, times, options))
+            self._faults.setdefault(path, []).append(Fault(kind, times, options))
 
     def clear_faults(self):
         with self.lock:
             self._faults.clear()
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def take_fault(self, path: str) -> Fault | None:
         with self.lock:
             for key in (path, "*"):
                 queue = self._faults.get(key)
@@ -316,6 +310,14 @@ class BybitVenue:
                         queue.pop(0)
                     return fault
         return None
+
+    def note(self, rec: Recorded):
+        with self.lock:
+            self._record.append(rec)
+
+    def pause(self, seconds: float):
+        """Sleep as a handler losing its answer does; stop() wakes it."""
+        self._stopping.wait(seconds)
 
     def requests(self, path: str | None = None) -> list[Recorded]:
         with self.lock:
@@ -344,10 +346,10 @@ class BybitVenue:
             with self.lock:
                 result = handler(self, params)
         except VenueError as exc:
-            return 200, self._envelope(exc.ret_code, exc.ret_msg, {})
-        return 200, self._envelope(0, "OK", result)
+            return 200, self.envelope(exc.ret_code, exc.ret_msg, {})
+        return 200, self.envelope(0, "OK", result)
 
-    def _envelope(self, code: int, msg: str, result) -> dict:
+    def envelope(self, code: int, msg: str, result) -> dict:
         return {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {},
                 "time": self.now_ms()}
 
@@ -519,78 +521,3 @@ ROUTES = {
     ("GET", "/v5/order/history"): (True, BybitVenue._history),
     ("GET", "/v5/execution/list"): (True, BybitVenue._executions),
 }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """One HTTP request: record it, apply a switched-on fault, answer it."""
-
-    venue: BybitVenue
-    server_version = "bybit-emulator"
-
-    def do_GET(self):
-        self._serve()
-
-    def do_POST(self):
-        self._serve()
-
-    def log_message(self, format, *args):
-        pass
-
-    def _serve(self):
-        venue = self.venue
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw_body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
-        try:
-            body = json.loads(raw_body) if raw_body else None
-        except ValueError:
-            body = raw_body
-        rec = Recorded(self.command, parts.path, parts.query, dict(parse_qsl(parts.query)),
-                       raw_body, body, dict(self.headers.items()), venue.now_ms())
-        with venue.lock:
-            venue._record.append(rec)
-        fault = venue._take_fault(parts.path)
-        kind = fault.kind if fault else None
-        opts = fault.options if fault else {}
-        if kind == "drop":
-            self.close_connection = True
-            return
-        if kind == "http":
-            status = int(opts.get("status", 503))
-            self._send(rec, status, b"<html><body>" + str(status).encode() + b"</body></html>",
-                       "text/html")
-            return
-        if kind == "ratelimit":
-            status = opts.get("status")
-            if status is not None:
-                self._send(rec, int(status), b"Too Many Visits", "text/plain")
-            else:
-                self._json(rec, 200, venue._envelope(10006, "Too many visits!", {}))
-            return
-        if kind == "reject":
-            self._json(rec, 200, venue._envelope(int(opts.get("code", 10001)),
-                                                 str(opts.get("msg", "rejected")), {}))
-            return
-        status, answer = venue.answer(rec)
-        if kind == "lose":
-            if rec.ret_code is None and answer is not None:
-                rec.ret_code = answer["retCode"]  # what it would have said
-            venue._stopping.wait(float(opts.get("delay", 2.0)))
-            self.close_connection = True
-            return
-        if answer is None:
-            self._send(rec, status, b"404 page not found", "text/plain")
-        else:
-            self._json(rec, status, answer)
-
-    def _json(self, rec: Recorded, status: int, answer: dict):
-        rec.ret_code = answer["retCode"]
-        self._send(rec, status, json.dumps(answer).encode(), "application/json")
-
-    def _send(self, rec: Recorded, status: int, payload: bytes, ctype: str):
-        rec.status = status
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
