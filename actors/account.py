@@ -40,11 +40,12 @@ from capflow.actors.account_messages import (
     Sync,
     Ticks,
 )
-from capflow.actors.alerts import WARNING, Alert
+from capflow.actors.alerts import CRITICAL, WARNING, Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
 from capflow.actors.model.limits import AccountRiskLimits
+from capflow.actors.model.venue import VenueRules
 from capflow.actors.reply import Reply
 from capflow.brokers.base import (
     BrokerAdapter,
@@ -90,6 +91,9 @@ class AccountStatus:
         self.risk: AccountRisk | None = None
         #: working entry orders the manager knows of
         self.working_entries = 0
+        #: the venue's instrument rules its adapter published (None: the adapter has
+        #: none, e.g. paper): entries are rounded and checked by them before reserving
+        self.venue_rules: VenueRules | None = None
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
@@ -103,7 +107,8 @@ def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:
     return BrokerPosition(position_id=p.position_id, profile_id=profile_id, symbol=p.symbol,
                           side=p.side, qty=p.qty_open, entry_price=p.entry_price or
                           p.entry_notional / p.qty_total, tp_price=p.tp_price,
-                          sl_price=p.sl_price, closing=p.close_requested)
+                          sl_price=p.sl_price, closing=p.close_requested,
+                          exited_qty=p.qty_total - p.qty_open)
 
 
 class AccountManagerActor(pykka.ThreadingActor):
@@ -121,7 +126,8 @@ class AccountManagerActor(pykka.ThreadingActor):
                  risk: AccountRisk | None = None,
                  on_breach: Callable[[str], bool] | None = None,
                  on_risk_saved: Callable[[dict], None] | None = None,
-                 alert: Callable[[Alert], None] | None = None):
+                 alert: Callable[[Alert], None] | None = None,
+                 on_unbooked: Callable[[str], bool] | None = None):
         super().__init__()
         self.account_id = account_id
         self._factory = adapter_factory
@@ -142,6 +148,9 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._on_breach = on_breach
         self._on_risk_saved = on_risk_saved
         self._alert = alert
+        #: (reason) -> True when the account was set REDUCE_ONLY by it: a fill the
+        #: broker reported that its ledger could not book
+        self._on_unbooked = on_unbooked
         #: working entry orders: order id -> (profile id, unfilled quantity), and those
         #: already asked to cancel (each once)
         self._working: dict[str, tuple[str, Decimal]] = {}
@@ -152,9 +161,18 @@ class AccountManagerActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self.adapter = self._factory(emit=self._emit)
+        self.adapter.wake = self._wake
         self.adapter.init()
         self.adapter.start()
         self.status.state = self.adapter.connection.state
+        self.status.venue_rules = self.adapter.venue_rules
+
+    def _wake(self) -> None:
+        """Any thread: have the adapter stepped on this actor's thread soon."""
+        try:
+            self.actor_ref.tell((Sync(), Reply()))
+        except pykka.ActorDeadError:
+            pass  # stopping: nothing more is booked
 
     def on_stop(self) -> None:
         if self.adapter is not None:
@@ -181,6 +199,7 @@ class AccountManagerActor(pykka.ThreadingActor):
                 reply.resolve(value)
         finally:
             status.state = self.adapter.connection.state
+            status.venue_rules = self.adapter.venue_rules
             if type(msg) in _CHANGES_CASH or self._emitted != emitted:
                 status.cash_dirty = True
             status.slot_symbols = self.risk.slot_symbols
@@ -351,7 +370,8 @@ class AccountManagerActor(pykka.ThreadingActor):
                     self._end_working(e.order_id)
             self._book(e.profile_id, m.ApplyEntryFill(
                 fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
-                qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id))
+                qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id,
+                fee_qty=e.fee_qty))
         elif isinstance(e, PositionExited):
             self._book(e.profile_id, m.ApplyExitFill(
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
@@ -378,6 +398,24 @@ class AccountManagerActor(pykka.ThreadingActor):
             except Exception:
                 self.log.exception("broker event listener failed")
 
+    def _unbooked(self, profile_id: str, cmd: m.Command, error: Exception) -> None:
+        """Any thread: the broker reported a fill (it happened) that the profile's ledger
+        refused: the ledger and the venue disagree from now on. The account goes
+        REDUCE_ONLY and an operator is alerted; nothing is retried."""
+        reason = (f"a {type(cmd).__name__} of {profile_id} reported by the broker could not "
+                  f"be booked: {getattr(error, 'message', error)}")
+        if self._alert is not None:
+            self._alert(Alert(
+                kind="fill_unbooked", severity=CRITICAL, scope="account",
+                target=self.account_id, reason=reason, ts=self.adapter.clock.now(),
+                details={"profile_id": profile_id, "fill_id": cmd.fill_id,
+                         "code": getattr(error, "code", "INTERNAL")}))
+        if self._on_unbooked is not None and self._on_unbooked(reason):
+            try:  # set just now: stop what is working, as any REDUCE_ONLY does
+                self.actor_ref.tell((CancelEntries(None, reason), Reply()))
+            except pykka.ActorDeadError:
+                pass
+
     def _end_working(self, order_id: str) -> None:
         self._working.pop(order_id, None)
         self._canceling.discard(order_id)
@@ -394,6 +432,8 @@ class AccountManagerActor(pykka.ThreadingActor):
                 self.status.booking_errors += 1
                 self.log.bind(profile=profile_id).error("booking {} failed: {}",
                                                         type(cmd).__name__, error)
+                if isinstance(cmd, m.ApplyEntryFill | m.ApplyExitFill):
+                    self._unbooked(profile_id, cmd, error)
             if waiter is not None:
                 if error is None:
                     waiter.resolve(value)

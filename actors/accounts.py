@@ -57,6 +57,7 @@ from capflow.actors.model.ids import new_id
 from capflow.actors.model.limits import load_timezone
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError
+from capflow.actors.model.venue import VenueRules
 from capflow.actors.reply import Reply, relay
 from capflow.brokers.base import Connected, ConnectionFailed, Disconnected
 
@@ -99,6 +100,8 @@ class Accounts:
             raise ConfigError(f"[risk.accounts] names accounts that are not configured: "
                               f"{unknown}")
         self._adapters = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
+        for aid, cls in self._adapters.items():  # what needs no venue to find is found now
+            cls.check_config(aid, brokers.accounts[aid])
         live = sorted(aid for aid, cls in self._adapters.items() if cls.live)
         self.mode = "live" if live else "paper"
         expected = self.config.broker_mode
@@ -142,13 +145,14 @@ class Accounts:
     def start(self, snapshots: Mapping[str, Any], *, book: Submit, publish: Publish,
               saved_risk: Callable[[str], dict | None],
               on_breach: Callable[[str, str], bool],
-              on_risk_saved: Callable[[str, dict], None]) -> None:
+              on_risk_saved: Callable[[str, dict], None],
+              on_unbooked: Callable[[str, str], bool] | None = None) -> None:
         """Start a manager for every configured account (after `load`). `snapshots` are
         the profiles' stored ledger figures (what is allocated on each account, and the
         realized PnL its loss limits start from); the managers book on the ledgers with
         `book` and publish connection events and alerts with `publish`; the account-wide
         loss limits start from `saved_risk(account)` and report through `on_breach` and
-        `on_risk_saved`."""
+        `on_risk_saved`; a broker fill that cannot be booked goes to `on_unbooked`."""
         cfg = self.config
         allocated: dict[str, Decimal] = {}
         for pid, aid in self.capital_of.items():
@@ -178,7 +182,9 @@ class Accounts:
                 aid, factory, book, status, on_event=broker_event, limits=limits, risk=risk,
                 on_breach=functools.partial(on_breach, aid),
                 on_risk_saved=functools.partial(on_risk_saved, aid),
-                alert=functools.partial(raise_alert, publish))
+                alert=functools.partial(raise_alert, publish),
+                on_unbooked=None if on_unbooked is None else functools.partial(
+                    on_unbooked, aid))
             self.status[aid] = status
 
     def stop(self) -> None:
@@ -214,6 +220,11 @@ class Accounts:
 
     def info(self, account_id: str):
         return self.ask(account_id, Info())
+
+    def venue_rules(self, account_id: str) -> VenueRules | None:
+        """The instrument rules the account's venue published (None: it has none)."""
+        status = self.status.get(account_id)
+        return None if status is None else status.venue_rules
 
     def require_connected(self, account_id: str) -> None:
         st = self.status[account_id]

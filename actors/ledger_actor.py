@@ -372,7 +372,7 @@ class LedgerActor(pykka.ThreadingActor):
     def _entry_fill(self, cmd: m.ApplyEntryFill):
         outcome = self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id,
                                          cmd.qty, cmd.price, cmd.fee, self.ctx.clock.now(),
-                                         cmd.cause, book=cmd.book)
+                                         cmd.cause, book=cmd.book, fee_qty=cmd.fee_qty)
         self._report()
         return outcome
 

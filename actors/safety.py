@@ -151,18 +151,32 @@ class Safety:
         """On the account manager's thread: its loss limits were crossed. Halts the
         account (in memory at once, stored without waiting) unless it is halted already;
         True when it did (the manager then cancels the working entries)."""
-        with self._account_lock:
-            current = self.account_states.get(account_id)
-            if current is not None and current.state == "HALTED":
-                return False
-            self.account_states[account_id] = AccountState("HALTED", reason, "account-risk",
-                                                           self.clock.now())
-            self._store_account(account_id, wait=False)
-        self._mark_degraded(("account", account_id), "HALTED", "account-risk",
-                            f"account {account_id} is HALTED: {reason}")
+        if not self._automatic(account_id, "HALTED", reason, "account-risk"):
+            return False
         raise_alert(self._publish, Alert(
             kind="account_halted", severity=CRITICAL, scope="account", target=account_id,
             reason=reason, ts=self.clock.now(), details={"state": "HALTED"}))
+        return True
+
+    def unbooked(self, account_id: str, reason: str) -> bool:
+        """Any thread: a fill the account's broker reported could not be booked, so
+        capflow's ledger no longer matches the venue. The account goes REDUCE_ONLY (in
+        memory at once, stored without waiting) unless it is blocked already; True when
+        it did (the manager then cancels the working entries). The alert is the
+        manager's."""
+        return self._automatic(account_id, "REDUCE_ONLY", reason, "reconcile")
+
+    def _automatic(self, account_id: str, state: str, reason: str, by: str) -> bool:
+        with self._account_lock:
+            current = self.account_states.get(account_id)
+            if current is not None and (current.state == "HALTED" or
+                                        current.state == state):
+                return False
+            self.account_states[account_id] = AccountState(state, reason, by,
+                                                           self.clock.now())
+            self._store_account(account_id, wait=False)
+        self._mark_degraded(("account", account_id), state, by,
+                            f"account {account_id} is {state}: {reason}")
         return True
 
     def save_risk(self, account_id: str, saved: dict) -> None:

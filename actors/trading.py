@@ -90,7 +90,7 @@ class Trading(EntryFlow):
         self._unsubscribe.append(self.bus.subscribe(safety.on_events))
         accounts.start(self.snapshots(), book=self.to_ledger, publish=self.bus.publish,
                        saved_risk=safety.saved_risk, on_breach=safety.breach,
-                       on_risk_saved=safety.save_risk)
+                       on_risk_saved=safety.save_risk, on_unbooked=safety.unbooked)
         for aid, ref in accounts.managers.items():
             self._unsubscribe.append(self.bus.subscribe(new_order_listener(aid, ref)))
             sim.subscribe(aid, functools.partial(self._deliver, ref)).get(timeout=10)

@@ -40,6 +40,7 @@ from capflow.actors.model.orders import (
 from capflow.actors.model.risk import Check
 from capflow.actors.model.symbols import CLAIMED, REFUSED
 from capflow.actors.model.ticks import _new_price_places
+from capflow.actors.model.venue import apply_rule, price_to_tick
 from capflow.actors.reply import Reply, relay
 
 DEFAULT_TAKER_FEE = Decimal("0.0004")
@@ -145,6 +146,16 @@ class EntryFlow:
         price_places, qty_places = self._places(signal.symbol, signal.price)
         tick = self.board.get(signal.symbol)
         gave_up = self.accounts.status[account].state == "GAVE_UP"
+        blocked = "BROKER_DISCONNECTED" if gave_up else None
+        venue = None
+        rules = self.accounts.venue_rules(account)
+        if rules is not None and blocked is None:
+            rule = rules.rule(signal.symbol)
+            if isinstance(rule, Denial):
+                blocked = rule.details["reason"]
+            else:
+                venue = rule
+                price_places = max(price_places, _places_of(rule.price_tick))
         order_id = new_id("ord")
         return SignalPolicy(
             order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
@@ -154,7 +165,7 @@ class EntryFlow:
             reserve_buffer_pct=self.config.oms.reserve_buffer_pct,
             taker_fee=self._fees(account)[0], price_places=price_places,
             qty_places=qty_places,
-            blocked="BROKER_DISCONNECTED" if gave_up else None,
+            blocked=blocked, venue=venue,
             bid=None if tick is None else tick.bid,
             ask=None if tick is None else tick.ask)
 
@@ -236,7 +247,9 @@ class EntryFlow:
             if not self.symbols.admits(signal.symbol):
                 checks.insert(0, Check("market", "UNKNOWN_SYMBOL", False,
                                        self.symbols.max_symbols, self.symbols.count()))
-            if policy.blocked is not None:
+            if policy.blocked is not None and policy.blocked.startswith("VENUE_"):
+                checks.insert(0, Check("venue", policy.blocked, False, None, signal.symbol))
+            elif policy.blocked is not None:
                 checks.insert(0, Check("broker", policy.blocked, False, "CONNECTED",
                                        self.accounts.status[account].state))
             if not self.config.oms.enabled:
@@ -280,13 +293,17 @@ class EntryFlow:
         finished order, its id)."""
         reply = Reply(callback)
         try:
-            spec, amount = self._order_spec(profile_id, client_order_id, symbol, side, type,
-                                            qty, price, tp_price, sl_price, reservation_id)
+            spec, amount, venue = self._order_spec(profile_id, client_order_id, symbol, side,
+                                                   type, qty, price, tp_price, sl_price,
+                                                   reservation_id)
         except Exception as exc:
             reply.fail(exc)
             return reply
         outer = reply
-        reply, refused = self._claim_symbol(spec.symbol, reply)
+        if venue is not None:  # the venue refuses it: a repeat is still answered
+            reply, refused = reply, venue
+        else:
+            reply, refused = self._claim_symbol(spec.symbol, reply)
         cmd = m.PlaceOrder(spec=spec, amount=amount, cause=client_order_id)
         if refused is not None:  # a repeat of an order made before is still answered
             self.to_ledger(profile_id, msgspec.structs.replace(cmd, refusal=refused),
@@ -306,7 +323,9 @@ class EntryFlow:
         return outer
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
-                    tp_price, sl_price, reservation_id) -> tuple[OrderSpec, Decimal]:
+                    tp_price, sl_price, reservation_id
+                    ) -> tuple[OrderSpec, Decimal, Denial | None]:
+        """(the order, its reservation, the venue's refusal of it or None)."""
         self._known(profile_id)
         if not self.config.oms.enabled:
             raise Denied(Denial("RISK_REJECTED", "the order management system is disabled "
@@ -346,14 +365,27 @@ class EntryFlow:
                                            f"{market}): it would close the position on its "
                                            "first tick")
         price_places, qty_places = self._places(symbol, reference)
-        if q != q.quantize(Decimal(1).scaleb(-qty_places)):
-            raise InvalidArgument("qty", f"qty has more than {qty_places} decimal places "
-                                         f"for {symbol}")
-        for name, value in (("price", px), ("tp_price", tp), ("sl_price", sl)):
-            if value is not None and value != value.quantize(Decimal(1).scaleb(-price_places)):
-                raise InvalidArgument(name, f"{name} has more than {price_places} decimal "
-                                            f"places for {symbol}")
         account = self.accounts.account_for(profile_id)
+        rules = self.accounts.venue_rules(account)
+        venue: Denial | None = None
+        if rules is not None:  # a live venue: its steps replace the simulator's places
+            rule = rules.rule(symbol)
+            ruled = rule if isinstance(rule, Denial) else apply_rule(
+                side, q, px, reference, rule)
+            if isinstance(ruled, Denial):
+                venue = ruled
+            else:
+                q, px = ruled
+                price_places = max(price_places, _places_of(rule.price_tick))
+        else:
+            if q != q.quantize(Decimal(1).scaleb(-qty_places)):
+                raise InvalidArgument("qty", f"qty has more than {qty_places} decimal places "
+                                             f"for {symbol}")
+            for name, value in (("price", px), ("tp_price", tp), ("sl_price", sl)):
+                if value is not None and value != value.quantize(
+                        Decimal(1).scaleb(-price_places)):
+                    raise InvalidArgument(name, f"{name} has more than {price_places} "
+                                                f"decimal places for {symbol}")
         self.accounts.require_connected(account)
         taker, maker = self._fees(account)
         places = self.accounts.places(account)
@@ -364,6 +396,8 @@ class EntryFlow:
             ref = entry_reference(side, reference, bid, ask)
             amount = order_reservation(q, ref, buffer, taker, places)
             cap = max_fill_price(q, ref, buffer, taker, amount, price_places, places)
+            if rules is not None and venue is None:  # sent as a limit on the venue's tick
+                cap = price_to_tick("BUY", cap, rule)
         elif side == "BUY":  # fills at its limit or lower
             cap = px
             amount = entry_cost(q, cap, maker, places)
@@ -376,4 +410,8 @@ class EntryFlow:
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id,
                          ref_price=reference, max_price=cap)
-        return spec, amount
+        return spec, amount, venue
+
+
+def _places_of(step: Decimal) -> int:
+    return max(0, -step.normalize().as_tuple().exponent)

@@ -35,6 +35,7 @@ import msgspec
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.settings import ConfigError
+from capflow.actors.model.venue import VenueRules
 from capflow.brokers.config import AccountConfig, ConnectConfig
 
 # -- records --------------------------------------------------------------------------
@@ -77,6 +78,9 @@ class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
     #: the entry order that opened it (None: not known, e.g. restored without it); its
     #: rest is canceled when the position exits while it is still working
     order_id: str | None = None
+    #: how much of it exits booked already (restored: a live venue skips those fills
+    #: when it finds the exit orders again)
+    exited_qty: Decimal = ZERO
 
 
 class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,6 +134,9 @@ class EntryFilled(BrokerEvent, frozen=True, tag="OrderFilled"):
     price: Decimal
     fee: Decimal
     liquidity: str  # MAKER or TAKER
+    #: the part of `qty` the venue kept as its fee (a spot buy charged in the coin
+    #: bought): the position holds `qty - fee_qty`; `fee` is then 0
+    fee_qty: Decimal = ZERO
 
 
 class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
@@ -181,6 +188,16 @@ class SymbolMap:
 DISCONNECTED, CONNECTING, CONNECTED, WAITING, GAVE_UP = (
     "DISCONNECTED", "CONNECTING", "CONNECTED", "WAITING", "GAVE_UP")
 
+#: what `connect()` returns when it only started connecting (on a thread of its own):
+#: the adapter reports the outcome later with `connection.succeeded()` / `failed(exc)`
+PENDING = object()
+
+
+class PermanentConnectError(Exception):
+    """A connection failure that retrying cannot mend (a missing or rejected key, a
+    setting the venue does not know): the connection gives up at once. Its message names
+    the setting to fix."""
+
 
 class Connection:
     """Connect, retry with exponential backoff and jitter, give up after a maximum.
@@ -216,26 +233,37 @@ class Connection:
 
     def attempt(self) -> None:
         self.state = CONNECTING
-        now = self.clock.now()
         try:
-            self._connect()
+            result = self._connect()
         except Exception as exc:
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            if self.failures >= self.cfg.max_attempts:
-                self.state = GAVE_UP
-                self.next_attempt_at = None
-                self._emit(Disconnected(account_id=self.account_id, ts=now,
-                                        reason=self.last_error, attempts=self.failures))
-                return
-            wait = self.delay(self.failures)
-            self.delays.append(wait)
-            self.state = WAITING
-            self.next_attempt_at = now + timedelta(seconds=wait)
-            self._emit(ConnectionFailed(account_id=self.account_id, ts=now,
-                                        attempt=self.failures, error=self.last_error,
-                                        retry_in_s=wait))
+            self.failed(exc)
             return
+        if result is not PENDING:
+            self.succeeded()
+
+    def failed(self, exc: BaseException) -> None:
+        """The attempt under way failed: wait and retry, or give up."""
+        now = self.clock.now()
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if (self.failures >= self.cfg.max_attempts
+                or isinstance(exc, PermanentConnectError)):
+            self.state = GAVE_UP
+            self.next_attempt_at = None
+            self._emit(Disconnected(account_id=self.account_id, ts=now,
+                                    reason=self.last_error, attempts=self.failures))
+            return
+        wait = self.delay(self.failures)
+        self.delays.append(wait)
+        self.state = WAITING
+        self.next_attempt_at = now + timedelta(seconds=wait)
+        self._emit(ConnectionFailed(account_id=self.account_id, ts=now,
+                                    attempt=self.failures, error=self.last_error,
+                                    retry_in_s=wait))
+
+    def succeeded(self) -> None:
+        """The attempt under way succeeded."""
+        now = self.clock.now()
         attempts = self.failures + 1
         self.state = CONNECTED
         self.failures = 0
@@ -287,6 +315,17 @@ class BrokerAdapter(ABC):
         self._ids = ids or _counter_ids()
         self.connection = Connection(account_id, config.connect, clock, self.connect, emit,
                                      rng or random.Random())
+        #: the venue's instrument rules (None: this adapter has none); the account
+        #: manager shows them to the entry flow, which rounds and checks entries by them
+        self.venue_rules: VenueRules | None = None
+        #: set by the account manager: asks it to call `step()` on its own thread soon
+        #: (an adapter whose I/O runs on threads of its own calls it when results wait)
+        self.wake: Callable[[], None] = _nothing
+
+    @classmethod  # noqa: B027 -- optional hook
+    def check_config(cls, account_id: str, config: AccountConfig) -> None:
+        """At load, before anything starts: raise `ConfigError` naming the setting
+        when the account's configuration cannot work. No I/O."""
 
     def new_id(self, prefix: str) -> str:
         return self._ids(prefix)
@@ -388,6 +427,10 @@ class BrokerAdapter(ABC):
         for p in positions:
             if p.closing is not None:
                 self.close_position(p.position_id, p.closing)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _counter_ids() -> Callable[[str], str]:

@@ -86,6 +86,9 @@ class Ledger(LedgerRisk, LedgerTrading):
             self._index_reservation(h)
         self.orders: dict[str, OrderCapital] = {o.order_id: o for o in orders}
         self.positions: dict[str, PositionCapital] = {p.position_id: p for p in positions}
+        #: the orders that ended (canceled, rejected, expired) most recently, oldest first:
+        #: a venue may report a fill of one after it ended, and that fill is booked
+        self.ended_orders: dict[str, OrderCapital] = {}
         self.transfers: dict[str, Transfer] = {t.client_request_id: t for t in transfers}
         #: client_order_id -> (order_id, fingerprint) of every order with a client key
         self.order_keys: dict[str, tuple[str, tuple]] = dict(order_keys or {})

@@ -54,6 +54,10 @@ from capflow.actors.model.orders import (
 )
 from capflow.actors.model.outcome import Outcome, check_text
 from capflow.actors.model.risk import Check, Proposal
+from capflow.actors.model.venue import apply_rule, price_to_tick
+
+#: how many ended orders a ledger keeps for late fills
+ENDED_KEPT = 512
 
 
 class LedgerTrading:
@@ -160,8 +164,12 @@ class LedgerTrading:
         events: list[Event] = []
         if policy.blocked is not None:
             reason = policy.blocked
-        elif qty <= 0:
+        elif qty <= 0 and policy.venue is None:
             reason = "MIN_NOTIONAL"
+        elif policy.venue is not None and isinstance(
+                venue := apply_rule(signal.side, qty, None, self._reference(signal, policy),
+                                    policy.venue), Denial):
+            reason = venue.details["reason"]
         else:
             amount, cap = self._entry_capital(signal, policy, qty)
             spec = OrderSpec(order_id=policy.order_id, position_id=policy.position_id,
@@ -196,12 +204,18 @@ class LedgerTrading:
         """(amount, max_price) of a signal's market entry: reserved at the worse of the
         signal's price and the market's, plus the slippage buffer and the taker fee; the
         broker may not fill it above `max_price`, so it never costs more than that."""
-        ref = entry_reference(signal.side, signal.price, policy.bid, policy.ask)
+        ref = self._reference(signal, policy)
         amount = order_reservation(qty, ref, policy.reserve_buffer_pct, policy.taker_fee,
                                    self.places)
         cap = max_fill_price(qty, ref, policy.reserve_buffer_pct, policy.taker_fee, amount,
                              policy.price_places, self.places)
+        if policy.venue is not None:  # the limit the venue is sent: on its tick, never up
+            cap = price_to_tick("BUY", cap, policy.venue)
         return amount, cap
+
+    @staticmethod
+    def _reference(signal: Signal, policy: SignalPolicy) -> Decimal:
+        return entry_reference(signal.side, signal.price, policy.bid, policy.ask)
 
     def _size(self, signal: Signal, policy: SignalPolicy) -> tuple[Decimal, Decimal, Decimal]:
         """(tp_price, sl_price, qty) of a signal."""
@@ -227,7 +241,13 @@ class LedgerTrading:
             crossed = protective_crossed(signal.side, tp, sl, policy.bid, policy.ask)
             checks.append(Check("protection", "TP_SL_CROSSED", crossed is None, exit_price,
                                 {"tp_price": tp, "sl_price": sl}))
-        if qty <= 0:
+        if policy.venue is not None:
+            venue = apply_rule(signal.side, qty, None, self._reference(signal, policy),
+                               policy.venue)
+            if isinstance(venue, Denial):
+                checks.insert(0, Check("venue", venue.details["reason"], False,
+                                       venue.details["limit"], venue.details["value"]))
+        elif qty <= 0:
             checks.insert(0, Check("quantity", "MIN_NOTIONAL", False, "> 0", qty))
         return {"symbol": signal.symbol, "side": signal.side, "qty": qty,
                 "price": signal.price, "notional": qty * signal.price, "amount": amount,
@@ -235,7 +255,7 @@ class LedgerTrading:
 
     def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
                    price: object, fee: object, now: datetime, cause: str = "",
-                   book: bool = False) -> Outcome | Denial:
+                   book: bool = False, fee_qty: object = 0) -> Outcome | Denial:
         """An order (partly) filled: its filled notional moves to the position.
 
         The order's reservation is released pro rata to the filled quantity (the whole
@@ -244,17 +264,27 @@ class LedgerTrading:
         of the order's reservation, the difference must be available -- unless the fill
         is `book`ed (a broker reports it: it has happened), which books it anyway and
         stops new exposure if that leaves the profile short.
+
+        With `fee_qty`, the venue kept that much of the coin bought as its fee: the
+        position holds ``qty - fee_qty``, the fee booked is its value at `price` (rounded
+        up), and what the fill cost in all is its notional (the fee is part of it).
         """
         o = self.orders.get(order_id)
-        if o is None:
+        late = o is None and book and order_id in self.ended_orders
+        if late:  # the venue filled it after it ended here: it happened, book it
+            o = self.ended_orders[order_id]
+        elif o is None:
             raise NotFound("order", order_id)
         position_id = check_text(position_id, "position_id")
         q = parse_decimal(qty, "qty")
         px = parse_decimal(price, "price")
         f = self._amount(fee, "fee", zero=True)
+        fq = parse_decimal(fee_qty, "fee_qty", allow_zero=True)
         remaining = o.qty - o.filled_qty
         if q > remaining:
             raise InvalidArgument("qty", f"fill of {q} exceeds the order's open {remaining}")
+        if fq >= q:
+            raise InvalidArgument("fee_qty", f"fee_qty {fq} is not below the fill's {q}")
         p = self.positions.get(position_id)
         if p is not None and (p.symbol, p.side) != (o.symbol, o.side):
             raise Conflict(f"position {position_id!r} is {p.side} {p.symbol}",
@@ -266,40 +296,49 @@ class LedgerTrading:
             value = o.filled_value + exact
             notional = (round_up(value, self.places)
                         - round_up(o.filled_value, self.places))
+        if fq:  # the fee was paid in coins bought: its value is within the notional
+            f = round_up(fq * px, self.places)
+            cost, held, kept = notional, notional - f, q - fq
+        else:
+            cost, held, kept = notional + f, notional, q
         if q == remaining:
             portion = o.reserved
         else:  # its share, or what it costs when rounding makes that a little more
             portion = min(o.reserved, max(round_down(o.reserved * q / remaining, self.places),
-                                          notional + f))
-        extra = notional + f - portion
+                                          cost))
+        extra = cost - portion
         if extra > 0 and not book and (denied := self._short(extra)):
             return denied
         filled = o.filled_qty + q
         left = o.reserved - portion
         status = "FILLED" if filled == o.qty else "PARTIALLY_FILLED"
+        if late:  # it stays ended (its capital went back then: the fill costs anew)
+            status = o.status
         o = replace(o, filled_qty=filled, reserved=left, status=status, updated_at=now,
                     avg_price=weighted_price(o.avg_price, o.filled_qty, px, q),
                     filled_value=value)
-        if status == "FILLED":
+        if late:
+            self.ended_orders[order_id] = o
+        elif status == "FILLED":
             self.orders.pop(order_id)
         else:
             self.orders[order_id] = o
         opened = p is None
         if opened:
             zero = notional * 0  # with the currency's places
-            p = PositionCapital(position_id, o.symbol, o.side, q, q, notional, notional,
+            p = PositionCapital(position_id, o.symbol, o.side, kept, kept, held, held,
                                 zero, f, "OPEN", now, account_id=o.account_id,
                                 order_id=o.order_id, tp_price=o.tp_price,
                                 sl_price=o.sl_price, strategy=o.strategy,
                                 exchange=o.exchange, entry_price=px, exit_notional=zero)
         else:
-            p = replace(p, qty_open=p.qty_open + q, qty_total=p.qty_total + q,
-                        entry_notional=p.entry_notional + notional,
-                        reserved=p.reserved + notional, fees=p.fees + f,
-                        entry_price=weighted_price(p.entry_price, p.qty_total, px, q))
+            p = replace(p, qty_open=p.qty_open + kept, qty_total=p.qty_total + kept,
+                        entry_notional=p.entry_notional + held,
+                        reserved=p.reserved + held, fees=p.fees + f,
+                        entry_price=weighted_price(p.entry_price, p.qty_total, px, kept))
         self.positions[position_id] = p
         self.reserved_for_orders -= portion
-        self.reserved_for_positions += notional
+        self.reserved_for_positions += held
         self.fees += f
         fill = Fill(fill_id, order_id, position_id, "ENTRY", o.symbol, o.side, q, px,
                     notional, f, ZERO, now)
@@ -322,9 +361,18 @@ class LedgerTrading:
         amount = o.reserved
         o = replace(o, reserved=ZERO, status=status, updated_at=now)
         del self.orders[order_id]
+        self._keep_ended(o)
         self.reserved_for_orders -= amount
         return Outcome(o, [self._event(OrderCapitalReleased, now, cause or order_id, order=o,
                                        amount=amount)])
+
+    def _keep_ended(self, o: OrderCapital) -> None:
+        """Keep an ended order for the fills a venue may still report (the most recent
+        `ENDED_KEPT` of them; after a restart, none)."""
+        ended = self.ended_orders
+        ended[o.order_id] = o
+        while len(ended) > ENDED_KEPT:
+            del ended[next(iter(ended))]
 
     # -- exits ------------------------------------------------------------------------
 

@@ -390,6 +390,10 @@ class ApplyEntryFill(Command, frozen=True):
     #: a fill reported by a broker has happened: book it even if it costs more than
     #: what the order reserved (the profile goes REDUCE_ONLY if that leaves it short)
     book: bool = False
+    #: the part of `qty` the venue kept as its fee (a spot buy whose fee is taken in the
+    #: coin bought): the position gets `qty - fee_qty`, and the fee is its value at
+    #: `price` (then `fee` is 0)
+    fee_qty: RawAmount = 0
 
 
 class EndOrder(Command, frozen=True):

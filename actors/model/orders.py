@@ -26,6 +26,7 @@ from capflow.actors.model.money import (
     round_half_even,
     round_up,
 )
+from capflow.actors.model.venue import VenueRule, qty_down
 
 SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
 ORDER_TYPES = ("MARKET", "LIMIT")
@@ -265,6 +266,9 @@ class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
     #: crossed already
     bid: Decimal | None = None
     ask: Decimal | None = None
+    #: the venue's rules for the symbol (a live account): the quantity is rounded down
+    #: to its lot step and checked against its minimums before anything is reserved
+    venue: VenueRule | None = None
 
 
 class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -309,6 +313,8 @@ def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,
     that loses `risk_per_trade_pct` of `equity` at the stop. Rounded down to the
     instrument's quantity step (zero when too small)."""
     if signal.qty is not None:
+        if policy.venue is not None:  # the venue's lot step, not the simulator's places
+            return qty_down(signal.qty, policy.venue)
         if signal.qty != round_down(signal.qty, policy.qty_places):
             raise InvalidArgument("qty", f"qty has more than {policy.qty_places} decimal "
                                          f"places for {signal.symbol}")
@@ -320,7 +326,8 @@ def size_signal(signal: Signal, policy: SignalPolicy, equity: Decimal,
         if stop == 0 or equity <= 0:
             return ZERO
         raw = equity * policy.risk_per_trade_pct / HUNDRED / stop
-    return max(round_down(CONTEXT.plus(raw), policy.qty_places), ZERO)
+    qty = max(round_down(CONTEXT.plus(raw), policy.qty_places), ZERO)
+    return qty if policy.venue is None else qty_down(qty, policy.venue)
 
 
 def entry_cost(qty: Decimal, price: Decimal, fee_rate: Decimal, places: int) -> Decimal:

@@ -1,0 +1,399 @@
+"""The venue side of `CcxtSpotBroker`: one thread that owns the ccxt client and does all
+of the account's venue I/O, so the account manager's mailbox never waits on the venue.
+
+The account manager's thread hands it work (`VenueWorker.call`); it answers by posting
+events and notes to an outbox and waking the manager, which drains them on its own
+thread (`CcxtSpotBroker.step`). Between calls it polls every ``poll_interval_s``.
+
+Orders that cannot be doubled or lost:
+
+- Every order carries its client order id (`ccxt_settings.entry_client_id` /
+  `exit_client_id`), derived from capflow's id, which capflow recorded before the order
+  reached the manager. A refusal the venue states (insufficient balance, a bad order) is
+  an `OrderRejected`; anything else -- a timeout, a dropped line, a 5xx, a rate limit, an
+  error ccxt cannot classify -- leaves the outcome unknown: the order is never reported
+  rejected and its capital stays reserved. It is looked up by its client id on the next
+  polls; found, it is followed; not found (which proves nothing: venues keep a bounded
+  history), it is sent again with the same id, and a duplicate-id answer means it exists.
+- Fills come from the venue's trades of each order (``fetch_order_trades``),
+  deduplicated by trade id; an order that ended is reported ended only once its trades
+  add up to what the venue says it filled, so a fill never arrives after its cancel from
+  here (the ledger books one anyway, should it).
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from loguru import logger
+
+from capflow.actors.model.money import ZERO, round_up
+from capflow.brokers.base import (
+    EntryFilled,
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    PositionExited,
+)
+
+FINAL = ("closed", "canceled", "expired", "rejected")
+
+
+def dec(x) -> Decimal:
+    """A number ccxt parsed (a float read from the venue's decimal string, or a string)
+    as the Decimal the venue sent: a float's shortest repr is that string."""
+    return Decimal(str(x)) if x is not None else ZERO
+
+
+@dataclass
+class Live:
+    """An order the engine follows at the venue."""
+
+    order_id: str
+    profile_id: str
+    position_id: str
+    symbol: str  # capflow's
+    venue_symbol: str
+    side: str  # BUY / SELL
+    kind: str  # entry / exit
+    qty: Decimal
+    price: Decimal | None  # None: a market order
+    cid: str
+    ioc: bool = False
+    reason: str = "manual"  # an exit's
+    venue_id: str | None = None
+    #: SENDING (no answer yet), UNKNOWN (the answer was lost), OPEN, DONE
+    state: str = "SENDING"
+    lookups: int = 0
+    accepted: bool = False
+    seen: set = field(default_factory=set)
+    #: the quantity of its trades booked before a restart: its first trades, skipped
+    skip: Decimal = ZERO
+    skipped: Decimal = ZERO
+    booked: Decimal = ZERO
+    cancel_reason: str | None = None
+    cancel_sent: bool = False
+
+
+class VenueWorker:
+    """A thread that runs jobs in order and a poll between them; results go to an outbox
+    the owner drains on its own thread after `wake` tells it to."""
+
+    def __init__(self, name: str, poll_s: float, poll: Callable[[], None],
+                 wake: Callable[[], None]):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._out: collections.deque = collections.deque()
+        self._poll_s = poll_s
+        self._poll = poll
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.polling = False  # no polls before the first connect succeeded
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._jobs.put(None)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def call(self, fn: Callable, *args) -> None:
+        self._jobs.put((fn, args))
+
+    def post(self, item) -> None:
+        self._out.append(item)
+        self._wake()
+
+    def drain(self) -> list:
+        items = []
+        while True:
+            try:
+                items.append(self._out.popleft())
+            except IndexError:
+                return items
+
+    def _run(self) -> None:
+        next_poll = time.monotonic() + self._poll_s
+        while not self._stop.is_set():
+            try:
+                job = self._jobs.get(timeout=max(0.0, next_poll - time.monotonic()))
+            except queue.Empty:
+                job = ()
+            if job is None:
+                return
+            try:
+                if job:
+                    job[0](*job[1])
+                elif self.polling:
+                    self._poll()
+            except Exception:
+                logger.exception("venue worker: a job failed")
+            if not job:
+                next_poll = time.monotonic() + self._poll_s
+
+
+def fee_of(trade: dict, base: str, quote: str, places: int) -> tuple[Decimal, Decimal, str]:
+    """(fee in money, fee in the base coin, the currency it was charged in) of a trade."""
+    fee = trade.get("fee") or {}
+    cost = dec(fee.get("cost"))
+    currency = fee.get("currency") or quote
+    if cost <= 0:
+        return ZERO, ZERO, currency
+    if currency == base:
+        return ZERO, cost, currency
+    if currency == quote:
+        return round_up(cost, places), ZERO, currency
+    return ZERO, ZERO, currency  # a third coin (a fee token): not in the account's money
+
+
+class Engine:
+    """The order book of one account at its venue; every method runs on the worker."""
+
+    def __init__(self, broker):
+        self.b = broker  # the adapter: settings, clock, ids, the client it built
+        self.live: dict[str, Live] = {}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        return self.b.client
+
+    def _post(self, item) -> None:
+        self.b.worker.post(item)
+
+    def _now(self):
+        return self.b.clock.now()
+
+    # -- sending ------------------------------------------------------------------------
+
+    def place(self, live: Live) -> None:
+        self.live[live.order_id] = live
+        self._send(live)
+
+    def _send(self, live: Live) -> None:
+        import ccxt
+
+        params = {"clientOrderId": live.cid}
+        if live.ioc:
+            params["timeInForce"] = "IOC"
+        kind = "market" if live.price is None else "limit"
+        live.state = "SENDING"
+        try:
+            o = self.client.create_order(live.venue_symbol, kind, live.side.lower(),
+                                         str(live.qty), None if live.price is None
+                                         else str(live.price), params)
+        except ccxt.NetworkError as exc:  # timeouts, lost answers, 5xx, rate limits
+            self._unknown(live, exc)
+            return
+        except ccxt.InvalidOrder as exc:
+            if "duplicate" in str(exc).lower():  # the venue has it: follow it
+                logger.warning("order {} ({}) exists at the venue already: following it",
+                               live.order_id, live.cid)
+                self._unknown(live, exc)
+                self._lookup(live)
+                return
+            self._rejected(live, exc)
+            return
+        except (ccxt.InsufficientFunds, ccxt.BadSymbol, ccxt.PermissionDenied,
+                ccxt.AuthenticationError) as exc:
+            self._rejected(live, exc)
+            return
+        except Exception as exc:  # an error ccxt could not place: nothing is known
+            self._unknown(live, exc)
+            return
+        self._opened(live, o)
+
+    def _unknown(self, live: Live, exc: Exception) -> None:
+        live.state = "UNKNOWN"
+        live.lookups = 0
+        logger.warning("order {} ({}): outcome unknown ({}: {}); looking it up by its "
+                       "client id", live.order_id, live.cid, type(exc).__name__,
+                       _short(exc))
+
+    def _rejected(self, live: Live, exc: Exception) -> None:
+        live.state = "DONE"
+        del self.live[live.order_id]
+        reason = f"the venue refused it: {type(exc).__name__}: {_short(exc)}"
+        if live.kind == "entry":
+            self._post(OrderRejected(account_id=self.b.account_id, ts=self._now(),
+                                     order_id=live.order_id, profile_id=live.profile_id,
+                                     reason=reason))
+        else:
+            self._post(("exit_failed", live.position_id, reason))
+
+    def _opened(self, live: Live, o: dict) -> None:
+        live.venue_id = str(o.get("id") or live.venue_id or "")
+        live.state = "OPEN"
+        if not live.accepted:
+            live.accepted = True
+            if live.kind == "entry":
+                self._post(OrderAccepted(account_id=self.b.account_id, ts=self._now(),
+                                         order_id=live.order_id,
+                                         profile_id=live.profile_id))
+        if live.cancel_reason is not None and not live.cancel_sent:
+            self._cancel(live)
+
+    # -- following ----------------------------------------------------------------------
+
+    def _lookup(self, live: Live) -> None:
+        """Find an order whose outcome is unknown by its client id; send it again (same
+        id) after ``lookups_before_resend`` lookups found nothing."""
+        import ccxt
+
+        param = {self.b.dialect.client_id_param: live.cid}
+        try:
+            found = [o for o in self.client.fetch_open_orders(live.venue_symbol, None, None,
+                                                              dict(param))
+                     if o.get("clientOrderId") == live.cid]
+            if not found:
+                closed = (self.client.fetch_canceled_and_closed_orders
+                          if self.client.has.get("fetchCanceledAndClosedOrders")
+                          else self.client.fetch_closed_orders)
+                found = [o for o in closed(live.venue_symbol, None, None, dict(param))
+                         if o.get("clientOrderId") == live.cid]
+        except ccxt.NetworkError as exc:
+            logger.warning("looking up order {} failed: {}", live.order_id, _short(exc))
+            return
+        if found:
+            self._opened(live, found[0])
+            self._refresh(live, found[0])
+            return
+        live.lookups += 1
+        if live.lookups >= self.b.settings.lookups_before_resend:
+            logger.warning("order {} ({}) not found at the venue after {} lookups: sending "
+                           "it again with the same client id", live.order_id, live.cid,
+                           live.lookups)
+            self._send(live)
+
+    def _refresh(self, live: Live, o: dict | None = None) -> None:
+        import ccxt
+
+        try:
+            if o is None:
+                o = self.client.fetch_order(live.venue_id, live.venue_symbol,
+                                            dict(self.b.dialect.fetch_order_params))
+            filled = dec(o.get("filled"))
+            status = o.get("status")
+            if filled > live.skip + live.booked or status in FINAL:
+                self._book_trades(live, self.client.fetch_order_trades(
+                    live.venue_id, live.venue_symbol))
+        except ccxt.OrderNotFound:
+            logger.warning("order {} ({}) is no longer found at the venue by its id",
+                           live.order_id, live.cid)
+            return
+        except ccxt.NetworkError as exc:
+            logger.warning("polling order {} failed: {}", live.order_id, _short(exc))
+            return
+        if status in FINAL and live.skip + live.booked >= filled:
+            self._ended(live, status, filled)
+
+    def _book_trades(self, live: Live, trades: list[dict]) -> None:
+        market = self.client.market(live.venue_symbol)
+        base, quote = market["base"], market["quote"]
+        places = self.b.money_places
+        trades = sorted(trades, key=lambda t: (t.get("timestamp") or 0, str(t.get("id"))))
+        for t in trades:
+            tid = str(t["id"])
+            if tid in live.seen:
+                continue
+            live.seen.add(tid)
+            qty, price = dec(t["amount"]), dec(t["price"])
+            if live.skipped < live.skip:  # its first trades, booked before a restart
+                live.skipped += qty
+                continue
+            fee, fee_qty, currency = fee_of(t, base, quote, places)
+            if fee == 0 and fee_qty == 0 and currency not in (base, quote):
+                logger.warning("fill {} of {}: fee in {} is not booked", tid,
+                               live.order_id, currency)
+            live.booked += qty
+            fill_id = f"{self.b.settings.exchange}:{tid}"
+            if live.kind == "entry":
+                self._post(EntryFilled(
+                    account_id=self.b.account_id, ts=self._now(), order_id=live.order_id,
+                    profile_id=live.profile_id, position_id=live.position_id,
+                    fill_id=fill_id, qty=qty, price=price, fee=fee, fee_qty=fee_qty,
+                    liquidity="MAKER" if t.get("takerOrMaker") == "maker" else "TAKER"))
+            else:
+                self._post(PositionExited(
+                    account_id=self.b.account_id, ts=self._now(),
+                    position_id=live.position_id, profile_id=live.profile_id,
+                    fill_id=fill_id, qty=qty, price=price, fee=fee, reason=live.reason))
+
+    def _ended(self, live: Live, status: str, filled: Decimal) -> None:
+        live.state = "DONE"
+        self.live.pop(live.order_id, None)
+        if live.kind == "exit":
+            self._post(("exit_ended", live.position_id, live.order_id))
+            return
+        if status == "closed" and filled >= live.qty:
+            return  # filled: the fills ended it
+        reason = live.cancel_reason or (
+            "the rest of an immediate-or-cancel order" if live.ioc else f"{status} at the venue")
+        self._post(OrderCanceled(account_id=self.b.account_id, ts=self._now(),
+                                 order_id=live.order_id, profile_id=live.profile_id,
+                                 reason=reason))
+
+    # -- canceling ----------------------------------------------------------------------
+
+    def cancel(self, order_id: str, reason: str) -> None:
+        live = self.live.get(order_id)
+        if live is None:
+            return
+        live.cancel_reason = live.cancel_reason or reason
+        if live.state == "OPEN":
+            self._cancel(live)
+
+    def _cancel(self, live: Live) -> None:
+        import ccxt
+
+        try:
+            self.client.cancel_order(live.venue_id, live.venue_symbol)
+            live.cancel_sent = True
+        except ccxt.OrderNotFound:  # it ended already: the poll says how
+            live.cancel_sent = True
+        except ccxt.NetworkError as exc:
+            logger.warning("canceling {} failed ({}); trying again", live.order_id,
+                           _short(exc))
+            return
+        self._refresh(live)
+
+    # -- restoring ----------------------------------------------------------------------
+
+    def adopt(self, live: Live) -> None:
+        """After a restart: an order capflow recorded. Find it by its client id; an order
+        that had no fill booked and is not found is sent (same id) after the lookups."""
+        self.live[live.order_id] = live
+        live.accepted = True
+        live.state = "UNKNOWN"
+        self._lookup(live)
+
+    # -- polling ------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        for live in list(self.live.values()):
+            if live.state == "UNKNOWN":
+                self._lookup(live)
+            elif live.state == "OPEN":
+                if live.cancel_reason is not None and not live.cancel_sent:
+                    self._cancel(live)
+                else:
+                    self._refresh(live)
+        self.b.poll_balance()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:300] + "..."

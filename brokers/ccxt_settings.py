@@ -1,0 +1,179 @@
+"""The settings of a ccxt venue account, its credentials, its client order ids, and
+what differs between venues where ccxt's unified API leaves it open.
+
+    [brokers.accounts.bybit]
+    adapter = "capflow.brokers.ccxt_venue:CcxtSpotBroker"
+    currency = "USDT"
+    symbols = { BTCUSDT = "BTC/USDT" }
+    [brokers.accounts.bybit.settings]
+    exchange = "bybit"                  # a ccxt exchange id
+    api_key_env = "BYBIT_API_KEY"       # the names of the variables holding the key ...
+    api_secret_env = "BYBIT_API_SECRET"
+    # key_file = "/etc/capflow/bybit.json"   # ... or a file {"api_key": .., "secret": ..}
+    # urls = { public = "http://127.0.0.1:9000", private = "http://127.0.0.1:9000" }
+    # sandbox = true                    # the venue's testnet
+    timeout_s = 10
+    poll_interval_s = 1
+
+Client order ids, one encoding for every venue: ``cf`` + the 28 hex digits of
+capflow's order id (``ord_<28 hex>``) + ``e`` for the entry, or + ``x<n>`` for the n-th
+exit of a position (from the position id's digits): 31 or 32 letters and digits. Ids of
+another shape are hashed to 28 hex digits. It fits every venue's rule: Bybit
+(``orderLinkId``, at most 36 characters), OKX (``clOrdId``, 1-32 letters and digits),
+Binance (``newClientOrderId``, at most 36 of ``.A-Za-z:/0-9_-``) and Bitget (``clientOid``,
+at most 50 characters); exits past the 9th would pass OKX's 32 and are refused there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+
+import msgspec
+
+from capflow.actors.model.settings import ConfigError
+
+_ID = re.compile(r"\A[a-z]+_([0-9a-f]{28})\Z")
+
+
+class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    exchange: str
+    api_key_env: str | None = None
+    api_secret_env: str | None = None
+    key_file: str | None = None
+    #: entries of ccxt's ``urls["api"]`` to replace (an emulator, a proxy)
+    urls: dict[str, str] = {}
+    #: the venue's test network (ccxt's sandbox mode)
+    sandbox: bool = False
+    timeout_s: float = 10.0
+    poll_interval_s: float = 1.0
+    #: an order whose answer was lost is looked up this many times (one per poll) before
+    #: it is sent again, with the same client order id
+    lookups_before_resend: int = 2
+    #: taker and maker fee rates the entry flow reserves for (the venue's own are booked)
+    taker_fee: str = "0.001"
+    maker_fee: str = "0.001"
+
+
+def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
+    where = f"[brokers.accounts.{account_id}.settings]"
+    try:
+        s = msgspec.convert(raw, CcxtSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    import ccxt  # a heavy import: only accounts that use it pay for it
+
+    if s.exchange not in ccxt.exchanges:
+        raise ConfigError(f"{where} exchange = {s.exchange!r}: ccxt knows no such exchange "
+                          "(ccxt.exchanges lists them)")
+    if s.timeout_s <= 0 or s.poll_interval_s <= 0:
+        raise ConfigError(f"{where} timeout_s and poll_interval_s must be positive")
+    if s.key_file is None and (s.api_key_env is None or s.api_secret_env is None):
+        raise ConfigError(f"{where}: name the credentials: api_key_env and api_secret_env "
+                          "(environment variables), or key_file")
+    return s
+
+
+class Credentials:
+    """An API key and secret. Its repr and str never show them."""
+
+    __slots__ = ("api_key", "secret")
+
+    def __init__(self, api_key: str, secret: str):
+        self.api_key = api_key
+        self.secret = secret
+
+    def __repr__(self) -> str:
+        return "Credentials(<hidden>)"
+
+    __str__ = __repr__
+
+
+def read_credentials(account_id: str, s: CcxtSettings) -> Credentials:
+    """The key and secret the settings name; `ValueError` naming the setting when they
+    are missing (the caller stops the account with it). The message never holds them."""
+    where = f"[brokers.accounts.{account_id}.settings]"
+    if s.key_file is not None:
+        try:
+            st = os.stat(s.key_file)
+            if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ValueError(f"{where} key_file {s.key_file!r} is readable by others: "
+                                 "chmod 600 it")
+            with open(s.key_file, encoding="utf-8") as f:
+                data = json.load(f)
+        except OSError as exc:
+            raise ValueError(f"{where} key_file {s.key_file!r} cannot be read: "
+                             f"{exc.strerror}") from None
+        except json.JSONDecodeError:
+            raise ValueError(f"{where} key_file {s.key_file!r} is not JSON "
+                             '({"api_key": ..., "secret": ...})') from None
+        key, secret = data.get("api_key"), data.get("secret")
+        if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
+            raise ValueError(f"{where} key_file {s.key_file!r} has no api_key and secret")
+        return Credentials(key, secret)
+    key = os.environ.get(s.api_key_env or "")
+    secret = os.environ.get(s.api_secret_env or "")
+    if not key:
+        raise ValueError(f"{where} api_key_env: the environment variable "
+                         f"{s.api_key_env!r} is not set")
+    if not secret:
+        raise ValueError(f"{where} api_secret_env: the environment variable "
+                         f"{s.api_secret_env!r} is not set")
+    return Credentials(key, secret)
+
+
+# -- client order ids ----------------------------------------------------------------
+
+
+def _digits(capflow_id: str) -> str:
+    m = _ID.match(capflow_id)
+    if m is not None:
+        return m.group(1)
+    return hashlib.sha256(capflow_id.encode()).hexdigest()[:28]
+
+
+def entry_client_id(order_id: str) -> str:
+    """The client order id of an entry order."""
+    return f"cf{_digits(order_id)}e"
+
+
+def exit_client_id(position_id: str, n: int) -> str:
+    """The client order id of the n-th exit order of a position (n >= 1)."""
+    return f"cf{_digits(position_id)}x{n}"
+
+
+# -- what differs between venues -----------------------------------------------------
+
+
+class Dialect(msgspec.Struct, frozen=True):
+    #: the longest client order id the venue takes
+    max_client_id: int
+    #: the parameter that finds an order by its client order id (lookups)
+    client_id_param: str
+    #: ccxt options that keep the client on spot and quiet
+    options: dict = {}
+    #: extra parameters of fetch_order (Bybit's unified account asks for an
+    #: acknowledgement that only recent orders are found)
+    fetch_order_params: dict = {}
+    #: whether the venue supports reduce-only orders on spot (none of these does)
+    spot_reduce_only: bool = False
+
+
+_SPOT = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}}
+
+DIALECTS = {
+    "bybit": Dialect(36, "orderLinkId", options=_SPOT,
+                     fetch_order_params={"acknowledged": True}),
+    "okx": Dialect(32, "clOrdId", options={"defaultType": "spot"}),
+    "binance": Dialect(36, "origClientOrderId", options={"defaultType": "spot"}),
+    "bitget": Dialect(50, "clientOid", options={"defaultType": "spot"}),
+}
+#: a venue not listed: the strictest length, ccxt's own parameter name
+DEFAULT_DIALECT = Dialect(32, "clientOrderId", options={"defaultType": "spot"})
+
+
+def dialect(exchange: str) -> Dialect:
+    return DIALECTS.get(exchange, DEFAULT_DIALECT)

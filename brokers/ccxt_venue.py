@@ -1,0 +1,370 @@
+"""`CcxtSpotBroker`: a live spot account at a venue ccxt speaks to (Bybit v5 first).
+
+    [brokers.accounts.bybit]
+    adapter = "capflow.brokers.ccxt_venue:CcxtSpotBroker"
+    settings = { exchange = "bybit", api_key_env = "BYBIT_KEY", api_secret_env = "BYBIT_SECRET" }
+
+(every setting: `capflow.brokers.ccxt_settings`). The venue is the authority: what it
+reports -- a fill, a fee, a cancel -- is booked; capflow's own decisions are taken before
+an order is sent.
+
+- **Threads.** All venue I/O runs on the adapter's worker thread (`ccxt_engine`); the
+  account manager's thread only hands it work and drains what it reports, in `step()`,
+  which the worker asks for (`wake`). `connect()` only starts connecting (`PENDING`).
+- **Connecting** reads the credentials, loads the venue's spot instruments, resolves the
+  account's symbols and reads the balance. A missing or rejected key, or a symbol the
+  venue does not list, stops this account (`Disconnected`, naming the setting); the
+  server goes on serving the others. The instruments' steps and minimums become the
+  account's `venue_rules`, which the entry flow applies before it reserves.
+- **Entries.** A MARKET entry goes out as a limit, immediate-or-cancel, at the price its
+  capital was reserved for (`max_price`), so the venue cannot fill it above what the
+  ledger holds; a LIMIT entry as a limit (good till canceled). SELL entries never reach
+  it on spot (the entry flow refuses them: ``VENUE_NO_SHORT``).
+- **Exits** sell the position's quantity rounded down to the lot step, at market, with
+  a fixed client id per position and attempt. Bybit spot (and the other spot venues
+  here) has no reduce-only order; the fixed id is what keeps a restart from selling
+  twice. What is left below the lot step is dust: it is booked out of the position at
+  the exit's price (the coins stay at the venue) and kept in `dust`.
+- **Fees** are booked as the venue charged them: a spot buy whose fee is taken in the
+  coin bought leaves the position that much short (`fee_qty`).
+- **Restart** (`restore`) looks every recorded order up by its client id and follows it;
+  it sends again only an order that had no fill booked and that the venue does not know.
+- Take-profit and stop-loss levels are kept but not watched yet on a live account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+import msgspec
+from ccxt.base.decimal_to_precision import TICK_SIZE
+from loguru import logger
+
+from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
+from capflow.actors.model.venue import VenueRule, VenueRules, qty_down
+from capflow.brokers.base import (
+    PENDING,
+    AccountInfo,
+    BrokerAdapter,
+    BrokerEvent,
+    BrokerOrder,
+    BrokerPosition,
+    EntryFilled,
+    OrderCanceled,
+    OrderRejected,
+    PermanentConnectError,
+    PositionExited,
+)
+from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, dec
+from capflow.brokers.ccxt_settings import (
+    dialect,
+    entry_client_id,
+    exit_client_id,
+    parse_settings,
+    read_credentials,
+)
+
+
+class CcxtSpotBroker(BrokerAdapter):
+    @classmethod
+    def check_config(cls, account_id, config) -> None:
+        parse_settings(account_id, dict(config.settings))
+
+    def init(self) -> None:
+        self.settings = parse_settings(self.account_id, dict(self.config.settings))
+        self.dialect = dialect(self.settings.exchange)
+        self.taker_fee = parse_decimal(self.settings.taker_fee, "taker_fee", allow_zero=True)
+        self.client = None
+        self.venue_rules = VenueRules()
+        self.positions: dict[str, BrokerPosition] = {}
+        #: capflow symbol -> ccxt symbol, once the venue's markets are loaded
+        self.venue_symbols: dict[str, str] = {}
+        #: orders sent and not ended, as far as this thread knows: order id -> order
+        self.orders: dict[str, BrokerOrder] = {}
+        #: exits sent per position (the next exit's client id takes the next number)
+        self.exits: dict[str, int] = {}
+        self.exit_orders: dict[str, str] = {}  # position id -> its working exit order id
+        #: base coin -> quantity below the lot step left after exits (held at the venue)
+        self.dust: dict[str, Decimal] = {}
+        self.balance: dict | None = None
+        self._woken = False
+        self.engine = Engine(self)
+        self.worker = VenueWorker(f"venue-{self.account_id}", self.settings.poll_interval_s,
+                                  self.engine.poll, self._wake)
+
+    def _wake(self) -> None:
+        if not self._woken:  # one wake at a time: step() drains everything
+            self._woken = True
+            self.wake()
+
+    # -- connection (the work is the worker's) -----------------------------------------
+
+    def start(self) -> None:
+        self.worker.start()
+        super().start()
+
+    def connect(self):
+        self.worker.call(self._connect_on_worker)
+        return PENDING
+
+    def _connect_on_worker(self) -> None:
+        try:
+            rules = self._open()
+        except Exception as exc:
+            self.worker.post(("connect_failed", exc))
+            return
+        self.worker.polling = True
+        self.worker.post(("connected", rules))
+
+    def _open(self) -> VenueRules:
+        import ccxt
+
+        s = self.settings
+        where = f"[brokers.accounts.{self.account_id}.settings]"
+        try:
+            creds = read_credentials(self.account_id, s)
+        except ValueError as exc:
+            raise PermanentConnectError(str(exc)) from None
+        if self.client is None:
+            client = getattr(ccxt, s.exchange)({
+                "apiKey": creds.api_key, "secret": creds.secret,
+                "timeout": int(s.timeout_s * 1000), "enableRateLimit": True,
+                "options": dict(self.dialect.options)})
+            if s.sandbox:
+                client.set_sandbox_mode(True)
+            if s.urls:
+                client.urls["api"] = {**client.urls["api"], **s.urls}
+            self.client = client
+        try:
+            markets = self.client.load_markets(reload=True)
+            rules, missing = self._rules(markets)
+            if missing:
+                raise PermanentConnectError(
+                    f"[brokers.accounts.{self.account_id}] symbols: the venue lists no "
+                    f"active spot market {sorted(missing)}")
+            self._read_balance()
+        except ccxt.AuthenticationError as exc:
+            raise PermanentConnectError(
+                f"{where} api_key_env / api_secret_env / key_file: the venue rejected the "
+                f"key ({type(exc).__name__})") from None
+        return rules
+
+    def _rules(self, markets: dict) -> tuple[VenueRules, set[str]]:
+        """The rules of the configured symbols (and of every active spot market by its
+        venue id, BTCUSDT for BTC/USDT); the configured ones the venue does not list."""
+        places = self.money_places
+        rules: dict[str, VenueRule] = {}
+        digits = self.client.precisionMode != TICK_SIZE
+        for m in markets.values():
+            if not m.get("spot") or m.get("active") is False:
+                continue
+            rules.setdefault(m["id"], _rule(m, places, digits))
+        missing = set()
+        for capflow_symbol, venue_symbol in self.config.symbols.items():
+            m = markets.get(venue_symbol)
+            if m is None or not m.get("spot") or m.get("active") is False:
+                missing.add(venue_symbol)
+            else:
+                rules[capflow_symbol] = _rule(m, places, digits)
+        return VenueRules(rules, loaded=True), missing
+
+    def poll_balance(self) -> None:
+        """On the worker: the account's balance, for `account_info`."""
+        import ccxt
+
+        try:
+            self._read_balance()
+        except ccxt.NetworkError as exc:
+            logger.warning("reading the balance of {} failed: {}", self.account_id, exc)
+
+    def _read_balance(self) -> None:
+        b = self.client.fetch_balance()
+        cur = self.config.currency
+        self.worker.post(("balance", {"total": dec(b.get("total", {}).get(cur)),
+                                      "free": dec(b.get("free", {}).get(cur))}))
+
+    def shutdown(self) -> None:
+        self.worker.stop()
+        super().shutdown()
+
+    # -- what the worker reports, on the account manager's thread ------------------------
+
+    def step(self) -> None:
+        self._woken = False
+        for item in self.worker.drain():
+            if isinstance(item, BrokerEvent):
+                self._report(item)
+            else:
+                self._note(item)
+        super().step()
+
+    def _note(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "connected":
+            self.venue_rules = item[1]
+            self.venue_symbols = {sym: r.venue_symbol for sym, r in item[1].rules.items()}
+            self.connection.succeeded()
+        elif kind == "connect_failed":
+            self.connection.failed(item[1])
+        elif kind == "balance":
+            self.balance = item[1]
+        elif kind == "exit_ended":
+            if self.exit_orders.get(item[1]) == item[2]:
+                del self.exit_orders[item[1]]
+            self.orders.pop(item[2], None)
+        elif kind == "exit_failed":
+            self.exit_orders.pop(item[1], None)
+            logger.error("exit of position {} refused by the venue: {}", item[1], item[2])
+
+    def _report(self, e: BrokerEvent) -> None:
+        if isinstance(e, EntryFilled):
+            self._opened(e)
+            self.emit(e)
+        elif isinstance(e, PositionExited):
+            self.emit(e)
+            self._reduced(e)
+        else:
+            if isinstance(e, OrderCanceled | OrderRejected):
+                self.orders.pop(e.order_id, None)
+            self.emit(e)
+
+    def _opened(self, e: EntryFilled) -> None:
+        o = self.orders.get(e.order_id)
+        held = e.qty - e.fee_qty
+        p = self.positions.get(e.position_id)
+        if p is None and o is not None:
+            self.positions[e.position_id] = BrokerPosition(
+                position_id=e.position_id, profile_id=e.profile_id, symbol=o.symbol,
+                side=o.side, qty=held, entry_price=e.price, tp_price=o.tp_price,
+                sl_price=o.sl_price, order_id=o.order_id)
+        elif p is not None:
+            self.positions[e.position_id] = msgspec.structs.replace(
+                p, qty=p.qty + held,
+                entry_price=(p.entry_price * p.qty + e.price * held) / (p.qty + held))
+        if o is not None and o.qty <= o.filled_qty + e.qty:
+            self.orders.pop(e.order_id, None)
+        elif o is not None:
+            self.orders[e.order_id] = msgspec.structs.replace(
+                o, filled_qty=o.filled_qty + e.qty)
+
+    def _reduced(self, e: PositionExited) -> None:
+        p = self.positions.get(e.position_id)
+        if p is None:
+            return
+        left = p.qty - e.qty
+        if left <= 0:
+            del self.positions[e.position_id]
+            return
+        p = msgspec.structs.replace(p, qty=left)
+        self.positions[e.position_id] = p
+        rule = self.venue_rules.rules.get(p.symbol)
+        if rule is not None and qty_down(left, rule) < max(rule.min_qty, rule.qty_step):
+            # dust: no exit can sell it; it leaves the position at this exit's price
+            base = rule.venue_symbol.split("/")[0]
+            self.dust[base] = self.dust.get(base, ZERO) + left
+            logger.info("position {}: {} {} left below the lot step is dust", p.position_id,
+                        left, base)
+            del self.positions[e.position_id]
+            self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
+                                     position_id=p.position_id, profile_id=p.profile_id,
+                                     fill_id=f"{e.fill_id}:dust", qty=left, price=e.price,
+                                     fee=ZERO, reason=e.reason))
+
+    # -- account ----------------------------------------------------------------------
+
+    def account_info(self) -> AccountInfo:
+        places = self.money_places
+        b = self.balance or {"total": ZERO, "free": ZERO}
+        held = sum((p.qty * p.entry_price for p in self.positions.values()), ZERO)
+        return AccountInfo(currency=self.config.currency, cash=b["total"],
+                           equity=round_down(b["total"] + held, places),
+                           margin_used=round_up(held, places),
+                           free_cash=round_down(b["free"], places))
+
+    def portfolio(self) -> list[BrokerPosition]:
+        return list(self.positions.values())
+
+    # -- orders -----------------------------------------------------------------------
+
+    def _live(self, o: BrokerOrder, skip: Decimal = ZERO) -> Live:
+        market = o.type == "MARKET"
+        price = o.max_price if market else o.price
+        return Live(order_id=o.order_id, profile_id=o.profile_id, position_id=o.position_id,
+                    symbol=o.symbol, venue_symbol=self._venue_symbol(o.symbol), side=o.side,
+                    kind="entry", qty=o.qty, price=price, cid=entry_client_id(o.order_id),
+                    ioc=market, skip=skip)
+
+    def _venue_symbol(self, symbol: str) -> str:
+        return self.venue_symbols.get(symbol) or self.symbols.to_broker(symbol)
+
+    def submit_order(self, order: BrokerOrder) -> None:
+        self.orders[order.order_id] = order
+        self.worker.call(self.engine.place, self._live(order))
+
+    def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:
+        if order_id not in self.orders:
+            return False
+        self.worker.call(self.engine.cancel, order_id, reason)
+        return True
+
+    def close_position(self, position_id: str, reason: str = "manual", *,
+                       skip: Decimal = ZERO, restoring: bool = False) -> bool:
+        p = self.positions.get(position_id)
+        if p is None:
+            return False
+        if position_id in self.exit_orders:  # one exit at a time: it is under way
+            return True
+        rule = self.venue_rules.rules.get(p.symbol)
+        qty = qty_down(p.qty + skip, rule) if rule is not None else p.qty + skip
+        n = self.exits.get(position_id, 0) + 1
+        self.exits[position_id] = n
+        order_id = f"{position_id}:x{n}"
+        self.exit_orders[position_id] = order_id
+        live = Live(order_id=order_id, profile_id=p.profile_id, position_id=position_id,
+                    symbol=p.symbol, venue_symbol=self._venue_symbol(p.symbol),
+                    side="SELL" if p.side == "BUY" else "BUY", kind="exit", qty=qty,
+                    price=None, cid=exit_client_id(position_id, n), reason=reason,
+                    skip=skip)
+        self.worker.call(self.engine.adopt if restoring else self.engine.place, live)
+        return True
+
+    def set_stops(self, position_id: str, tp_price: Decimal | None,
+                  sl_price: Decimal | None) -> bool:
+        p = self.positions.get(position_id)
+        if p is None:
+            return False
+        self.positions[position_id] = msgspec.structs.replace(p, tp_price=tp_price,
+                                                              sl_price=sl_price)
+        return True
+
+    def restore(self, orders: Iterable[BrokerOrder],
+                positions: Iterable[BrokerPosition]) -> None:
+        """Reconcile: look every recorded order up by its client id (never a blind
+        resend); a close that was asked for is looked up as its first exit."""
+        for p in positions:
+            self.positions[p.position_id] = p
+        for o in orders:
+            self.orders[o.order_id] = o
+            self.worker.call(self.engine.adopt, self._live(o, skip=o.filled_qty))
+        for p in list(self.positions.values()):
+            if p.closing is not None:
+                self.close_position(p.position_id, p.closing, skip=p.exited_qty,
+                                    restoring=True)
+
+
+def _rule(m: dict, places: int, digits: bool) -> VenueRule:
+    """A market's rule from ccxt's market structure (its precision is a step, or with
+    `digits` a number of decimal places)."""
+    limits = m.get("limits") or {}
+    precision = m.get("precision") or {}
+
+    def step(value) -> Decimal:
+        if value is None:
+            return ZERO
+        return Decimal(1).scaleb(-int(value)) if digits else dec(value)
+
+    return VenueRule(venue_symbol=m["symbol"], qty_step=step(precision.get("amount")),
+                     price_tick=step(precision.get("price")),
+                     min_qty=dec((limits.get("amount") or {}).get("min")),
+                     min_notional=dec((limits.get("cost") or {}).get("min")), spot=True)

@@ -1,0 +1,117 @@
+"""The HTTP side of the Bybit emulator (`tests/venue/bybit.py`): the record of each
+request, the switchable faults, and the request handler that applies them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+if TYPE_CHECKING:
+    from .bybit import BybitVenue
+
+
+@dataclass
+class Recorded:
+    """One request as the venue received it, with how it was answered."""
+
+    method: str
+    path: str
+    raw_query: str
+    query: dict[str, str]
+    raw_body: str
+    body: object
+    headers: dict[str, str]
+    at: int
+    status: int | None = None  # None: no answer was sent (a lost answer, a dropped line)
+    ret_code: int | None = None
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lower), None)
+
+
+@dataclass
+class Fault:
+    kind: str
+    times: int
+    options: dict = field(default_factory=dict)
+
+
+FAULT_KINDS = ("http", "ratelimit", "reject", "lose", "drop")
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One HTTP request: record it, apply a switched-on fault, answer it."""
+
+    venue: BybitVenue  # set on a subclass per venue
+    server_version = "bybit-emulator"
+
+    def do_GET(self):
+        self._serve()
+
+    def do_POST(self):
+        self._serve()
+
+    def log_message(self, format, *args):
+        pass
+
+    def _serve(self):
+        venue = self.venue
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw_body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            body = raw_body
+        rec = Recorded(self.command, parts.path, parts.query, dict(parse_qsl(parts.query)),
+                       raw_body, body, dict(self.headers.items()), venue.now_ms())
+        venue.note(rec)
+        fault = venue.take_fault(parts.path)
+        kind = fault.kind if fault else None
+        opts = fault.options if fault else {}
+        if kind == "drop":
+            self.close_connection = True
+            return
+        if kind == "http":
+            status = int(opts.get("status", 503))
+            self._send(rec, status, b"<html><body>" + str(status).encode() + b"</body></html>",
+                       "text/html")
+            return
+        if kind == "ratelimit":
+            status = opts.get("status")
+            if status is not None:
+                self._send(rec, int(status), b"Too Many Visits", "text/plain")
+            else:
+                self._json(rec, 200, venue.envelope(10006, "Too many visits!", {}))
+            return
+        if kind == "reject":
+            self._json(rec, 200, venue.envelope(int(opts.get("code", 10001)),
+                                                 str(opts.get("msg", "rejected")), {}))
+            return
+        status, answer = venue.answer(rec)
+        if kind == "lose":
+            if rec.ret_code is None and answer is not None:
+                rec.ret_code = answer["retCode"]  # what it would have said
+            venue.pause(float(opts.get("delay", 2.0)))
+            self.close_connection = True
+            return
+        if answer is None:
+            self._send(rec, status, b"404 page not found", "text/plain")
+        else:
+            self._json(rec, status, answer)
+
+    def _json(self, rec: Recorded, status: int, answer: dict):
+        rec.ret_code = answer["retCode"]
+        self._send(rec, status, json.dumps(answer).encode(), "application/json")
+
+    def _send(self, rec: Recorded, status: int, payload: bytes, ctype: str):
+        rec.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
