@@ -67,6 +67,8 @@ from capflow.brokers.ccxt_settings import (
 
 
 class CcxtSpotBroker(BrokerAdapter):
+    live = True  # its orders reach a real venue (a testnet's too)
+
     @classmethod
     def check_config(cls, account_id, config) -> None:
         parse_settings(account_id, dict(config.settings))

@@ -57,6 +57,7 @@ def test_a_signal_is_rounded_to_the_venue_steps_and_booked_as_the_venue_fills(li
     a = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.0100009", signal_id="A")
     assert a["risk_ok"], a
     assert a["qty"] == D("0.01")  # down to the lot step 0.000001
+    assert live.trading.accounts.mode == "live"  # what health and BROKER_MODE see
     [sent] = wait(lambda: venue.requests("/v5/order/create"))
     assert sent.body["orderLinkId"] == entry_client_id(a["order_id"])
     assert (sent.body["orderType"], sent.body["timeInForce"]) == ("Limit", "IOC")
