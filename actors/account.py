@@ -21,6 +21,7 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from capflow.actors import account_reconcile
 from capflow.actors.account_messages import (
     Cancel,
     CancelEntries,
@@ -28,9 +29,11 @@ from capflow.actors.account_messages import (
     ClaimSlot,
     Close,
     FreeSlot,
+    GetAccount,
     Info,
     Place,
     RebaseLossLimits,
+    Reconcile,
     ReportEquity,
     Restore,
     ReturnCapital,
@@ -60,6 +63,7 @@ from capflow.brokers.base import (
     OrderRejected,
     PositionExited,
 )
+from capflow.brokers.reconcile import Reconciled
 
 
 class AccountStatus:
@@ -94,6 +98,8 @@ class AccountStatus:
         #: the venue's instrument rules its adapter published (None: the adapter has
         #: none, e.g. paper): entries are rounded and checked by them before reserving
         self.venue_rules: VenueRules | None = None
+        #: the last reconciliation with the venue (`brokers.reconcile.Reconciled`)
+        self.last_reconcile = None
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
@@ -127,7 +133,7 @@ class AccountManagerActor(pykka.ThreadingActor):
                  on_breach: Callable[[str], bool] | None = None,
                  on_risk_saved: Callable[[dict], None] | None = None,
                  alert: Callable[[Alert], None] | None = None,
-                 on_unbooked: Callable[[str], bool] | None = None):
+                 on_unbooked: Callable[[str], bool] | None = None, rows=None):
         super().__init__()
         self.account_id = account_id
         self._factory = adapter_factory
@@ -151,6 +157,12 @@ class AccountManagerActor(pykka.ThreadingActor):
         #: (reason) -> True when the account was set REDUCE_ONLY by it: a fill the
         #: broker reported that its ledger could not book
         self._on_unbooked = on_unbooked
+        #: capflow's stored rows, for a live adapter's reconciliation
+        #: (`brokers.reconcile.BookedRows`); the replies waiting for its next report,
+        #: and the differences last alerted on (`actors.account_reconcile`)
+        self._rows = rows
+        self.reconcile_waiters: list[Reply] = []
+        self.reconcile_seen: tuple | None = None
         #: working entry orders: order id -> (profile id, unfilled quantity), and those
         #: already asked to cancel (each once)
         self._working: dict[str, tuple[str, Decimal]] = {}
@@ -162,6 +174,7 @@ class AccountManagerActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self.adapter = self._factory(emit=self._emit)
         self.adapter.wake = self._wake
+        self.adapter.rows = self._rows
         self.adapter.init()
         self.adapter.start()
         self.status.state = self.adapter.connection.state
@@ -382,6 +395,8 @@ class AccountManagerActor(pykka.ThreadingActor):
             self._book(e.profile_id, m.EndOrder(order_id=e.order_id, status=status,
                                                 cause=e.reason),
                        waiter=self._cancel_waiters.pop(e.order_id, None))
+        elif isinstance(e, Reconciled):
+            account_reconcile.reconciled(self, e)
         elif isinstance(e, Connected | ConnectionFailed | Disconnected):
             self.status.connection_events.append(e)
             if isinstance(e, Disconnected):
@@ -443,7 +458,7 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._submit(profile_id, cmd, done)
 
 
-_LATER = object()
+_LATER = account_reconcile.LATER
 #: messages that can change the account's free cash (besides any that make the adapter
 #: report an event: a tick that fills)
 _CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries})
@@ -466,6 +481,8 @@ _HANDLERS = {
     CancelEntries: AccountManagerActor._cancel_entries,
     ReportEquity: AccountManagerActor._report_equity,
     RebaseLossLimits: AccountManagerActor._rebase,
+    Reconcile: account_reconcile.reconcile,
+    GetAccount: account_reconcile.get_account,
 }
 
 

@@ -118,3 +118,15 @@ class ReportEquity(msgspec.Struct, frozen=True):
 class RebaseLossLimits(msgspec.Struct, frozen=True):
     """A person resumed the account after its loss limits halted it: count the losses
     from now on (answered with what is to be stored)."""
+
+
+class Reconcile(msgspec.Struct, frozen=True):
+    """Reconcile the account with its venue now. `wait`: answered with the report once
+    it is made (`account.reconcile`); else answered at once (at start: the adapter may
+    reconcile from now on, what capflow holds being restored)."""
+
+    wait: bool = True
+
+
+class GetAccount(msgspec.Struct, frozen=True):
+    """What `account.get` shows: connection, balances, last reconcile, data age."""

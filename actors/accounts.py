@@ -34,7 +34,9 @@ from capflow.actors.account import AccountManagerActor, AccountStatus
 from capflow.actors.account_messages import (
     ClaimCapital,
     ClaimSlot,
+    GetAccount,
     Info,
+    Reconcile,
     ReportEquity,
     ReturnCapital,
     SettleClaim,
@@ -146,13 +148,16 @@ class Accounts:
               saved_risk: Callable[[str], dict | None],
               on_breach: Callable[[str, str], bool],
               on_risk_saved: Callable[[str, dict], None],
-              on_unbooked: Callable[[str, str], bool] | None = None) -> None:
+              on_unbooked: Callable[[str, str], bool] | None = None,
+              rows=None) -> None:
         """Start a manager for every configured account (after `load`). `snapshots` are
         the profiles' stored ledger figures (what is allocated on each account, and the
         realized PnL its loss limits start from); the managers book on the ledgers with
         `book` and publish connection events and alerts with `publish`; the account-wide
         loss limits start from `saved_risk(account)` and report through `on_breach` and
-        `on_risk_saved`; a broker fill that cannot be booked goes to `on_unbooked`."""
+        `on_risk_saved`; a broker fill that cannot be booked, or a reconciliation that
+        finds a difference, goes to `on_unbooked`; a live adapter reconciles with the
+        stored `rows` (`brokers.reconcile.BookedRows`)."""
         cfg = self.config
         allocated: dict[str, Decimal] = {}
         for pid, aid in self.capital_of.items():
@@ -184,7 +189,7 @@ class Accounts:
                 on_risk_saved=functools.partial(on_risk_saved, aid),
                 alert=functools.partial(raise_alert, publish),
                 on_unbooked=None if on_unbooked is None else functools.partial(
-                    on_unbooked, aid))
+                    on_unbooked, aid), rows=rows)
             self.status[aid] = status
 
     def stop(self) -> None:
@@ -220,6 +225,18 @@ class Accounts:
 
     def info(self, account_id: str):
         return self.ask(account_id, Info())
+
+    def get(self, account_id: str) -> dict:
+        """`account.get`: the account's connection, venue balances, last reconcile."""
+        if account_id not in self.managers:
+            raise NotFound("account", account_id)
+        return self.ask(account_id, GetAccount())
+
+    def reconcile(self, account_id: str, timeout: float = 60.0) -> dict:
+        """`account.reconcile`: reconcile a live account with its venue now; the report."""
+        if account_id not in self.managers:
+            raise NotFound("account", account_id)
+        return self.ask(account_id, Reconcile(), timeout)
 
     def venue_rules(self, account_id: str) -> VenueRules | None:
         """The instrument rules the account's venue published (None: it has none)."""

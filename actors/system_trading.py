@@ -84,6 +84,17 @@ class TradingCalls:
         Answered once stored."""
         return self.trading.safety.set_account_state(account_id, state, reason, changed_by)
 
+    def account_get(self, account_id: str) -> dict[str, Any]:
+        """A broker account (`account.get`): mode, connection, venue balances per coin,
+        the last reconcile, the age of the venue's last answer, its capital and cap."""
+        return self.accounts.get(account_id)
+
+    def account_reconcile(self, account_id: str) -> dict[str, Any]:
+        """Reconcile a live account with its venue now (`account.reconcile`): its
+        report, both sides of every difference. A difference nothing explains puts the
+        account in REDUCE_ONLY and raises an alert."""
+        return self.accounts.reconcile(account_id)
+
     def flatten(self, scope: str = "all", target: str | None = None, *,
                 client_request_id: str, reason: str = "", requested_by: str = "api"
                 ) -> dict[str, Any]:

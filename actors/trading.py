@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from capflow.actors.account import new_order_listener
-from capflow.actors.account_messages import Cancel, Close, Restore, Ticks
+from capflow.actors.account_messages import Cancel, Close, Reconcile, Restore, Ticks
 from capflow.actors.accounts import Accounts, Submit
 from capflow.actors.audit_log import SignalAuditLog
 from capflow.actors.bus import EventBus
@@ -90,7 +90,8 @@ class Trading(EntryFlow):
         self._unsubscribe.append(self.bus.subscribe(safety.on_events))
         accounts.start(self.snapshots(), book=self.to_ledger, publish=self.bus.publish,
                        saved_risk=safety.saved_risk, on_breach=safety.breach,
-                       on_risk_saved=safety.save_risk, on_unbooked=safety.unbooked)
+                       on_risk_saved=safety.save_risk, on_unbooked=safety.unbooked,
+                       rows=oms_store)
         for aid, ref in accounts.managers.items():
             self._unsubscribe.append(self.bus.subscribe(new_order_listener(aid, ref)))
             sim.subscribe(aid, functools.partial(self._deliver, ref)).get(timeout=10)
@@ -99,6 +100,8 @@ class Trading(EntryFlow):
                 if orders or positions:
                     accounts.ask(aid, Restore(orders, positions), 60)
                     safety.restored(aid, orders, positions, profiles)
+            # what capflow holds is restored: a live account may reconcile from now on
+            accounts.tell(aid, Reconcile(wait=False))
         if cfg.simulator.mode == "realtime":
             sim.start_realtime().get(timeout=10)
         logger.info("trading: {} account(s) {}, simulator in {} mode, OMS {}",

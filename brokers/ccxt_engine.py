@@ -383,6 +383,11 @@ class Engine:
     # -- polling ------------------------------------------------------------------------
 
     def poll(self) -> None:
+        self.poll_orders()
+        self.b.poll_balance()
+        self.b.reconcile_if_due()
+
+    def poll_orders(self) -> None:
         for live in list(self.live.values()):
             if live.state == "UNKNOWN":
                 self._lookup(live)
@@ -391,7 +396,6 @@ class Engine:
                     self._cancel(live)
                 else:
                     self._refresh(live)
-        self.b.poll_balance()
 
 
 def _short(exc: Exception) -> str:

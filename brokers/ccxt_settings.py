@@ -14,6 +14,8 @@ what differs between venues where ccxt's unified API leaves it open.
     # sandbox = true                    # the venue's testnet
     timeout_s = 10
     poll_interval_s = 1
+    reconcile_every_s = 60              # balances, open orders, fills against capflow's
+    # baseline = { BTC = "0.5" }        # held at the venue, not capflow's (a shared account)
 
 Client order ids, one encoding for every venue: ``cf`` + the 28 hex digits of
 capflow's order id (``ord_<28 hex>``) + ``e`` for the entry, or + ``x<n>`` for the n-th
@@ -34,6 +36,7 @@ import stat
 
 import msgspec
 
+from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError
 
 _ID = re.compile(r"\A[a-z]+_([0-9a-f]{28})\Z")
@@ -56,6 +59,12 @@ class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: taker and maker fee rates the entry flow reserves for (the venue's own are booked)
     taker_fee: str = "0.001"
     maker_fee: str = "0.001"
+    #: how often the venue's balances, open orders and fills are reconciled with
+    #: capflow's (besides at connect and on `account.reconcile`); 0: only then
+    reconcile_every_s: float = 60.0
+    #: coin -> amount held at the venue that capflow does not manage (an account that
+    #: is shared); empty: capflow owns the venue (sub-)account and every coin in it
+    baseline: dict[str, str] = {}
 
 
 def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
@@ -71,6 +80,13 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
                           "(ccxt.exchanges lists them)")
     if s.timeout_s <= 0 or s.poll_interval_s <= 0:
         raise ConfigError(f"{where} timeout_s and poll_interval_s must be positive")
+    if s.reconcile_every_s < 0:
+        raise ConfigError(f"{where} reconcile_every_s must be 0 (only at connect) or positive")
+    for coin, amount in s.baseline.items():
+        try:
+            parse_decimal(amount, f"baseline.{coin}", allow_zero=True)
+        except Exception:
+            raise ConfigError(f"{where} baseline.{coin} = {amount!r}: not an amount") from None
     if s.key_file is None and (s.api_key_env is None or s.api_secret_env is None):
         raise ConfigError(f"{where}: name the credentials: api_key_env and api_secret_env "
                           "(environment variables), or key_file")

@@ -57,6 +57,7 @@ from capflow.brokers.base import (
     PositionExited,
 )
 from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, dec
+from capflow.brokers.ccxt_reconcile import compare, take_cut
 from capflow.brokers.ccxt_settings import (
     dialect,
     entry_client_id,
@@ -64,6 +65,7 @@ from capflow.brokers.ccxt_settings import (
     parse_settings,
     read_credentials,
 )
+from capflow.brokers.reconcile import BookedRows, Reconciled
 
 
 class CcxtSpotBroker(BrokerAdapter):
@@ -90,6 +92,18 @@ class CcxtSpotBroker(BrokerAdapter):
         #: base coin -> quantity below the lot step left after exits (held at the venue)
         self.dust: dict[str, Decimal] = {}
         self.balance: dict | None = None
+        #: coin -> (total, free, locked) at the venue, and when the venue last answered
+        self.coins: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+        self.answered_at = None
+        #: capflow's stored rows (set by the account manager), the fills reported in
+        #: this run (booked, or on their way), the last reconciliation's report
+        self.rows: BookedRows | None = None
+        self.reported_fills: dict[str, None] = {}
+        self.last_reconcile: Reconciled | None = None
+        self._next_reconcile = 0.0  # monotonic; the worker's
+        #: the worker's: reconcile only once the account manager restored what capflow
+        #: holds (its first `reconcile` says so)
+        self._ready = False
         self._woken = False
         self.engine = Engine(self)
         self.worker = VenueWorker(f"venue-{self.account_id}", self.settings.poll_interval_s,
@@ -118,6 +132,7 @@ class CcxtSpotBroker(BrokerAdapter):
             return
         self.worker.polling = True
         self.worker.post(("connected", rules))
+        self._next_reconcile = 0.0  # at connect: the first poll reconciles
 
     def _open(self) -> VenueRules:
         import ccxt
@@ -183,8 +198,61 @@ class CcxtSpotBroker(BrokerAdapter):
     def _read_balance(self) -> None:
         b = self.client.fetch_balance()
         cur = self.config.currency
+        coins = {c: (dec(t), dec((b.get("free") or {}).get(c)),
+                     dec((b.get("used") or {}).get(c)))
+                 for c, t in (b.get("total") or {}).items() if t}
         self.worker.post(("balance", {"total": dec(b.get("total", {}).get(cur)),
-                                      "free": dec(b.get("free", {}).get(cur))}))
+                                      "free": dec(b.get("free", {}).get(cur)),
+                                      "coins": coins}))
+
+    # -- reconciliation (brokers.ccxt_reconcile) -------------------------------------------
+
+    def reconcile_if_due(self) -> None:
+        """On the worker, after a poll: reconcile every ``reconcile_every_s`` (and at the
+        first poll after a connect)."""
+        import time
+
+        every = self.settings.reconcile_every_s
+        now = time.monotonic()
+        first = self._next_reconcile == 0.0
+        if self._ready and now >= self._next_reconcile and (every > 0 or first):
+            self._next_reconcile = now + (every if every > 0 else float("inf"))
+            take_cut(self)
+
+    def reconcile(self) -> None:
+        """Reconcile now, or at connect when not connected yet (the report comes as a
+        `Reconciled` event)."""
+        self.worker.call(self._reconcile_now)
+
+    def _reconcile_now(self) -> None:
+        import time
+
+        self._ready = True
+        if self.worker.polling:
+            every = self.settings.reconcile_every_s
+            self._next_reconcile = time.monotonic() + (every if every > 0 else float("inf"))
+            take_cut(self)
+
+    def known_client_ids(self) -> set[str]:
+        """The client ids of the orders this thread knows are working."""
+        ids = {entry_client_id(oid) for oid in self.orders}
+        for pid, oid in self.exit_orders.items():
+            n = oid.rsplit(":x", 1)[-1]
+            if n.isdigit():
+                ids.add(exit_client_id(pid, int(n)))
+        return ids
+
+    def emit_fill(self, e: BrokerEvent) -> None:
+        self.reported_fills[e.fill_id] = None
+        if len(self.reported_fills) > 100_000:  # long committed: the fills table has them
+            del self.reported_fills[next(iter(self.reported_fills))]
+        self.emit(e)
+
+    def venue_status(self) -> dict:
+        """What `account.get` shows of the venue."""
+        return {"balances": {c: {"total": t, "free": f, "locked": u}
+                             for c, (t, f, u) in sorted(self.coins.items())},
+                "answered_at": self.answered_at}
 
     def shutdown(self) -> None:
         self.worker.stop()
@@ -211,6 +279,15 @@ class CcxtSpotBroker(BrokerAdapter):
             self.connection.failed(item[1])
         elif kind == "balance":
             self.balance = item[1]
+            self.coins = item[1]["coins"]
+            self.answered_at = self.clock.now()
+        elif kind == "cut":
+            report = compare(self, item[1], item[2])
+            if item[1] is not None:
+                self.answered_at = self.clock.now()
+                self.coins = item[1].balances
+                self.last_reconcile = report
+            self.emit(report)
         elif kind == "exit_ended":
             if self.exit_orders.get(item[1]) == item[2]:
                 del self.exit_orders[item[1]]
@@ -222,9 +299,9 @@ class CcxtSpotBroker(BrokerAdapter):
     def _report(self, e: BrokerEvent) -> None:
         if isinstance(e, EntryFilled):
             self._opened(e)
-            self.emit(e)
+            self.emit_fill(e)
         elif isinstance(e, PositionExited):
-            self.emit(e)
+            self.emit_fill(e)
             self._reduced(e)
         else:
             if isinstance(e, OrderCanceled | OrderRejected):

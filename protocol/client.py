@@ -180,6 +180,14 @@ class _Ops:
         """The global kill switch: HALTED, REDUCE_ONLY or ACTIVE for every profile."""
         return self.call("system.set_state", **_args(state=state, reason=reason))
 
+    def account_get(self, account_id: str):
+        """A broker account: mode, connection, venue balances, last reconcile, data age."""
+        return self.call("account.get", account_id=account_id)
+
+    def account_reconcile(self, account_id: str):
+        """Reconcile a live account with its venue now; the report."""
+        return self.call("account.reconcile", account_id=account_id)
+
 
 class Client(_Ops):
     def __init__(self, endpoint: str = "tcp://127.0.0.1:7100", *, timeout_s: float = 5.0,

@@ -4,7 +4,7 @@ request's op.
 
 Each family of ops lives in its own module, built on protocol/opkit.py (field types,
 `Caller`, `OpContext`, parsing) and protocol/answers.py (the answer maps): system_ops,
-profile_ops, allocation_ops, trading_ops, risk_ops. None of them imports this module.
+profile_ops, allocation_ops, trading_ops, risk_ops, account_ops. None of them imports this module.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from capflow.protocol.account_ops import ACCOUNT_OPS
 from capflow.protocol.allocation_ops import ALLOCATION_OPS
 from capflow.protocol.codec import WireError, quote
 from capflow.protocol.opkit import ID_MAX, Caller, Done, OpContext, OpTable, parse_args
@@ -33,7 +34,8 @@ def _merged(*tables: OpTable) -> OpTable:
 
 
 #: op name -> (argument schema, handler); `capflow call --help` lists them in this order
-OPS: OpTable = _merged(SYSTEM_OPS, PROFILE_OPS, ALLOCATION_OPS, TRADING_OPS, RISK_OPS)
+OPS: OpTable = _merged(SYSTEM_OPS, PROFILE_OPS, ALLOCATION_OPS, TRADING_OPS, RISK_OPS,
+                       ACCOUNT_OPS)
 
 
 def close_ops(op: str, limit: int = 3) -> list[str]:

@@ -132,3 +132,28 @@ class OmsStore:
                 select(s.positions).where(p_acct, p.status == "OPEN")
                 .order_by(p.position_id))]
         return orders, positions
+
+    # -- what a reconciliation reads (brokers.reconcile.BookedRows) --------------------
+
+    def booked_fills(self, fill_ids: list[str]) -> set[str]:
+        """Those of `fill_ids` that are stored: a venue's trade ids booked once, across
+        restarts (the fills table's key)."""
+        f = s.fills.c
+        out: set[str] = set()
+        with self.engine.connect() as c:
+            for i in range(0, len(fill_ids), 500):
+                out.update(c.execute(select(f.fill_id).where(
+                    f.fill_id.in_(fill_ids[i:i + 500]))).scalars())
+        return out
+
+    def find_order(self, order_id: str) -> tuple[str, OrderCapital] | None:
+        o = s.orders.c
+        with self.engine.connect() as c:
+            row = c.execute(select(s.orders).where(o.order_id == order_id)).first()
+        return None if row is None else (row.profile_id, _record(OrderCapital, row))
+
+    def find_position(self, position_id: str) -> tuple[str, PositionCapital] | None:
+        p = s.positions.c
+        with self.engine.connect() as c:
+            row = c.execute(select(s.positions).where(p.position_id == position_id)).first()
+        return None if row is None else (row.profile_id, _record(PositionCapital, row))

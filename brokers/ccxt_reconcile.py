@@ -1,0 +1,265 @@
+"""Reconciling a ccxt venue account with capflow's rows (`brokers.reconcile` says what
+the report holds).
+
+It runs at connect, every ``reconcile_every_s`` and when asked (`account.reconcile`), in
+two halves:
+
+1. **The cut**, on the venue worker (`take_cut`), between two of its jobs, so the
+   engine's orders do not move while it is taken: the followed orders are polled first
+   (what they filled is booked the ordinary way), then the venue is read -- balances,
+   then open orders, then fills (in that order, so a fill the balances show is in the
+   fills read after them). Orders sent and not answered (``SENDING``, ``UNKNOWN``) are in
+   flight, and so is a followed order with a fill at the venue the engine has not seen:
+   the coins of their symbols are not compared this time.
+2. **The comparison**, on the account manager's thread (`compare`), where the adapter's
+   positions are: everything the worker reported before the cut has been drained by
+   then. A venue fill is booked when its id (``<exchange>:<trade id>``) is neither in
+   the fills table (`BookedRows.booked_fills`, durable across restarts) nor among the
+   fills reported in this run, and its client order id is one of capflow's; a fill of an
+   order capflow did not send, an open order it does not know, a coin whose amount
+   differs from what capflow's positions, dust and baseline hold by a lot step or more
+   are differences.
+
+The account's currency is not compared: capflow's cash *is* the venue's (less its
+baseline), and it becomes the account's capital (capped by ``max_live_capital``).
+Not done: paging through more fills than the venue answers at once (Bybit: the last 7
+days), the locked balance against working orders, fee coins that are no position's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+from capflow.actors.model.money import ZERO
+from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
+from capflow.brokers.ccxt_engine import dec, fee_of
+from capflow.brokers.reconcile import Reconciled
+
+_ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")
+_EXIT = re.compile(r"\Acf([0-9a-f]{28})x([0-9]+)\Z")
+
+
+@dataclass
+class Cut:
+    """The venue at one moment, and what of capflow's was moving then."""
+
+    ts: datetime
+    #: coin -> (total, free, locked)
+    balances: dict[str, tuple[Decimal, Decimal, Decimal]]
+    #: open orders at the venue the engine does not follow
+    unknown_orders: list[dict]
+    #: fills at the venue of orders the engine does not follow (normalized)
+    trades: list[dict]
+    in_flight: list[str] = field(default_factory=list)
+    #: base coins of symbols with an order in flight
+    busy_coins: set[str] = field(default_factory=set)
+
+
+def _cid(o: dict) -> str:
+    info = o.get("info") or {}
+    return str(o.get("clientOrderId") or info.get("orderLinkId") or info.get("clOrdId")
+               or info.get("clientOid") or info.get("clientOrderId") or "")
+
+
+def take_cut(b) -> None:
+    """On the worker: take a cut and report it (`Reconciled` after `compare`, through the
+    outbox: ``("cut", Cut | None, error)``)."""
+    import ccxt
+
+    engine = b.engine
+    try:
+        engine.poll_orders()
+        live = list(engine.live.values())
+        followed = {x.cid: x for x in live}
+        in_flight = sorted(x.cid for x in live if x.state in ("SENDING", "UNKNOWN"))
+        busy = {x.venue_symbol for x in live if x.state in ("SENDING", "UNKNOWN")}
+        client = b.client
+        raw = client.fetch_balance()
+        balances = {}
+        for coin, total in (raw.get("total") or {}).items():
+            t = dec(total)
+            f = dec((raw.get("free") or {}).get(coin))
+            u = dec((raw.get("used") or {}).get(coin))
+            if t or f or u:
+                balances[coin] = (t, f, u)
+        orders = []
+        for o in client.fetch_open_orders():
+            if _cid(o) in followed:
+                continue
+            orders.append({"client_order_id": _cid(o) or None,
+                           "venue_order_id": str(o.get("id")), "symbol": o.get("symbol"),
+                           "side": str(o.get("side") or "").upper(),
+                           "qty": dec(o.get("amount")), "price": dec(o.get("price")),
+                           "filled": dec(o.get("filled"))})
+        trades = []
+        places = b.money_places
+        for t in client.fetch_my_trades():
+            cid = _cid(t)
+            x = followed.get(cid)
+            if x is not None:
+                if str(t["id"]) not in x.seen:  # filled, and the engine has not seen it
+                    busy.add(x.venue_symbol)
+                continue
+            market = client.market(t["symbol"])
+            fee, fee_qty, _ = fee_of(t, market["base"], market["quote"], places)
+            trades.append({"fill_id": f"{b.settings.exchange}:{t['id']}",
+                           "client_order_id": cid or None, "symbol": t["symbol"],
+                           "side": str(t.get("side") or "").upper(),
+                           "qty": dec(t["amount"]), "price": dec(t["price"]), "fee": fee,
+                           "fee_qty": fee_qty, "ts": t.get("timestamp") or 0})
+        cut = Cut(ts=b.clock.now(), balances=balances, unknown_orders=orders,
+                  trades=sorted(trades, key=lambda t: (t["ts"], t["fill_id"])),
+                  in_flight=in_flight, busy_coins={_base(sym) for sym in busy})
+    except (ccxt.BaseError, AttributeError) as exc:  # AttributeError: no client yet
+        logger.warning("reconciling {}: reading the venue failed: {}", b.account_id,
+                       str(exc)[:300])
+        b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed"))
+        return
+    b.worker.post(("cut", cut, None))
+
+
+def _base(venue_symbol: str) -> str:
+    return venue_symbol.split("/")[0]
+
+
+# -- on the account manager's thread ------------------------------------------------------
+
+
+def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
+    """The report of a cut, against the adapter's positions and the stored fills; the
+    fills capflow missed are emitted (booked) on the way."""
+    now = b.clock.now()
+    if cut is None:
+        return Reconciled(account_id=b.account_id, ts=now, report={}, error=error)
+    rows = b.rows
+    # orders the adapter knows and the engine did not follow at the cut (restored, and
+    # not yet looked up): the engine will; their coins are in flight
+    known = b.known_client_ids()
+    trades = []
+    for t in cut.trades:
+        if t["client_order_id"] in known:
+            cut.busy_coins.add(_base(t["symbol"]))
+        else:
+            trades.append(t)
+    cut.unknown_orders = [o for o in cut.unknown_orders if o["client_order_id"] not in known]
+    ids = [t["fill_id"] for t in trades]
+    emitted = set(b.reported_fills)  # read before storage: a commit in between is there
+    stored = rows.booked_fills(ids) if rows is not None and ids else set()
+    missed, unknown_fills = [], []
+    for t in trades:
+        if t["fill_id"] in emitted or t["fill_id"] in stored:
+            continue
+        booked = _book_missed(b, t) if rows is not None else None
+        if booked is None:
+            unknown_fills.append(_plain(t))
+        else:
+            missed.append({**_plain(t), **booked})
+    balances, diff_coins = _balances(b, cut)
+    cash = next((r["capflow"] for r in balances if r["status"] == "cash"), ZERO)
+    held = sum((p.qty * p.entry_price for p in b.positions.values()), ZERO)
+    differences = len(diff_coins) + len(cut.unknown_orders) + len(unknown_fills)
+    report = {"ts": cut.ts, "balances": balances,
+              "unknown_orders": cut.unknown_orders, "missed_fills": missed,
+              "unknown_fills": unknown_fills, "in_flight": cut.in_flight,
+              "differences": differences, "capital": max(cash, ZERO) + held}
+    return Reconciled(account_id=b.account_id, ts=now, report=report)
+
+
+def _plain(t: dict) -> dict:
+    return {k: t[k] for k in ("fill_id", "client_order_id", "symbol", "side", "qty",
+                              "price")}
+
+
+def _book_missed(b, t: dict) -> dict | None:
+    """Emit a fill of one of capflow's orders that it never booked; what it was booked
+    as, or None when the order is not capflow's."""
+    cid = t["client_order_id"] or ""
+    entry, exit_ = _ENTRY.match(cid), _EXIT.match(cid)
+    if entry is not None:
+        found = b.rows.find_order(f"ord_{entry.group(1)}")
+        if found is None:
+            return None
+        profile_id, o = found
+        position_id = o.position_id or o.order_id
+        e = EntryFilled(account_id=b.account_id, ts=b.clock.now(), order_id=o.order_id,
+                        profile_id=profile_id, position_id=position_id,
+                        fill_id=t["fill_id"], qty=t["qty"], price=t["price"], fee=t["fee"],
+                        fee_qty=t["fee_qty"], liquidity="TAKER")
+        held = t["qty"] - t["fee_qty"]
+        p = b.positions.get(position_id)
+        if p is None:
+            b.positions[position_id] = BrokerPosition(
+                position_id=position_id, profile_id=profile_id, symbol=o.symbol,
+                side=o.side, qty=held, entry_price=t["price"], tp_price=o.tp_price,
+                sl_price=o.sl_price, order_id=o.order_id)
+        else:
+            b.positions[position_id] = msgspec.structs.replace(p, qty=p.qty + held)
+        b.emit_fill(e)
+        return {"booked_as": "entry", "order_id": o.order_id, "profile_id": profile_id}
+    if exit_ is not None:
+        for prefix in ("pos", "ord"):
+            found = b.rows.find_position(f"{prefix}_{exit_.group(1)}")
+            if found is not None:
+                break
+        else:
+            return None
+        profile_id, p = found
+        e = PositionExited(account_id=b.account_id, ts=b.clock.now(),
+                           position_id=p.position_id, profile_id=profile_id,
+                           fill_id=t["fill_id"], qty=t["qty"], price=t["price"],
+                           fee=t["fee"], reason=p.close_requested or "manual")
+        held = b.positions.get(p.position_id)
+        if held is not None:
+            left = held.qty - t["qty"]
+            if left > 0:
+                b.positions[p.position_id] = msgspec.structs.replace(held, qty=left)
+            else:
+                del b.positions[p.position_id]
+        b.emit_fill(e)
+        return {"booked_as": "exit", "position_id": p.position_id, "profile_id": profile_id}
+    return None
+
+
+def _balances(b, cut: Cut) -> tuple[list[dict], list[str]]:
+    cur = b.config.currency
+    baseline = {c: Decimal(str(v)) for c, v in b.settings.baseline.items()}
+    held: dict[str, Decimal] = dict(b.dust)
+    step: dict[str, Decimal] = {}
+    for p in b.positions.values():
+        rule = b.venue_rules.rules.get(p.symbol)
+        base = rule.venue_symbol.split("/")[0] if rule is not None else p.symbol
+        held[base] = held.get(base, ZERO) + p.qty
+    for rule in b.venue_rules.rules.values():
+        base = _base(rule.venue_symbol)
+        lot = max(rule.min_qty, rule.qty_step)
+        if lot > 0:
+            step[base] = min(step.get(base, lot), lot)
+    rows, differs = [], []
+    for coin in sorted(set(cut.balances) | set(held) | set(baseline) | {cur}):
+        total, free, locked = cut.balances.get(coin, (ZERO, ZERO, ZERO))
+        base = baseline.get(coin, ZERO)
+        row: dict[str, Any] = {"coin": coin, "venue": {"total": total, "free": free,
+                                                       "locked": locked},
+                               "baseline": base}
+        if coin == cur:
+            row.update(capflow=total - base, difference=ZERO, status="cash")
+        else:
+            mine = held.get(coin, ZERO)
+            diff = total - base - mine
+            row.update(capflow=mine, difference=diff)
+            if coin in cut.busy_coins:
+                row["status"] = "in_flight"
+            elif abs(diff) >= step.get(coin, Decimal("1e-18")) and diff != 0:
+                row["status"] = "differs"
+                differs.append(coin)
+            else:
+                row["status"] = "ok"
+        rows.append(row)
+    return rows, differs
