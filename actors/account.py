@@ -174,8 +174,8 @@ class AccountManagerActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self.adapter = self._factory(emit=self._emit)
         self.adapter.wake = self._wake
-        self.adapter.rows = self._rows
         self.adapter.init()
+        self.adapter.rows = self._rows
         self.adapter.start()
         self.status.state = self.adapter.connection.state
         self.status.venue_rules = self.adapter.venue_rules

@@ -51,6 +51,12 @@ def dec(x) -> Decimal:
     return Decimal(str(x)) if x is not None else ZERO
 
 
+def amount(x) -> Decimal:
+    """`dec`, without the trailing zeros of a float's repr (2.0 -> 2)."""
+    d = dec(x)
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
+
+
 @dataclass
 class Live:
     """An order the engine follows at the venue."""

@@ -39,7 +39,7 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO
 from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
-from capflow.brokers.ccxt_engine import dec, fee_of
+from capflow.brokers.ccxt_engine import amount, dec, fee_of
 from capflow.brokers.reconcile import Reconciled
 
 _ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")
@@ -84,9 +84,9 @@ def take_cut(b) -> None:
         raw = client.fetch_balance()
         balances = {}
         for coin, total in (raw.get("total") or {}).items():
-            t = dec(total)
-            f = dec((raw.get("free") or {}).get(coin))
-            u = dec((raw.get("used") or {}).get(coin))
+            t = amount(total)
+            f = amount((raw.get("free") or {}).get(coin))
+            u = amount((raw.get("used") or {}).get(coin))
             if t or f or u:
                 balances[coin] = (t, f, u)
         orders = []
@@ -96,8 +96,9 @@ def take_cut(b) -> None:
             orders.append({"client_order_id": _cid(o) or None,
                            "venue_order_id": str(o.get("id")), "symbol": o.get("symbol"),
                            "side": str(o.get("side") or "").upper(),
-                           "qty": dec(o.get("amount")), "price": dec(o.get("price")),
-                           "filled": dec(o.get("filled"))})
+                           "qty": amount(o.get("amount")),
+                           "price": amount(o.get("price")),
+                           "filled": amount(o.get("filled"))})
         trades = []
         places = b.money_places
         for t in client.fetch_my_trades():

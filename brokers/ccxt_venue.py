@@ -56,7 +56,7 @@ from capflow.brokers.base import (
     PermanentConnectError,
     PositionExited,
 )
-from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, dec
+from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
 from capflow.brokers.ccxt_reconcile import compare, take_cut
 from capflow.brokers.ccxt_settings import (
     dialect,
@@ -198,8 +198,8 @@ class CcxtSpotBroker(BrokerAdapter):
     def _read_balance(self) -> None:
         b = self.client.fetch_balance()
         cur = self.config.currency
-        coins = {c: (dec(t), dec((b.get("free") or {}).get(c)),
-                     dec((b.get("used") or {}).get(c)))
+        coins = {c: (amount(t), amount((b.get("free") or {}).get(c)),
+                     amount((b.get("used") or {}).get(c)))
                  for c, t in (b.get("total") or {}).items() if t}
         self.worker.post(("balance", {"total": dec(b.get("total", {}).get(cur)),
                                       "free": dec(b.get("free", {}).get(cur)),

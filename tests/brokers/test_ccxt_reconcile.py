@@ -1,0 +1,291 @@
+"""Reconciling a live account with the Bybit emulator: fills missed while capflow was
+down are booked once (and never again, across reconciles and restarts), orders and
+balances capflow cannot explain put the account in REDUCE_ONLY with an alert and are
+shown with both sides by `account.reconcile`, a baseline explains coins capflow does not
+manage, orders in flight are not differences; `account.get` through a real server."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from decimal import Decimal as D
+
+import pytest
+
+from capflow.actors.alerts import Alert
+from capflow.brokers.ccxt_settings import entry_client_id
+from capflow.protocol.client import Client, ClientError
+from capflow.protocol.server import Server
+
+from ..venue.bybit import BybitVenue
+
+
+@pytest.fixture
+def venue():
+    with BybitVenue(balances={"USDT": "10000"}) as v:
+        v.set_price("BTCUSDT", "30000.00", "30000.10")
+        yield v
+
+
+@pytest.fixture
+def start(make_system, sqlite_url, venue, monkeypatch):
+    """Start a capflow on the venue (the same database each time): ``start(**settings)``."""
+    monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
+    monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+
+    def make(server: bool = False, **extra):
+        settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
+                    "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
+                    "poll_interval_s": 0.05, "reconcile_every_s": 0, **extra}
+        sections = {"server": {"endpoint": "tcp://127.0.0.1:*",
+                               "events_endpoint": "tcp://127.0.0.1:*"}} if server else {}
+        cf = make_system(sqlite_url, simulator={"symbols": {}}, brokers={
+            "default_account": "live",
+            "accounts": {"live": {"adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
+                                  "currency": "USDT", "initial_cash": "10000",
+                                  "settings": settings}}}, **sections)
+        wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED")
+        # the reconcile at start has run
+        wait(lambda: cf.trading.accounts.status["live"].last_reconcile is not None)
+        return cf
+
+    return make
+
+
+def wait(cond, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+    return got
+
+
+def fills(sqlite_url: str) -> list[tuple]:
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as c:
+        return c.execute("select fill_id, qty from fills order by fill_id").fetchall()
+
+
+def alerts_of(cf) -> list[Alert]:
+    got: list[Alert] = []
+    cf.bus.subscribe(lambda events: got.extend(e for e in events if isinstance(e, Alert)))
+    return got
+
+
+def test_a_fill_made_while_capflow_was_down_is_booked_once(start, venue, sqlite_url):
+    cf = start()
+    cf.create_profile("p", "5000")
+    order = cf.submit_order("p", "o1", "BTCUSDT", "BUY", type="LIMIT", qty="0.01",
+                            price="29000").result
+    cid = entry_client_id(order.order_id)
+    wait(lambda: venue.order(cid))
+    venue.fill(cid, "0.004")  # seen while running
+    wait(lambda: len(fills(sqlite_url)) == 1)
+    cf.stop()
+    venue.fill(cid, "0.006")  # while capflow is down: the order fills
+    cf = start()
+    wait(lambda: len(fills(sqlite_url)) == 2)
+    report = cf.account_reconcile("live")
+    assert report["differences"] == 0, report
+    assert report["missed_fills"] == []
+    [btc] = [b for b in report["balances"] if b["coin"] == "BTC"]
+    # 0.01 bought, 0.00001 kept by the venue as its fee: the position holds the rest
+    assert (btc["venue"]["total"], btc["capflow"], btc["status"]) == (
+        D("0.00999"), D("0.00999"), "ok")
+    cf.stop()
+    cf = start()  # and not again at the next restart
+    report = cf.account_reconcile("live")
+    assert report["differences"] == 0 and report["missed_fills"] == []
+    assert [q for _f, q in fills(sqlite_url)] == [D("0.004"), D("0.006")] or len(
+        fills(sqlite_url)) == 2
+    assert cf.trading.safety.account_state("live") is None
+
+
+def test_a_fill_of_an_exit_the_restart_did_not_follow_is_booked_by_the_reconcile(
+        start, venue, sqlite_url):
+    """A position's second exit filled, its answer lost, and capflow stopped: at the
+    restart the close is looked up as its first exit (which the venue refused), so only
+    the reconcile finds the second one's fill, and books it once."""
+    cf = start(lookups_before_resend=1000)
+    cf.create_profile("p", "5000")
+    a = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
+    wait(lambda: cf.ledger("p").reserved_for_positions > 0)
+    venue.fault("/v5/order/create", "reject", code=170131, msg="Insufficient balance.")
+    pid = a["position_id"]
+    cf.close_position("p", pid)
+    wait(lambda: len(venue.requests("/v5/order/create")) == 2)
+    venue.set_price("BTCUSDT", "30100.00", "30100.10")
+    venue.fault("/v5/order/create", "lose", delay=0)  # the venue sells; the answer is lost
+    venue.fault("/v5/order/realtime", "http", status=503, times=10_000)  # no lookups
+    cf.trading.accounts.ask("live", _close(pid))
+    wait(lambda: len(venue.requests("/v5/order/create")) == 3)
+    sold = [o for o in venue.orders() if o.side == "Sell"]
+    assert [o.status for o in sold] == ["Filled"]
+    before = len(fills(sqlite_url))
+    cf.stop()
+    assert len(fills(sqlite_url)) == before  # the exit's fill was never booked
+    venue.clear_faults()
+    cf = start(lookups_before_resend=1000)
+    report = wait(lambda: _booked(cf))
+    [missed] = report["missed_fills"]
+    assert (missed["booked_as"], missed["position_id"]) == ("exit", pid)
+    wait(lambda: len(fills(sqlite_url)) == before + 1)
+    again = cf.account_reconcile("live")
+    assert again["missed_fills"] == [] and again["differences"] == 0, again
+    assert len(fills(sqlite_url)) == before + 1
+
+
+def _close(position_id: str):
+    from capflow.actors.account_messages import Close
+
+    return Close("p", position_id)
+
+
+def _booked(cf):
+    last = cf.trading.accounts.status["live"].last_reconcile
+    return last is not None and last.report.get("missed_fills") and last.report
+
+
+def test_an_order_at_the_venue_capflow_did_not_send_is_reported(start, venue):
+    cf = start()
+    alerts = alerts_of(cf)
+    client = venue.ccxt(timeout=2000)
+    client.load_markets()
+    client.create_order("BTC/USDT", "limit", "buy", "0.01", "29000",
+                        {"clientOrderId": "by-hand-1"})
+    report = cf.account_reconcile("live")
+    [o] = report["unknown_orders"]
+    assert (o["client_order_id"], o["side"], o["qty"]) == ("by-hand-1", "BUY", D("0.01"))
+    assert report["differences"] == 1
+    state = wait(lambda: cf.trading.safety.account_state("live"))
+    assert (state.state, state.changed_by) == ("REDUCE_ONLY", "reconcile")
+    [alert] = wait(lambda: [a for a in alerts if a.kind == "reconcile_difference"])
+    assert alert.details["unknown_orders"][0]["client_order_id"] == "by-hand-1"
+
+
+def test_a_balance_that_disagrees_sets_reduce_only_and_shows_both_sides(start, venue):
+    cf = start()
+    alerts = alerts_of(cf)
+    cf.create_profile("p", "5000")
+    venue.set_balance("ETH", "2")  # coins capflow holds no position in
+    report = cf.account_reconcile("live")
+    [eth] = [b for b in report["balances"] if b["coin"] == "ETH"]
+    assert eth["venue"]["total"] == D("2") and eth["capflow"] == 0
+    assert (eth["difference"], eth["status"]) == (D("2"), "differs")
+    assert report["differences"] == 1
+    state = wait(lambda: cf.trading.safety.account_state("live"))
+    assert (state.state, state.changed_by) == ("REDUCE_ONLY", "reconcile")
+    [alert] = wait(lambda: [a for a in alerts if a.kind == "reconcile_difference"])
+    assert alert.scope == "account" and alert.target == "live"
+    assert "ETH venue 2 vs capflow 0" in alert.reason
+    refused = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="B")
+    assert not refused["risk_ok"]
+    # the same differences again: no second alert
+    cf.account_reconcile("live")
+    assert len([a for a in alerts if a.kind == "reconcile_difference"]) == 1
+    got = cf.account_get("live")
+    assert got["last_reconcile"]["differences"] == 1
+
+
+def test_a_baseline_explains_coins_capflow_does_not_manage(start, venue):
+    venue.set_balance("ETH", "2")
+    cf = start(baseline={"ETH": "2", "USDT": "4000"})
+    report = cf.account_reconcile("live")
+    assert report["differences"] == 0, report
+    [eth] = [b for b in report["balances"] if b["coin"] == "ETH"]
+    assert (eth["baseline"], eth["difference"], eth["status"]) == (D("2"), 0, "ok")
+    # the account's capital is the venue's cash less its baseline
+    assert report["capital"] == D("6000")
+    assert cf.trading.accounts.status["live"].capital == D("6000")
+    assert cf.trading.safety.account_state("live") is None
+
+
+def test_the_capital_comes_from_the_venue_capped_by_max_live_capital(
+        make_system, sqlite_url, venue, monkeypatch):
+    monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
+    monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+    venue.set_balance("USDT", "300")  # config says 10,000; the venue has 300
+    settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
+                "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
+                "poll_interval_s": 0.05}
+    cf = make_system(sqlite_url, simulator={"symbols": {}}, brokers={
+        "default_account": "live",
+        "accounts": {"live": {"adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
+                              "currency": "USDT", "initial_cash": "10000",
+                              "max_live_capital": "100", "settings": settings}}})
+    st = cf.trading.accounts.status["live"]
+    wait(lambda: st.last_reconcile is not None)
+    assert st.capital == D("300")
+    got = cf.account_get("live")
+    assert (got["capital"], got["max_live_capital"]) == (D("100"), D("100"))
+    venue.set_balance("USDT", "50")
+    cf.account_reconcile("live")
+    assert cf.account_get("live")["capital"] == D("50")
+
+
+def test_orders_in_flight_during_a_reconcile_are_not_differences(start, venue, sqlite_url):
+    cf = start(lookups_before_resend=1000)
+    cf.create_profile("p", "5000")
+    # the venue fills the entry at once; its answer is lost after the client's timeout
+    venue.fault("/v5/order/create", "lose", delay=1.5)
+    # and the first lookup by its client id (the one the reconcile's cut makes) fails
+    venue.fault("/v5/order/realtime", "http", status=503)
+    a = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
+    wait(lambda: venue.order(entry_client_id(a["order_id"])))
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=cf.account_reconcile("live")))
+    t.start()  # asked while the create is unanswered: its cut comes right after
+    t.join(30)
+    report = out["r"]
+    assert report["differences"] == 0, report
+    assert report["in_flight"] == [entry_client_id(a["order_id"])]
+    [btc] = [b for b in report["balances"] if b["coin"] == "BTC"]
+    assert (btc["venue"]["total"], btc["capflow"], btc["status"]) == (
+        D("0.00999"), 0, "in_flight")
+    # once looked up and booked, the coins agree
+    wait(lambda: len(fills(sqlite_url)) == 1)
+    report = cf.account_reconcile("live")
+    assert report["differences"] == 0 and report["in_flight"] == []
+    [btc] = [b for b in report["balances"] if b["coin"] == "BTC"]
+    assert (btc["capflow"], btc["status"]) == (D("0.00999"), "ok")
+    assert cf.trading.safety.account_state("live") is None
+
+
+def test_account_get_and_reconcile_through_the_wire(start, venue, make_system, tmp_path):
+    cf = start(server=True)
+    server = Server(cf).start()
+    try:
+        with Client(server.endpoint, timeout_s=10, retries=1) as c:
+            got = c.account_get("live")
+            assert (got["mode"], got["connection"], got["currency"]) == (
+                "live", "CONNECTED", "USDT")
+            assert got["balances"]["USDT"] == {"total": "10000", "free": "10000",
+                                               "locked": "0"}
+            assert got["data_age_s"] is not None and got["data_age_s"] < 5
+            assert got["last_reconcile"]["differences"] == 0
+            assert got["max_live_capital"] is None and got["capital"] == "10000"
+            report = c.account_reconcile("live")
+            assert report["account_id"] == "live" and report["differences"] == 0
+            with pytest.raises(ClientError) as nope:
+                c.account_get("nope")
+            assert nope.value.code == "NOT_FOUND"
+    finally:
+        server.stop()
+
+
+def test_account_get_of_a_paper_account_through_the_wire(make_system, tmp_path):
+    cf = make_system(f"sqlite:///{tmp_path}/paper.db", server={
+        "endpoint": "tcp://127.0.0.1:*", "events_endpoint": "tcp://127.0.0.1:*"})
+    server = Server(cf).start()
+    try:
+        with Client(server.endpoint, timeout_s=10, retries=1) as c:
+            got = c.account_get("paper")
+            assert (got["mode"], got["connection"]) == ("paper", "CONNECTED")
+            assert got["balances"] is None and got["data_age_s"] is None
+            assert got["last_reconcile"] is None
+            with pytest.raises(ClientError) as paper:
+                c.account_reconcile("paper")
+            assert paper.value.code == "CONFLICT"
+    finally:
+        server.stop()
