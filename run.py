@@ -11,6 +11,8 @@
                                           the kill switch (global, one profile, one account)
     capflow flatten --profile ID | --account ID | --all
                                           halt, cancel entries, close every position
+    capflow account get ID | reconcile ID
+                                          a broker account: venue balances, last reconcile
     capflow keys generate [CLIENT ...]    make CURVE keys (server, and one per client)
     capflow stats [--profile ID] [--group-by strategy|symbol|exchange]
                                           trading statistics
@@ -41,6 +43,7 @@ from decimal import Decimal
 
 from loguru import logger
 
+from capflow import cli_account
 from capflow.actors.config import Config, load_config
 from capflow.actors.logs import setup_logging
 from capflow.actors.model.errors import CapflowError
@@ -148,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                     "first flatten did (default: a new one, printed)")
     fl.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
     _client_options(fl)
+    cli_account.add_parser(sub, _client_options)
     bench = sub.add_parser("bench", help="run the benchmarks in bench/, each figure beside "
                            "the baseline it measured in the same run",
                            description="Run the benchmarks in bench/, each figure beside the "
@@ -436,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "events": events_command, "keys": keys_command,
                     "stats": stats_command, "report": report_command,
                     "halt": halt_command, "resume": halt_command,
-                    "flatten": flatten_command,
+                    "flatten": flatten_command, "account": cli_account.account_command,
                     "bench": bench_command, "stress": stress_command,
                     "top": top_command}
         return commands[args.command](cfg, args)

@@ -6,6 +6,7 @@ manage, orders in flight are not differences; `account.get` through a real serve
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import threading
 import time
@@ -13,6 +14,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from capflow import cli_account, run
 from capflow.actors.alerts import Alert
 from capflow.brokers.ccxt_settings import entry_client_id
 from capflow.protocol.client import Client, ClientError
@@ -270,6 +272,22 @@ def test_account_get_and_reconcile_through_the_wire(start, venue, make_system, t
             with pytest.raises(ClientError) as nope:
                 c.account_get("nope")
             assert nope.value.code == "NOT_FOUND"
+        # the command line: both sides of a difference
+        venue.set_balance("ETH", "2")
+        out = io.StringIO()
+        args = run._parser().parse_args(["account", "reconcile", "live", "--endpoint",
+                                         server.endpoint])
+        assert cli_account.account_command(cf.config, args, out) == 0
+        text = out.getvalue()
+        assert "1 difference(s)" in text
+        assert "ETH      differs   venue 2 (free 2, locked 0)  capflow 0" in text, text
+        out = io.StringIO()
+        args = run._parser().parse_args(["account", "get", "live", "--endpoint",
+                                         server.endpoint])
+        assert cli_account.account_command(cf.config, args, out) == 0
+        text = out.getvalue()
+        assert "account live (live): CONNECTED, currency USDT" in text, text
+        assert "USDT: 10000 / 0" in text and "1 difference(s)" in text
     finally:
         server.stop()
 
@@ -289,3 +307,12 @@ def test_account_get_of_a_paper_account_through_the_wire(make_system, tmp_path):
             assert paper.value.code == "CONFLICT"
     finally:
         server.stop()
+
+
+def test_the_account_is_reconciled_every_reconcile_every_s(start, venue):
+    cf = start(reconcile_every_s=0.2)
+    first = cf.trading.accounts.status["live"].last_reconcile
+    venue.set_balance("ETH", "2")  # nobody asks: the next reconcile finds it
+    state = wait(lambda: cf.trading.safety.account_state("live"))
+    assert (state.state, state.changed_by) == ("REDUCE_ONLY", "reconcile")
+    assert cf.trading.accounts.status["live"].last_reconcile is not first
