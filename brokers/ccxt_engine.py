@@ -386,6 +386,16 @@ class Engine:
         live.state = "UNKNOWN"
         self._lookup(live)
 
+    def superseded(self, live: Live) -> None:
+        """An exit whose outcome is unknown, of a position another exit of which filled
+        at the venue: it is no longer looked up nor sent again (that would sell twice)."""
+        logger.warning("exit {} ({}) of position {}: another exit of the position filled "
+                       "at the venue; it is not sent again", live.order_id, live.cid,
+                       live.position_id)
+        live.state = "DONE"
+        self.live.pop(live.order_id, None)
+        self._post(("exit_ended", live.position_id, live.order_id))
+
     # -- polling ------------------------------------------------------------------------
 
     def poll(self) -> None:
@@ -393,10 +403,13 @@ class Engine:
         self.b.poll_balance()
         self.b.reconcile_if_due()
 
-    def poll_orders(self) -> None:
+    def poll_orders(self, lookups: bool = True) -> None:
+        """Follow every order; without `lookups`, those whose outcome is unknown wait
+        for the next poll (a lookup may send one again)."""
         for live in list(self.live.values()):
             if live.state == "UNKNOWN":
-                self._lookup(live)
+                if lookups:
+                    self._lookup(live)
             elif live.state == "OPEN":
                 if live.cancel_reason is not None and not live.cancel_sent:
                     self._cancel(live)

@@ -75,7 +75,7 @@ def take_cut(b) -> None:
 
     engine = b.engine
     try:
-        engine.poll_orders()
+        engine.poll_orders(lookups=False)
         live = list(engine.live.values())
         followed = {x.cid: x for x in live}
         in_flight = sorted(x.cid for x in live if x.state in ("SENDING", "UNKNOWN"))
@@ -108,6 +108,7 @@ def take_cut(b) -> None:
                 if str(t["id"]) not in x.seen:  # filled, and the engine has not seen it
                     busy.add(x.venue_symbol)
                 continue
+            _supersede(engine, cid)
             market = client.market(t["symbol"])
             fee, fee_qty, _ = fee_of(t, market["base"], market["quote"], places)
             trades.append({"fill_id": f"{b.settings.exchange}:{t['id']}",
@@ -124,6 +125,19 @@ def take_cut(b) -> None:
         b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed"))
         return
     b.worker.post(("cut", cut, None))
+
+
+def _supersede(engine, cid: str) -> None:
+    """A fill of an exit the engine does not follow (sent before a restart, say): an
+    exit of the same position that the engine is still looking up, unanswered, is
+    superseded -- the venue executed the other one."""
+    m = _EXIT.match(cid)
+    if m is None:
+        return
+    for live in list(engine.live.values()):
+        if (live.kind == "exit" and live.state == "UNKNOWN" and live.cid != cid
+                and _EXIT.match(live.cid) and _EXIT.match(live.cid).group(1) == m.group(1)):
+            engine.superseded(live)
 
 
 def _base(venue_symbol: str) -> str:

@@ -29,6 +29,10 @@ an order is sent.
   coin bought leaves the position that much short (`fee_qty`).
 - **Restart** (`restore`) looks every recorded order up by its client id and follows it;
   it sends again only an order that had no fill booked and that the venue does not know.
+- **Reconciliation** (`ccxt_reconcile`): at connect (once the manager restored what
+  capflow holds), every ``reconcile_every_s`` and when asked, the venue's balances,
+  open orders and fills are compared with capflow's positions and stored fills; fills
+  capflow missed are booked once, differences reported (`brokers.reconcile`).
 - Take-profit and stop-loss levels are kept but not watched yet on a live account.
 """
 
