@@ -119,9 +119,12 @@ def take_cut(b) -> None:
         cut = Cut(ts=b.clock.now(), balances=balances, unknown_orders=orders,
                   trades=sorted(trades, key=lambda t: (t["ts"], t["fill_id"])),
                   in_flight=in_flight, busy_coins={_base(sym) for sym in busy})
-    except (ccxt.BaseError, AttributeError) as exc:  # AttributeError: no client yet
-        logger.warning("reconciling {}: reading the venue failed: {}", b.account_id,
-                       str(exc)[:300])
+    except Exception as exc:  # the venue's errors, and answers ccxt could not parse
+        if isinstance(exc, ccxt.BaseError):
+            logger.warning("reconciling {}: reading the venue failed: {}", b.account_id,
+                           str(exc)[:300])
+        else:
+            logger.exception("reconciling {}: reading the venue failed", b.account_id)
         b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed"))
         return
     b.worker.post(("cut", cut, None))
