@@ -320,3 +320,16 @@ def test_the_account_is_reconciled_every_reconcile_every_s(start, venue):
     state = wait(lambda: cf.trading.safety.account_state("live"))
     assert (state.state, state.changed_by) == ("REDUCE_ONLY", "reconcile")
     assert cf.trading.accounts.status["live"].last_reconcile is not first
+
+
+def test_a_venue_that_cannot_be_read_fails_the_reconcile_and_changes_nothing(start, venue):
+    from capflow.actors.model.errors import Unavailable
+
+    cf = start()
+    last = cf.trading.accounts.status["live"].last_reconcile
+    venue.fault("/v5/account/wallet-balance", "http", status=503, times=10_000)
+    with pytest.raises(Unavailable) as failed:
+        cf.account_reconcile("live")
+    assert "ExchangeNotAvailable" in failed.value.message
+    assert cf.trading.accounts.status["live"].last_reconcile is last
+    assert cf.trading.safety.account_state("live") is None
