@@ -24,15 +24,20 @@ capital from it, and puts the account in ``REDUCE_ONLY`` with an alert on a diff
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
-from capflow.brokers.base import BrokerEvent
+import msgspec
 
 
-class Reconciled(BrokerEvent, frozen=True, tag="Reconciled"):
+class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     """A reconciliation's report (see the module docstring); `error` when the venue
-    could not be read (the report then holds nothing and changes nothing)."""
+    could not be read (the report then holds nothing and changes nothing). The adapter
+    emits it like its events; it is the account manager's alone (no event topic: an
+    alert tells of differences)."""
 
+    account_id: str
+    ts: datetime
     report: dict[str, Any]
     error: str | None = None
 
