@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from capflow.actors.model.ledger import INITIAL_ALLOCATION_KEY, Ledger
+from capflow.actors.model.ledger import Ledger
 from capflow.actors.model.messages import (
     CapitalDeposited,
     CapitalReserved,
@@ -33,6 +33,7 @@ from capflow.actors.model.messages import (
     Transfer,
     wire_name,
 )
+from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY
 from capflow.actors.model.risk import AccountState, BreakerState, GlobalState
 from capflow.storage.statements import Op
 
