@@ -194,7 +194,9 @@ class Client(_Ops):
         self._sock: zmq.Socket | None = None
 
     def _open(self) -> zmq.Socket:
-        return _connect(self.ctx, zmq.REQ, self.endpoint, self.routing_id, self.curve)
+        sock = _connect(self.ctx, zmq.REQ, self.endpoint, self.routing_id, self.curve)
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
+        return sock
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         req_id, data = request_bytes(op, args)
@@ -206,11 +208,15 @@ class Client(_Ops):
             self.attempts += 1
             if self._sock is None:
                 self._sock = self._open()
-            self._sock.send(data)
-            if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                reply = _decode(self._sock.recv())
-                if req_id is None or reply.get("id") in (req_id, None):
-                    return reply
+            try:
+                self._sock.send(data)  # bounded by SNDTIMEO: a socket with no peer waits
+            except zmq.Again:
+                pass  # no peer took it in time: an attempt without an answer
+            else:
+                if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    reply = _decode(self._sock.recv())
+                    if req_id is None or reply.get("id") in (req_id, None):
+                        return reply
             # no answer (or a stale one): the REQ socket is stuck; start afresh
             self._sock.close(0)
             self._sock = None
@@ -264,7 +270,11 @@ class AsyncClient(_Ops):
         self._waiting[req_id] = fut
         try:
             for _attempt in range(self.retries + 1):
-                await self.sock.send_multipart([b"", data])
+                try:  # a DEALER with no peer would wait for one without bound
+                    await asyncio.wait_for(self.sock.send_multipart([b"", data]),
+                                           self.timeout_s)
+                except TimeoutError:
+                    continue
                 try:
                     return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
                 except TimeoutError:

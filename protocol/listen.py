@@ -46,7 +46,7 @@ def command(cfg, args: argparse.Namespace, *, curve, out: TextIO) -> int:
         sock.connect(endpoint)
         for topic in args.topics or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        if watch.wait_handshake(PROBE_TIMEOUT_S):
+        if watch.wait_handshake(PROBE_TIMEOUT_S, curve is not None):
             seen = "connected to"
         elif watch.failed is not None or watch.connected:
             raise why(endpoint, watch, curve is not None, role="events")
