@@ -218,7 +218,7 @@ def test_call_help_lists_every_op_with_an_example_the_server_takes(capsys):
                 if line.strip().startswith("capflow call ")}
     assert set(examples) == set(OPS)
     for op, line in examples.items():
-        words = shlex.split(line)[3:]
+        words = shlex.split(line, comments=True)[3:]
         args = {k: cli._value(v) for k, _, v in (w.partition("=") for w in words)}
         parse_args(OPS[op][0], args)  # the server's own schema takes it
     assert "capflow call ledger.get profile_id=alpha" in text
