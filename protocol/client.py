@@ -94,6 +94,18 @@ def _routing_id() -> bytes:
     return b"c" + os.urandom(15)  # never starts with a zero byte (reserved by ZeroMQ)
 
 
+def connect(sock: zmq.Socket, endpoint: str) -> None:
+    """`sock.connect(endpoint)`; an endpoint ZeroMQ cannot connect to (no ``tcp://``, no
+    port, ``http://``...) is an INVALID_ARGUMENT that says what one looks like."""
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise ClientError("INVALID_ARGUMENT", f"{endpoint!r} is not an endpoint to connect "
+                          f"to ({exc.strerror or exc}): write tcp://HOST:PORT, e.g. "
+                          "tcp://127.0.0.1:7100", {"field": "endpoint"}) from None
+
+
 def _connect(ctx, kind: int, endpoint: str, routing_id: bytes,
              curve: CurveKeys | None) -> zmq.Socket:
     """A client socket: no linger; with CURVE keys, no routing id of its own (the server
@@ -106,7 +118,7 @@ def _connect(ctx, kind: int, endpoint: str, routing_id: bytes,
         curve.apply(sock)
     else:
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
-    sock.connect(endpoint)
+    connect(sock, endpoint)
     return sock
 
 

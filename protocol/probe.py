@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from capflow.protocol.client import _decode, _routing_id, request_bytes
+from capflow.protocol.client import _decode, _routing_id, connect, request_bytes
 
 #: how long a command waits for `system.health` before it says that no server answers
 PROBE_TIMEOUT_S = 1.0
@@ -166,7 +166,7 @@ def probe(endpoint: str, curve=None, timeout_s: float = PROBE_TIMEOUT_S) -> dict
     sock = socket_for(ctx, zmq.DEALER, curve)
     watch = Watch(sock)
     try:
-        sock.connect(endpoint)
+        connect(sock, endpoint)
         req_id, data = request_bytes("system.health", {})
         # a DEALER whose peer dropped the connection during the handshake has no pipe to
         # send on: unbounded, that send would wait for ever
