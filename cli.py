@@ -43,13 +43,62 @@ def _curve(args: argparse.Namespace):
     return None
 
 
-def _value(text: str):
+def _value(text: str, as_text: bool = False):
+    """A KEY=VALUE value: TOML when it parses (numbers, true/false, quoted strings,
+    arrays), else the text. `as_text` (the op's schema takes only text there): the text
+    as typed, unless it is a quoted TOML string. What msgpack cannot carry (an integer
+    beyond 64 bits, a date or a time) goes as the text typed."""
     import tomllib
 
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    if isinstance(value, str) or as_text:
+        return value if isinstance(value, str) else text
+    return _wire(value, text)
+
+
+def _wire(value, text: str):
+    import datetime
+
+    if isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else text
+    if isinstance(value, datetime.date | datetime.time):
+        return text
+    if isinstance(value, list):
+        return [_wire(v, v.isoformat() if hasattr(v, "isoformat") else str(v)) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire(v, v.isoformat() if hasattr(v, "isoformat") else str(v))
+                for k, v in value.items()}
+    return value
+
+
+def _text_fields(op: str) -> set[str]:
+    """The arguments of `op` whose schema takes text and nothing else (ids, names)."""
+    import types
+    import typing
+
+    import msgspec
+
+    from capflow.protocol.ops import OPS
+
+    if op not in OPS:
+        return set()
+
+    def text_only(kind) -> bool:
+        if typing.get_origin(kind) is typing.Annotated:
+            return text_only(typing.get_args(kind)[0])
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            members = [k for k in typing.get_args(kind) if k is not type(None)]
+            return bool(members) and all(text_only(k) for k in members)
+        if typing.get_origin(kind) is typing.Literal:
+            return all(isinstance(v, str) for v in typing.get_args(kind))
+        return kind is str
+
+    return {f.name for f in msgspec.structs.fields(OPS[op][0]) if text_only(f.type)}
 
 
 def _say(text: str) -> None:
@@ -169,13 +218,14 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     from capflow.protocol.client import ClientError
 
     payload = {}
+    text = _text_fields(args.op)
     for item in args.args:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"argument {item!r} is not KEY=VALUE")
         if key in payload:  # never send one of two values silently
             raise ConfigError(f"argument {key!r} is given twice")
-        payload[key] = _value(value)
+        payload[key] = _value(value, key in text)
     with connect(cfg, args) as client:
         try:
             result = client.call(args.op, **payload)
