@@ -385,6 +385,26 @@ def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+#: what a command that changes something asks of the server, for the words of Ctrl-C
+_CHANGES = {"halt": "the halt", "resume": "the resume", "flatten": "the flatten",
+            "profile": "the profile creation"}
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """One line for Ctrl-C: a request that may change something may or may not have
+    been carried out (its answer was not read)."""
+    if args.command == "call":
+        what = f"{args.op}"
+    elif args.command == "profile" and args.action != "create":
+        what = None
+    else:
+        what = _CHANGES.get(args.command)
+    if what is None:
+        return "interrupted"
+    return (f"interrupted: the outcome of {what} is unknown (the server may have carried "
+            "it out); look before repeating it")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from capflow.protocol.client import ClientError
 
@@ -419,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"capflow: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"capflow: {_interrupted(args)}", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`capflow ... | head`): no traceback, and none at exit
         # when Python flushes stdout again

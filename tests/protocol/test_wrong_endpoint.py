@@ -56,3 +56,39 @@ def test_no_send_of_the_client_waits_without_bound():
             assert sock.getsockopt(zmq.SNDTIMEO) == 250
         finally:
             sock.close(0)
+
+
+def test_ctrl_c_during_a_call_is_one_line_that_says_the_outcome_is_unknown(tmp_path):
+    """Before: a 25-line KeyboardInterrupt traceback, and not a word on whether the
+    halt happened."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import zmq
+
+    ctx = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)  # takes the connection, never answers
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFLOW_")}
+    capflow = str(Path(sys.executable).with_name("capflow"))
+    try:
+        proc = subprocess.Popen([capflow, "halt", "--profile", "alpha", "--endpoint",
+                                 f"tcp://127.0.0.1:{port}", "--timeout", "60"], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        while silent.poll(100) == 0:  # the probe, then the halt itself
+            assert proc.poll() is None
+        silent.recv_multipart()
+        assert silent.poll(10_000), "the halt was not sent"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        silent.close(0)
+        ctx.term()
+    assert proc.returncode == 130, err
+    assert out == ""
+    assert err == ("capflow: interrupted: the outcome of the halt is unknown (the server may "
+                   "have carried it out); look before repeating it\n")
