@@ -362,14 +362,21 @@ def stats_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     from datetime import UTC, datetime
+    from pathlib import Path
 
     from capflow.actors.model.stats import equity_report
-    from capflow.actors.report import amount, marked_text, write_equity_png
+    from capflow.actors.report import FORMATS, amount, marked_text, write_equity_png
 
+    name = f"equity-{args.profile or 'all'}.png"
+    path = Path(args.out or f"reports/{name}")
+    if path.is_dir():
+        path = path / name
+    if (path.suffix.lower().lstrip(".") or "png") not in FORMATS:
+        raise ConfigError(f"--out {path}: the report is written as .png, .pdf or .svg "
+                          "(the suffix names the format)")
     # everything through the server that answers, or everything from the storage
     data = stats_data(cfg, args, args.profile)
     _print_stats(data.stats, out, f"statistics of {args.profile or 'all profiles'}")
-    path = args.out or f"reports/equity-{args.profile or 'all'}.png"
     currency = data.currency
     report = equity_report(data.positions, start=data.initial or Decimal(0),
                            marks=data.marks, as_of=datetime.now(UTC))
@@ -379,8 +386,13 @@ def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     if report.marked is not None:
         print(marked_text(report, currency), file=out)
     _mixed(currency, out)
-    written = write_equity_png(report, path, currency=currency,
-                               title=f"capflow equity: {args.profile or 'all profiles'}")
+    try:
+        written = write_equity_png(report, path, currency=currency,
+                                   title=f"capflow equity: {args.profile or 'all profiles'}")
+    except OSError as exc:
+        print(f"capflow: cannot write the report to {path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     print(f"wrote {written}", file=out)
     return 0
 

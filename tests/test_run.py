@@ -368,3 +368,24 @@ def test_stats_says_when_it_sums_two_currencies(env, capsys):
     assert code == 0 and "note: the profiles' currencies differ (EUR+USDT)" in out
     code, out, _ = _run(["stats", "--profile", "beta"], capsys)
     assert code == 0 and "differ" not in out
+
+
+def test_report_out_a_folder_a_bad_place_or_another_format(env, capsys):
+    """Before: a directory, /proc/x.png or file/x.png gave a traceback after the
+    statistics, and r.pdf / r.svg were PNG bytes under another name."""
+    _run(["profile", "create", "alpha", "2500"], capsys)
+    (env / "charts").mkdir()
+    code, out, _ = _run(["report", "--profile", "alpha", "--out", "charts"], capsys)
+    assert code == 0 and f"wrote {Path('charts') / 'equity-alpha.png'}" in out
+    assert _png_size(env / "charts" / "equity-alpha.png") == (1000, 600)
+    (env / "file").write_text("")
+    for bad in ("/proc/x.png", "file/x.png"):
+        code, out, err = _run(["report", "--out", bad], capsys)
+        assert code == 1 and "Traceback" not in err
+        assert err.splitlines()[-1].startswith(f"capflow: cannot write the report to {bad}: ")
+    code, _, _ = _run(["report", "--out", "r.pdf"], capsys)
+    assert code == 0 and (env / "r.pdf").read_bytes().startswith(b"%PDF")
+    code, _, _ = _run(["report", "--out", "r.svg"], capsys)
+    assert code == 0 and b"<svg" in (env / "r.svg").read_bytes()[:2000]
+    code, out, err = _run(["report", "--out", "r.jpeg"], capsys)
+    assert code == 2 and "the report is written as .png, .pdf or .svg" in err and out == ""
