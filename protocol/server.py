@@ -49,6 +49,7 @@ import zmq
 from loguru import logger
 
 from capflow.actors.config import Config
+from capflow.actors.model.settings import ConfigError
 from capflow.protocol.auth import Authorizer
 from capflow.protocol.codec import WireError, decode, error_reply, ok_reply
 from capflow.protocol.connections import Connections, Token
@@ -174,8 +175,8 @@ class Server:
                 if not _is_local(ep):
                     logger.warning("plain mode on {}: no authentication and no encryption;"
                                    " set security.curve = true to expose capflow", ep)
-        self.router.bind(scfg.endpoint)
-        self.pub.bind(scfg.events_endpoint)
+        for sock, name in ((self.router, "endpoint"), (self.pub, "events_endpoint")):
+            self._bind(sock, name, getattr(scfg, name))
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -191,6 +192,19 @@ class Server:
         logger.info("serving {} ({}), events on {}", self.endpoint,
                     "CURVE" if self.curve else "plain, no authentication", self.events_endpoint)
         return self
+
+    def _bind(self, sock: zmq.Socket, name: str, endpoint: str) -> None:
+        """Bind, or close what `start` opened and name the setting and the cause."""
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            if self.authorizer is not None:
+                self.authorizer.stop()
+            for opened in (self.router, self.pub):
+                opened.close(0)
+            self.ctx.term()
+            raise ConfigError(f"[server] {name} = {endpoint!r}: cannot listen there: "
+                              f"{exc.strerror or exc}") from None
 
     def stop(self) -> None:
         """Stop taking requests (new ones get UNAVAILABLE), let in-flight ones finish
