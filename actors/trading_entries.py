@@ -39,7 +39,7 @@ from capflow.actors.model.orders import (
 )
 from capflow.actors.model.risk import Check
 from capflow.actors.model.symbols import CLAIMED, REFUSED
-from capflow.actors.model.ticks import _new_price_places
+from capflow.actors.model.ticks import new_price_places
 from capflow.actors.model.venue import apply_rule, price_to_tick
 from capflow.actors.reply import Reply, relay
 
@@ -89,7 +89,7 @@ class EntryFlow:
         if spec is not None:
             return spec.price_places, spec.qty_places
         # a symbol first seen at `price` gets the places the simulator gives it
-        return _new_price_places(price), 6
+        return new_price_places(price), 6
 
     def _fees(self, account_id: str) -> tuple[Decimal, Decimal]:
         s = self.config.brokers.accounts[account_id].settings
