@@ -33,7 +33,7 @@ from capflow.protocol.probe import NoServer, probe
 PAGE = 1000
 
 
-def _curve(args: argparse.Namespace):
+def curve_keys(args: argparse.Namespace):
     from capflow.protocol.client import CurveKeys
 
     if getattr(args, "server_key", None) or getattr(args, "client_key", None):
@@ -111,7 +111,7 @@ def connect(cfg: Config, args: argparse.Namespace, *, retries: int = 3):
     from capflow.protocol.client import Client
 
     endpoint = args.endpoint or cfg.server.endpoint
-    curve = _curve(args)
+    curve = curve_keys(args)
     probe(endpoint, curve)
     return Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
 
@@ -128,7 +128,7 @@ def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None 
     try:
         client = connect(cfg, args)
     except NoServer as exc:
-        if args.endpoint or _curve(args) is not None or exc.present:
+        if args.endpoint or curve_keys(args) is not None or exc.present:
             raise
         endpoint = exc.endpoint
         if reading and not has_storage(cfg):
@@ -361,7 +361,7 @@ def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     """`events`: capflow.protocol.listen."""
     from capflow.protocol.listen import command
 
-    return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
+    return command(cfg, args, curve=curve_keys(args), out=out or sys.stdout)
 
 
 # -- profile ------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ def _list(profiles: list[dict[str, Any]], out) -> None:
     print(f"{len(profiles)} profile(s)", file=out)
 
 
-def _all_profiles(client) -> list[dict[str, Any]]:
+def all_profiles(client) -> list[dict[str, Any]]:
     profiles, cursor = [], None
     while True:
         page = client.profile_list(limit=PAGE, cursor=cursor)
@@ -434,7 +434,7 @@ def _profile_through(client, args: argparse.Namespace, out) -> int:
     elif args.action == "show":
         _show(client.profile_get(args.profile_id), out)
     else:
-        _list(_all_profiles(client), out)
+        _list(all_profiles(client), out)
     return 0
 
 

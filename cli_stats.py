@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from capflow.actors.config import Config
-from capflow.cli import PAGE, _all_profiles, route
+from capflow.cli import PAGE, all_profiles, route
 
 
 class Data(NamedTuple):
@@ -54,7 +54,7 @@ def _through(client, profile: str | None, group_by: str | None, *, report: bool,
     all from the server of `client`."""
     from capflow.actors.model.stats import profiles_stats
 
-    profiles = [client.profile_get(profile)] if profile else _all_profiles(client)
+    profiles = [client.profile_get(profile)] if profile else all_profiles(client)
     currency = _currency((p["currency"] for p in profiles), default_currency)
     if not report:
         ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}

@@ -47,8 +47,8 @@ from capflow.actors.model.errors import CapflowError
 from capflow.actors.model.money import fmt
 from capflow.actors.model.settings import ConfigError
 from capflow.cli import (
-    _curve,
     call_command,
+    curve_keys,
     events_command,
     flatten_command,
     halt_command,
@@ -329,7 +329,7 @@ def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 def top_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     from capflow.protocol.top import command
 
-    return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
+    return command(cfg, args, curve=curve_keys(args), out=out or sys.stdout)
 
 
 def _print_stats(stats, out, title: str) -> None:

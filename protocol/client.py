@@ -80,7 +80,7 @@ def _result(reply: dict[str, Any]) -> dict[str, Any]:
                       err.get("details"), reply.get("id"))
 
 
-def _decode(data: bytes) -> dict[str, Any]:
+def decode_reply(data: bytes) -> dict[str, Any]:
     try:
         reply = msgpack.unpackb(data, raw=False)
     except Exception as exc:
@@ -90,7 +90,7 @@ def _decode(data: bytes) -> dict[str, Any]:
     return reply
 
 
-def _routing_id() -> bytes:
+def new_routing_id() -> bytes:
     return b"c" + os.urandom(15)  # never starts with a zero byte (reserved by ZeroMQ)
 
 
@@ -200,7 +200,7 @@ class Client(_Ops):
         self.timeout_s = timeout_s
         self.retries = retries
         self.curve = curve
-        self.routing_id = _routing_id()
+        self.routing_id = new_routing_id()
         self.ctx = zmq.Context()
         self.attempts = 0
         self._sock: zmq.Socket | None = None
@@ -226,7 +226,7 @@ class Client(_Ops):
                 pass  # no peer took it in time: an attempt without an answer
             else:
                 if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                    reply = _decode(self._sock.recv())
+                    reply = decode_reply(self._sock.recv())
                     if req_id is None or reply.get("id") in (req_id, None):
                         return reply
             # no answer (or a stale one): the REQ socket is stuck; start afresh
@@ -256,7 +256,7 @@ class AsyncClient(_Ops):
         self.timeout_s = timeout_s
         self.retries = retries
         self.ctx = zmq.asyncio.Context()
-        self.sock = _connect(self.ctx, zmq.DEALER, endpoint, _routing_id(), curve)
+        self.sock = _connect(self.ctx, zmq.DEALER, endpoint, new_routing_id(), curve)
         self._waiting: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
 

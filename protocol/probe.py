@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from capflow.protocol.client import _decode, _routing_id, connect, request_bytes
+from capflow.protocol.client import connect, decode_reply, new_routing_id, request_bytes
 
 #: how long a command waits for `system.health` before it says that no server answers
 PROBE_TIMEOUT_S = 1.0
@@ -153,7 +153,7 @@ def socket_for(ctx: zmq.Context, kind: int, curve=None) -> zmq.Socket:
     if curve is not None:
         curve.apply(sock)
     elif kind == zmq.DEALER:
-        sock.setsockopt(zmq.ROUTING_ID, _routing_id())
+        sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
     return sock
 
 
@@ -187,7 +187,7 @@ def probe(endpoint: str, curve=None, timeout_s: float = PROBE_TIMEOUT_S) -> dict
                 if watch.decided(curve is not None):
                     break  # a handshake refused: waiting changes nothing
             if sock in ready:
-                reply = _decode(sock.recv_multipart()[-1])
+                reply = decode_reply(sock.recv_multipart()[-1])
                 if reply.get("id") in (req_id, None):
                     return (reply.get("result") or {}) if reply.get("ok") else {}
         watch.read()
