@@ -14,9 +14,8 @@ from capflow.actors.account_messages import Restore
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denied
+from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import entry_client_id
-
-from ..venue.bybit import BybitVenue
 
 
 @pytest.fixture
