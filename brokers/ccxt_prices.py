@@ -13,10 +13,11 @@ reports it once (`PricesStale`), entries on the account are refused with
 
 **Take-profit and stop-loss.** Bybit v5 spot does have conditional orders
 (``orderFilter=tpslOrder`` / ``StopOrder`` on ``/v5/order/create``, which ccxt's bybit
-sends for ``triggerPrice``, ``stopLossPrice`` and ``takeProfitPrice``), but a spot
-conditional order is not reduce-only (spot has none) and reserves the coins it would
-sell, and the venue emulator the adapter is tested against does not emulate them. So
-they are watched here, on the account manager's thread (`crossed`): when a venue tick
+sends for ``triggerPrice``, ``stopLossPrice`` and ``takeProfitPrice`` on a spot
+market), but spot has no reduce-only: a venue-side stop sized to a position could still
+sell coins capflow no longer holds for it once the position was closed otherwise; and
+the venue emulator the adapter is tested against does not emulate them. So they are
+watched here, on the account manager's thread (`crossed`): when a venue tick
 crosses a position's level (a long: bid at or below its stop-loss, or at or above its
 take-profit), the adapter sends the position's exit once, with its fixed client id,
 sized to the position and rounded down to the lot step. While prices are stale the
