@@ -41,6 +41,7 @@ an order is sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -106,15 +107,19 @@ class CcxtSpotBroker(BrokerAdapter):
         self.feed = PriceFeed(self, self.settings.price_interval_s,
                               self.settings.stale_after_s)
         self.prices = self.feed.watch
+        self._next_order_poll = 0.0
         self.worker = VenueWorker(f"venue-{self.account_id}",
                                   min(self.settings.poll_interval_s,
                                       self.settings.price_interval_s),
                                   self._poll, self._wake)
 
     def _poll(self) -> None:
-        """On the worker: the prices when they are due, then the orders."""
+        """On the worker: the prices and the orders, each when due."""
         self.feed.poll()
-        self.engine.poll()
+        now = time.monotonic()
+        if now >= self._next_order_poll:
+            self._next_order_poll = now + self.settings.poll_interval_s
+            self.engine.poll()
 
     def _wake(self) -> None:
         if not self._woken:  # one wake at a time: step() drains everything
