@@ -164,14 +164,23 @@ class OrderRejected(BrokerEvent, frozen=True, tag="OrderRejected"):
     reason: str
 
 
-class VenueTicks(BrokerEvent, frozen=True, tag="VenueTicks"):
+class PriceReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What an adapter with its venue's prices reports through `emit` besides its
+    events: not broker events (they are not sent on the ``broker`` topic)."""
+
+    account_id: str
+    ts: datetime
+
+
+class VenueTicks(PriceReport, frozen=True):
     """The venue's quotes of the account's symbols (`capflow.actors.model.ticks.Tick`,
-    capflow symbols): capflow prices those symbols by them, not by its simulator."""
+    capflow symbols): capflow prices those symbols by them, not by its simulator; the
+    ticks go out on the ``tick.<symbol>`` topics as the simulator's do."""
 
     ticks: list
 
 
-class PricesStale(BrokerEvent, frozen=True, tag="PricesStale"):
+class PricesStale(PriceReport, frozen=True):
     """The venue's prices stopped arriving (`stale`), or arrive again (not `stale`):
     entries on the account are refused meanwhile (``STALE_PRICES``); `unwatched` lists
     the positions whose take-profit / stop-loss the adapter cannot watch meanwhile."""
