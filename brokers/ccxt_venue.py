@@ -108,6 +108,9 @@ class CcxtSpotBroker(BrokerAdapter):
                               self.settings.stale_after_s)
         self.prices = self.feed.watch
         self._next_order_poll = 0.0
+        #: positions whose take-profit / stop-loss exit the venue refused: not sent again
+        #: on every tick (a close asked for by hand still is)
+        self.stops_refused: set[str] = set()
         self.worker = VenueWorker(f"venue-{self.account_id}",
                                   min(self.settings.poll_interval_s,
                                       self.settings.price_interval_s),
@@ -255,6 +258,7 @@ class CcxtSpotBroker(BrokerAdapter):
             self.orders.pop(item[2], None)
         elif kind == "exit_failed":
             self.exit_orders.pop(item[1], None)
+            self.stops_refused.add(item[1])  # no automatic exit again: a person looks
             logger.error("exit of position {} refused by the venue: {}", item[1], item[2])
 
     def _report(self, e: BrokerEvent) -> None:
@@ -334,7 +338,8 @@ class CcxtSpotBroker(BrokerAdapter):
         for p in list(self.positions.values()):
             tick = latest.get(p.symbol)
             reason = None if tick is None else crossed(p, tick)
-            if reason is None or p.position_id in self.exit_orders:
+            if (reason is None or p.position_id in self.exit_orders
+                    or p.position_id in self.stops_refused):
                 continue
             logger.info("position {}: {} crossed at bid {} / ask {}: exiting",
                         p.position_id, reason, tick.bid, tick.ask)

@@ -176,3 +176,17 @@ def test_stale_prices_refuse_entries_keep_exits_and_alert_once(live, venue):
     again = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="C")
     assert again["risk_ok"], again
     wait(lambda: not any("prices stale" in r for r in live.trading.safety.reasons()))
+
+
+def test_a_stop_exit_the_venue_refuses_is_not_sent_again_on_every_tick(live, venue):
+    p = _open(live, tp_pct="2", sl_pct="1")
+    venue.fault("/v5/order/create", "reject", code=170131, msg="Insufficient balance.")
+    venue.set_price("BTCUSDT", "30700.00", "30700.10")
+    wait(lambda: _sells(venue))
+    time.sleep(0.5)  # ten price polls across the take-profit
+    assert len(_sells(venue)) == 1
+    [still] = _positions(live, "OPEN")
+    assert still.position_id == p.position_id
+    live.close_position("p", p.position_id)  # by hand it still goes
+    [closed] = _closed(live)
+    assert closed.close_reason == "manual"
