@@ -12,9 +12,8 @@ import pytest
 
 from capflow.actors.alerts import Alert
 from capflow.actors.model.errors import Denied
+from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import exit_client_id
-
-from ..venue.bybit import BybitVenue
 
 TICKERS = "/v5/market/tickers"
 
