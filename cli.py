@@ -1,6 +1,7 @@
 """The commands of `capflow` that talk to a running server or open the storage: `call`,
-`events`, `halt` / `resume`, `flatten`, `profile`, and the data of `stats` and `report`
-(capflow.run parses the command line and calls these).
+`events`, `halt` / `resume`, `flatten` and `profile` (capflow.run parses the command line
+and calls these; capflow.cli_stats reads the data of `stats` and `report` by the same
+rule).
 
 Every command that talks to a server first asks it `system.health`, once, with a short
 timeout (capflow.protocol.probe): when nothing answers it says so within about a second,
@@ -32,7 +33,7 @@ from capflow.protocol.probe import NoServer, probe
 PAGE = 1000
 
 
-def _curve(args: argparse.Namespace):
+def curve_keys(args: argparse.Namespace):
     from capflow.protocol.client import CurveKeys
 
     if getattr(args, "server_key", None) or getattr(args, "client_key", None):
@@ -42,13 +43,62 @@ def _curve(args: argparse.Namespace):
     return None
 
 
-def _value(text: str):
+def _value(text: str, as_text: bool = False):
+    """A KEY=VALUE value: TOML when it parses (numbers, true/false, quoted strings,
+    arrays), else the text. `as_text` (the op's schema takes only text there): the text
+    as typed, unless it is a quoted TOML string. What msgpack cannot carry (an integer
+    beyond 64 bits, a date or a time) goes as the text typed."""
     import tomllib
 
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    if isinstance(value, str) or as_text:
+        return value if isinstance(value, str) else text
+    return _wire(value, text)
+
+
+def _wire(value, text: str):
+    import datetime
+
+    if isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else text
+    if isinstance(value, datetime.date | datetime.time):
+        return text
+    if isinstance(value, list):
+        return [_wire(v, v.isoformat() if hasattr(v, "isoformat") else str(v)) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire(v, v.isoformat() if hasattr(v, "isoformat") else str(v))
+                for k, v in value.items()}
+    return value
+
+
+def _text_fields(op: str) -> set[str]:
+    """The arguments of `op` whose schema takes text and nothing else (ids, names)."""
+    import types
+    import typing
+
+    import msgspec
+
+    from capflow.protocol.ops import OPS
+
+    if op not in OPS:
+        return set()
+
+    def text_only(kind) -> bool:
+        if typing.get_origin(kind) is typing.Annotated:
+            return text_only(typing.get_args(kind)[0])
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            members = [k for k in typing.get_args(kind) if k is not type(None)]
+            return bool(members) and all(text_only(k) for k in members)
+        if typing.get_origin(kind) is typing.Literal:
+            return all(isinstance(v, str) for v in typing.get_args(kind))
+        return kind is str
+
+    return {f.name for f in msgspec.structs.fields(OPS[op][0]) if text_only(f.type)}
 
 
 def _say(text: str) -> None:
@@ -61,24 +111,32 @@ def connect(cfg: Config, args: argparse.Namespace, *, retries: int = 3):
     from capflow.protocol.client import Client
 
     endpoint = args.endpoint or cfg.server.endpoint
-    curve = _curve(args)
+    curve = curve_keys(args)
     probe(endpoint, curve)
     return Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
 
 
-def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None = None):
+def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None = None, *,
+          reading: bool = True):
     """The rule of the commands that can work without a server: a `Client` when a server
     answers at the endpoint; None (open the storage) when none answers and no other
     process owns the storage. `command` and `call` are this command's two ways through
     a server (``capflow profile list``, ``capflow call profile.list``), named when the
     storage is owned by a server that does not answer here. A server asked for by name
-    (--endpoint, CURVE keys) must answer: no storage then."""
+    (--endpoint, CURVE keys) must answer: no storage then. A `reading` command never
+    creates a storage: with none there either, it says so (`NoServer`)."""
     try:
         client = connect(cfg, args)
     except NoServer as exc:
-        if args.endpoint or _curve(args) is not None or exc.present:
+        if args.endpoint or curve_keys(args) is not None or exc.present:
             raise
         endpoint = exc.endpoint
+        if reading and not has_storage(cfg):
+            from capflow.storage.engine import describe
+
+            raise NoServer(endpoint, f"no capflow storage at {describe(cfg.storage.url)} "
+                           f"and no capflow server at {endpoint}: start one (`make run`) "
+                           "or run this where its data/ is") from None
         owner = storage_owner(cfg)
         if owner is not None:
             also = f" (or {call} --endpoint ENDPOINT)" if call else ""
@@ -95,6 +153,26 @@ def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None 
     return client
 
 
+def has_storage(cfg: Config) -> bool:
+    """Whether the configured storage holds a capflow database to read: a SQLite file
+    that exists and has its tables (an empty file is none); a server database is taken
+    to. Creates nothing."""
+    from capflow.storage.engine import open_engine, sqlite_path, stored
+
+    url = cfg.storage.url
+    if sqlite_path(url) is None:
+        return True
+    if not stored(url):
+        return False
+    from sqlalchemy import inspect
+
+    engine = open_engine(url, create=False)
+    try:
+        return inspect(engine).has_table("profiles")
+    finally:
+        engine.dispose()
+
+
 def storage_owner(cfg: Config) -> str | None:
     """Who owns the configured storage when another process does (its owner lock is
     held), as a sentence; None when it is free (or kept in memory). Asks without
@@ -105,7 +183,10 @@ def storage_owner(cfg: Config) -> str | None:
     from sqlalchemy import select
 
     from capflow.storage import schema
-    from capflow.storage.engine import OwnerLock, describe, open_engine
+    from capflow.storage.engine import OwnerLock, describe, open_engine, stored
+
+    if not stored(url):
+        return None  # no file, no owner: and asking must not create one
 
     engine = open_engine(url, synchronous=cfg.storage.sqlite_synchronous)
     try:
@@ -137,13 +218,14 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     from capflow.protocol.client import ClientError
 
     payload = {}
+    text = _text_fields(args.op)
     for item in args.args:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"argument {item!r} is not KEY=VALUE")
         if key in payload:  # never send one of two values silently
             raise ConfigError(f"argument {key!r} is given twice")
-        payload[key] = _value(value)
+        payload[key] = _value(value, key in text)
     with connect(cfg, args) as client:
         try:
             result = client.call(args.op, **payload)
@@ -279,7 +361,7 @@ def events_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     """`events`: capflow.protocol.listen."""
     from capflow.protocol.listen import command
 
-    return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
+    return command(cfg, args, curve=curve_keys(args), out=out or sys.stdout)
 
 
 # -- profile ------------------------------------------------------------------------------
@@ -312,6 +394,16 @@ def _list(profiles: list[dict[str, Any]], out) -> None:
     print(f"{len(profiles)} profile(s)", file=out)
 
 
+def all_profiles(client) -> list[dict[str, Any]]:
+    profiles, cursor = [], None
+    while True:
+        page = client.profile_list(limit=PAGE, cursor=cursor)
+        profiles += page["profiles"]
+        cursor = page.get("next_cursor")
+        if not cursor or not page["profiles"]:
+            return profiles
+
+
 def _created(profile: dict[str, Any], existed: bool, out) -> None:
     if existed:
         print(f"profile {profile['profile_id']} already exists with these settings: nothing "
@@ -327,7 +419,7 @@ def profile_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                       "capflow call profile.create profile_id=ID allocated=AMOUNT"),
            "list": ("capflow profile list", "capflow call profile.list"),
            "show": ("capflow profile show ID", "capflow call profile.get profile_id=ID")}
-    client = route(cfg, args, *how[args.action])
+    client = route(cfg, args, *how[args.action], reading=args.action != "create")
     if client is not None:
         with client:
             return _profile_through(client, args, out)
@@ -342,7 +434,7 @@ def _profile_through(client, args: argparse.Namespace, out) -> int:
     elif args.action == "show":
         _show(client.profile_get(args.profile_id), out)
     else:
-        _list(_all_profiles(client), out)
+        _list(all_profiles(client), out)
     return 0
 
 
@@ -367,101 +459,3 @@ def _profile_in_storage(cfg: Config, args: argparse.Namespace, out) -> int:
             snaps = system.store.snapshots([p.profile_id for p in profiles])
             _list([profile_list_item(p, snaps.get(p.profile_id)) for p in profiles], out)
     return 0
-
-
-# -- the data of stats and report ---------------------------------------------------------
-
-def stats_data(cfg: Config, args: argparse.Namespace | None, profile: str | None,
-               group_by: str | None = None):
-    """(positions, statistics, groups, initial equity) of one profile or all, by the
-    rule above: through a server's `stats.get` (and, for the positions, `profile.list`
-    and `position.list`), or read from the storage when no server answers (`args` None:
-    from the storage, as before the rule)."""
-    if args is not None:
-        report = args.command == "report"
-        client = route(cfg, args, f"capflow {args.command}",
-                       None if report else "capflow call stats.get")
-        if client is not None:
-            with client:
-                return _stats_through(client, profile, group_by, positions=report)
-    return _stats_in_storage(cfg, profile, group_by)
-
-
-def _stats_through(client, profile: str | None, group_by: str | None, *, positions: bool):
-    """`stats.get`; for the report (`positions`), the positions themselves (and the
-    statistics computed from them, as the server computes them)."""
-    from capflow.actors.model.stats import profiles_stats
-
-    if not positions:
-        ask = {k: v for k, v in (("profile_id", profile), ("group_by", group_by)) if v}
-        stats = client.call("stats.get", **ask)
-        return [], stats, stats.pop("groups", None), None
-    profiles = [client.profile_get(profile)] if profile else _all_profiles(client)
-    found = []
-    allocations = [Decimal((p.get("ledger") or {}).get("allocated") or 0) for p in profiles]
-    for p in profiles:
-        cursor = None
-        while True:
-            page = client.call("position.list", **{
-                "profile_id": p["profile_id"], "limit": PAGE,
-                **({"cursor": cursor} if cursor else {})})
-            found += [_position(x) for x in page["positions"]]
-            cursor = page.get("next_cursor")
-            if not cursor or not page["positions"]:
-                break
-    stats, groups, initial = profiles_stats(found, allocations, group_by)
-    return found, stats, groups, initial
-
-
-def _all_profiles(client) -> list[dict[str, Any]]:
-    profiles, cursor = [], None
-    while True:
-        page = client.profile_list(limit=PAGE, cursor=cursor)
-        profiles += page["profiles"]
-        cursor = page.get("next_cursor")
-        if not cursor or not page["profiles"]:
-            return profiles
-
-
-def _position(p: dict[str, Any]):
-    """A position map of the wire as the statistics read it (Decimal, datetime)."""
-    from datetime import datetime
-    from types import SimpleNamespace
-
-    def when(v):
-        return None if v is None else datetime.fromisoformat(v)
-
-    def number(v):
-        return None if v is None else Decimal(v)
-
-    return SimpleNamespace(**{**p, **{k: number(p.get(k)) for k in _POSITION_DECIMALS},
-                              "opened_at": when(p["opened_at"]),
-                              "closed_at": when(p["closed_at"])})
-
-
-#: the decimal fields of a position on the wire that the statistics and the report read
-_POSITION_DECIMALS = ("qty_open", "qty_total", "reserved", "entry_notional", "entry_price",
-                      "exit_price", "exit_notional", "realized_pnl", "fees", "net_pnl")
-
-
-def _stats_in_storage(cfg: Config, profile: str | None, group_by: str | None):
-    """Positions and statistics straight from storage: no actors (the caller made sure
-    that no other process owns it)."""
-    from capflow.actors.model.errors import NotFound
-    from capflow.actors.model.stats import profiles_stats
-    from capflow.storage.engine import open_engine
-    from capflow.storage.ledger_store import LedgerStore
-    from capflow.storage.oms_store import OmsStore
-
-    engine = open_engine(cfg.storage.url, synchronous=cfg.storage.sqlite_synchronous)
-    try:
-        ledgers = LedgerStore(engine, cfg.places)
-        ids = None if profile is None else [profile]
-        if profile is not None and ledgers.get_profile(profile) is None:
-            raise NotFound("profile", profile)
-        allocations = [b.allocated for b in ledgers.snapshots(ids).values()]
-        positions = OmsStore(engine).positions_for_stats(ids)
-    finally:
-        engine.dispose()
-    stats, groups, initial = profiles_stats(positions, allocations, group_by)
-    return positions, stats, groups, initial

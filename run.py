@@ -50,14 +50,14 @@ from capflow.actors.model.errors import CapflowError
 from capflow.actors.model.money import fmt
 from capflow.actors.model.settings import ConfigError
 from capflow.cli import (
-    _curve,
     call_command,
+    curve_keys,
     events_command,
     flatten_command,
     halt_command,
     profile_command,
-    stats_data,
 )
+from capflow.cli_stats import stats_data
 from capflow.protocol.probe import NoServer
 
 
@@ -333,7 +333,7 @@ def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 def top_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     from capflow.protocol.top import command
 
-    return command(cfg, args, curve=_curve(args), out=out or sys.stdout)
+    return command(cfg, args, curve=curve_keys(args), out=out or sys.stdout)
 
 
 def _print_stats(stats, out, title: str) -> None:
@@ -346,80 +346,79 @@ def _print_stats(stats, out, title: str) -> None:
         print(f"  {key:<22}{text:>18}", file=out)
 
 
+def _mixed(currency: str, out) -> None:
+    if "+" in currency:
+        print(f"note: the profiles' currencies differ ({currency}); their amounts are "
+              "summed as they are", file=out)
+
+
 def stats_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     # through the server that answers at the endpoint, else from the storage
-    _, stats, groups, _ = stats_data(cfg, args, args.profile, args.group_by)
-    _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
-    for key, group in (groups or {}).items():
+    data = stats_data(cfg, args, args.profile, args.group_by)
+    _print_stats(data.stats, out, f"statistics of {args.profile or 'all profiles'}")
+    for key, group in (data.groups or {}).items():
         _print_stats(group, out, f"{args.group_by} = {key or '(none)'}")
+    _mixed(data.currency, out)
     return 0
-
-
-#: how long `report` waits for a running server's market.price before it falls back to the
-#: last stored fill price (one attempt: no answer means no server)
-_PRICE_TIMEOUT_S = 1.0
-
-
-def _currency_and_marks(cfg: Config, profile: str | None, positions):
-    """The report's currency (the profiles', joined by '+' if they differ) and a price for
-    each symbol held open: the running server's `market.price` when one answers, else
-    the last fill price stored."""
-    from capflow.actors.model.stats import MARK_FILL, MARK_SERVER, Mark
-    from capflow.protocol.client import Client, ClientError, ClientTimeout
-    from capflow.storage.engine import open_engine
-    from capflow.storage.ledger_store import LedgerStore
-    from capflow.storage.oms_store import OmsStore
-
-    symbols = sorted({p.symbol for p in positions if p.status == "OPEN"})
-    marks = {}
-    if symbols:
-        with Client(cfg.server.endpoint, timeout_s=_PRICE_TIMEOUT_S, retries=0) as client:
-            for symbol in symbols:
-                try:
-                    last = client.call("market.price", symbol=symbol)["last"]
-                except ClientTimeout:
-                    break  # no server answers
-                except ClientError:
-                    continue  # no price for this symbol there (NOT_FOUND, ...)
-                marks[symbol] = Mark(Decimal(last), MARK_SERVER)
-    engine = open_engine(cfg.storage.url, synchronous=cfg.storage.sqlite_synchronous)
-    try:
-        currencies = LedgerStore(engine, cfg.places).currencies(
-            None if profile is None else [profile])
-        missing = [x for x in symbols if x not in marks]
-        stored = OmsStore(engine).last_fills(missing) if missing else {}
-    finally:
-        engine.dispose()
-    marks.update((x, Mark(price, MARK_FILL, ts)) for x, (price, ts) in stored.items())
-    return "+".join(currencies) or cfg.ledger.default_currency, marks
 
 
 def report_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     from datetime import UTC, datetime
+    from pathlib import Path
 
     from capflow.actors.model.stats import equity_report
-    from capflow.actors.report import amount, marked_text, write_equity_png
+    from capflow.actors.report import FORMATS, amount, marked_text, write_equity_png
 
-    positions, stats, _, initial = stats_data(cfg, args, args.profile)
-    _print_stats(stats, out, f"statistics of {args.profile or 'all profiles'}")
-    path = args.out or f"reports/equity-{args.profile or 'all'}.png"
-    currency, marks = _currency_and_marks(cfg, args.profile, positions)
-    report = equity_report(positions, start=initial or Decimal(0), marks=marks,
-                           as_of=datetime.now(UTC))
+    name = f"equity-{args.profile or 'all'}.png"
+    path = Path(args.out or f"reports/{name}")
+    if path.is_dir():
+        path = path / name
+    if (path.suffix.lower().lstrip(".") or "png") not in FORMATS:
+        raise ConfigError(f"--out {path}: the report is written as .png, .pdf or .svg "
+                          "(the suffix names the format)")
+    # everything through the server that answers, or everything from the storage
+    data = stats_data(cfg, args, args.profile)
+    _print_stats(data.stats, out, f"statistics of {args.profile or 'all profiles'}")
+    currency = data.currency
+    report = equity_report(data.positions, start=data.initial or Decimal(0),
+                           marks=data.marks, as_of=datetime.now(UTC))
     print(f"equity from the allocation {amount(report.start, currency)} to "
           f"{amount(report.points[-1].equity, currency)} after "
           f"{report.closed_trades} closed trade(s)", file=out)
     if report.marked is not None:
         print(marked_text(report, currency), file=out)
-    if "+" in currency:
-        print(f"note: the profiles' currencies differ ({currency}); their amounts are "
-              "summed as they are", file=out)
-    written = write_equity_png(report, path, currency=currency,
-                               title=f"capflow equity: {args.profile or 'all profiles'}")
+    _mixed(currency, out)
+    try:
+        written = write_equity_png(report, path, currency=currency,
+                                   title=f"capflow equity: {args.profile or 'all profiles'}")
+    except OSError as exc:
+        print(f"capflow: cannot write the report to {path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     print(f"wrote {written}", file=out)
     return 0
+
+
+#: what a command that changes something asks of the server, for the words of Ctrl-C
+_CHANGES = {"halt": "the halt", "resume": "the resume", "flatten": "the flatten",
+            "profile": "the profile creation"}
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """One line for Ctrl-C: a request that may change something may or may not have
+    been carried out (its answer was not read)."""
+    if args.command == "call":
+        what = f"{args.op}"
+    elif args.command == "profile" and args.action != "create":
+        what = None
+    else:
+        what = _CHANGES.get(args.command)
+    if what is None:
+        return "interrupted"
+    return (f"interrupted: the outcome of {what} is unknown (the server may have carried "
+            "it out); look before repeating it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -456,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"capflow: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"capflow: {_interrupted(args)}", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`capflow ... | head`): no traceback, and none at exit
         # when Python flushes stdout again

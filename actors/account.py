@@ -2,9 +2,11 @@
 
 It is the execution side of the profiles that belong to the account: it hears (from the
 event bus, after their commit) of the orders their ledgers recorded, sends them to the
-adapter, feeds the adapter the simulator's ticks, and books what the adapter reports --
-fills, exits, cancels -- on the profiles' ledgers. It never waits on a ledger: bookings
-are sent with a callback, and `pending` counts those not yet committed.
+adapter, feeds the adapter the simulator's ticks (an adapter with its venue's prices
+publishes those instead: `VenueTicks`, handed to the `on_event` listener), and books
+what the adapter reports -- fills, exits, cancels -- on the profiles' ledgers.
+It never waits on a ledger: bookings are sent with a callback, and `pending` counts
+those not yet committed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
 from capflow.actors.model.limits import AccountRiskLimits
+from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.venue import VenueRules
 from capflow.actors.reply import Reply
 from capflow.brokers.base import (
@@ -62,6 +65,8 @@ from capflow.brokers.base import (
     OrderCanceled,
     OrderRejected,
     PositionExited,
+    PricesStale,
+    VenueTicks,
 )
 from capflow.brokers.reconcile import Reconciled
 
@@ -100,6 +105,8 @@ class AccountStatus:
         self.venue_rules: VenueRules | None = None
         #: the last reconciliation with the venue (`brokers.reconcile.Reconciled`)
         self.last_reconcile = None
+        #: how fresh the venue's prices are (None: the adapter publishes none)
+        self.prices: PriceWatch | None = None
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
@@ -179,6 +186,7 @@ class AccountManagerActor(pykka.ThreadingActor):
         self.adapter.start()
         self.status.state = self.adapter.connection.state
         self.status.venue_rules = self.adapter.venue_rules
+        self.status.prices = self.adapter.prices
 
     def _wake(self) -> None:
         """Any thread: have the adapter stepped on this actor's thread soon."""
@@ -372,6 +380,9 @@ class AccountManagerActor(pykka.ThreadingActor):
     # -- what the adapter reports -----------------------------------------------------
 
     def _emit(self, e: BrokerEvent) -> None:
+        if isinstance(e, VenueTicks | PricesStale):  # the venue's prices: nothing to book
+            self._tell_listener(e)
+            return
         self._emitted += 1
         if isinstance(e, EntryFilled):
             working = self._working.get(e.order_id)
@@ -407,6 +418,9 @@ class AccountManagerActor(pykka.ThreadingActor):
                                  "{:.2f} s", e.attempt, e.error, e.retry_in_s)
             else:
                 self.log.info("broker connected (attempt {})", e.attempt)
+        self._tell_listener(e)
+
+    def _tell_listener(self, e: BrokerEvent) -> None:
         if self._on_event is not None:
             try:
                 self._on_event(e)

@@ -50,6 +50,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.errors import (
     Conflict,
+    Denial,
     Denied,
     InvalidArgument,
     NotFound,
@@ -58,10 +59,17 @@ from capflow.actors.model.errors import (
 from capflow.actors.model.ids import new_id
 from capflow.actors.model.limits import load_timezone
 from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.prices import STALE_PRICES
 from capflow.actors.model.settings import ConfigError
 from capflow.actors.model.venue import VenueRules
 from capflow.actors.reply import Reply, relay
-from capflow.brokers.base import Connected, ConnectionFailed, Disconnected
+from capflow.brokers.base import (
+    Connected,
+    ConnectionFailed,
+    Disconnected,
+    PricesStale,
+    VenueTicks,
+)
 
 #: submit a command to a profile's ledger: ``(profile_id, command, callback=None)``; the
 #: reply resolves to the `Outcome` once the change is committed
@@ -85,6 +93,8 @@ class Accounts:
         #: accounts with account-wide open position limits (entries claim a slot first)
         self.slot_limited: set[str] = set()
         self._adapters: dict[str, type] = {}
+        #: accounts whose adapter publishes its venue's prices (`venue_prices`)
+        self.venue_priced: set[str] = set()
         #: "live" when an account's adapter trades on a real venue, else "paper"
         self.mode = "paper"
 
@@ -105,6 +115,7 @@ class Accounts:
         for aid, cls in self._adapters.items():  # what needs no venue to find is found now
             cls.check_config(aid, brokers.accounts[aid])
         live = sorted(aid for aid, cls in self._adapters.items() if cls.live)
+        self.venue_priced = {aid for aid, cls in self._adapters.items() if cls.venue_prices}
         self.mode = "live" if live else "paper"
         expected = self.config.broker_mode
         if expected is not None and expected != self.mode:
@@ -149,11 +160,13 @@ class Accounts:
               on_breach: Callable[[str, str], bool],
               on_risk_saved: Callable[[str, dict], None],
               on_unbooked: Callable[[str, str], bool] | None = None,
+              on_prices: Callable[[Any], None] | None = None,
               rows=None) -> None:
         """Start a manager for every configured account (after `load`). `snapshots` are
         the profiles' stored ledger figures (what is allocated on each account, and the
         realized PnL its loss limits start from); the managers book on the ledgers with
-        `book` and publish connection events and alerts with `publish`; the account-wide
+        `book` and publish connection events and alerts with `publish`; the venues' prices
+        (`VenueTicks`, `PricesStale`) go to `on_prices`, on the manager's thread; the account-wide
         loss limits start from `saved_risk(account)` and report through `on_breach` and
         `on_risk_saved`; a broker fill that cannot be booked, or a reconciliation that
         finds a difference, goes to `on_unbooked`; a live adapter reconciles with the
@@ -171,6 +184,8 @@ class Accounts:
         def broker_event(e) -> None:
             if isinstance(e, Connected | ConnectionFailed | Disconnected):
                 publish([e])
+            elif isinstance(e, VenueTicks | PricesStale) and on_prices is not None:
+                on_prices(e)
 
         for aid, acfg in cfg.brokers.accounts.items():
             status = AccountStatus()
@@ -242,6 +257,26 @@ class Accounts:
         """The instrument rules the account's venue published (None: it has none)."""
         status = self.status.get(account_id)
         return None if status is None else status.venue_rules
+
+    def stale_prices(self, account_id: str) -> Denial | None:
+        """The refusal of an entry while the account's venue prices are stale
+        (``STALE_PRICES``), else None."""
+        status = self.status.get(account_id)
+        watch = None if status is None else status.prices
+        if watch is None or not watch.stale():
+            return None
+        age = watch.age_s()
+        return Denial("RISK_REJECTED", f"the prices of broker account {account_id!r} are "
+                      f"stale (none for {age:.1f} s, stale after {watch.stale_after_s} s): "
+                      "no new entries until they arrive again; exits are taken",
+                      {"reason": STALE_PRICES, "limit": watch.stale_after_s,
+                       "value": round(age, 3), "account_id": account_id})
+
+    def venue_symbols(self) -> set[str]:
+        """The symbols of the ``symbols`` tables of the accounts priced by their venue:
+        the simulator does not simulate them."""
+        return {s for aid in self.venue_priced
+                for s in self.config.brokers.accounts[aid].symbols}
 
     def require_connected(self, account_id: str) -> None:
         st = self.status[account_id]

@@ -141,12 +141,20 @@ def equity_figure(report: EquityReport, *, currency: str, title: str = "capflow 
     return fig
 
 
+#: the formats a chart is written in, by the file's suffix
+FORMATS = ("png", "pdf", "svg")
+
+
 def write_equity_png(report: EquityReport, path: str | Path, *, currency: str,
                      title: str = "capflow equity", drawdown: bool = True) -> Path:
-    """Draw `report` (`equity_figure`) into a PNG at `path`; parent directories are
-    created; the path is returned."""
+    """Draw `report` (`equity_figure`) into `path`, in the format its suffix names (one
+    of `FORMATS`; PNG when it has none); parent directories are created; the path is
+    returned."""
     path = Path(path)
+    kind = path.suffix.lower().lstrip(".") or "png"
+    if kind not in FORMATS:
+        raise ValueError(f"{path}: a chart is written as {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     equity_figure(report, currency=currency, title=title, drawdown=drawdown).savefig(
-        path, format="png")
+        path, format=kind)
     return path

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from loguru import logger
 
 from capflow.actors.account import new_order_listener
 from capflow.actors.account_messages import Cancel, Close, Reconcile, Restore, Ticks
 from capflow.actors.accounts import Accounts, Submit
+from capflow.actors.alerts import CRITICAL, WARNING, Alert, raise_alert
 from capflow.actors.audit_log import SignalAuditLog
 from capflow.actors.bus import EventBus
 from capflow.actors.model import messages as m
@@ -38,6 +40,7 @@ from capflow.actors.reply import Reply
 from capflow.actors.safety import Safety
 from capflow.actors.simulator import MarketSimulatorActor
 from capflow.actors.trading_entries import EntryFlow
+from capflow.brokers.base import PricesStale
 
 ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
 #: what `order.list` filters by: a status, or CLOSED (every order no longer working)
@@ -69,6 +72,9 @@ class Trading(EntryFlow):
         self._unsubscribe: list[Callable[[], None]] = []
         #: the symbols with a market, and the cap on new ones
         self.symbols: SymbolSlots | None = None
+        #: the symbols priced by a venue (an account's `VenueTicks`), not simulated
+        self.venue_owned: set[str] = set()
+        self._simulated_warned: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -80,18 +86,23 @@ class Trading(EntryFlow):
         accounts.load(profiles)
         self.oms_store = oms_store
         safety.load(control_store, profiles)
+        # the symbols of an account priced by its venue are not simulated as well
+        self.venue_owned = accounts.venue_symbols()
+        scfg = msgspec.structs.replace(cfg.simulator, symbols={
+            s: spec for s, spec in cfg.simulator.symbols.items()
+            if s not in self.venue_owned})
         self.sim, self.board = MarketSimulatorActor.start_with_board(
-            cfg.simulator, self.clock, publish=self.bus.publish)
+            scfg, self.clock, publish=self.bus.publish)
         sim = self.sim
-        scfg = cfg.simulator
-        self.symbols = SymbolSlots(() if scfg.replay else scfg.symbols, self.board,
-                                   max_symbols=scfg.max_symbols, allow_new=scfg.new_symbols)
+        self.symbols = SymbolSlots(
+            () if scfg.replay else [*scfg.symbols, *self.venue_owned], self.board,
+            max_symbols=scfg.max_symbols, allow_new=scfg.new_symbols)
         self._unsubscribe.append(self.bus.subscribe(self._on_recorded))
         self._unsubscribe.append(self.bus.subscribe(safety.on_events))
         accounts.start(self.snapshots(), book=self.to_ledger, publish=self.bus.publish,
                        saved_risk=safety.saved_risk, on_breach=safety.breach,
                        on_risk_saved=safety.save_risk, on_unbooked=safety.unbooked,
-                       rows=oms_store)
+                       on_prices=self._on_prices, rows=oms_store)
         for aid, ref in accounts.managers.items():
             self._unsubscribe.append(self.bus.subscribe(new_order_listener(aid, ref)))
             sim.subscribe(aid, functools.partial(self._deliver, ref)).get(timeout=10)
@@ -124,6 +135,53 @@ class Trading(EntryFlow):
         r = Reply()
         ref.tell((Ticks(ticks), r))
         r.get(self.config.ledger.call_timeout_s)
+
+    def _on_prices(self, e) -> None:
+        """A venue's prices (on its account manager's thread): its ticks take the path the
+        simulator's take -- the board (quotes, entries' prices, concentration), the bus
+        (the ``market`` events; the ledgers marked to market, so valuation and
+        breakers) -- and its stale periods are alerted and shown in the health."""
+        if isinstance(e, PricesStale):
+            self._prices_stale(e)
+            return
+        ticks = []
+        for t in e.ticks:
+            if t.symbol not in self.venue_owned:
+                if t.symbol in self.board:  # the simulator has it: one source per symbol
+                    if t.symbol not in self._simulated_warned:
+                        self._simulated_warned.add(t.symbol)
+                        logger.warning(
+                            "account {}: {} is simulated, so its venue prices are not "
+                            "used for it: list it in [brokers.accounts.{}] symbols",
+                            e.account_id, t.symbol, e.account_id)
+                    continue
+                self.venue_owned.add(t.symbol)
+            self.board[t.symbol] = t
+            ticks.append(t)
+        if ticks:
+            self.bus.publish(ticks)
+
+    def _prices_stale(self, e) -> None:
+        key = ("prices", e.account_id)
+        safety = self.safety
+        if not e.stale:
+            with safety._lock:
+                safety.degraded.pop(key, None)
+            logger.info("account {}: venue prices arrive again; entries are taken",
+                        e.account_id)
+            return
+        text = (f"account {e.account_id}: venue prices stale (none for "
+                f"{e.age_s or 0:.1f} s): entries refused, take-profit / stop-loss not watched")
+        with safety._lock:
+            safety.degraded[key] = text
+        raise_alert(self.bus.publish, Alert(
+            kind="prices_stale", severity=CRITICAL if e.unwatched else WARNING,
+            scope="account", target=e.account_id,
+            reason=f"no prices from the venue for {e.age_s or 0:.1f} s: new entries are "
+                   "refused (STALE_PRICES), exits are taken; the take-profit / stop-loss "
+                   f"of {len(e.unwatched)} position(s) are not watched",
+            ts=e.ts, details={"account_id": e.account_id, "age_s": e.age_s,
+                              "unwatched": list(e.unwatched)}))
 
     # -- the market -------------------------------------------------------------------
 

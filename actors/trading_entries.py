@@ -37,9 +37,10 @@ from capflow.actors.model.orders import (
     parse_symbol,
     protective_crossed,
 )
+from capflow.actors.model.prices import STALE_PRICES
 from capflow.actors.model.risk import Check
 from capflow.actors.model.symbols import CLAIMED, REFUSED
-from capflow.actors.model.ticks import _new_price_places
+from capflow.actors.model.ticks import new_price_places
 from capflow.actors.model.venue import apply_rule, price_to_tick
 from capflow.actors.reply import Reply, relay
 
@@ -55,8 +56,9 @@ class EntryFlow:
             if not isinstance(e, m.OrderCapitalReserved) or e.order.account_id is None:
                 continue
             o = e.order
-            if self.symbols.known(o.symbol):
-                continue
+            if self.symbols.known(o.symbol) or o.symbol in self.venue_owned or (
+                    o.account_id in self.accounts.venue_priced):
+                continue  # priced by its venue: not simulated
             price = o.price or o.max_price
             if price is not None and self.symbols.add(o.symbol) and self.sim is not None:
                 self.sim.ensure_symbol(o.symbol, price)  # a Reply: never waited on
@@ -89,7 +91,7 @@ class EntryFlow:
         if spec is not None:
             return spec.price_places, spec.qty_places
         # a symbol first seen at `price` gets the places the simulator gives it
-        return _new_price_places(price), 6
+        return new_price_places(price), 6
 
     def _fees(self, account_id: str) -> tuple[Decimal, Decimal]:
         s = self.config.brokers.accounts[account_id].settings
@@ -123,7 +125,10 @@ class EntryFlow:
         except Exception as exc:
             reply.fail(exc)
             return reply
-        answer, refused = self._claim_symbol(signal.symbol, reply)
+        if policy.account_id in self.accounts.venue_priced:  # its venue lists the markets
+            answer, refused = reply, None
+        else:
+            answer, refused = self._claim_symbol(signal.symbol, reply)
         if refused is not None and policy.blocked is None:
             policy = msgspec.structs.replace(policy, blocked="UNKNOWN_SYMBOL")
         self._route_signal(profile_id, signal, policy, answer)
@@ -147,6 +152,8 @@ class EntryFlow:
         tick = self.board.get(signal.symbol)
         gave_up = self.accounts.status[account].state == "GAVE_UP"
         blocked = "BROKER_DISCONNECTED" if gave_up else None
+        if blocked is None and self.accounts.stale_prices(account) is not None:
+            blocked = STALE_PRICES
         venue = None
         rules = self.accounts.venue_rules(account)
         if rules is not None and blocked is None:
@@ -244,11 +251,16 @@ class EntryFlow:
         def answer(result: dict[str, Any], extra: list) -> None:
             # in the order a real entry meets them: the account's slots come first
             checks = extra + result["checks"]
-            if not self.symbols.admits(signal.symbol):
+            if account not in self.accounts.venue_priced and not self.symbols.admits(
+                    signal.symbol):
                 checks.insert(0, Check("market", "UNKNOWN_SYMBOL", False,
                                        self.symbols.max_symbols, self.symbols.count()))
             if policy.blocked is not None and policy.blocked.startswith("VENUE_"):
                 checks.insert(0, Check("venue", policy.blocked, False, None, signal.symbol))
+            elif policy.blocked == STALE_PRICES:
+                watch = self.accounts.status[account].prices
+                checks.insert(0, Check("prices", STALE_PRICES, False, watch.stale_after_s,
+                                       round(watch.age_s() or 0.0, 3)))
             elif policy.blocked is not None:
                 checks.insert(0, Check("broker", policy.blocked, False, "CONNECTED",
                                        self.accounts.status[account].state))
@@ -300,8 +312,12 @@ class EntryFlow:
             reply.fail(exc)
             return reply
         outer = reply
+        if venue is None:
+            venue = self.accounts.stale_prices(spec.account_id)
         if venue is not None:  # the venue refuses it: a repeat is still answered
             reply, refused = reply, venue
+        elif spec.account_id in self.accounts.venue_priced:  # its venue lists the markets
+            refused = None
         else:
             reply, refused = self._claim_symbol(spec.symbol, reply)
         cmd = m.PlaceOrder(spec=spec, amount=amount, cause=client_order_id)

@@ -173,6 +173,24 @@ def oms_problems(doc: Mapping) -> list[str]:
     return found or ["the script's checks failed"]
 
 
+def venue_figures(doc: Mapping) -> dict[str, dict]:
+    """venue.py: {"signals": {signals, p50_ms, p99_ms, bare_p50_ms, bare_p99_ms, ...},
+    "fills": {fills, booked_per_s, elapsed_s, bare_read_per_s, ...}}; no aim yet."""
+    sig, fills = doc["signals"], doc["fills"]
+    return {
+        "signal_to_venue": _figure(
+            "signal -> order at the venue, one at a time", 1000 / float(sig["p50_ms"]),
+            "signals/s (1000 / p50)", "bare ccxt create_order",
+            1000 / float(sig["bare_p50_ms"]), "orders/s (1000 / p50)", None,
+            {k: sig[k] for k in ("signals", "p50_ms", "p99_ms", "bare_p50_ms",
+                                 "bare_p99_ms")}),
+        "fills_booked": _figure(
+            "venue fills of one order, booked", float(fills["booked_per_s"]), "fills/s",
+            "bare ccxt read of the trades", float(fills["bare_read_per_s"] or 0),
+            "trades/s", None, {k: fills[k] for k in ("fills", "elapsed_s")}),
+    }
+
+
 class Script(NamedTuple):
     """One benchmark: where it is, its short settings, and how to read its --json."""
     path: Path
@@ -181,7 +199,7 @@ class Script(NamedTuple):
     problems: Callable[[Mapping], list[str]] = lambda doc: []
 
 
-#: the suite, in the order it runs; the quick settings keep all three well under two
+#: the suite, in the order it runs; the quick settings keep all four well under three
 #: minutes on two cores
 SCRIPTS: dict[str, Script] = {
     "ledger": Script(BENCH_DIR / "ledger.py", ("--seconds", "1", "--rounds", "1"),
@@ -191,6 +209,8 @@ SCRIPTS: dict[str, Script] = {
                    wire_figures, wire_problems),
     "oms": Script(BENCH_DIR / "oms.py", ("--ticks", "5000", "--only", "orders"),
                   oms_figures, oms_problems),
+    "venue": Script(BENCH_DIR / "venue.py", ("--signals", "100", "--fills", "1000"),
+                    venue_figures),
 }
 
 

@@ -34,6 +34,7 @@ import msgspec
 
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.money import ZERO
+from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.settings import ConfigError
 from capflow.actors.model.venue import VenueRules
 from capflow.brokers.config import AccountConfig, ConnectConfig
@@ -161,6 +162,32 @@ class OrderRejected(BrokerEvent, frozen=True, tag="OrderRejected"):
     order_id: str
     profile_id: str
     reason: str
+
+
+class PriceReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What an adapter with its venue's prices reports through `emit` besides its
+    events: not broker events (they are not sent on the ``broker`` topic)."""
+
+    account_id: str
+    ts: datetime
+
+
+class VenueTicks(PriceReport, frozen=True):
+    """The venue's quotes of the account's symbols (`capflow.actors.model.ticks.Tick`,
+    capflow symbols): capflow prices those symbols by them, not by its simulator; the
+    ticks go out on the ``tick.<symbol>`` topics as the simulator's do."""
+
+    ticks: list
+
+
+class PricesStale(PriceReport, frozen=True):
+    """The venue's prices stopped arriving (`stale`), or arrive again (not `stale`):
+    entries on the account are refused meanwhile (``STALE_PRICES``); `unwatched` lists
+    the positions whose take-profit / stop-loss the adapter cannot watch meanwhile."""
+
+    stale: bool
+    age_s: float | None = None
+    unwatched: list[str] = []
 
 
 # -- symbols --------------------------------------------------------------------------
@@ -301,6 +328,10 @@ class BrokerAdapter(ABC):
     #: ``broker_mode = "live"`` (``BROKER_MODE``) needs at least one such account, and
     #: ``"paper"`` none
     live: ClassVar[bool] = False
+    #: True when the adapter publishes its venue's prices (`VenueTicks`) for the symbols
+    #: of its ``symbols`` table and of its orders and positions: those are then priced by
+    #: the venue only, and the simulator does not simulate them
+    venue_prices: ClassVar[bool] = False
 
     def __init__(self, account_id: str, config: AccountConfig, *, clock,
                  emit: Callable[[BrokerEvent], None], money_places: int = 2,
@@ -318,6 +349,9 @@ class BrokerAdapter(ABC):
         #: the venue's instrument rules (None: this adapter has none); the account
         #: manager shows them to the entry flow, which rounds and checks entries by them
         self.venue_rules: VenueRules | None = None
+        #: how fresh the venue's prices are (None: the adapter publishes none); the entry
+        #: flow refuses entries with STALE_PRICES while they are stale
+        self.prices: PriceWatch | None = None
         #: set by the account manager: asks it to call `step()` on its own thread soon
         #: (an adapter whose I/O runs on threads of its own calls it when results wait)
         self.wake: Callable[[], None] = _nothing

@@ -44,6 +44,10 @@ from capflow.brokers.base import (
 
 FINAL = ("closed", "canceled", "expired", "rejected")
 
+#: an order's trades come a page at a time (Bybit: 50 by default, 100 at most): read every
+#: page, or an order filled in more pieces than one page never adds up and never ends
+ALL_PAGES = {"paginate": True, "paginationCalls": 10_000}
+
 
 def dec(x) -> Decimal:
     """A number ccxt parsed (a float read from the venue's decimal string, or a string)
@@ -295,7 +299,7 @@ class Engine:
             status = o.get("status")
             if filled > live.skip + live.booked or status in FINAL:
                 self._book_trades(live, self.client.fetch_order_trades(
-                    live.venue_id, live.venue_symbol))
+                    live.venue_id, live.venue_symbol, None, None, dict(ALL_PAGES)))
         except ccxt.OrderNotFound:
             logger.warning("order {} ({}) is no longer found at the venue by its id",
                            live.order_id, live.cid)

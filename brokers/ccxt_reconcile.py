@@ -232,7 +232,7 @@ def _book_missed(b, t: dict) -> dict | None:
         e = PositionExited(account_id=b.account_id, ts=b.clock.now(),
                            position_id=p.position_id, profile_id=profile_id,
                            fill_id=t["fill_id"], qty=t["qty"], price=t["price"],
-                           fee=t["fee"], reason=p.close_requested or "manual")
+                           fee=t["fee"], reason=_exit_reason(p, t["price"]))
         held = b.positions.get(p.position_id)
         if held is not None:
             left = held.qty - t["qty"]
@@ -243,6 +243,19 @@ def _book_missed(b, t: dict) -> dict | None:
         b.emit_fill(e)
         return {"booked_as": "exit", "position_id": p.position_id, "profile_id": profile_id}
     return None
+
+
+def _exit_reason(p, price: Decimal) -> str:
+    """Why an exit capflow never saw was sent: the close asked for, else the level its
+    price is across (the watcher sent it), else by hand."""
+    if p.close_requested:
+        return p.close_requested
+    up = p.side == "BUY"
+    if p.tp_price is not None and (price >= p.tp_price if up else price <= p.tp_price):
+        return "tp"
+    if p.sl_price is not None and (price <= p.sl_price if up else price >= p.sl_price):
+        return "sl"
+    return "manual"
 
 
 def _balances(b, cut: Cut) -> tuple[list[dict], list[str]]:

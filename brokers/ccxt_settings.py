@@ -14,6 +14,8 @@ what differs between venues where ccxt's unified API leaves it open.
     # sandbox = true                    # the venue's testnet
     timeout_s = 10
     poll_interval_s = 1
+    price_interval_s = 1                # the venue's bid / ask / last, fetched this often
+    stale_after_s = 10                  # no prices for this long: entries are refused
     reconcile_every_s = 60              # balances, open orders, fills against capflow's
     # baseline = { BTC = "0.5" }        # held at the venue, not capflow's (a shared account)
 
@@ -53,6 +55,11 @@ class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sandbox: bool = False
     timeout_s: float = 10.0
     poll_interval_s: float = 1.0
+    #: the account's symbols are priced by the venue's tickers, fetched this often
+    price_interval_s: float = 1.0
+    #: prices older than this are stale: entries are refused (STALE_PRICES), exits are
+    #: not, and take-profit / stop-loss levels go unwatched (an alert says so)
+    stale_after_s: float = 10.0
     #: an order whose answer was lost is looked up this many times (one per poll) before
     #: it is sent again, with the same client order id
     lookups_before_resend: int = 2
@@ -78,8 +85,9 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
     if s.exchange not in ccxt.exchanges:
         raise ConfigError(f"{where} exchange = {s.exchange!r}: ccxt knows no such exchange "
                           "(ccxt.exchanges lists them)")
-    if s.timeout_s <= 0 or s.poll_interval_s <= 0:
-        raise ConfigError(f"{where} timeout_s and poll_interval_s must be positive")
+    if min(s.timeout_s, s.poll_interval_s, s.price_interval_s, s.stale_after_s) <= 0:
+        raise ConfigError(f"{where} timeout_s, poll_interval_s, price_interval_s and "
+                          "stale_after_s must be positive")
     if s.reconcile_every_s < 0:
         raise ConfigError(f"{where} reconcile_every_s must be 0 (only at connect) or positive")
     for coin, amount in s.baseline.items():

@@ -29,15 +29,23 @@ an order is sent.
   coin bought leaves the position that much short (`fee_qty`).
 - **Restart** (`restore`) looks every recorded order up by its client id and follows it;
   it sends again only an order that had no fill booked and that the venue does not know.
+- **Prices** of the account's symbols come from the venue (`ccxt_prices.PriceFeed`,
+  every ``price_interval_s``) and are published into capflow (`VenueTicks`); when they
+  stop arriving for ``stale_after_s`` the adapter says so once (`PricesStale`): entries
+  are refused (``STALE_PRICES``), exits are not.
+- **Take-profit and stop-loss** are watched here on the venue's ticks (Bybit spot's
+  conditional orders are not used: `ccxt_prices` says why): a tick that crosses a
+  level sends the position's exit, once, with its fixed client id and the reason
+  ``tp`` / ``sl``. While prices are stale they are not watched.
 - **Reconciliation** (`ccxt_reconcile`): at connect (once the manager restored what
   capflow holds), every ``reconcile_every_s`` and when asked, the venue's balances,
   open orders and fills are compared with capflow's positions and stored fills; fills
   capflow missed are booked once, differences reported (`brokers.reconcile`).
-- Take-profit and stop-loss levels are kept but not watched yet on a live account.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -59,8 +67,11 @@ from capflow.brokers.base import (
     OrderRejected,
     PermanentConnectError,
     PositionExited,
+    PricesStale,
+    VenueTicks,
 )
 from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
+from capflow.brokers.ccxt_prices import PriceFeed, crossed
 from capflow.brokers.ccxt_reconcile import compare, take_cut
 from capflow.brokers.ccxt_settings import (
     dialect,
@@ -74,6 +85,7 @@ from capflow.brokers.reconcile import BookedRows, Reconciled
 
 class CcxtSpotBroker(BrokerAdapter):
     live = True  # its orders reach a real venue (a testnet's too)
+    venue_prices = True  # its symbols are priced by the venue's tickers
 
     @classmethod
     def check_config(cls, account_id, config) -> None:
@@ -110,8 +122,25 @@ class CcxtSpotBroker(BrokerAdapter):
         self._ready = False
         self._woken = False
         self.engine = Engine(self)
-        self.worker = VenueWorker(f"venue-{self.account_id}", self.settings.poll_interval_s,
-                                  self.engine.poll, self._wake)
+        self.feed = PriceFeed(self, self.settings.price_interval_s,
+                              self.settings.stale_after_s)
+        self.prices = self.feed.watch
+        self._next_order_poll = 0.0
+        #: positions whose take-profit / stop-loss exit the venue refused: not sent again
+        #: on every tick (a close asked for by hand still is)
+        self.stops_refused: set[str] = set()
+        self.worker = VenueWorker(f"venue-{self.account_id}",
+                                  min(self.settings.poll_interval_s,
+                                      self.settings.price_interval_s),
+                                  self._poll, self._wake)
+
+    def _poll(self) -> None:
+        """On the worker: the prices and the orders, each when due."""
+        self.feed.poll()
+        now = time.monotonic()
+        if now >= self._next_order_poll:
+            self._next_order_poll = now + self.settings.poll_interval_s
+            self.engine.poll()
 
     def _wake(self) -> None:
         if not self._woken:  # one wake at a time: step() drains everything
@@ -247,6 +276,11 @@ class CcxtSpotBroker(BrokerAdapter):
         return ids
 
     def emit_fill(self, e: BrokerEvent) -> None:
+        """Report a venue fill, once: a reconcile and the order's own polls may both
+        find it."""
+        if e.fill_id in self.reported_fills:
+            logger.info("fill {} was reported already: not again", e.fill_id)
+            return
         self.reported_fills[e.fill_id] = None
         if len(self.reported_fills) > 100_000:  # long committed: the fills table has them
             del self.reported_fills[next(iter(self.reported_fills))]
@@ -279,6 +313,18 @@ class CcxtSpotBroker(BrokerAdapter):
             self.venue_rules = item[1]
             self.venue_symbols = {sym: r.venue_symbol for sym, r in item[1].rules.items()}
             self.connection.succeeded()
+            self._price_symbols()
+            self.worker.call(self.feed.poll, True)
+        elif kind == "ticks":
+            self.emit(VenueTicks(account_id=self.account_id, ts=self.clock.now(),
+                                 ticks=item[1]))
+            self._watch_stops(item[1])
+        elif kind == "prices_stale":
+            unwatched = sorted(p.position_id for p in self.positions.values()
+                               if p.tp_price is not None or p.sl_price is not None)
+            self.emit(PricesStale(account_id=self.account_id, ts=self.clock.now(),
+                                  stale=item[1], age_s=item[2],
+                                  unwatched=unwatched if item[1] else []))
         elif kind == "connect_failed":
             self.connection.failed(item[1])
         elif kind == "balance":
@@ -298,9 +344,13 @@ class CcxtSpotBroker(BrokerAdapter):
             self.orders.pop(item[2], None)
         elif kind == "exit_failed":
             self.exit_orders.pop(item[1], None)
+            self.stops_refused.add(item[1])  # no automatic exit again: a person looks
             logger.error("exit of position {} refused by the venue: {}", item[1], item[2])
 
     def _report(self, e: BrokerEvent) -> None:
+        if isinstance(e, EntryFilled | PositionExited) and e.fill_id in self.reported_fills:
+            logger.info("fill {} was reported already (a reconcile booked it)", e.fill_id)
+            return
         if isinstance(e, EntryFilled):
             self._opened(e)
             self.emit_fill(e)
@@ -353,6 +403,36 @@ class CcxtSpotBroker(BrokerAdapter):
                                      position_id=p.position_id, profile_id=p.profile_id,
                                      fill_id=f"{e.fill_id}:dust", qty=left, price=e.price,
                                      fee=ZERO, reason=e.reason))
+
+    # -- prices, take-profit and stop-loss ----------------------------------------------
+
+    def subscribe(self, symbol: str) -> None:
+        super().subscribe(symbol)
+        self._price_symbols()
+
+    def _price_symbols(self) -> None:
+        """What the feed prices: the symbols of the account's table, of its orders and of
+        its positions, that the venue lists (known once connected)."""
+        rules = self.venue_rules.rules
+        if not self.venue_rules.loaded:
+            return
+        wanted = (set(self.config.symbols) | self.subscriptions
+                  | {p.symbol for p in self.positions.values()})
+        symbols = {s: rules[s].venue_symbol for s in wanted if s in rules}
+        if symbols != self.feed.symbols:
+            self.feed.symbols = symbols  # replaced whole: the worker reads it
+
+    def _watch_stops(self, ticks) -> None:
+        latest = {t.symbol: t for t in ticks}
+        for p in list(self.positions.values()):
+            tick = latest.get(p.symbol)
+            reason = None if tick is None else crossed(p, tick)
+            if (reason is None or p.position_id in self.exit_orders
+                    or p.position_id in self.stops_refused):
+                continue
+            logger.info("position {}: {} crossed at bid {} / ask {}: exiting",
+                        p.position_id, reason, tick.bid, tick.ask)
+            self.close_position(p.position_id, reason)
 
     # -- account ----------------------------------------------------------------------
 

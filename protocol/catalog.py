@@ -31,11 +31,34 @@ SAMPLES: dict[str, str] = {
 }
 
 
+#: per op: sample values that differ from `SAMPLES`, and optional arguments its example
+#: names too, so that every example does what it says on a fresh server run with the
+#: defaults, one after the other in this order (a BUY LIMIT below the market rests, so
+#: that it can be canceled; the signal names its size, the smallest that risk allows)
+OP_SAMPLES: dict[str, dict[str, str]] = {
+    "profile.set_state": {"state": "ACTIVE"},
+    "signal.submit": {"qty": '"0.01"'},
+    "order.submit": {"type": "LIMIT", "price": '"60000"', "qty": '"0.001"'},
+}
+#: what an op's example needs besides a fresh server
+NOTES: dict[str, str] = {
+    "liquidity.set": "needs [allocation.liquidity] provider = \"push\"",
+    "allocation.release": "a reservation_id from allocation.reserve",
+    "order.cancel": "an order_id from order.submit (a working order)",
+    "order.get": "an order_id from order.submit",
+    "position.close": "a position_id from position.list (an open position)",
+}
+
+
 def _fields(op: str) -> list[msgspec.structs.FieldInfo]:
     return list(msgspec.structs.fields(OPS[op][0]))
 
 
-def _sample(field: msgspec.structs.FieldInfo) -> str:
+def _sample(op: str, field: msgspec.structs.FieldInfo) -> str:
+    if field.name in OP_SAMPLES.get(op, {}):
+        return OP_SAMPLES[op][field.name]
+    if field.name == "client_request_id":  # a key of its own per op: no CONFLICT
+        return f"{op.replace('.', '-')}-1"
     if field.name in SAMPLES:
         return SAMPLES[field.name]
     kind = field.type
@@ -49,10 +72,11 @@ def _sample(field: msgspec.structs.FieldInfo) -> str:
 
 
 def example_args(op: str) -> list[tuple[str, str]]:
-    """The (name, value) pairs of `op`'s example: its required arguments, and
-    `profile_id` when it takes one."""
-    return [(f.name, _sample(f)) for f in _fields(op)
-            if f.required or f.name == "profile_id"]
+    """The (name, value) pairs of `op`'s example: its required arguments, `profile_id`
+    when it takes one, and those `OP_SAMPLES` names."""
+    named = OP_SAMPLES.get(op, {})
+    return [(f.name, _sample(op, f)) for f in _fields(op)
+            if f.required or f.name == "profile_id" or f.name in named]
 
 
 def example(op: str) -> str:
@@ -76,7 +100,8 @@ def help_text() -> str:
              "brackets; docs/protocol.md section 6 has each in full):", ""]
     for op in OPS:
         lines.append(f"  {op:<19} {signature(op)}".rstrip())
-        lines.append(f"      {example(op)}")
+        note = f"   # {NOTES[op]}" if op in NOTES else ""
+        lines.append(f"      {example(op)}{note}")
     lines += ["", "values are TOML when they parse: quote a decimal amount as a TOML string "
               "(amount='\"500.50\"')", "so it is sent exactly; unquoted, 500.50 is a float."]
     return "\n".join(lines)

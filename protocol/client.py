@@ -80,7 +80,7 @@ def _result(reply: dict[str, Any]) -> dict[str, Any]:
                       err.get("details"), reply.get("id"))
 
 
-def _decode(data: bytes) -> dict[str, Any]:
+def decode_reply(data: bytes) -> dict[str, Any]:
     try:
         reply = msgpack.unpackb(data, raw=False)
     except Exception as exc:
@@ -90,8 +90,20 @@ def _decode(data: bytes) -> dict[str, Any]:
     return reply
 
 
-def _routing_id() -> bytes:
+def new_routing_id() -> bytes:
     return b"c" + os.urandom(15)  # never starts with a zero byte (reserved by ZeroMQ)
+
+
+def connect(sock: zmq.Socket, endpoint: str) -> None:
+    """`sock.connect(endpoint)`; an endpoint ZeroMQ cannot connect to (no ``tcp://``, no
+    port, ``http://``...) is an INVALID_ARGUMENT that says what one looks like."""
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise ClientError("INVALID_ARGUMENT", f"{endpoint!r} is not an endpoint to connect "
+                          f"to ({exc.strerror or exc}): write tcp://HOST:PORT, e.g. "
+                          "tcp://127.0.0.1:7100", {"field": "endpoint"}) from None
 
 
 def _connect(ctx, kind: int, endpoint: str, routing_id: bytes,
@@ -106,7 +118,7 @@ def _connect(ctx, kind: int, endpoint: str, routing_id: bytes,
         curve.apply(sock)
     else:
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
-    sock.connect(endpoint)
+    connect(sock, endpoint)
     return sock
 
 
@@ -196,13 +208,15 @@ class Client(_Ops):
         self.timeout_s = timeout_s
         self.retries = retries
         self.curve = curve
-        self.routing_id = _routing_id()
+        self.routing_id = new_routing_id()
         self.ctx = zmq.Context()
         self.attempts = 0
         self._sock: zmq.Socket | None = None
 
     def _open(self) -> zmq.Socket:
-        return _connect(self.ctx, zmq.REQ, self.endpoint, self.routing_id, self.curve)
+        sock = _connect(self.ctx, zmq.REQ, self.endpoint, self.routing_id, self.curve)
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
+        return sock
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         req_id, data = request_bytes(op, args)
@@ -214,11 +228,15 @@ class Client(_Ops):
             self.attempts += 1
             if self._sock is None:
                 self._sock = self._open()
-            self._sock.send(data)
-            if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                reply = _decode(self._sock.recv())
-                if req_id is None or reply.get("id") in (req_id, None):
-                    return reply
+            try:
+                self._sock.send(data)  # bounded by SNDTIMEO: a socket with no peer waits
+            except zmq.Again:
+                pass  # no peer took it in time: an attempt without an answer
+            else:
+                if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    reply = decode_reply(self._sock.recv())
+                    if req_id is None or reply.get("id") in (req_id, None):
+                        return reply
             # no answer (or a stale one): the REQ socket is stuck; start afresh
             self._sock.close(0)
             self._sock = None
@@ -246,7 +264,7 @@ class AsyncClient(_Ops):
         self.timeout_s = timeout_s
         self.retries = retries
         self.ctx = zmq.asyncio.Context()
-        self.sock = _connect(self.ctx, zmq.DEALER, endpoint, _routing_id(), curve)
+        self.sock = _connect(self.ctx, zmq.DEALER, endpoint, new_routing_id(), curve)
         self._waiting: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
 
@@ -272,7 +290,11 @@ class AsyncClient(_Ops):
         self._waiting[req_id] = fut
         try:
             for _attempt in range(self.retries + 1):
-                await self.sock.send_multipart([b"", data])
+                try:  # a DEALER with no peer would wait for one without bound
+                    await asyncio.wait_for(self.sock.send_multipart([b"", data]),
+                                           self.timeout_s)
+                except TimeoutError:
+                    continue
                 try:
                     return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
                 except TimeoutError:

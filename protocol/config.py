@@ -49,6 +49,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("[server] dedup_client_max_bytes is above dedup_max_bytes")
         if self.heartbeat_ivl_s > 0 and self.heartbeat_timeout_s < self.heartbeat_ivl_s:
             raise ValueError("[server] heartbeat_timeout_s is below heartbeat_ivl_s")
+        if self.endpoint == self.events_endpoint and not self.endpoint.endswith(":*"):
+            raise ValueError(f"[server] events_endpoint is endpoint ({self.endpoint}): the "
+                             "event stream needs an endpoint of its own")
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -25,6 +25,7 @@ from typing import TextIO
 import msgpack
 import zmq
 
+from capflow.protocol.client import connect
 from capflow.protocol.probe import PROBE_TIMEOUT_S, NoServer, Watch, probe, socket_for, why
 
 
@@ -43,10 +44,10 @@ def command(cfg, args: argparse.Namespace, *, curve, out: TextIO) -> int:
     sock = socket_for(ctx, zmq.SUB, curve)
     watch = Watch(sock)
     try:
-        sock.connect(endpoint)
+        connect(sock, endpoint)
         for topic in args.topics or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        if watch.wait_handshake(PROBE_TIMEOUT_S):
+        if watch.wait_handshake(PROBE_TIMEOUT_S, curve is not None):
             seen = "connected to"
         elif watch.failed is not None or watch.connected:
             raise why(endpoint, watch, curve is not None, role="events")

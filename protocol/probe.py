@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from capflow.protocol.client import _decode, _routing_id, request_bytes
+from capflow.protocol.client import connect, decode_reply, new_routing_id, request_bytes
 
 #: how long a command waits for `system.health` before it says that no server answers
 PROBE_TIMEOUT_S = 1.0
@@ -58,12 +58,14 @@ class Watch:
         self.monitor = sock.get_monitor_socket(_WATCHED)
         self.connected = self.handshake = self.refused = self.dropped = False
         self.failed: int | None = None  # the last handshake failure's event
+        self.failed_value: int | None = None  # and its value (errno or protocol error)
 
     def read(self, timeout_ms: int = 0) -> list[int]:
         """The events that arrived (waiting at most `timeout_ms` for the first)."""
         seen: list[int] = []
         while self.monitor.poll(timeout_ms if not seen else 0):
-            event = int(recv_monitor_message(self.monitor)["event"])
+            message = recv_monitor_message(self.monitor)
+            event = int(message["event"])
             seen.append(event)
             if event == zmq.EVENT_CONNECTED:
                 self.connected = True
@@ -71,17 +73,30 @@ class Watch:
                 self.refused = not self.connected
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshake, self.failed, self.dropped = True, None, False
-            elif event in _FAILED:
-                self.failed = event
+                self.failed_value = None
+            elif event in _FAILED and not (event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                           and self.failed is not None):
+                # a failure with no detail (the peer closed) says less than one before it
+                self.failed, self.failed_value = event, int(message["value"])
             elif event == zmq.EVENT_DISCONNECTED:
                 self.dropped = True
         return seen
 
-    def wait_handshake(self, timeout_s: float) -> bool:
-        """Wait for a handshake (True) or a refusal of it (False), at most `timeout_s`;
-        False also when the time ran out."""
+    def decided(self, curve: bool) -> bool:
+        """Whether a handshake failure says what is there. A peer that closed the
+        connection during the handshake (no detail, or only a disconnect) may be a CURVE
+        server dropping a plain client or a socket of another kind (the events PUB): the
+        reconnect that follows, if any, tells them apart."""
+        if self.failed in (zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                           zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            return True
+        return self.failed is not None and curve
+
+    def wait_handshake(self, timeout_s: float, curve: bool = False) -> bool:
+        """Wait for a handshake (True) or a refusal of it that says what is there
+        (`decided`: False), at most `timeout_s`; False also when the time ran out."""
         deadline = time.monotonic() + timeout_s
-        while not self.handshake and self.failed is None:
+        while not self.handshake and not self.decided(curve):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -103,18 +118,23 @@ def why(endpoint: str, seen: Watch, curve: bool, *, role: str = "request") -> No
         return NoServer(endpoint, f"the capflow server at {endpoint} refused this client's "
                         "CURVE key (is its public key listed in the server's clients.toml?)",
                         present=True)
-    if seen.failed is not None and not curve:
+    mismatch = (seen.failed == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                and seen.failed_value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    if mismatch and not curve:
         return NoServer(endpoint, f"the server at {endpoint} uses CURVE (security.curve = "
                         "true): give --server-key and --client-key", present=True)
-    if seen.failed == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    if mismatch:
         return NoServer(endpoint, f"the server at {endpoint} does not take these CURVE keys: "
                         "does it run in plain mode (security.curve = false)? Then leave out "
                         "--server-key and --client-key", present=True)
-    if seen.failed is not None:
+    if seen.failed == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and curve:
+        # a CURVE server drops a client whose server key is wrong without a word
         return NoServer(endpoint, f"the CURVE handshake with {endpoint} failed: is "
                         "--server-key that server's public key (its server.key)?",
                         present=True)
-    if seen.connected and not seen.handshake:
+    # anything else (a peer that closed mid-handshake, a socket type that does not go
+    # with a request socket) is no sign of CURVE: only a mechanism mismatch is
+    if (seen.connected or seen.failed is not None) and not seen.handshake:
         other = "the events endpoint" if role == "request" else "a request endpoint"
         return NoServer(endpoint, f"something at {endpoint} accepts connections but is not "
                         f"a capflow {role} endpoint (is it {other}? see --endpoint)")
@@ -133,7 +153,7 @@ def socket_for(ctx: zmq.Context, kind: int, curve=None) -> zmq.Socket:
     if curve is not None:
         curve.apply(sock)
     elif kind == zmq.DEALER:
-        sock.setsockopt(zmq.ROUTING_ID, _routing_id())
+        sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
     return sock
 
 
@@ -146,9 +166,16 @@ def probe(endpoint: str, curve=None, timeout_s: float = PROBE_TIMEOUT_S) -> dict
     sock = socket_for(ctx, zmq.DEALER, curve)
     watch = Watch(sock)
     try:
-        sock.connect(endpoint)
+        connect(sock, endpoint)
         req_id, data = request_bytes("system.health", {})
-        sock.send_multipart([b"", data])
+        # a DEALER whose peer dropped the connection during the handshake has no pipe to
+        # send on: unbounded, that send would wait for ever
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout_s * 1000)))
+        try:
+            sock.send_multipart([b"", data])
+        except zmq.Again:
+            watch.read()
+            raise why(endpoint, watch, curve is not None) from None
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(watch.monitor, zmq.POLLIN)
@@ -157,10 +184,10 @@ def probe(endpoint: str, curve=None, timeout_s: float = PROBE_TIMEOUT_S) -> dict
             ready = dict(poller.poll(max(1, int(left * 1000))))
             if watch.monitor in ready:
                 watch.read()
-                if watch.failed is not None:
+                if watch.decided(curve is not None):
                     break  # a handshake refused: waiting changes nothing
             if sock in ready:
-                reply = _decode(sock.recv_multipart()[-1])
+                reply = decode_reply(sock.recv_multipart()[-1])
                 if reply.get("id") in (req_id, None):
                     return (reply.get("result") or {}) if reply.get("ok") else {}
         watch.read()

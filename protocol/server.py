@@ -52,12 +52,13 @@ from capflow.actors.config import Config
 from capflow.protocol.auth import Authorizer
 from capflow.protocol.codec import WireError, decode, error_reply, ok_reply
 from capflow.protocol.connections import Connections, Token
-from capflow.protocol.events import Publisher, event_frames
+from capflow.protocol.events import event_frames
 from capflow.protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, UNKNOWN_OP, OpStats
 from capflow.protocol.opkit import Caller, OpContext
 from capflow.protocol.ops import OPS, dispatch
 from capflow.protocol.ratelimit import RateLimiter
 from capflow.protocol.replycache import ReplyCache
+from capflow.protocol.sockets import open_sockets
 from capflow.protocol.system_ops import health
 from capflow.protocol.watchdog import Watchdog
 
@@ -68,21 +69,6 @@ MAX_BATCH = 4096
 #: answer; past it the oldest is answered TIMEOUT at once (retry with the same id)
 MAX_WAITING = 16
 INFINITY = float("inf")
-
-
-def _is_local(endpoint: str) -> bool:
-    """Whether a ZeroMQ endpoint is reachable from this machine only."""
-    import ipaddress
-
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    host = endpoint.partition("://")[2].rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name or a host name: assume it is reachable
-        return False
 
 
 #: a copy of a request waiting for its answer: its route, and under CURVE its connection
@@ -146,36 +132,9 @@ class Server:
         scfg = self.config.server
         if self.curve:
             self.authorizer = Authorizer.load(self.config.security.keys_dir)
-        self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.events = Publisher(self.ctx, self.authorizer)
+        self.ctx, self.router, self.events, self._conns = open_sockets(
+            scfg, self.authorizer)
         self.pub = self.events.sock
-        for sock in (self.router, self.pub):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 100_000)
-        self.router.setsockopt(zmq.RCVHWM, 100_000)
-        self.router.setsockopt(zmq.MAXMSGSIZE, scfg.max_request_bytes)
-        if self.curve:
-            # a client is its key, not its routing id: no connection may take another's
-            # routing id (and its answers) over; heartbeats close vanished peers' ones
-            self.authorizer.secure(self.ctx, self.router, self.pub)
-            if scfg.heartbeat_ivl_s > 0:
-                for sock in (self.router, self.pub):
-                    sock.setsockopt(zmq.HEARTBEAT_IVL, int(scfg.heartbeat_ivl_s * 1000))
-                    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT,
-                                    int(scfg.heartbeat_timeout_s * 1000))
-                    sock.setsockopt(zmq.HEARTBEAT_TTL, int(scfg.heartbeat_timeout_s * 1000))
-            self._conns = Connections(self.ctx, self.router)
-        else:
-            # without authentication a client is its routing id: a reconnecting client
-            # takes its old connection's id over
-            self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            for ep in (scfg.endpoint, scfg.events_endpoint):
-                if not _is_local(ep):
-                    logger.warning("plain mode on {}: no authentication and no encryption;"
-                                   " set security.curve = true to expose capflow", ep)
-        self.router.bind(scfg.endpoint)
-        self.pub.bind(scfg.events_endpoint)
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)

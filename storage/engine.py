@@ -10,8 +10,26 @@ from sqlalchemy.engine import make_url
 SQLITE_SYNC = ("FULL", "NORMAL")
 
 
-def open_engine(url: str, *, pool_size: int = 8, synchronous: str = "FULL") -> Engine:
-    """Create the engine for `url`, creating the SQLite file's folder if needed.
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or one kept in memory."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database).expanduser()
+
+
+def stored(url: str) -> bool:
+    """Whether there is a capflow storage at `url` to read, as far as can be told
+    without creating anything: a SQLite file must exist (a server database is taken to
+    exist; opening one creates nothing)."""
+    path = sqlite_path(url)
+    return path is None or path.is_file()
+
+
+def open_engine(url: str, *, pool_size: int = 8, synchronous: str = "FULL",
+                create: bool = True) -> Engine:
+    """Create the engine for `url`, creating the SQLite file's folder if needed (not
+    with `create` False: a reader, who checked with `stored` that the file is there).
 
     SQLite runs in WAL mode. With ``synchronous=FULL`` (the default) a commit is on disk
     when it returns: an acknowledged mutation survives a crash of the process or of the
@@ -22,7 +40,7 @@ def open_engine(url: str, *, pool_size: int = 8, synchronous: str = "FULL") -> E
         raise ValueError(f"synchronous must be one of {SQLITE_SYNC}")
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
+        if create and u.database and u.database != ":memory:":
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(u, pool_size=pool_size, max_overflow=32,
                                connect_args={"check_same_thread": False, "timeout": 30})

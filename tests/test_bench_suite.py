@@ -186,10 +186,23 @@ def test_format_table_reports_a_failure_with_its_stderr_tail():
 
 
 def test_parse_only():
-    assert suite.parse_only(None) == ["ledger", "wire", "oms"]
+    assert suite.parse_only(None) == ["ledger", "wire", "oms", "venue"]
     assert suite.parse_only("oms, ledger,oms") == ["oms", "ledger"]
-    with pytest.raises(ValueError, match="choose from ledger, wire, oms"):
+    with pytest.raises(ValueError, match="choose from ledger, wire, oms, venue"):
         suite.parse_only("ledger,nope")
+
+
+def test_venue_figures_set_each_beside_its_bare_ccxt_baseline():
+    doc = {"signals": {"signals": 100, "p50_ms": 250.0, "p99_ms": 400.0, "bare_p50_ms": 2.5,
+                       "bare_p99_ms": 9.0, "mean_ms": 260.0},
+           "fills": {"fills": 1000, "booked_per_s": 500.0, "elapsed_s": 2.0,
+                     "bare_read_per_s": 8000.0, "bare_trades_read": 1000}}
+    figs = suite.extract_figures("venue", doc)
+    sig, fills = figs["signal_to_venue"], figs["fills_booked"]
+    assert (sig["value"], sig["baseline_value"], sig["ratio"]) == (4.0, 400.0, 0.01)
+    assert sig["extra"]["p99_ms"] == 400.0
+    assert (fills["value"], fills["baseline_value"], fills["ratio"]) == (500.0, 8000.0,
+                                                                          0.0625)
 
 
 def test_the_bench_command_rejects_an_unknown_name(capsys):

@@ -122,6 +122,7 @@ def test_every_command_that_needs_a_server_says_at_once_that_none_answers(env):
     (["profile", "show", "ghost"], "NOT_FOUND"),
 ])
 def test_bad_input_is_a_clear_message_and_exit_code_2(env, capsys, argv, needle):
+    assert _run(["profile", "create", "seed", "1"], capsys)[0] == 0  # a storage to read
     code, _, err = _run(argv, capsys)
     assert code == 2 and needle in err
 
@@ -289,7 +290,7 @@ def test_report_names_the_profiles_currency_and_says_when_it_sums_two(env, capsy
 
 def test_a_wrong_adapter_class_stops_the_cli_with_its_name(env, capsys, monkeypatch):
     monkeypatch.setenv("CAPFLOW_BROKERS__ACCOUNTS__PAPER__ADAPTER", "brokers.paper:Nope")
-    code, _, err = _run(["profile", "list"], capsys)
+    code, _, err = _run(["profile", "create", "alpha", "1"], capsys)
     assert code == 2 and "brokers.paper:Nope" in err and "has no class 'Nope'" in err
 
 
@@ -315,3 +316,76 @@ def _run_quiet(argv) -> int:
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return run.main(argv)
+
+
+def test_report_through_a_server_named_by_endpoint_reads_nothing_local(
+        env, capsys, monkeypatch, make_system):
+    """`report --endpoint` from a folder with no storage: before, it printed the server's
+    statistics, then opened (and created) the local storage for the currency and died on
+    `no such table: profiles`; and it priced by the configured endpoint, not the one
+    given."""
+    from capflow.protocol.server import Server
+
+    server = Server(_trade_then_hold(env, make_system)).start()
+    elsewhere = env / "elsewhere"
+    try:
+        monkeypatch.setenv("CAPFLOW_STORAGE__URL", f"sqlite:///{elsewhere}/none.db")
+        code, out, err = _run(["report", "--profile", "alpha", "--endpoint", server.endpoint,
+                               "--out", str(env / "eq.png")], capsys)
+    finally:
+        server.stop()
+    assert code == 0, err
+    assert "with 1 open position at market (10,004.60 USDT), priced by the running " \
+           "server's market.price" in out
+    assert not elsewhere.exists()
+    assert _png_size(env / "eq.png") == (1000, 600)
+
+
+@pytest.mark.parametrize("argv", [["stats"], ["report"], ["profile", "list"],
+                                  ["profile", "show", "alpha"]])
+def test_reading_commands_with_no_server_and_no_storage_say_so_and_create_nothing(
+        env, capsys, argv):
+    """Before: a traceback (`no such table: ledger_snapshots`) and a new empty database
+    with its lock file left behind."""
+    endpoint = os.environ["CAPFLOW_SERVER__ENDPOINT"]
+    code, out, err = _run(argv, capsys)
+    assert out == ""
+    assert code == 1
+    assert err == (f"capflow: no capflow storage at sqlite:///{env}/cli.db and no capflow "
+                   f"server at {endpoint}: start one (`make run`) or run this where its "
+                   "data/ is\n")
+    assert sorted(p.name for p in env.iterdir()) == []
+    # an empty file (what the old code left behind) is no storage either
+    (env / "cli.db").touch()
+    code, _, err = _run(argv, capsys)
+    assert code == 1 and "no capflow storage at" in err
+
+
+def test_stats_says_when_it_sums_two_currencies(env, capsys):
+    _run(["profile", "create", "alpha", "1000"], capsys)
+    _run(["profile", "create", "beta", "900", "--currency", "EUR"], capsys)
+    code, out, _ = _run(["stats"], capsys)
+    assert code == 0 and "note: the profiles' currencies differ (EUR+USDT)" in out
+    code, out, _ = _run(["stats", "--profile", "beta"], capsys)
+    assert code == 0 and "differ" not in out
+
+
+def test_report_out_a_folder_a_bad_place_or_another_format(env, capsys):
+    """Before: a directory, /proc/x.png or file/x.png gave a traceback after the
+    statistics, and r.pdf / r.svg were PNG bytes under another name."""
+    _run(["profile", "create", "alpha", "2500"], capsys)
+    (env / "charts").mkdir()
+    code, out, _ = _run(["report", "--profile", "alpha", "--out", "charts"], capsys)
+    assert code == 0 and f"wrote {Path('charts') / 'equity-alpha.png'}" in out
+    assert _png_size(env / "charts" / "equity-alpha.png") == (1000, 600)
+    (env / "file").write_text("")
+    for bad in ("/proc/x.png", "file/x.png"):
+        code, out, err = _run(["report", "--out", bad], capsys)
+        assert code == 1 and "Traceback" not in err
+        assert err.splitlines()[-1].startswith(f"capflow: cannot write the report to {bad}: ")
+    code, _, _ = _run(["report", "--out", "r.pdf"], capsys)
+    assert code == 0 and (env / "r.pdf").read_bytes().startswith(b"%PDF")
+    code, _, _ = _run(["report", "--out", "r.svg"], capsys)
+    assert code == 0 and b"<svg" in (env / "r.svg").read_bytes()[:2000]
+    code, out, err = _run(["report", "--out", "r.jpeg"], capsys)
+    assert code == 2 and "the report is written as .png, .pdf or .svg" in err and out == ""

@@ -30,11 +30,11 @@ from capflow.actors.model.settings import SimulatorConfig, SymbolConfig
 from capflow.actors.model.ticks import (
     NEW_SYMBOL_QTY_PLACES,
     NEW_SYMBOL_SPREAD_BPS,
+    Quoter,
     Tick,
-    _check_spec,
-    _new_price_places,
-    _Quoter,
-    _to_decimal,
+    check_spec,
+    new_price_places,
+    to_decimal,
 )
 
 #: simulated markets trade around the clock: a year is 365 days of seconds
@@ -92,7 +92,7 @@ class _Instrument:
         self.spec = spec
         self.process = process
         self.price = spec.price
-        self.quoter = _Quoter(spec)
+        self.quoter = Quoter(spec)
         self.seq = 0
         self.last: Tick | None = None
 
@@ -112,7 +112,7 @@ class MarketSimulator:
         if not (math.isfinite(dt_s) and dt_s > 0):
             raise ValueError(f"simulator dt_s must be greater than zero, not {dt_s!r}")
         for symbol, spec in config.symbols.items():
-            _check_spec(symbol, spec)
+            check_spec(symbol, spec)
         self.config = config
         self.dt_s = float(dt_s)
         #: simulated time of the last step (`start` before the first)
@@ -157,7 +157,7 @@ class MarketSimulator:
         """
         if not isinstance(symbol, str) or not symbol:
             raise ValueError(f"symbol must be a non-empty string, not {symbol!r}")
-        price = _to_decimal(price, "price")
+        price = to_decimal(price, "price")
         if price <= 0:
             raise ValueError(f"price must be greater than zero, not {price}")
         if symbol in self._instruments:
@@ -166,7 +166,7 @@ class MarketSimulator:
         if configured is not None:
             spec = replace(configured, price=price)
         else:
-            places = _new_price_places(price)
+            places = new_price_places(price)
             start = round_half_even(price, places)
             if start <= 0:
                 raise ValueError(f"price {price} is below one step of {places} places")
@@ -175,7 +175,7 @@ class MarketSimulator:
                                 spread_bps=NEW_SYMBOL_SPREAD_BPS, price_places=places,
                                 qty_places=NEW_SYMBOL_QTY_PLACES,
                                 liquidity=self.config.new_symbol_liquidity)
-        _check_spec(symbol, spec)
+        check_spec(symbol, spec)
         self._add_simulated(symbol, spec)
         return True
 

@@ -12,14 +12,19 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from msgspec.structs import replace
 
-from capflow.actors.model.money import CONTEXT, round_down, round_half_even, round_up
+from capflow.actors.model.money import (
+    CONTEXT,
+    MAX_ADJUSTED_EXPONENT,
+    round_down,
+    round_half_even,
+    round_up,
+)
 from capflow.actors.model.settings import SimulatorConfig, SymbolConfig
 from capflow.actors.model.ticks import (
-    _MAX_ADJUSTED_EXPONENT,
     NEW_SYMBOL_QTY_PLACES,
+    Quoter,
     Tick,
-    _new_price_places,
-    _Quoter,
+    new_price_places,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -58,7 +63,7 @@ def _parse_number(text: str, name: str, *, positive: bool) -> Decimal:
         raise ValueError(f"{name} is not a decimal number: {text!r}") from None
     if not d.is_finite():
         raise ValueError(f"{name} must be finite: {text!r}")
-    if d and d.adjusted() > _MAX_ADJUSTED_EXPONENT:
+    if d and d.adjusted() > MAX_ADJUSTED_EXPONENT:
         raise ValueError(f"{name} is too large (at most 10^15): {text!r}")
     if positive and d <= 0:
         raise ValueError(f"{name} must be greater than zero: {text!r}")
@@ -157,7 +162,7 @@ class CsvReplay:
         configured = self._config.symbols.get(symbol)
         if configured is not None:
             return configured
-        places = _new_price_places(*prices)
+        places = new_price_places(*prices)
         known = self.specs.get(symbol)
         if known is not None:
             if places <= known.price_places:
@@ -221,7 +226,7 @@ class CsvReplay:
         volume = (_parse_number(f["volume"], "volume", positive=False)
                   if f["volume"] else None)
         spec = self._spec(symbol, [o, h, lo, c])
-        quoter = _Quoter(spec)
+        quoter = Quoter(spec)
         if volume is not None:
             liquidity = round_down(CONTEXT.divide(volume, Decimal(4)), spec.qty_places)
         else:

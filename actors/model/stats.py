@@ -23,13 +23,12 @@ from typing import Any, Protocol
 
 import msgspec
 
-from capflow.actors.model.money import CONTEXT, ZERO, round_half_even
+from capflow.actors.model.money import CONTEXT, MAX_DECIMAL_PLACES, ZERO, round_half_even
 
 OPEN, CLOSED = "OPEN", "CLOSED"
 GROUP_KEYS = frozenset({"strategy", "symbol", "exchange"})
 #: places of the ratios (win rate, profit factor, drawdown fraction)
 RATIO_PLACES = 4
-_MAX_PLACES = 18
 
 
 class PositionLike(Protocol):
@@ -83,8 +82,8 @@ def net_pnl(position: PositionLike) -> Decimal:
 
 def _check_places(places: int) -> None:
     if isinstance(places, bool) or not isinstance(places, int) \
-            or not 0 <= places <= _MAX_PLACES:
-        raise ValueError(f"places must be an int from 0 to {_MAX_PLACES}, got {places!r}")
+            or not 0 <= places <= MAX_DECIMAL_PLACES:
+        raise ValueError(f"places must be an int from 0 to {MAX_DECIMAL_PLACES}, got {places!r}")
 
 
 def _check_status(position: PositionLike) -> None:

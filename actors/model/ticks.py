@@ -9,7 +9,15 @@ from decimal import Decimal, InvalidOperation
 
 import msgspec
 
-from capflow.actors.model.money import CONTEXT, quant, round_down, round_half_even, round_up
+from capflow.actors.model.money import (
+    CONTEXT,
+    MAX_ADJUSTED_EXPONENT,
+    MAX_DECIMAL_PLACES,
+    quant,
+    round_down,
+    round_half_even,
+    round_up,
+)
 from capflow.actors.model.settings import SymbolConfig
 
 #: a symbol first seen through `ensure_symbol` (or in a replay without config)
@@ -25,11 +33,6 @@ MIN_NEW_PRICE_PLACES = 2
 MAX_NEW_PRICE_PLACES = 8
 
 
-_MAX_PLACES = 18
-
-
-#: prices and quantities stay below 10**15, like every amount in capflow
-_MAX_ADJUSTED_EXPONENT = 14
 
 
 _BPS_DIVISOR = Decimal(20000)  # half the spread: mid * bps / 10000 / 2
@@ -53,12 +56,12 @@ def _places_needed(d: Decimal) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
-def _new_price_places(*prices: Decimal) -> int:
+def new_price_places(*prices: Decimal) -> int:
     needed = max(_places_needed(p) for p in prices)
     return min(max(needed, MIN_NEW_PRICE_PLACES), MAX_NEW_PRICE_PLACES)
 
 
-def _to_decimal(value: object, what: str) -> Decimal:
+def to_decimal(value: object, what: str) -> Decimal:
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a decimal number, not {value!r}")
     if isinstance(value, Decimal):
@@ -74,12 +77,12 @@ def _to_decimal(value: object, what: str) -> Decimal:
         raise ValueError(f"{what} must be a decimal number, not {type(value).__name__}")
     if not d.is_finite():
         raise ValueError(f"{what} must be finite, not {value!r}")
-    if d and d.adjusted() > _MAX_ADJUSTED_EXPONENT:
+    if d and d.adjusted() > MAX_ADJUSTED_EXPONENT:
         raise ValueError(f"{what} is too large (at most 10^15): {value!r}")
     return d
 
 
-def _check_spec(symbol: str, spec: SymbolConfig) -> None:
+def check_spec(symbol: str, spec: SymbolConfig) -> None:
     where = f"simulator symbol {symbol!r}"
     if not symbol:
         raise ValueError("a simulator symbol must have a name")
@@ -92,13 +95,13 @@ def _check_spec(symbol: str, spec: SymbolConfig) -> None:
     if not math.isfinite(spec.spread_bps) or spec.spread_bps < 0:
         raise ValueError(f"{where}: spread_bps must not be negative")
     for name in ("price_places", "qty_places"):
-        if not 0 <= getattr(spec, name) <= _MAX_PLACES:
-            raise ValueError(f"{where}: {name} must be between 0 and {_MAX_PLACES}")
+        if not 0 <= getattr(spec, name) <= MAX_DECIMAL_PLACES:
+            raise ValueError(f"{where}: {name} must be between 0 and {MAX_DECIMAL_PLACES}")
     if not spec.liquidity.is_finite() or spec.liquidity < 0:
         raise ValueError(f"{where}: liquidity must not be negative")
 
 
-class _Quoter:
+class Quoter:
     """Turns a mid price into a quantized Tick for one symbol's spec."""
 
     __slots__ = ("liquidity", "places", "spread_bps", "step")

@@ -16,11 +16,10 @@ import pytest
 
 from capflow import cli_account, run
 from capflow.actors.alerts import Alert
+from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import entry_client_id
 from capflow.protocol.client import Client, ClientError
 from capflow.protocol.server import Server
-
-from ..venue.bybit import BybitVenue
 
 
 @pytest.fixture

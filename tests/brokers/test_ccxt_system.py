@@ -14,9 +14,8 @@ from capflow.actors.account_messages import Restore
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denied
+from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import entry_client_id
-
-from ..venue.bybit import BybitVenue
 
 
 @pytest.fixture
@@ -33,12 +32,12 @@ def live(make_system, sqlite_url, venue, monkeypatch):
     settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
                 "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
                 "poll_interval_s": 0.05}
-    # no simulated market: the venue's prices are not fed into capflow yet
-    cf = make_system(sqlite_url, simulator={"symbols": {}}, brokers={
+    # the simulator keeps its symbols: those of the account's table are the venue's
+    cf = make_system(sqlite_url, brokers={
         "default_account": "live",
         "accounts": {"live": {"adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
                               "currency": "USDT", "initial_cash": "10000",
-                              "settings": settings}}})
+                              "symbols": {"BTCUSDT": "BTC/USDT"}, "settings": settings}}})
     wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED")
     cf.create_profile("p", "5000")
     return cf

@@ -14,6 +14,7 @@ import pytest
 
 from capflow.actors.model.clock import Clock
 from capflow.actors.model.settings import ConfigError
+from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
@@ -29,8 +30,6 @@ from capflow.brokers.base import (
 from capflow.brokers.ccxt_settings import entry_client_id, exit_client_id
 from capflow.brokers.ccxt_venue import CcxtSpotBroker
 from capflow.brokers.config import AccountConfig, ConnectConfig
-
-from ..venue.bybit import BybitVenue
 
 ADAPTER = "capflow.brokers.ccxt_venue:CcxtSpotBroker"
 ORDER_ID = "ord_18e9f247aa84e7674664058da23e"
@@ -285,6 +284,21 @@ def test_partial_fills_over_several_polls_are_booked_once_each(harness, venue):
     assert [f.qty for f in fills] == [D("0.003"), D("0.002"), D("0.005")]
     assert len({f.fill_id for f in fills}) == 3
     assert not h.of(OrderCanceled)
+
+
+def test_an_order_filled_in_more_pieces_than_a_page_of_trades_is_booked_whole(harness, venue):
+    # Bybit answers an order's executions 50 a page (100 at most): every page is read
+    h = harness().connected()
+    venue.auto_match = False
+    h.b.submit_order(entry("0.013", type="LIMIT", price="29000.00", max_price="29000.00"))
+    h.pump(lambda: h.of(OrderAccepted))
+    cid = entry_client_id(ORDER_ID)
+    for _ in range(130):
+        venue.fill(cid, "0.0001")
+    h.pump(lambda: sum((f.qty for f in h.of(EntryFilled)), D(0)) >= D("0.013"), 30)
+    fills = h.of(EntryFilled)
+    assert len(fills) == 130 and len({f.fill_id for f in fills}) == 130
+    assert sum((f.qty for f in fills), D(0)) == D("0.013")
 
 
 def test_a_fill_after_the_cancel_was_asked_is_booked_before_the_cancel(harness, venue):

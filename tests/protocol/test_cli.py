@@ -218,7 +218,7 @@ def test_call_help_lists_every_op_with_an_example_the_server_takes(capsys):
                 if line.strip().startswith("capflow call ")}
     assert set(examples) == set(OPS)
     for op, line in examples.items():
-        words = shlex.split(line)[3:]
+        words = shlex.split(line, comments=True)[3:]
         args = {k: cli._value(v) for k, _, v in (w.partition("=") for w in words)}
         parse_args(OPS[op][0], args)  # the server's own schema takes it
     assert "capflow call ledger.get profile_id=alpha" in text
@@ -322,3 +322,28 @@ def test_events_says_when_nothing_publishes_where_it_looks(live, cli_env, where)
         assert proc.stderr == (f"capflow: something at {server.endpoint} accepts "
                                "connections but is not a capflow events endpoint (is it a "
                                "request endpoint? see --endpoint)\n")
+
+
+def test_call_sends_text_where_the_op_takes_text_and_what_msgpack_cannot_carry(live,
+                                                                               capsys):
+    """Before: `profile_id=123` was sent as an int (INVALID_ARGUMENT 'Expected str, got
+    int'), and a 29-digit amount or a TOML date raised `TypeError: can not serialize`
+    with a traceback."""
+    server = live()
+
+    def call(*words):
+        code = run.main(["call", *words, "--endpoint", server.endpoint])
+        got = capsys.readouterr()
+        return code, json.loads(got.out)
+
+    code, created = call("profile.create", "profile_id=123", "allocated=250")
+    assert code == 0 and created["profile_id"] == "123"
+    code, answer = call("ledger.deposit", "profile_id=123", "client_request_id=42",
+                        "amount=99999999999999999999999999999")
+    assert code in (0, 1) and answer.get("error", {}).get("code") != "INTERNAL", answer
+    code, answer = call("profile.create", "profile_id=true", "allocated=5",
+                        "currency=USDT")
+    assert code == 0 and answer["profile_id"] == "true"
+    code, answer = call("signal.submit", "profile_id=123", "symbol=BTCUSDT", "side=BUY",
+                        "price=65000", "qty=0.001", "timestamp=1979-05-27")
+    assert code == 0 and answer["received"] is True, answer

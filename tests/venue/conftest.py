@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .bybit import BybitVenue
+from capflow.bench.venues.bybit import BybitVenue
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from decimal import Decimal
 import ccxt
 import pytest
 
-from .bybit import BybitVenue
+from capflow.bench.venues.bybit import BybitVenue
 
 BTC = "BTC/USDT"
 ACK = {"acknowledged": True}  # ccxt's fetch_order on a unified account asks for it

@@ -1,4 +1,4 @@
-"""The state and matching engine behind the Bybit emulator (`tests/venue/bybit.py`): spot
+"""The state and matching engine behind the Bybit emulator (`bench/venues/bybit.py`): spot
 instruments, prices, one unified account's balances, orders and executions.
 
 Everything here is plain Python under one lock held by the caller (`BybitVenue`); the HTTP

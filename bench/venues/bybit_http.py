@@ -1,4 +1,4 @@
-"""The HTTP side of the Bybit emulator (`tests/venue/bybit.py`): the record of each
+"""The HTTP side of the Bybit emulator (`bench/venues/bybit.py`): the record of each
 request, the switchable faults, and the request handler that applies them."""
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Fixture API
 instruments=None)``: ``start()`` / ``stop()``, or ``with BybitVenue() as venue:``; in
 tests/venue the ``bybit_venue`` fixture (conftest.py) gives a started one, and
 ``bybit_client`` a ccxt client pointed at it; tests elsewhere import the class
-(``from ..venue.bybit import BybitVenue``) and use it as a context manager.
+(``from capflow.bench.venues.bybit import BybitVenue``) and use it as a context
+manager; bench/venue.py measures the live adapter against it.
 - ``venue.url``; ``venue.urls``: the entries of ccxt's ``exchange.urls["api"]`` to point at
   the venue (ccxt's v5 code reads "public" and "private"; "spot", "futures", "v2" are set
   too); ``venue.ccxt(**config)``: a ``ccxt.bybit`` ready to use (spot markets only, the

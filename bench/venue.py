@@ -1,0 +1,169 @@
+"""A live account's order path and fill booking, against the Bybit v5 emulator
+(bench/venues/bybit.py) that the real ccxt library talks to over HTTP on 127.0.0.1.
+
+    python bench/venue.py [--signals 1000] [--fills 10000] [--json FILE]
+
+(1) signal.submit -> the order is at the venue: for each signal (a MARKET BUY, sent by
+    the ccxt adapter as a limit IOC at the reserved price), the time from the embedded
+    `System.signal` call until the venue holds the order with its client order id. The
+    venue's ask has no size, so every IOC ends unfilled and its capital comes back: the
+    figure is the order path alone, one signal at a time. Baseline in the same run: the
+    same order placed by a bare ccxt client (`create_order`, limit IOC) against the same
+    venue, one at a time.
+(2) fills booked per second when the venue reports many fills of one order at once: a
+    resting LIMIT BUY is filled by the venue in `--fills` pieces before capflow's next
+    poll; the figure is pieces / the time until the ledger has booked them all (the order
+    filled, its position holding the quantity less the base-coin fee). Baseline: the
+    bare ccxt read of the same trades (`fetch_order_trades`).
+
+Durable storage (SQLite, synchronous=FULL) in a temporary folder. The figures are this
+machine's, beside baselines measured in the same run, because it is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from capflow.actors.config import load_config
+from capflow.actors.logs import LogConfig, setup_logging
+from capflow.actors.system import System
+from capflow.bench.venues.bybit import BybitVenue
+from capflow.brokers.ccxt_settings import entry_client_id
+
+SYMBOL = "BTCUSDT"
+KEY_ENV, SECRET_ENV = "CAPFLOW_BENCH_VENUE_KEY", "CAPFLOW_BENCH_VENUE_SECRET"
+
+
+def _wait(cond, timeout: float, what: str):
+    deadline = time.perf_counter() + timeout
+    while not (got := cond()):
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"venue bench: timed out waiting for {what}")
+        time.sleep(0.0005)
+    return got
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _system(venue: BybitVenue, workdir: str) -> System:
+    os.environ[KEY_ENV], os.environ[SECRET_ENV] = venue.api_key, venue.secret
+    settings = {"exchange": "bybit", "api_key_env": KEY_ENV, "api_secret_env": SECRET_ENV,
+                "urls": venue.urls, "timeout_s": 5, "poll_interval_s": 0.02}
+    cfg = load_config(env={}, storage={"url": f"sqlite:///{workdir}/venue-bench.db"},
+                      simulator={"mode": "step", "symbols": {}},
+                      oms={"audit_log": f"{workdir}/signals.jsonl"},
+                      brokers={"default_account": "live", "accounts": {"live": {
+                          "adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
+                          "currency": "USDT", "initial_cash": "100000000",
+                          "settings": settings}}})
+    system = System(cfg).start()
+    _wait(lambda: system.trading.accounts.status["live"].state == "CONNECTED", 30,
+          "the adapter to connect")
+    return system
+
+
+def bench_signals(venue: BybitVenue, system: System, n: int) -> dict:
+    venue.set_price(SYMBOL, "30000.00", "30000.10", ask_size="0")  # every IOC ends unfilled
+    system.create_profile("sig", "1000000")
+    ours: list[float] = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        answer = system.signal("sig", SYMBOL, "BUY", "30000.10", qty="0.001",
+                               tp_pct="2", sl_pct="1", signal_id=f"s{i}")
+        if not answer["risk_ok"]:
+            raise SystemExit(f"venue bench: signal refused: {answer}")
+        link = entry_client_id(answer["order_id"])
+        _wait(lambda link=link: venue.order(link) is not None, 30, "the order at the venue")
+        ours.append((time.perf_counter() - t0) * 1000)
+    client = venue.ccxt(timeout=5000)
+    client.load_markets()
+    bare: list[float] = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        client.create_order("BTC/USDT", "limit", "buy", 0.001, 30000.10,
+                            {"timeInForce": "IOC", "orderLinkId": f"bare{i}"})
+        bare.append((time.perf_counter() - t0) * 1000)
+    return {"signals": n, "p50_ms": _pct(ours, 0.5), "p99_ms": _pct(ours, 0.99),
+            "bare_p50_ms": _pct(bare, 0.5), "bare_p99_ms": _pct(bare, 0.99),
+            "mean_ms": statistics.fmean(ours)}
+
+
+def bench_fills(venue: BybitVenue, system: System, pieces: int) -> dict:
+    venue.auto_match = False
+    venue.set_price(SYMBOL, "30000.00", "30000.10")
+    step = Decimal("0.000001")  # the emulator's BTCUSDT lot step
+    qty = step * pieces
+    system.create_profile("fills", "1000000")
+    order = system.submit_order("fills", "many-fills", SYMBOL, "BUY", str(qty),
+                                type="LIMIT", price="29000.00").result
+    link = entry_client_id(order.order_id)
+    _wait(lambda: venue.order(link) is not None, 30, "the resting order at the venue")
+    for _ in range(pieces):  # the venue fills it in pieces before capflow's next poll
+        venue.fill(link, step, "29000.00")
+    t0 = time.perf_counter()
+    _wait(lambda: system.trading.get_order("fills", order.order_id).status == "FILLED",
+          600, "every fill booked")
+    elapsed = time.perf_counter() - t0
+    client = venue.ccxt(timeout=60000)
+    client.load_markets()
+    venue_id = venue.order(link).order_id
+    t1 = time.perf_counter()
+    trades = client.fetch_order_trades(venue_id, "BTC/USDT", None, None,
+                                       {"paginate": True, "paginationCalls": 10_000})
+    bare = time.perf_counter() - t1
+    return {"fills": pieces, "booked_per_s": pieces / elapsed, "elapsed_s": elapsed,
+            "bare_read_per_s": len(trades) / bare if bare else None,
+            "bare_trades_read": len(trades)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--signals", type=int, default=1000)
+    ap.add_argument("--fills", type=int, default=10_000)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+    setup_logging(LogConfig(level="WARNING"))
+    with tempfile.TemporaryDirectory() as workdir, \
+            BybitVenue(balances={"USDT": "1000000000", "BTC": "0"}) as venue:
+        venue.set_price(SYMBOL, "30000.00", "30000.10")
+        system = _system(venue, workdir)
+        try:
+            sig = bench_signals(venue, system, args.signals)
+            fills = bench_fills(venue, system, args.fills)
+        finally:
+            system.stop()
+    print(f"venue bench (Bybit v5 emulator over HTTP, ccxt {_ccxt_version()}, "
+          f"{os.cpu_count()} CPUs):")
+    print(f"  (1) signal.submit -> order at the venue, {sig['signals']} signals: "
+          f"p50 {sig['p50_ms']:.2f} ms, p99 {sig['p99_ms']:.2f} ms")
+    print(f"      baseline: bare ccxt create_order: p50 {sig['bare_p50_ms']:.2f} ms, "
+          f"p99 {sig['bare_p99_ms']:.2f} ms")
+    print(f"  (2) {fills['fills']:,} venue fills of one order booked in "
+          f"{fills['elapsed_s']:.2f} s: {fills['booked_per_s']:,.0f} fills/s")
+    if fills["bare_read_per_s"]:
+        print(f"      baseline: bare ccxt fetch_order_trades of {fills['bare_trades_read']:,}"
+              f" trades: {fills['bare_read_per_s']:,.0f} trades/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"signals": sig, "fills": fills}, indent=2))
+    return 0
+
+
+def _ccxt_version() -> str:
+    import ccxt
+
+    return ccxt.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
