@@ -30,7 +30,7 @@ import msgspec
 import pykka
 from loguru import logger
 
-from capflow.actors.account import AccountManagerActor, AccountStatus
+from capflow.actors.account import AccountManagerActor
 from capflow.actors.account_messages import (
     ClaimCapital,
     ClaimSlot,
@@ -44,6 +44,7 @@ from capflow.actors.account_messages import (
     SlotQuery,
     Sync,
 )
+from capflow.actors.account_status import AccountStatus
 from capflow.actors.adapters import load_adapter
 from capflow.actors.alerts import raise_alert
 from capflow.actors.model import messages as m

@@ -13,8 +13,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from capflow.actors.account import AccountManagerActor, AccountStatus
+from capflow.actors.account import AccountManagerActor
 from capflow.actors.account_messages import ClaimSlot, Place, SettleSlot
+from capflow.actors.account_status import AccountStatus
 from capflow.actors.config import load_config
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denied
