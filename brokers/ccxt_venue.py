@@ -54,7 +54,7 @@ from ccxt.base.decimal_to_precision import TICK_SIZE
 from loguru import logger
 
 from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
-from capflow.actors.model.venue import VenueRule, VenueRules, qty_down
+from capflow.actors.model.venue import VenueRules, qty_down
 from capflow.brokers.base import (
     PENDING,
     AccountInfo,
@@ -71,6 +71,7 @@ from capflow.brokers.base import (
     VenueTicks,
 )
 from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
+from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed, crossed
 from capflow.brokers.ccxt_reconcile import compare, take_cut
 from capflow.brokers.ccxt_settings import (
@@ -188,7 +189,8 @@ class CcxtSpotBroker(BrokerAdapter):
             self.client = client
         try:
             markets = self.client.load_markets(reload=True)
-            rules, missing = self._rules(markets)
+            rules, missing = venue_rules(self.config.symbols, self.money_places,
+                                         self.client.precisionMode != TICK_SIZE, markets)
             if missing:
                 raise PermanentConnectError(
                     f"[brokers.accounts.{self.account_id}] symbols: the venue lists no "
@@ -199,25 +201,6 @@ class CcxtSpotBroker(BrokerAdapter):
                 f"{where} api_key_env / api_secret_env / key_file: the venue rejected the "
                 f"key ({type(exc).__name__})") from None
         return rules
-
-    def _rules(self, markets: dict) -> tuple[VenueRules, set[str]]:
-        """The rules of the configured symbols (and of every active spot market by its
-        venue id, BTCUSDT for BTC/USDT); the configured ones the venue does not list."""
-        places = self.money_places
-        rules: dict[str, VenueRule] = {}
-        digits = self.client.precisionMode != TICK_SIZE
-        for m in markets.values():
-            if not m.get("spot") or m.get("active") is False:
-                continue
-            rules.setdefault(m["id"], _rule(m, places, digits))
-        missing = set()
-        for capflow_symbol, venue_symbol in self.config.symbols.items():
-            m = markets.get(venue_symbol)
-            if m is None or not m.get("spot") or m.get("active") is False:
-                missing.add(venue_symbol)
-            else:
-                rules[capflow_symbol] = _rule(m, places, digits)
-        return VenueRules(rules, loaded=True), missing
 
     def poll_balance(self) -> None:
         """On the worker: the account's balance, for `account_info`."""
@@ -514,20 +497,3 @@ class CcxtSpotBroker(BrokerAdapter):
             if p.closing is not None:
                 self.close_position(p.position_id, p.closing, skip=p.exited_qty,
                                     restoring=True)
-
-
-def _rule(m: dict, places: int, digits: bool) -> VenueRule:
-    """A market's rule from ccxt's market structure (its precision is a step, or with
-    `digits` a number of decimal places)."""
-    limits = m.get("limits") or {}
-    precision = m.get("precision") or {}
-
-    def step(value) -> Decimal:
-        if value is None:
-            return ZERO
-        return Decimal(1).scaleb(-int(value)) if digits else dec(value)
-
-    return VenueRule(venue_symbol=m["symbol"], qty_step=step(precision.get("amount")),
-                     price_tick=step(precision.get("price")),
-                     min_qty=dec((limits.get("amount") or {}).get("min")),
-                     min_notional=dec((limits.get("cost") or {}).get("min")), spot=True)
