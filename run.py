@@ -33,13 +33,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from decimal import Decimal
-
-from loguru import logger
 
 from capflow.actors.config import Config, load_config
 from capflow.actors.logs import setup_logging
@@ -239,57 +235,6 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, **overrides)
 
 
-def serve(cfg: Config) -> int:
-    """Start in order (storage and actors, then the gateway), serve until SIGINT or
-    SIGTERM, stop in reverse: stop taking requests, finish in-flight ones, flush storage,
-    stop the actors. If the gateway's watchdog finds its socket thread dead or stalled,
-    stop the same way and return 1: a process that keeps its ports open without
-    answering is worse than one that is gone (and restarted by its supervisor)."""
-    from capflow.actors.system import System
-    from capflow.protocol.server import Server
-
-    stop = threading.Event()
-    failures: list[str] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
-    def failed(reason: str) -> None:  # the gateway's watchdog: it no longer serves
-        failures.append(reason)
-        stop.set()
-
-    system = System(cfg).start()
-    try:
-        server = Server(system, on_failure=failed).start()
-    except BaseException:
-        system.stop()
-        raise
-    logger.info("capflow is running ({}); SIGINT or SIGTERM stops it", cfg.environment)
-    try:
-        stop.wait()
-    finally:
-        if failures:
-            logger.critical("capflow stops because its gateway failed: {}", failures[0])
-            _exit_if_stuck(cfg.server.drain_timeout_s + 30.0)
-        logger.info("stopping: finishing in-flight requests, then flushing storage")
-        server.stop()
-        system.stop()
-    return 1 if failures else 0
-
-
-def _exit_if_stuck(seconds: float) -> None:
-    """After a failure, an orderly stop may hang on what failed: end the process anyway
-    (exit status 1) if it has not ended in `seconds`."""
-    import os
-
-    def hard_exit() -> None:
-        logger.critical("capflow did not stop in {:g} s; exiting now", seconds)
-        os._exit(1)
-
-    timer = threading.Timer(seconds, hard_exit)
-    timer.daemon = True
-    timer.start()
-
-
 def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
     from capflow.protocol.auth import generate, warn_if_readable
@@ -430,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   cfg.log.__class__(level="WARNING", json=cfg.log.json))
     try:
         if args.command == "serve":
+            from capflow.cli_serve import serve
+
             return serve(cfg)
         commands = {"profile": profile_command, "call": call_command,
                     "events": events_command, "keys": keys_command,
