@@ -237,12 +237,21 @@ def _config(args: argparse.Namespace) -> Config:
 
 def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    from capflow.protocol.auth import generate, warn_if_readable
+    from capflow.protocol.auth import generate, warn_if_readable, warn_if_writable
 
     folder = args.dir or cfg.security.keys_dir
-    for path in generate(folder, args.clients):
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"--dir {folder}: that is a file, not a key folder")
+    try:
+        made = generate(folder, args.clients)
+    except OSError as exc:
+        print(f"capflow: cannot write the keys to {folder}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    for path in made:
         print(f"wrote {path}", file=out)
     warn_if_readable(folder)  # older keys, or keys copied with their modes lost
+    warn_if_writable(folder)
     print(f"grant profiles to clients in {folder}/clients.toml, then set "
           "[security] curve = true", file=out)
     return 0
