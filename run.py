@@ -265,8 +265,26 @@ def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
         names = suite.parse_only(args.only)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if args.json and (cause := suite.writable(args.json)) is not None:
+        print(f"capflow: cannot write the figures to {args.json}: {cause}", file=sys.stderr)
+        return 1
+    if args.out_dir and not _folder("--out-dir", args.out_dir):
+        return 1
     return suite.command(names, args.quick, json_path=args.json, out_dir=args.out_dir,
                          verbose=args.verbose, out=out)
+
+
+def _folder(option: str, folder: str) -> bool:
+    """Make the folder a command writes its files in, before it runs for minutes; when it
+    cannot be made, say so in one line (False)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return True
+    except OSError as exc:
+        cause = ("that is a file" if os.path.exists(folder) and not os.path.isdir(folder)
+                 else exc.strerror or str(exc))
+        print(f"capflow: cannot make the folder {option} {folder}: {cause}", file=sys.stderr)
+        return False
 
 
 def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
@@ -277,6 +295,8 @@ def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
     if args.endpoint:
         probe(args.endpoint)
+    if args.out and not _folder("--out", args.out):
+        return 1
     return stress.command(cfg, args, out=out or sys.stdout)
 
 

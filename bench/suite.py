@@ -456,6 +456,27 @@ def command(names: Sequence[str], quick: bool = False, *, json_path: str | None 
                         progress=progress)
     print(format_table(results), file=out, flush=True)
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2, default=str))
+        try:
+            Path(json_path).write_text(json.dumps(results, indent=2, default=str))
+        except OSError as exc:
+            print(f"capflow: cannot write the figures to {json_path}: "
+                  f"{exc.strerror or exc}", file=err)
+            return 1
         print(f"wrote {json_path}", file=out)
     return 0 if results["ok"] else 1
+
+
+def writable(path: str | Path) -> str | None:
+    """Why a file cannot be written at `path` (its OS error), or None when it can: found
+    out by opening it to append (nothing in it changes; a file made so is removed), so a
+    run of minutes is not lost to a path that was wrong from the start."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
