@@ -32,6 +32,7 @@ none does (capflow.cli has the rule and the commands that talk to a server).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -66,6 +67,18 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def seconds(text: str) -> float:
+    """A duration option: a finite number of seconds above zero (a negative timeout
+    would wait for ever, nan or inf fail later, 0 always times out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="capflow", description="capital and order "
                                 "management core for trading bots")
@@ -95,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("args", nargs="*", metavar="KEY=VALUE",
                       help="arguments; values are read as TOML values when they parse "
                            "(numbers, true/false, quoted strings), else as text")
-    call.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    call.add_argument("--timeout", type=seconds, default=5.0, help="seconds per attempt")
     call.add_argument("--json", action="store_true",
                       help="print the result as JSON also where there is a table "
                            "(risk.check)")
@@ -131,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "halt":
             hs.add_argument("--reduce-only", action="store_true",
                             help="REDUCE_ONLY instead of HALTED")
-        hs.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+        hs.add_argument("--timeout", type=seconds, default=5.0, help="seconds per attempt")
         _client_options(hs)
     fl = sub.add_parser("flatten", help="halt, cancel every working entry and close every "
                         "open position: of one profile, one broker account, or everything")
@@ -142,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--reason", default="", help="why (recorded with who)")
     fl.add_argument("--key", help="idempotency key: the same key again answers what the "
                     "first flatten did (default: a new one, printed)")
-    fl.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
+    fl.add_argument("--timeout", type=seconds, default=30.0, help="seconds per attempt")
     _client_options(fl)
     bench = sub.add_parser("bench", help="run the benchmarks in bench/, each figure beside "
                            "the baseline it measured in the same run",
@@ -163,12 +176,12 @@ def _parser() -> argparse.ArgumentParser:
     _stress_parser(sub)
     top = sub.add_parser("top", help="a live terminal view of a running server: requests/s "
                          "per op, latency, profiles, open positions, breakers")
-    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--interval", type=seconds, default=1.0, help="seconds between refreshes")
     top.add_argument("--once", action="store_true",
                      help="print one view (two readings --interval apart) and exit")
     top.add_argument("--profiles", type=int, default=20, metavar="N",
                      help="show at most N profiles (default 20)")
-    top.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    top.add_argument("--timeout", type=seconds, default=2.0, help="seconds per request")
     _client_options(top)
     keys = sub.add_parser("keys", help="CURVE keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -187,7 +200,7 @@ def _stress_parser(sub) -> None:
                     "storage audit (default: audit through the wire only)")
     st.add_argument("--clients", type=int, default=4, help="bot processes (default 4)")
     st.add_argument("--profiles", type=int, default=4, help="trading profiles (default 4)")
-    st.add_argument("--duration", type=float, default=30.0,
+    st.add_argument("--duration", type=seconds, default=30.0,
                     help="seconds of load (default 30)")
     st.add_argument("--ops", type=int, default=0,
                     help="stop after this many operations in all (default: by --duration)")
@@ -198,7 +211,7 @@ def _stress_parser(sub) -> None:
                     metavar="MODES", help="faults to inject, from kill (SIGKILL and "
                     "restart the server), stall (a broker adapter hangs), storage (the "
                     "database is locked); --chaos alone: all three")
-    st.add_argument("--kill-every", type=float, default=10.0, metavar="S",
+    st.add_argument("--kill-every", type=seconds, default=10.0, metavar="S",
                     help="seconds between kills, on average (default 10)")
     st.add_argument("--out", metavar="DIR",
                     help="run folder (default: reports/stress/<time>-seed<seed>)")
@@ -217,7 +230,7 @@ def _storage_options(p: argparse.ArgumentParser) -> None:
     or opens the storage when none answers."""
     _client_options(p, "go through the server at this endpoint (default: the one at "
                        "[server] endpoint if it answers, else the storage directly)")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--timeout", type=seconds, default=10.0,
                    help="seconds per attempt, through a server")
 
 
