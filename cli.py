@@ -101,6 +101,17 @@ def _text_fields(op: str) -> set[str]:
     return {f.name for f in msgspec.structs.fields(OPS[op][0]) if text_only(f.type)}
 
 
+#: the answers that refuse what the request asks: the same request gets the same answer
+#: (exit status 2); any other failure may pass (exit status 1), e.g. UNAVAILABLE, TIMEOUT
+REFUSED = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "CONFLICT", "INSUFFICIENT_CAPITAL"})
+
+
+def exit_status(code: str) -> int:
+    """The exit status of a command that got the error `code`: one rule for every
+    command (docs/commandline.md)."""
+    return 2 if code in REFUSED else 1
+
+
 def _say(text: str) -> None:
     print(f"capflow: {text}", file=sys.stderr, flush=True)
 
@@ -235,7 +246,7 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                              default=str), file=out)
             if exc.code == "UNKNOWN_OP":
                 _suggest(args.op, exc.details)
-            return 1
+            return exit_status(exc.code)
     if args.op == "risk.check" and not args.json:
         print(risk_table(result), file=out)
     else:
@@ -320,7 +331,7 @@ def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                       f"{r['reason'] or '-'})", file=out)
         except ClientError as exc:
             print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
+            return exit_status(exc.code)
     return 0
 
 
@@ -344,7 +355,7 @@ def flatten_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
             r = client.call("flatten", **call)
         except ClientError as exc:
             print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
+            return exit_status(exc.code)
     what = r["target"] or "every profile"
     print(f"flatten {key} of {r['scope']} {what}: HALTED, "
           f"{len(r['orders_canceled'])} working order(s) canceled, "

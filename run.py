@@ -47,6 +47,7 @@ from capflow.cli import (
     call_command,
     curve_keys,
     events_command,
+    exit_status,
     flatten_command,
     halt_command,
     profile_command,
@@ -435,8 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         field = exc.details.get("field")
         where = f" ({field})" if field else ""
         print(f"capflow: {exc.code}{where}: {exc.message}", file=sys.stderr)
-        return 2 if exc.code in {"INVALID_ARGUMENT", "NOT_FOUND", "CONFLICT",
-                                 "INSUFFICIENT_CAPITAL"} else 1
+        return exit_status(exc.code)
     except ConfigError as exc:
         print(f"capflow: {exc}", file=sys.stderr)
         return 2

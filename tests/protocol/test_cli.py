@@ -34,8 +34,21 @@ def test_call_prints_the_result_of_a_running_server(live, capsys):
     out = io.StringIO()
     args = run._parser().parse_args(["call", "ledger.get", "profile_id=ghost", "--endpoint",
                                      server.endpoint])
-    assert run.call_command(server.system.config, args, out) == 1
+    assert run.call_command(server.system.config, args, out) == 2
     assert json.loads(out.getvalue())["error"]["code"] == "NOT_FOUND"
+
+
+def test_not_found_is_exit_status_2_in_every_command(live, sqlite_url, cli_env, capsys):
+    """Before: 1 from halt, resume, flatten and call, 2 from profile and stats."""
+    server = live()
+    cli_env(server.endpoint, sqlite_url)
+    for argv in (["halt", "--profile", "ghost"], ["resume", "--profile", "ghost"],
+                 ["halt", "--account", "ghost"], ["flatten", "--profile", "ghost"],
+                 ["flatten", "--account", "ghost"], ["profile", "show", "ghost"],
+                 ["stats", "--profile", "ghost"], ["report", "--profile", "ghost"],
+                 ["call", "ledger.get", "profile_id=ghost"]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and "NOT_FOUND" in err + _, (argv, code, err)
 
 
 def test_call_refuses_an_argument_given_twice(live, capsys):
