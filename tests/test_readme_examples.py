@@ -73,7 +73,7 @@ def test_each_call_help_example_does_what_it_says_on_a_fresh_server(server, caps
         code = run.main(["call", op, *args, "--endpoint", endpoint, "--json"])
         got = capsys.readouterr()
         if op == "liquidity.set":  # the help says what it needs: a push provider
-            assert code == 1 and "provider = 'push'" in got.out, got
+            assert code == 2 and "provider = 'push'" in got.out, got  # CONFLICT
             continue
         assert code == 0, (op, args, got.out, got.err)
         result = json.loads(got.out)
