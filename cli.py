@@ -119,12 +119,25 @@ def _say(text: str) -> None:
 def connect(cfg: Config, args: argparse.Namespace, *, retries: int = 3):
     """A `Client` to the server of the command's endpoint, once it answers the probe
     (`NoServer` otherwise), with the command's own `--timeout` per attempt."""
+    return _connect(cfg, args, retries)[0]
+
+
+def _connect(cfg: Config, args: argparse.Namespace, retries: int):
+    """`connect`, and whether the server answered the probe. One that took the
+    connection but did not answer in time is waited for (a slow server is not a dead
+    one), and the command says so and for how long, instead of waiting in silence."""
     from capflow.protocol.client import Client
+    from capflow.protocol.probe import PROBE_TIMEOUT_S
 
     endpoint = args.endpoint or cfg.server.endpoint
     curve = curve_keys(args)
-    probe(endpoint, curve)
-    return Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
+    answered = probe(endpoint, curve) is not None
+    if not answered:
+        _say(f"the server at {endpoint} took the connection but did not answer "
+             f"system.health in {PROBE_TIMEOUT_S:g} s (busy or stalled): waiting for its "
+             f"answer, at most {retries + 1} attempts of {args.timeout:g} s")
+    client = Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
+    return client, answered
 
 
 def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None = None, *,
@@ -137,7 +150,7 @@ def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None 
     (--endpoint, CURVE keys) must answer: no storage then. A `reading` command never
     creates a storage: with none there either, it says so (`NoServer`)."""
     try:
-        client = connect(cfg, args)
+        client, answered = _connect(cfg, args, 3)
     except NoServer as exc:
         if args.endpoint or curve_keys(args) is not None or exc.present:
             raise
@@ -160,7 +173,8 @@ def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None 
         _say(f"no capflow server answers at {endpoint}: using the storage "
              f"{describe(cfg.storage.url)} directly")
         return None
-    _say(f"through the server at {client.endpoint}")
+    if answered:  # else the wait for it was said
+        _say(f"through the server at {client.endpoint}")
     return client
 
 

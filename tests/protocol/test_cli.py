@@ -200,21 +200,33 @@ def test_a_server_that_takes_the_connection_but_does_not_answer_is_waited_for(ca
 
     reader = threading.Thread(target=swallow)
     reader.start()
+    waiting = (f"capflow: the server at {endpoint} took the connection but did not answer "
+               "system.health in 1 s (busy or stalled): waiting for its answer, at most 4 "
+               "attempts of 0.2 s\n")
     try:
         code, out, err = _run(["call", "system.health", "--endpoint", endpoint,
                                "--timeout", "0.2"], capsys)
+        called = list(received)  # each attempt waited 0.2 s after it was sent
+        # before: silence while it waited, then "through the server at ..." for a list
+        # that never came
+        listed = _run(["profile", "list", "--endpoint", endpoint, "--timeout", "0.2"],
+                      capsys)
     finally:
         stop.set()
         reader.join()
         ctx.term()
-    assert code == 1 and err == ""
+    assert listed[0] == 1 and listed[1] == "", listed
+    assert listed[2] == waiting + (f"capflow: TIMEOUT: profile.list: no answer from "
+                                   f"{endpoint} after 4 attempts of 0.2 s; the outcome is "
+                                   "unknown\n")
+    assert code == 1 and err == waiting
     assert json.loads(out)["error"] == {
         "code": "TIMEOUT", "details": {"op": "system.health"},
         "message": f"system.health: no answer from {endpoint} after 4 attempts of 0.2 s; "
                    "the outcome is unknown"}
     # the probe, then the request's attempts, each the same bytes with the same id (the
     # last one may be cut off with its socket)
-    assert len(set(received)) == 2 and len(received) >= 1 + 3, received
+    assert len(set(called)) == 2 and len(called) >= 1 + 3, called
 
 
 # -- call: help, typos, risk.check ---------------------------------------------------------
