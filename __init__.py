@@ -36,11 +36,12 @@ _EXPORTS = {
     "CapflowError": "capflow.actors.model.errors",
     "Denied": "capflow.actors.model.errors",
     "InvalidArgument": "capflow.actors.model.errors",
+    "sqlite_url": "capflow.storage.engine",
 }
 
 __all__ = ["AsyncClient", "CapflowError", "Client", "ClientError", "Config", "ConfigError",
            "Denied", "InvalidArgument", "ManualClock", "System", "disable_logging",
-           "enable_logging", "load_config"]
+           "enable_logging", "load_config", "sqlite_url"]
 
 if TYPE_CHECKING:  # for type checkers and editors; never imported at run time
     from capflow.actors.config import Config, load_config
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # for type checkers and editors; never imported at run time
     from capflow.actors.model.settings import ConfigError
     from capflow.actors.system import System
     from capflow.protocol.client import AsyncClient, Client, ClientError
+    from capflow.storage.engine import sqlite_url
 
 
 def __getattr__(name: str) -> Any:

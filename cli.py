@@ -101,6 +101,17 @@ def _text_fields(op: str) -> set[str]:
     return {f.name for f in msgspec.structs.fields(OPS[op][0]) if text_only(f.type)}
 
 
+#: the answers that refuse what the request asks: the same request gets the same answer
+#: (exit status 2); any other failure may pass (exit status 1), e.g. UNAVAILABLE, TIMEOUT
+REFUSED = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "CONFLICT", "INSUFFICIENT_CAPITAL"})
+
+
+def exit_status(code: str) -> int:
+    """The exit status of a command that got the error `code`: one rule for every
+    command (docs/commandline.md)."""
+    return 2 if code in REFUSED else 1
+
+
 def _say(text: str) -> None:
     print(f"capflow: {text}", file=sys.stderr, flush=True)
 
@@ -108,12 +119,25 @@ def _say(text: str) -> None:
 def connect(cfg: Config, args: argparse.Namespace, *, retries: int = 3):
     """A `Client` to the server of the command's endpoint, once it answers the probe
     (`NoServer` otherwise), with the command's own `--timeout` per attempt."""
+    return _connect(cfg, args, retries)[0]
+
+
+def _connect(cfg: Config, args: argparse.Namespace, retries: int):
+    """`connect`, and whether the server answered the probe. One that took the
+    connection but did not answer in time is waited for (a slow server is not a dead
+    one), and the command says so and for how long, instead of waiting in silence."""
     from capflow.protocol.client import Client
+    from capflow.protocol.probe import PROBE_TIMEOUT_S
 
     endpoint = args.endpoint or cfg.server.endpoint
     curve = curve_keys(args)
-    probe(endpoint, curve)
-    return Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
+    answered = probe(endpoint, curve) is not None
+    if not answered:
+        _say(f"the server at {endpoint} took the connection but did not answer "
+             f"system.health in {PROBE_TIMEOUT_S:g} s (busy or stalled): waiting for its "
+             f"answer, at most {retries + 1} attempts of {args.timeout:g} s")
+    client = Client(endpoint, timeout_s=args.timeout, retries=retries, curve=curve)
+    return client, answered
 
 
 def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None = None, *,
@@ -126,7 +150,7 @@ def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None 
     (--endpoint, CURVE keys) must answer: no storage then. A `reading` command never
     creates a storage: with none there either, it says so (`NoServer`)."""
     try:
-        client = connect(cfg, args)
+        client, answered = _connect(cfg, args, 3)
     except NoServer as exc:
         if args.endpoint or curve_keys(args) is not None or exc.present:
             raise
@@ -149,7 +173,8 @@ def route(cfg: Config, args: argparse.Namespace, command: str, call: str | None 
         _say(f"no capflow server answers at {endpoint}: using the storage "
              f"{describe(cfg.storage.url)} directly")
         return None
-    _say(f"through the server at {client.endpoint}")
+    if answered:  # else the wait for it was said
+        _say(f"through the server at {client.endpoint}")
     return client
 
 
@@ -235,7 +260,7 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                              default=str), file=out)
             if exc.code == "UNKNOWN_OP":
                 _suggest(args.op, exc.details)
-            return 1
+            return exit_status(exc.code)
     if args.op == "risk.check" and not args.json:
         print(risk_table(result), file=out)
     else:
@@ -320,7 +345,7 @@ def halt_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                       f"{r['reason'] or '-'})", file=out)
         except ClientError as exc:
             print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
+            return exit_status(exc.code)
     return 0
 
 
@@ -344,7 +369,7 @@ def flatten_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
             r = client.call("flatten", **call)
         except ClientError as exc:
             print(f"capflow: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
+            return exit_status(exc.code)
     what = r["target"] or "every profile"
     print(f"flatten {key} of {r['scope']} {what}: HALTED, "
           f"{len(r['orders_canceled'])} working order(s) canceled, "

@@ -34,14 +34,11 @@ none does (capflow.cli has the rule and the commands that talk to a server).
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from decimal import Decimal
-
-from loguru import logger
 
 from capflow import cli_account
 from capflow.actors.config import Config, load_config
@@ -53,6 +50,7 @@ from capflow.cli import (
     call_command,
     curve_keys,
     events_command,
+    exit_status,
     flatten_command,
     halt_command,
     profile_command,
@@ -71,6 +69,18 @@ class _Parser(argparse.ArgumentParser):
         if self.lazy_epilog is not None:
             self.epilog = self.lazy_epilog()
         return super().format_help()
+
+
+def seconds(text: str) -> float:
+    """A duration option: a finite number of seconds above zero (a negative timeout
+    would wait for ever, nan or inf fail later, 0 always times out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("args", nargs="*", metavar="KEY=VALUE",
                       help="arguments; values are read as TOML values when they parse "
                            "(numbers, true/false, quoted strings), else as text")
-    call.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+    call.add_argument("--timeout", type=seconds, default=5.0, help="seconds per attempt")
     call.add_argument("--json", action="store_true",
                       help="print the result as JSON also where there is a table "
                            "(risk.check)")
@@ -138,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "halt":
             hs.add_argument("--reduce-only", action="store_true",
                             help="REDUCE_ONLY instead of HALTED")
-        hs.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
+        hs.add_argument("--timeout", type=seconds, default=5.0, help="seconds per attempt")
         _client_options(hs)
     fl = sub.add_parser("flatten", help="halt, cancel every working entry and close every "
                         "open position: of one profile, one broker account, or everything")
@@ -149,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--reason", default="", help="why (recorded with who)")
     fl.add_argument("--key", help="idempotency key: the same key again answers what the "
                     "first flatten did (default: a new one, printed)")
-    fl.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
+    fl.add_argument("--timeout", type=seconds, default=30.0, help="seconds per attempt")
     _client_options(fl)
     cli_account.add_parser(sub, _client_options)
     bench = sub.add_parser("bench", help="run the benchmarks in bench/, each figure beside "
@@ -171,12 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     _stress_parser(sub)
     top = sub.add_parser("top", help="a live terminal view of a running server: requests/s "
                          "per op, latency, profiles, open positions, breakers")
-    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--interval", type=seconds, default=1.0, help="seconds between refreshes")
     top.add_argument("--once", action="store_true",
                      help="print one view (two readings --interval apart) and exit")
     top.add_argument("--profiles", type=int, default=20, metavar="N",
                      help="show at most N profiles (default 20)")
-    top.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    top.add_argument("--timeout", type=seconds, default=2.0, help="seconds per request")
     _client_options(top)
     keys = sub.add_parser("keys", help="CURVE keys")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -195,7 +205,7 @@ def _stress_parser(sub) -> None:
                     "storage audit (default: audit through the wire only)")
     st.add_argument("--clients", type=int, default=4, help="bot processes (default 4)")
     st.add_argument("--profiles", type=int, default=4, help="trading profiles (default 4)")
-    st.add_argument("--duration", type=float, default=30.0,
+    st.add_argument("--duration", type=seconds, default=30.0,
                     help="seconds of load (default 30)")
     st.add_argument("--ops", type=int, default=0,
                     help="stop after this many operations in all (default: by --duration)")
@@ -206,7 +216,7 @@ def _stress_parser(sub) -> None:
                     metavar="MODES", help="faults to inject, from kill (SIGKILL and "
                     "restart the server), stall (a broker adapter hangs), storage (the "
                     "database is locked); --chaos alone: all three")
-    st.add_argument("--kill-every", type=float, default=10.0, metavar="S",
+    st.add_argument("--kill-every", type=seconds, default=10.0, metavar="S",
                     help="seconds between kills, on average (default 10)")
     st.add_argument("--out", metavar="DIR",
                     help="run folder (default: reports/stress/<time>-seed<seed>)")
@@ -225,7 +235,7 @@ def _storage_options(p: argparse.ArgumentParser) -> None:
     or opens the storage when none answers."""
     _client_options(p, "go through the server at this endpoint (default: the one at "
                        "[server] endpoint if it answers, else the storage directly)")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--timeout", type=seconds, default=10.0,
                    help="seconds per attempt, through a server")
 
 
@@ -243,65 +253,23 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, **overrides)
 
 
-def serve(cfg: Config) -> int:
-    """Start in order (storage and actors, then the gateway), serve until SIGINT or
-    SIGTERM, stop in reverse: stop taking requests, finish in-flight ones, flush storage,
-    stop the actors. If the gateway's watchdog finds its socket thread dead or stalled,
-    stop the same way and return 1: a process that keeps its ports open without
-    answering is worse than one that is gone (and restarted by its supervisor)."""
-    from capflow.actors.system import System
-    from capflow.protocol.server import Server
-
-    stop = threading.Event()
-    failures: list[str] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
-    def failed(reason: str) -> None:  # the gateway's watchdog: it no longer serves
-        failures.append(reason)
-        stop.set()
-
-    system = System(cfg).start()
-    try:
-        server = Server(system, on_failure=failed).start()
-    except BaseException:
-        system.stop()
-        raise
-    logger.info("capflow is running ({}); SIGINT or SIGTERM stops it", cfg.environment)
-    try:
-        stop.wait()
-    finally:
-        if failures:
-            logger.critical("capflow stops because its gateway failed: {}", failures[0])
-            _exit_if_stuck(cfg.server.drain_timeout_s + 30.0)
-        logger.info("stopping: finishing in-flight requests, then flushing storage")
-        server.stop()
-        system.stop()
-    return 1 if failures else 0
-
-
-def _exit_if_stuck(seconds: float) -> None:
-    """After a failure, an orderly stop may hang on what failed: end the process anyway
-    (exit status 1) if it has not ended in `seconds`."""
-    import os
-
-    def hard_exit() -> None:
-        logger.critical("capflow did not stop in {:g} s; exiting now", seconds)
-        os._exit(1)
-
-    timer = threading.Timer(seconds, hard_exit)
-    timer.daemon = True
-    timer.start()
-
-
 def keys_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
-    from capflow.protocol.auth import generate, warn_if_readable
+    from capflow.protocol.auth import generate, warn_if_readable, warn_if_writable
 
     folder = args.dir or cfg.security.keys_dir
-    for path in generate(folder, args.clients):
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"--dir {folder}: that is a file, not a key folder")
+    try:
+        made = generate(folder, args.clients)
+    except OSError as exc:
+        print(f"capflow: cannot write the keys to {folder}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    for path in made:
         print(f"wrote {path}", file=out)
     warn_if_readable(folder)  # older keys, or keys copied with their modes lost
+    warn_if_writable(folder)
     print(f"grant profiles to clients in {folder}/clients.toml, then set "
           "[security] curve = true", file=out)
     return 0
@@ -315,8 +283,26 @@ def bench_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
         names = suite.parse_only(args.only)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if args.json and (cause := suite.writable(args.json)) is not None:
+        print(f"capflow: cannot write the figures to {args.json}: {cause}", file=sys.stderr)
+        return 1
+    if args.out_dir and not _folder("--out-dir", args.out_dir):
+        return 1
     return suite.command(names, args.quick, json_path=args.json, out_dir=args.out_dir,
                          verbose=args.verbose, out=out)
+
+
+def _folder(option: str, folder: str) -> bool:
+    """Make the folder a command writes its files in, before it runs for minutes; when it
+    cannot be made, say so in one line (False)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return True
+    except OSError as exc:
+        cause = ("that is a file" if os.path.exists(folder) and not os.path.isdir(folder)
+                 else exc.strerror or str(exc))
+        print(f"capflow: cannot make the folder {option} {folder}: {cause}", file=sys.stderr)
+        return False
 
 
 def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
@@ -327,6 +313,8 @@ def stress_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
 
     if args.endpoint:
         probe(args.endpoint)
+    if args.out and not _folder("--out", args.out):
+        return 1
     return stress.command(cfg, args, out=out or sys.stdout)
 
 
@@ -434,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   cfg.log.__class__(level="WARNING", json=cfg.log.json))
     try:
         if args.command == "serve":
+            from capflow.cli_serve import serve
+
             return serve(cfg)
         commands = {"profile": profile_command, "call": call_command,
                     "events": events_command, "keys": keys_command,
@@ -450,8 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         field = exc.details.get("field")
         where = f" ({field})" if field else ""
         print(f"capflow: {exc.code}{where}: {exc.message}", file=sys.stderr)
-        return 2 if exc.code in {"INVALID_ARGUMENT", "NOT_FOUND", "CONFLICT",
-                                 "INSUFFICIENT_CAPITAL"} else 1
+        return exit_status(exc.code)
     except ConfigError as exc:
         print(f"capflow: {exc}", file=sys.stderr)
         return 2

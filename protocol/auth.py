@@ -12,7 +12,10 @@ listed client gets `FORBIDDEN` for any profile it is not given.
 
 A ``.key_secret`` file is its owner's alone from the moment it exists (created 0600, in a
 key directory made 0700); one that others can read is reported, with the ``chmod 600``
-that fixes it, by ``capflow keys`` and by a server that starts with it.
+that fixes it, by ``capflow keys`` and by a server that starts with it. ``clients.toml``
+decides who may touch what: it is written 0600 whatever the umask (an existing one keeps
+its mode, less write access for others), never appended to when it does not parse, and a
+key directory or table that others can write is reported the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Authorizer:
             raise ConfigError(f"security.curve is on but {secret_file} does not exist; "
                               "run `capflow keys generate`")
         warn_if_readable(d)
+        warn_if_writable(d)
         public, secret = zmq.auth.load_certificate(secret_file)
         clients: dict[str, Caller] = {}
         table = d / "clients.toml"
@@ -123,7 +127,7 @@ def generate(keys_dir: str | Path, clients: list[str]) -> list[Path]:
             if (d / f"{name}{suffix}").exists():
                 raise ConfigError(f"a key for client {name!r} already exists in {d}")
     table = d / "clients.toml"
-    lines = [table.read_text()] if table.exists() else [
+    lines = [_client_table(table, clients)] if table.exists() else [
         "# client public key -> the profiles it may touch ([\"*\"]: all)\n"]
     d.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing one is left as it is
     made = []
@@ -133,8 +137,43 @@ def generate(keys_dir: str | Path, clients: list[str]) -> list[Path]:
         files, public = _key_pair(d, name)
         made += files
         lines.append(f'\n[clients."{name}"]\npublic_key = "{public}"\nprofiles = []\n')
-    table.write_text("".join(lines))
+    _write_table(table, "".join(lines))
     return made
+
+
+def _client_table(table: Path, clients: list[str]) -> str:
+    """The text of an existing clients.toml that the new clients can be added to: one
+    that does not parse, or lists one of them already, is refused (a server would not
+    start with what appending made of it)."""
+    text = table.read_text()
+    try:
+        listed = tomllib.loads(text).get("clients", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{table} is not valid TOML ({exc}): fix it first; nothing was "
+                          "written") from None
+    for name in clients:
+        if name in listed:
+            raise ConfigError(f"client {name!r} is listed in {table} already (its keys are "
+                              "gone?): remove it there first; nothing was written")
+    return text
+
+
+def _write_table(table: Path, text: str) -> None:
+    """Write clients.toml whole (a new file, then renamed over the old one). It says who
+    may touch which profiles: a new one is its owner's alone (0600) whatever the umask,
+    and an existing one keeps its mode without write access for group and others."""
+    mode = table.stat().st_mode & 0o755 if table.exists() else 0o600
+    new = table.with_name(f".{table.name}.new")
+    new.unlink(missing_ok=True)
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask took some bits away, never added any
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(new, table)
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
 
 
 def _key_pair(d: Path, name: str) -> tuple[list[Path], str]:
@@ -188,3 +227,24 @@ def warn_if_readable(keys_dir: str | Path) -> list[Path]:
         logger.warning("{} is readable by {} (mode {:04o}): its key is not secret; run "
                        "`chmod 600 {}`", path, who, mode, path)
     return [path for path, _ in found]
+
+
+def warn_if_writable(keys_dir: str | Path) -> list[Path]:
+    """Log a warning when others than its owner can write the key directory or its
+    clients.toml (they could list a key of their own, or swap the server's); those
+    paths."""
+    d = Path(keys_dir)
+    found = []
+    for path in (d, d / "clients.toml"):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:  # not there (yet)
+            continue
+        if mode & 0o022:
+            found.append(path)
+            who = " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002))
+                               if mode & bit)
+            logger.warning("{} is writable by {} (mode {:04o}): they can change which "
+                           "clients this server accepts; run `chmod go-w {}`", path, who,
+                           mode, path)
+    return found

@@ -18,6 +18,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database).expanduser()
 
 
+def sqlite_url(path: str | Path) -> str:
+    """The storage URL of the SQLite file at `path`, whatever its name holds (a ``?`` or
+    a ``%`` would change what an f-string URL means)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
 def stored(url: str) -> bool:
     """Whether there is a capflow storage at `url` to read, as far as can be told
     without creating anything: a SQLite file must exist (a server database is taken to

@@ -166,7 +166,11 @@ class ProcessExecutor:
             [sys.executable, "-m", "capflow.storage.writer_process", self.url,
              str(self.retries),
              str(self.lock_wait_s), self.cpus, self.synchronous, for_child()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+            # a process group of its own: a Ctrl-C at the terminal goes to the server,
+            # which decides when this stops (it ignores SIGINT too, but only once its
+            # imports are done: one during them would kill it with a traceback)
+            process_group=0)
         try:
             kind, detail = msgpack.unpackb(self._recv(proc, self.lock_wait_s + 30))
         except Exception as exc:

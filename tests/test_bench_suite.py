@@ -298,3 +298,59 @@ def test_a_real_quick_ledger_run(tmp_path):
         assert f["ratio"] == f["value"] / f["baseline_value"]
     text = suite.format_table(results)
     assert "(a) pairs, actors, storage off" in text and "(c) bare thread + queue" in text
+
+
+def test_figures_that_cannot_be_written_are_one_line_after_the_table(tmp_path, monkeypatch,
+                                                                      capsys):
+    good = tmp_path / "good.py"
+    good.write_text("import json, sys\n"
+                    f"json.dump({LEDGER_DOC!r}, open(sys.argv[sys.argv.index('--json') + 1],"
+                    " 'w'))\n")
+    monkeypatch.setattr(suite, "SCRIPTS", {"good": suite.Script(good, (),
+                                                                suite.ledger_figures)})
+    assert suite.command(["good"], json_path=str(tmp_path)) == 1  # a folder
+    captured = capsys.readouterr()
+    assert "(a) pairs" in captured.out  # the figures were shown all the same
+    assert captured.err.splitlines()[-1] == (f"capflow: cannot write the figures to "
+                                             f"{tmp_path}: Is a directory")
+
+
+@pytest.mark.parametrize("where, cause", [
+    ("{tmp}", "Is a directory"),
+    ("{tmp}/file/x.json", "Not a directory"),
+    ("{tmp}/none/x.json", "No such file or directory"),
+    ("/proc/capflow-bench.json", ""),
+])
+def test_bench_json_that_cannot_be_written_is_said_before_anything_runs(tmp_path, where,
+                                                                       cause):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "file").write_text("")
+    path = where.format(tmp=tmp_path)
+    done = subprocess.run([str(Path(sys.executable).with_name("capflow")), "bench",
+                           "--quick", "--only", "ledger", "--json", path],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""  # nothing ran
+    assert done.stderr.startswith(f"capflow: cannot write the figures to {path}: {cause}")
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("command", [["bench", "--quick", "--only", "ledger", "--out-dir"],
+                                     ["stress", "--ops", "1", "--out"]])
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, command):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "file").write_text("")
+    capflow = str(Path(sys.executable).with_name("capflow"))
+    for where, cause in ((tmp_path / "file", "that is a file"),
+                         (tmp_path / "file" / "runs", "Not a directory")):
+        done = subprocess.run([capflow, *command, str(where)], capture_output=True,
+                              text=True, timeout=600)
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert done.stderr == f"capflow: cannot make the folder {command[-1]} {where}: {cause}\n"

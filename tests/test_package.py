@@ -5,6 +5,7 @@ there, and neither package overwrites the other."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -109,3 +110,23 @@ def test_the_lint_refuses_a_bare_top_level_import(tmp_path, line):
     proc = subprocess.run([str(ruff), "check", "--config", str(ROOT / "pyproject.toml"),
                            "--select", "TID251", str(source)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_embedding_example_runs_in_a_temporary_folder_whose_name_a_url_would_bend(
+        tmp_path):
+    """Before: an f-string SQLite URL; a TMPDIR with `?` cut the file name off there, one
+    with `%20` named another folder."""
+    tmp = tmp_path / "odd?name %20here"
+    tmp.mkdir()
+    example = tmp_path / "example.py"
+    example.write_text(_embedding_example() + textwrap.dedent("""\
+        import sqlalchemy
+        db = sqlalchemy.engine.make_url(cfg.storage.url).database
+        assert db.startswith(tempfile.gettempdir()) and db.endswith("/capflow.db"), db
+        """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFLOW_")}
+    done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**env, "TMPDIR": str(tmp)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10000.00"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.py", "odd?name %20here"]

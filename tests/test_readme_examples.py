@@ -73,7 +73,7 @@ def test_each_call_help_example_does_what_it_says_on_a_fresh_server(server, caps
         code = run.main(["call", op, *args, "--endpoint", endpoint, "--json"])
         got = capsys.readouterr()
         if op == "liquidity.set":  # the help says what it needs: a push provider
-            assert code == 1 and "provider = 'push'" in got.out, got
+            assert code == 2 and "provider = 'push'" in got.out, got  # CONFLICT
             continue
         if op == "account.reconcile":  # a paper account has no venue to reconcile with
             assert code == 1 and "CONFLICT" in got.out, got

@@ -389,3 +389,21 @@ def test_report_out_a_folder_a_bad_place_or_another_format(env, capsys):
     assert code == 0 and b"<svg" in (env / "r.svg").read_bytes()[:2000]
     code, out, err = _run(["report", "--out", "r.jpeg"], capsys)
     assert code == 2 and "the report is written as .png, .pdf or .svg" in err and out == ""
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+@pytest.mark.parametrize("command", [
+    ["call", "system.health", "--timeout"], ["halt", "--timeout"], ["resume", "--timeout"],
+    ["flatten", "--all", "--timeout"], ["top", "--once", "--timeout"],
+    ["profile", "list", "--timeout"], ["profile", "show", "alpha", "--timeout"],
+    ["stats", "--timeout"], ["report", "--timeout"], ["top", "--once", "--interval"],
+    ["stress", "--duration"], ["stress", "--kill-every"],
+])
+def test_a_duration_is_a_finite_number_of_seconds_above_zero(env, capsys, command, value):
+    """Before: -1 waited for ever, nan and inf ended in a traceback, 0 always timed out."""
+    argv = [*command, value]
+    with pytest.raises(SystemExit) as exited:
+        run.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {argv[-2]}: {value!r}: give a number of seconds above 0" in err

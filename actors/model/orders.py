@@ -296,7 +296,17 @@ class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True):
                 "note": self.note()}
 
     def note(self) -> str:
-        """What happens next, in words: the answer comes before the fill."""
+        """What happens next, in words: the answer comes before the fill. A repeat gets
+        the first answer as it was, and says so: its order may have filled or closed
+        since (order.get says what it is now)."""
+        rec = self.record
+        if self.reused and rec is not None:
+            return (f"a repeat of signal {rec.signal_id}: its first answer, of "
+                    f"{rec.ts:%Y-%m-%d %H:%M:%S} UTC, unchanged ({self._first()}); "
+                    "order.get and position.list say what is true now")
+        return self._first()
+
+    def _first(self) -> str:
         rec = self.record
         if rec is not None and rec.order_id is not None:
             return (f"order {rec.order_id} is working; position {rec.position_id} opens "

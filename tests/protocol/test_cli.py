@@ -34,8 +34,21 @@ def test_call_prints_the_result_of_a_running_server(live, capsys):
     out = io.StringIO()
     args = run._parser().parse_args(["call", "ledger.get", "profile_id=ghost", "--endpoint",
                                      server.endpoint])
-    assert run.call_command(server.system.config, args, out) == 1
+    assert run.call_command(server.system.config, args, out) == 2
     assert json.loads(out.getvalue())["error"]["code"] == "NOT_FOUND"
+
+
+def test_not_found_is_exit_status_2_in_every_command(live, sqlite_url, cli_env, capsys):
+    """Before: 1 from halt, resume, flatten and call, 2 from profile and stats."""
+    server = live()
+    cli_env(server.endpoint, sqlite_url)
+    for argv in (["halt", "--profile", "ghost"], ["resume", "--profile", "ghost"],
+                 ["halt", "--account", "ghost"], ["flatten", "--profile", "ghost"],
+                 ["flatten", "--account", "ghost"], ["profile", "show", "ghost"],
+                 ["stats", "--profile", "ghost"], ["report", "--profile", "ghost"],
+                 ["call", "ledger.get", "profile_id=ghost"]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and "NOT_FOUND" in err + _, (argv, code, err)
 
 
 def test_call_refuses_an_argument_given_twice(live, capsys):
@@ -187,21 +200,33 @@ def test_a_server_that_takes_the_connection_but_does_not_answer_is_waited_for(ca
 
     reader = threading.Thread(target=swallow)
     reader.start()
+    waiting = (f"capflow: the server at {endpoint} took the connection but did not answer "
+               "system.health in 1 s (busy or stalled): waiting for its answer, at most 4 "
+               "attempts of 0.2 s\n")
     try:
         code, out, err = _run(["call", "system.health", "--endpoint", endpoint,
                                "--timeout", "0.2"], capsys)
+        called = list(received)  # each attempt waited 0.2 s after it was sent
+        # before: silence while it waited, then "through the server at ..." for a list
+        # that never came
+        listed = _run(["profile", "list", "--endpoint", endpoint, "--timeout", "0.2"],
+                      capsys)
     finally:
         stop.set()
         reader.join()
         ctx.term()
-    assert code == 1 and err == ""
+    assert listed[0] == 1 and listed[1] == "", listed
+    assert listed[2] == waiting + (f"capflow: TIMEOUT: profile.list: no answer from "
+                                   f"{endpoint} after 4 attempts of 0.2 s; the outcome is "
+                                   "unknown\n")
+    assert code == 1 and err == waiting
     assert json.loads(out)["error"] == {
         "code": "TIMEOUT", "details": {"op": "system.health"},
         "message": f"system.health: no answer from {endpoint} after 4 attempts of 0.2 s; "
                    "the outcome is unknown"}
     # the probe, then the request's attempts, each the same bytes with the same id (the
     # last one may be cut off with its socket)
-    assert len(set(received)) == 2 and len(received) >= 1 + 3, received
+    assert len(set(called)) == 2 and len(called) >= 1 + 3, called
 
 
 # -- call: help, typos, risk.check ---------------------------------------------------------
@@ -340,7 +365,7 @@ def test_call_sends_text_where_the_op_takes_text_and_what_msgpack_cannot_carry(l
     assert code == 0 and created["profile_id"] == "123"
     code, answer = call("ledger.deposit", "profile_id=123", "client_request_id=42",
                         "amount=99999999999999999999999999999")
-    assert code in (0, 1) and answer.get("error", {}).get("code") != "INTERNAL", answer
+    assert code in (0, 1, 2) and answer.get("error", {}).get("code") != "INTERNAL", answer
     code, answer = call("profile.create", "profile_id=true", "allocated=5",
                         "currency=USDT")
     assert code == 0 and answer["profile_id"] == "true"

@@ -76,7 +76,7 @@ def test_secret_keys_are_never_readable_by_others_not_even_while_written(tmp_pat
     modes = {p.name: p.stat().st_mode & 0o777 for p in keys.iterdir()}
     assert modes == {"server.key": 0o644, "server.key_secret": 0o600, "bot-1.key": 0o644,
                      "bot-1.key_secret": 0o600, "bot-2.key": 0o644,
-                     "bot-2.key_secret": 0o600, "clients.toml": 0o644}
+                     "bot-2.key_secret": 0o600, "clients.toml": 0o600}
     assert keys.stat().st_mode & 0o777 == 0o700
     # what zmq reads back
     import zmq.auth
@@ -153,3 +153,70 @@ def test_a_server_warns_at_start_of_a_secret_key_others_can_read(tmp_path, live)
         f"`chmod 600 {bot_key}`",
         f"{server_key} is readable by group (mode 0640): its key is not secret; run "
         f"`chmod 600 {server_key}`"]
+
+
+CAPFLOW = str(Path(sys.executable).with_name("capflow"))
+
+
+def _keys(*argv: str) -> subprocess.CompletedProcess:
+    """`capflow keys generate ...` under umask 000: whatever is not asked for is
+    writable by anyone."""
+    return subprocess.run([CAPFLOW, "keys", "generate", *argv], capture_output=True,
+                          text=True, timeout=60, umask=0)
+
+
+def test_the_client_table_is_never_writable_by_others_whatever_the_umask(tmp_path):
+    keys = tmp_path / "keys"
+    done = _keys("bot-1", "--dir", str(keys))
+    assert done.returncode == 0, done.stderr
+    assert (keys / "clients.toml").stat().st_mode & 0o777 == 0o600
+    (keys / "clients.toml").chmod(0o666)  # copied around, say
+    done = _keys("bot-2", "--dir", str(keys))
+    assert done.returncode == 0, done.stderr
+    assert (keys / "clients.toml").stat().st_mode & 0o777 == 0o644  # read bits kept
+    assert {"bot-1", "bot-2"} <= set(__import__("tomllib").loads(
+        (keys / "clients.toml").read_text())["clients"])
+
+
+def test_a_key_folder_others_can_write_is_warned_of(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    keys.chmod(0o777)
+    done = _keys("bot-1", "--dir", str(keys))
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert (f"{keys} is writable by group and others (mode 0777): they can change which "
+            f"clients this server accepts; run `chmod go-w {keys}`") in warning
+
+
+@pytest.mark.parametrize("table, said", [
+    ("[clients.bot-1\npublic_key = 1\n", "is not valid TOML"),
+    ('[clients."bot-2"]\npublic_key = "x"\nprofiles = []\n', "listed in"),
+])
+def test_a_client_table_that_cannot_take_more_is_refused_with_nothing_written(
+        tmp_path, table, said):
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    (keys / "clients.toml").write_text(table)
+    done = _keys("bot-2", "--dir", str(keys))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("capflow: ") and said in done.stderr
+    assert str(keys / "clients.toml") in done.stderr
+    assert done.stderr.endswith("nothing was written\n") and done.stderr.count("\n") == 1
+    assert [p.name for p in keys.iterdir()] == ["clients.toml"]
+    assert (keys / "clients.toml").read_text() == table
+
+
+def test_a_key_folder_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = _keys("bot-1", "--dir", str(tmp_path / "file"))
+    assert (done.returncode, done.stderr) == (
+        2, f"capflow: --dir {tmp_path / 'file'}: that is a file, not a key folder\n")
+    done = _keys("bot-1", "--dir", str(tmp_path / "file" / "keys"))
+    assert (done.returncode, done.stderr) == (
+        1, f"capflow: cannot write the keys to {tmp_path / 'file' / 'keys'}: Not a "
+           "directory\n")
+    done = _keys("bot-1", "--dir", "/proc/capflow-keys")
+    assert done.returncode == 1 and done.stderr.startswith(
+        "capflow: cannot write the keys to /proc/capflow-keys: "), done.stderr
+    assert done.stderr.count("\n") == 1

@@ -61,8 +61,12 @@ def test_signal_answer_has_the_contract_keys_and_repeats_by_signal_id(market):
     # the same signal_id with the same content: the first answer, nothing new reserved
     again = ok(signal(r, **args))
     assert again["reused"] is True
-    assert {k: again[k] for k in again if k != "reused"} == {
-        k: a[k] for k in a if k != "reused"}
+    assert {k: again[k] for k in again if k not in ("reused", "note")} == {
+        k: a[k] for k in a if k not in ("reused", "note")}
+    # its note says it is the first answer replayed, not what is true now
+    assert again["note"].startswith("a repeat of signal A: its first answer, of 20")
+    assert again["note"].endswith(f" UTC, unchanged ({a['note']}); order.get and "
+                                  "position.list say what is true now")
     assert ledger(r)["reserved_for_orders"] == "1011.01"
     assert len(ok(r.request("order.list", {"profile_id": "p"}))["orders"]) == 1
 

@@ -90,5 +90,8 @@ def test_ctrl_c_during_a_call_is_one_line_that_says_the_outcome_is_unknown(tmp_p
         ctx.term()
     assert proc.returncode == 130, err
     assert out == ""
-    assert err == ("capflow: interrupted: the outcome of the halt is unknown (the server may "
+    assert err == (f"capflow: the server at tcp://127.0.0.1:{port} took the connection but "
+                   "did not answer system.health in 1 s (busy or stalled): waiting for its "
+                   "answer, at most 4 attempts of 60 s\n"
+                   "capflow: interrupted: the outcome of the halt is unknown (the server may "
                    "have carried it out); look before repeating it\n")
