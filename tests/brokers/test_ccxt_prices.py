@@ -12,37 +12,21 @@ import pytest
 
 from capflow.actors.alerts import Alert
 from capflow.actors.model.errors import Denied
-from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import exit_client_id
+
+from .venue_kit import connected, live_brokers, wait
 
 TICKERS = "/v5/market/tickers"
 
 
 @pytest.fixture
-def venue():
-    with BybitVenue(balances={"USDT": "10000"}) as v:
-        v.set_price("BTCUSDT", "30000.00", "30000.10")
-        yield v
-
-
-@pytest.fixture
-def start(make_system, sqlite_url, venue, monkeypatch):
+def start(make_system, sqlite_url, venue, venue_keys):
     """Start (again) a capflow on the venue; the simulator keeps its default symbols."""
-    monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
-    monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
-    settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
-                "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
-                "poll_interval_s": 0.05, "price_interval_s": 0.05, "stale_after_s": 0.5}
+    brokers = live_brokers(venue, symbols={"BTCUSDT": "BTC/USDT"}, price_interval_s=0.05,
+                           stale_after_s=0.5)
 
     def started():
-        cf = make_system(sqlite_url, brokers={
-            "default_account": "live",
-            "accounts": {"live": {"adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
-                                  "currency": "USDT", "initial_cash": "10000",
-                                  "symbols": {"BTCUSDT": "BTC/USDT"},
-                                  "settings": settings}}})
-        wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED")
-        return cf
+        return connected(make_system(sqlite_url, brokers=brokers))
 
     return started
 
@@ -53,14 +37,6 @@ def live(start):
     cf.create_profile("p", "5000")
     return cf
 
-
-def wait(cond, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-    return got
 
 
 def alerts_of(cf) -> list[Alert]:

@@ -16,51 +16,30 @@ import pytest
 
 from capflow import cli_account, run
 from capflow.actors.alerts import Alert
-from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import entry_client_id
 from capflow.protocol.client import Client, ClientError
 from capflow.protocol.server import Server
 
-
-@pytest.fixture
-def venue():
-    with BybitVenue(balances={"USDT": "10000"}) as v:
-        v.set_price("BTCUSDT", "30000.00", "30000.10")
-        yield v
+from .venue_kit import connected, live_brokers, wait
 
 
 @pytest.fixture
-def start(make_system, sqlite_url, venue, monkeypatch):
+def start(make_system, sqlite_url, venue, venue_keys):
     """Start a capflow on the venue (the same database each time): ``start(**settings)``."""
-    monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
-    monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
 
     def make(server: bool = False, **extra):
-        settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
-                    "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
-                    "poll_interval_s": 0.05, "reconcile_every_s": 0, **extra}
         sections = {"server": {"endpoint": "tcp://127.0.0.1:*",
                                "events_endpoint": "tcp://127.0.0.1:*"}} if server else {}
-        cf = make_system(sqlite_url, simulator={"symbols": {}}, brokers={
-            "default_account": "live",
-            "accounts": {"live": {"adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
-                                  "currency": "USDT", "initial_cash": "10000",
-                                  "settings": settings}}}, **sections)
-        wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED")
+        cf = connected(make_system(sqlite_url, simulator={"symbols": {}},
+                                   brokers=live_brokers(venue, **{"reconcile_every_s": 0,
+                                                                  **extra}),
+                                   **sections))
         # the reconcile at start has run
         wait(lambda: cf.trading.accounts.status["live"].last_reconcile is not None)
         return cf
 
     return make
 
-
-def wait(cond, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-    return got
 
 
 def fills(sqlite_url: str) -> list[tuple]:

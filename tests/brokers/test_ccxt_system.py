@@ -5,7 +5,6 @@ ledger cannot book puts the account in REDUCE_ONLY with an alert."""
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal as D
 
 import pytest
@@ -14,42 +13,19 @@ from capflow.actors.account_messages import Restore
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denied
-from capflow.bench.venues.bybit import BybitVenue
 from capflow.brokers.ccxt_settings import entry_client_id
 
-
-@pytest.fixture
-def venue():
-    with BybitVenue(balances={"USDT": "10000"}) as v:
-        v.set_price("BTCUSDT", "30000.00", "30000.10")
-        yield v
+from .venue_kit import connected, live_brokers, wait
 
 
 @pytest.fixture
-def live(make_system, sqlite_url, venue, monkeypatch):
-    monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
-    monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
-    settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
-                "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
-                "poll_interval_s": 0.05}
+def live(make_system, sqlite_url, venue, venue_keys):
     # the simulator keeps its symbols: those of the account's table are the venue's
-    cf = make_system(sqlite_url, brokers={
-        "default_account": "live",
-        "accounts": {"live": {"adapter": "capflow.brokers.ccxt_venue:CcxtSpotBroker",
-                              "currency": "USDT", "initial_cash": "10000",
-                              "symbols": {"BTCUSDT": "BTC/USDT"}, "settings": settings}}})
-    wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED")
+    cf = connected(make_system(sqlite_url, brokers=live_brokers(
+        venue, symbols={"BTCUSDT": "BTC/USDT"})))
     cf.create_profile("p", "5000")
     return cf
 
-
-def wait(cond, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-    return got
 
 
 def test_a_signal_is_rounded_to_the_venue_steps_and_booked_as_the_venue_fills(live, venue):
