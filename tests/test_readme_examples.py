@@ -76,7 +76,7 @@ def test_each_call_help_example_does_what_it_says_on_a_fresh_server(server, caps
             assert code == 2 and "provider = 'push'" in got.out, got  # CONFLICT
             continue
         if op == "account.reconcile":  # a paper account has no venue to reconcile with
-            assert code == 1 and "CONFLICT" in got.out, got
+            assert code == 2 and "CONFLICT" in got.out, got  # refused: exit 2
             continue
         assert code == 0, (op, args, got.out, got.err)
         result = json.loads(got.out)
