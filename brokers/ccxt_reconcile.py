@@ -39,7 +39,7 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO
 from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
-from capflow.brokers.ccxt_engine import amount, dec, fee_of
+from capflow.brokers.ccxt_engine import ALL_PAGES, amount, dec, fee_of
 from capflow.brokers.reconcile import Reconciled
 
 _ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")
@@ -90,7 +90,7 @@ def take_cut(b) -> None:
             if t or f or u:
                 balances[coin] = (t, f, u)
         orders = []
-        for o in client.fetch_open_orders():
+        for o in client.fetch_open_orders(None, None, None, dict(ALL_PAGES)):
             if _cid(o) in followed:
                 continue
             orders.append({"client_order_id": _cid(o) or None,
@@ -101,7 +101,7 @@ def take_cut(b) -> None:
                            "filled": amount(o.get("filled"))})
         trades = []
         places = b.money_places
-        for t in client.fetch_my_trades():
+        for t in client.fetch_my_trades(None, None, None, dict(ALL_PAGES)):
             cid = _cid(t)
             x = followed.get(cid)
             if x is not None:

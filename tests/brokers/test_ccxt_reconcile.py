@@ -150,6 +150,20 @@ def test_an_order_at_the_venue_capflow_did_not_send_is_reported(start, venue):
     assert alert.details["unknown_orders"][0]["client_order_id"] == "by-hand-1"
 
 
+def test_every_page_of_the_venue_open_orders_is_read(start, venue):
+    # Bybit answers open orders 20 a page by default (50 at most): none may go unseen
+    venue.set_balance("USDT", "100000")
+    cf = start()
+    client = venue.ccxt(timeout=2000)
+    client.load_markets()
+    for i in range(60):
+        client.create_order("BTC/USDT", "limit", "buy", "0.001", "29000",
+                            {"clientOrderId": f"by-hand-{i}"})
+    report = cf.account_reconcile("live")
+    assert sorted(o["client_order_id"] for o in report["unknown_orders"]) == sorted(
+        f"by-hand-{i}" for i in range(60))
+
+
 def test_a_balance_that_disagrees_sets_reduce_only_and_shows_both_sides(start, venue):
     cf = start()
     alerts = alerts_of(cf)
