@@ -35,6 +35,8 @@ Text = Annotated[str, Meta(max_length=128)]
 #: ASCII letters, digits and ``. _ / : -`` (`actors.model.orders.SYMBOL_PATTERN`)
 Symbol = Annotated[str, Meta(min_length=1, max_length=64, pattern=SYMBOL_PATTERN)]
 Side = Annotated[str, Meta(min_length=1, max_length=8)]
+#: a short name the op checks itself: a trading state, an order type, a currency
+Name = Annotated[str, Meta(min_length=1, max_length=16)]
 Amount = str | int | float
 Done = Callable[..., None]  # done(result) or done(error=WireError)
 

@@ -18,6 +18,7 @@ from capflow.protocol.opkit import (
     Caller,
     Done,
     Id,
+    Name,
     OpContext,
     OpTable,
     Text,
@@ -36,7 +37,7 @@ class ProfileCreateArgs(Args, frozen=True):
     allocated: Amount
     risk_profile: Text | None = None
     account_id: Id | None = None
-    currency: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
+    currency: Name | None = None
 
 
 class ProfileListArgs(Args, frozen=True):
@@ -46,7 +47,7 @@ class ProfileListArgs(Args, frozen=True):
 
 class SetStateArgs(Args, frozen=True):
     profile_id: Id
-    state: Annotated[str, Meta(min_length=1, max_length=16)]
+    state: Name
     reason: Text = ""
 
 

@@ -18,6 +18,7 @@ from capflow.protocol.opkit import (
     Caller,
     Done,
     Id,
+    Name,
     OpContext,
     OpTable,
     Side,
@@ -50,13 +51,13 @@ class RiskResetArgs(Args, frozen=True):
 
 
 class SystemStateArgs(Args, frozen=True):
-    state: Annotated[str, Meta(min_length=1, max_length=16)]
+    state: Name
     reason: Text = ""
 
 
 class AccountStateArgs(Args, frozen=True):
     account_id: Id
-    state: Annotated[str, Meta(min_length=1, max_length=16)]
+    state: Name
     reason: Text = ""
 
 

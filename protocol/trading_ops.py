@@ -19,6 +19,7 @@ from capflow.protocol.opkit import (
     Caller,
     Done,
     Id,
+    Name,
     OpContext,
     OpTable,
     Side,
@@ -50,7 +51,7 @@ class OrderSubmitArgs(Args, frozen=True):
     client_order_id: Id
     symbol: Symbol
     side: Side
-    type: Annotated[str, Meta(min_length=1, max_length=16)]
+    type: Name
     qty: Amount
     price: Amount | None = None
     tp_price: Amount | None = None
