@@ -26,15 +26,18 @@ reserved share is shown with at least two places and no trailing zeros (0.44).
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from capflow.actors.model.money import ZERO, fmt, quant, round_down, round_up
 from capflow.actors.model.settings import AllocationConfig, ConfigError
+
+if TYPE_CHECKING:
+    from capflow.actors.model.position_book import PositionBook
 
 #: concentration dimensions in the order they apply, with their `limited_by` names
 DIMENSIONS = (("ticker", "MAX_TICKER"), ("sector", "MAX_SECTOR"),
@@ -334,14 +337,19 @@ def concentration_limits(equity: Decimal, exposure: Mapping[str, Decimal], symbo
     return out
 
 
-def exposure_by_symbol(positions, orders, held_by_symbol: Mapping[str, Decimal],
-                       mark: Callable[[str], Decimal | None]) -> dict[str, Decimal]:
+def exposure_by_symbol(positions: PositionBook, orders, held_by_symbol: Mapping[str, Decimal],
+                       mark: Callable[[str], Decimal | None],
+                       symbols: Container[str] | None = None) -> dict[str, Decimal]:
     """Open positions at market value (entry price when there is no mark), plus what
-    working entry orders (either side) and active reservations hold, per symbol."""
-    out: dict[str, Decimal] = dict(held_by_symbol)
-    for p in positions:
-        px = mark(p.symbol) or p.entry_price or (p.entry_notional / p.qty_total)
-        out[p.symbol] = out.get(p.symbol, ZERO) + p.qty_open * px
+    working entry orders (either side) and active reservations hold, per symbol; only
+    `symbols` when given. The positions' part comes from the book's sums per symbol, so
+    it costs one product per symbol, not one per position."""
+    out: dict[str, Decimal] = {s: v for s, v in held_by_symbol.items()
+                               if symbols is None or s in symbols}
+    for s in positions.symbols():
+        if symbols is None or s in symbols:
+            out[s] = out.get(s, ZERO) + positions.value(s, mark(s))
     for o in orders:
-        out[o.symbol] = out.get(o.symbol, ZERO) + o.reserved
+        if symbols is None or o.symbol in symbols:
+            out[o.symbol] = out.get(o.symbol, ZERO) + o.reserved
     return out

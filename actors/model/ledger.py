@@ -52,6 +52,7 @@ from capflow.actors.model.messages import (
 from capflow.actors.model.money import ZERO, parse_decimal, quant
 from capflow.actors.model.orders import parse_symbol
 from capflow.actors.model.outcome import Outcome, check_client_key
+from capflow.actors.model.position_book import PositionBook
 from capflow.actors.model.risk import BreakerState, RiskGate
 
 
@@ -85,7 +86,7 @@ class Ledger(LedgerRisk, LedgerTrading):
         for h in reservations:
             self._index_reservation(h)
         self.orders: dict[str, OrderCapital] = {o.order_id: o for o in orders}
-        self.positions: dict[str, PositionCapital] = {p.position_id: p for p in positions}
+        self.positions = PositionBook(positions)
         #: the orders that ended (canceled, rejected, expired) most recently, oldest first:
         #: a venue may report a fill of one after it ended, and that fill is booked
         self.ended_orders: dict[str, OrderCapital] = {}
@@ -195,7 +196,7 @@ class Ledger(LedgerRisk, LedgerTrading):
             reserved_for_positions=self.reserved_for_positions, available=self.available,
             state=self.risk.effective(self.state)[0],
             exposure=exposure_by_symbol(
-                self.positions.values(), self.orders.values(), self.held_by_symbol, mark))
+                self.positions, self.orders.values(), self.held_by_symbol, mark))
 
     # -- capital movements ------------------------------------------------------------
 

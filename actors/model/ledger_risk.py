@@ -11,7 +11,11 @@ from typing import Any
 from msgspec.structs import replace
 
 from capflow.actors.model import messages as m
-from capflow.actors.model.allocation import concentration_limits, exposure_by_symbol
+from capflow.actors.model.allocation import (
+    DIMENSIONS,
+    concentration_limits,
+    exposure_by_symbol,
+)
 from capflow.actors.model.errors import Denial, InvalidArgument
 from capflow.actors.model.messages import Event
 from capflow.actors.model.money import ZERO
@@ -202,8 +206,7 @@ class LedgerRisk:
         if rules is None:
             return []
         instruments, cfg = rules
-        exposure = exposure_by_symbol(self.positions.values(), self.orders.values(),
-                                      self.held_by_symbol, self.risk.mark)
+        exposure = self._related_exposure(symbol, instruments)
         equity = self.allocated + self.realized_pnl - self.fees
         out = []
         for c in concentration_limits(equity, exposure, symbol, instruments, cfg,
@@ -214,6 +217,19 @@ class LedgerRisk:
             out.append(Check(f"concentration_{c.dimension}", c.code, value <= c.limit,
                              c.limit, value, c.limit - value))
         return out
+
+    def _related_exposure(self, symbol: str, instruments) -> dict[str, Decimal]:
+        """`exposure_by_symbol` of the symbols sharing a concentration key with `symbol`
+        (itself, its sector's, industry's, area's): the only ones its limits count."""
+        keys = [(dim, k) for dim, _ in DIMENSIONS
+                if (k := instruments.key(symbol, dim)) is not None]
+        candidates = dict.fromkeys(self.held_by_symbol)
+        candidates.update(dict.fromkeys(self.positions.symbols()))
+        candidates.update(dict.fromkeys(o.symbol for o in self.orders.values()))
+        related = {s for s in candidates
+                   if s == symbol or any(instruments.key(s, d) == k for d, k in keys)}
+        return exposure_by_symbol(self.positions, self.orders.values(), self.held_by_symbol,
+                                  self.risk.mark, related)
 
     def reset_breakers(self, kinds: Iterable[str], reason: str, changed_by: str,
                        now: datetime, cause: str = "") -> Outcome:
