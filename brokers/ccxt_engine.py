@@ -33,6 +33,7 @@ from decimal import Decimal
 
 from loguru import logger
 
+from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO, round_up
 from capflow.brokers.base import (
     EntryFilled,
@@ -89,6 +90,8 @@ class Live:
     booked: Decimal = ZERO
     cancel_reason: str | None = None
     cancel_sent: bool = False
+    #: monotonic time of its first send (None: not sent by this run, e.g. adopted)
+    sent_at: float | None = None
 
 
 class VenueWorker:
@@ -174,6 +177,8 @@ class Engine:
     def __init__(self, broker):
         self.b = broker  # the adapter: settings, clock, ids, the client it built
         self.live: dict[str, Live] = {}
+        #: send -> acknowledged, of the orders this run sent (read by the metrics)
+        self.latency = Latency()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -201,6 +206,8 @@ class Engine:
             params["timeInForce"] = "IOC"
         kind = "market" if live.price is None else "limit"
         live.state = "SENDING"
+        if live.sent_at is None:
+            live.sent_at = time.monotonic()
         try:
             o = self.client.create_order(live.venue_symbol, kind, live.side.lower(),
                                          str(live.qty), None if live.price is None
@@ -249,6 +256,8 @@ class Engine:
         live.state = "OPEN"
         if not live.accepted:
             live.accepted = True
+            if live.sent_at is not None:
+                self.latency.observe(time.monotonic() - live.sent_at)
             if live.kind == "entry":
                 self._post(OrderAccepted(account_id=self.b.account_id, ts=self._now(),
                                          order_id=live.order_id,

@@ -53,6 +53,7 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
             "uptime_s": round(time.monotonic() - started, 3),
             "profiles": system.registry.known_count(), "security": "curve" if curve else "plain",
             "trading_state": system.global_state.state, "fenced": fenced,
+            "metrics": system.metrics_address,
             "reasons": ([fenced] if fenced else []) + reasons}
 
 

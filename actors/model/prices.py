@@ -21,6 +21,8 @@ class PriceWatch:
         self._clock = clock
         self._since: float | None = None  # pricing began (None: nothing to price)
         self._last: float | None = None  # the last answer
+        #: symbol -> when its last price arrived (replaced whole by the writer)
+        self._symbols: dict[str, float] = {}
 
     def watching(self, on: bool) -> None:
         """The feed has symbols to price (or no longer has)."""
@@ -29,9 +31,16 @@ class PriceWatch:
         elif self._since is None:
             self._since = self._clock()
 
-    def fresh(self) -> None:
-        """Prices arrived just now."""
-        self._last = self._clock()
+    def fresh(self, symbols=()) -> None:
+        """Prices (of `symbols`) arrived just now."""
+        now = self._last = self._clock()
+        if symbols:
+            self._symbols = {**self._symbols, **dict.fromkeys(symbols, now)}
+
+    def symbol_ages(self) -> dict[str, float]:
+        """Seconds since each symbol's last price arrived (symbols priced at least once)."""
+        now = self._clock()
+        return {s: now - t for s, t in self._symbols.items()}
 
     def age_s(self) -> float | None:
         """Seconds since prices last arrived (since pricing began, before any); None when
