@@ -134,6 +134,10 @@ class SystemCollector:
         sym_age = GaugeMetricFamily("capflow_venue_price_age_seconds",
                                     "Seconds since the venue's last price of a symbol arrived",
                                     labels=["account", "symbol"])
+        unchanged = GaugeMetricFamily("capflow_venue_price_unchanged_seconds",
+                                      "Seconds since the venue's bid, ask or last of a symbol "
+                                      "last changed (a feed that answers with frozen "
+                                      "prices grows it)", labels=["account", "symbol"])
         stale = GaugeMetricFamily("capflow_account_prices_stale",
                                   "1 while the account's venue prices are stale (entries "
                                   "refused with STALE_PRICES)", labels=["account"])
@@ -166,8 +170,9 @@ class SystemCollector:
                 if a is not None:
                     age.add_metric([aid], a)
                 stale.add_metric([aid], 1 if watch.stale() else 0)
-                for symbol, a in sorted(watch.symbol_ages().items()):
+                for symbol, (a, same) in sorted(watch.symbol_ages().items()):
                     sym_age.add_metric([aid, symbol], a)
+                    unchanged.add_metric([aid, symbol], same)
             last = st.last_reconcile
             if last is not None:
                 diffs.add_metric([aid], last.report.get("differences", 0))
@@ -181,7 +186,8 @@ class SystemCollector:
                 total = lat.sum
                 buckets = lat.buckets()
                 latency.add_metric([aid], [(_le(b), n) for b, n in buckets], total)
-        yield from (up, age, sym_age, stale, diffs, when, working, pending, errors, latency)
+        yield from (up, age, sym_age, unchanged, stale, diffs, when, working, pending,
+                    errors, latency)
 
 
 def _le(bound: float) -> str:
