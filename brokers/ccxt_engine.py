@@ -3,7 +3,9 @@ of the account's venue I/O, so the account manager's mailbox never waits on the 
 
 The account manager's thread hands it work (`VenueWorker.call`); it answers by posting
 events and notes to an outbox and waking the manager, which drains them on its own
-thread (`CcxtSpotBroker.step`). Between calls it polls every ``poll_interval_s``.
+thread (`CcxtSpotBroker.step`). Between calls it polls every ``poll_interval_s``; until
+the account is connected it wakes the manager as often instead, so that a connection
+waiting for its retry is retried when due even if nothing else reaches the manager.
 
 Orders that cannot be doubled or lost:
 
@@ -151,6 +153,10 @@ class VenueWorker:
                     job[0](*job[1])
                 elif self.polling:
                     self._poll()
+                else:
+                    # not connected: the owner retries its connection when it steps,
+                    # and nothing else may step it (no ticks, no requests)
+                    self._wake()
             except Exception:
                 logger.exception("venue worker: a job failed")
             if not job:
