@@ -1,0 +1,44 @@
+"""The gateway's request counts on the metrics endpoint of the System it serves, scraped
+over HTTP while the server runs; `system.health` names the endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from capflow.protocol.client import Client, ClientError
+from capflow.protocol.server import Server
+
+from ..metrics_kit import scrape, value
+
+WIRE = {"endpoint": "tcp://127.0.0.1:*", "events_endpoint": "tcp://127.0.0.1:*"}
+
+
+def test_requests_served_are_counted_by_op_and_outcome(make_system):
+    cf = make_system(metrics={"listen": "127.0.0.1:0"}, server=WIRE)
+    server = Server(cf).start()
+    try:
+        with Client(server.endpoint, timeout_s=10, retries=1) as c:
+            assert c.health()["metrics"] == cf.metrics_address
+            c.health()
+            with pytest.raises(ClientError):
+                c.call("profile.get", profile_id="ghost")
+        got = scrape(cf)
+        assert value(got, "capflow_requests_total", op="system.health", outcome="ok") == 2
+        assert value(got, "capflow_requests_total", op="profile.get",
+                     outcome="NOT_FOUND") == 1
+        assert value(got, "capflow_requests_in_flight") == 0
+    finally:
+        server.stop()
+    # the server stopped: its collector left the registry, the System's metrics stay
+    got = scrape(cf)
+    assert "capflow_requests" not in got and "capflow_health" in got
+
+
+def test_a_server_without_metrics_registers_nothing(make_system):
+    cf = make_system(server=WIRE)
+    server = Server(cf).start()
+    try:
+        with Client(server.endpoint, timeout_s=10, retries=1) as c:
+            assert c.health()["metrics"] is None
+    finally:
+        server.stop()
