@@ -16,8 +16,8 @@ def op_health(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
     info = ctx.server_info()
     if caller.profiles is not None:
         # a key limited to some profiles learns nothing of the others (not even how many
-        # there are), nor where the data lives
-        info["profiles"] = info["storage"] = None
+        # there are), nor where the data lives or the metrics endpoint listens
+        info["profiles"] = info["storage"] = info["metrics"] = None
         # the reasons name profiles and accounts; the status alone says something is off
         info["reasons"] = None
     done(info)

@@ -4,11 +4,13 @@ over HTTP while the server runs; `system.health` names the endpoint."""
 from __future__ import annotations
 
 import pytest
+import zmq
 
 from capflow.protocol.client import Client, ClientError
 from capflow.protocol.server import Server
 
 from ..metrics_kit import scrape, value
+from .test_curve_peers import Peer, keys_dir  # noqa: F401 -- the keys_dir fixture
 
 WIRE = {"endpoint": "tcp://127.0.0.1:*", "events_endpoint": "tcp://127.0.0.1:*"}
 
@@ -42,3 +44,18 @@ def test_a_server_without_metrics_registers_nothing(make_system):
             assert c.health()["metrics"] is None
     finally:
         server.stop()
+
+
+def test_a_key_granted_some_profiles_is_not_told_where_the_metrics_are(
+        live, keys_dir):  # noqa: F811 -- the fixture
+    gateway = live(security={"curve": True, "keys_dir": str(keys_dir)},
+                   metrics={"listen": "127.0.0.1:0"})
+    answers = {}
+    for name in ("bot2", "bot1"):  # granted every profile; granted alpha only
+        p = Peer(keys_dir, name, zmq.DEALER, gateway.endpoint)
+        try:
+            answers[name] = p.request("system.health")["result"]["metrics"]
+        finally:
+            p.close()
+    assert answers["bot2"] == gateway.system.metrics_address
+    assert answers["bot1"] is None
