@@ -17,14 +17,14 @@ from ..metrics_kit import scrape, value
 METRICS = {"listen": "127.0.0.1:0"}
 
 
-def test_the_endpoint_is_off_unless_configured(make_system):
-    cf = make_system()
+def test_the_endpoint_is_off_unless_configured(make_system, sqlite_url):
+    cf = make_system(sqlite_url)
     assert cf.metrics is None and cf.metrics_address is None
     assert health(cf, 0.0, "paper", False)["metrics"] is None
 
 
-def test_a_scrape_parses_and_shows_the_paper_account_and_health(make_system):
-    cf = make_system(metrics=METRICS)
+def test_a_scrape_parses_and_shows_the_paper_account_and_health(make_system, sqlite_url):
+    cf = make_system(sqlite_url, metrics=METRICS)
     host, port = cf.metrics_address.rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0  # port 0: one was picked
     assert health(cf, 0.0, "paper", False)["metrics"] == cf.metrics_address
@@ -42,8 +42,8 @@ def test_a_scrape_parses_and_shows_the_paper_account_and_health(make_system):
 
 
 def test_an_automatic_state_change_shows_as_an_active_alert_and_degraded_health(
-        make_system):
-    cf = make_system(metrics=METRICS)
+        make_system, sqlite_url):
+    cf = make_system(sqlite_url, metrics=METRICS)
     cf.create_profile("alpha", "1000")
     cf.set_state("alpha", "REDUCE_ONLY", "the venue disagrees", changed_by="reconcile")
     got = scrape(cf)
@@ -72,8 +72,8 @@ def test_two_systems_in_one_process_each_have_their_own_registry(make_system, tm
     assert not any(n.startswith("capflow_") for n in names)
 
 
-def test_stop_closes_the_endpoint(make_system):
-    cf = make_system(metrics=METRICS)
+def test_stop_closes_the_endpoint(make_system, sqlite_url):
+    cf = make_system(sqlite_url, metrics=METRICS)
     url = f"http://{cf.metrics_address}/metrics"
     cf.stop()
     assert cf.metrics is None

@@ -15,8 +15,8 @@ from .test_curve_peers import Peer, keys_dir  # noqa: F401 -- the keys_dir fixtu
 WIRE = {"endpoint": "tcp://127.0.0.1:*", "events_endpoint": "tcp://127.0.0.1:*"}
 
 
-def test_requests_served_are_counted_by_op_and_outcome(make_system):
-    cf = make_system(metrics={"listen": "127.0.0.1:0"}, server=WIRE)
+def test_requests_served_are_counted_by_op_and_outcome(make_system, sqlite_url):
+    cf = make_system(sqlite_url, metrics={"listen": "127.0.0.1:0"}, server=WIRE)
     server = Server(cf).start()
     try:
         with Client(server.endpoint, timeout_s=10, retries=1) as c:
@@ -36,8 +36,8 @@ def test_requests_served_are_counted_by_op_and_outcome(make_system):
     assert "capflow_requests" not in got and "capflow_health" in got
 
 
-def test_a_server_without_metrics_registers_nothing(make_system):
-    cf = make_system(server=WIRE)
+def test_a_server_without_metrics_registers_nothing(make_system, sqlite_url):
+    cf = make_system(sqlite_url, server=WIRE)
     server = Server(cf).start()
     try:
         with Client(server.endpoint, timeout_s=10, retries=1) as c:
