@@ -131,6 +131,7 @@ class AccountManagerActor(pykka.ThreadingActor):
         self.status.state = self.adapter.connection.state
         self.status.venue_rules = self.adapter.venue_rules
         self.status.prices = self.adapter.prices
+        self.status.latency = self.adapter.latency
 
     def _wake(self) -> None:
         """Any thread: have the adapter stepped on this actor's thread soon."""

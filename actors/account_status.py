@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
+from capflow.actors.model.latency import Latency
 from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.venue import VenueRules
 from capflow.brokers.base import BrokerEvent, BrokerOrder, BrokerPosition
@@ -49,6 +50,9 @@ class AccountStatus:
         self.last_reconcile = None
         #: how fresh the venue's prices are (None: the adapter publishes none)
         self.prices: PriceWatch | None = None
+        #: its orders' latency from send to the venue's acknowledgement (None: the
+        #: adapter does not measure it)
+        self.latency: Latency | None = None
 
 
 def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:

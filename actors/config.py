@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from capflow.actors.logs import LogConfig
+from capflow.actors.metrics import MetricsConfig
 from capflow.actors.model.limits import RiskConfig
 from capflow.actors.model.settings import (
     AllocationConfig,
@@ -65,6 +66,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     oms: OmsConfig = msgspec.field(default_factory=OmsConfig)
     allocation: AllocationConfig = msgspec.field(default_factory=AllocationConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def places(self, currency: str) -> int:
         try:

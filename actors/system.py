@@ -31,6 +31,7 @@ from capflow.actors.allocation_service import AllocationService
 from capflow.actors.bus import EventBus
 from capflow.actors.config import Config, load_config
 from capflow.actors.ledger_actor import LedgerContext, Reconcile
+from capflow.actors.metrics import MetricsEndpoint, start_metrics
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import Decision, Instruments
 from capflow.actors.model.clock import Clock
@@ -108,6 +109,8 @@ class System(TradingCalls):
         self.accounts: Accounts | None = None
         self.trading: Trading | None = None
         self.allocation: AllocationService | None = None
+        #: the Prometheus endpoint (``[metrics] listen``; None: off)
+        self.metrics: MetricsEndpoint | None = None
         self._unpinned: set[int] | None = None
         self._global = GlobalState()
         self._global_lock = threading.Lock()
@@ -125,7 +128,8 @@ class System(TradingCalls):
     def _abort_start(self) -> None:
         """A start that failed half-way releases what it had taken, in reverse."""
         self.started_at = None
-        for step in (lambda: self.allocation and self.allocation.stop(),
+        for step in (self._stop_metrics,
+                     lambda: self.allocation and self.allocation.stop(),
                      lambda: self.trading and self.trading.stop(),
                      lambda: self.scheduler and self.scheduler.stop(),
                      lambda: self.registry and self.registry.stop_all(5),
@@ -190,6 +194,7 @@ class System(TradingCalls):
         self.started_at = time.monotonic()
         self._start_trading(instruments, self.storage.oms_store,
                             self.store.list_profiles("", 1 << 62), self.storage.control_store)
+        self.metrics = start_metrics(cfg.metrics, self)
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 
@@ -197,6 +202,7 @@ class System(TradingCalls):
         if self.started_at is None:
             return
         self.started_at = None
+        self._stop_metrics()
         self.allocation.stop()
         self.trading.stop()
         self.scheduler.stop()
@@ -206,6 +212,17 @@ class System(TradingCalls):
             _pin_process(self._unpinned)
             self._unpinned = None
         logger.info("capflow stopped")
+
+    def _stop_metrics(self) -> None:
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            metrics.stop()
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the metrics endpoint (its path is ``/metrics``), or None."""
+        metrics = self.metrics
+        return None if metrics is None else metrics.address
 
     def _close_storage(self) -> None:
         """Close storage if this System opened it (else its opener closes it)."""

@@ -33,6 +33,7 @@ from typing import ClassVar
 import msgspec
 
 from capflow.actors.model.errors import Unavailable
+from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.settings import ConfigError
@@ -352,6 +353,9 @@ class BrokerAdapter(ABC):
         #: how fresh the venue's prices are (None: the adapter publishes none); the entry
         #: flow refuses entries with STALE_PRICES while they are stale
         self.prices: PriceWatch | None = None
+        #: how long its orders took from their send to the venue's acknowledgement
+        #: (None: the adapter does not measure it); shown by the metrics endpoint
+        self.latency: Latency | None = None
         #: set by the account manager: asks it to call `step()` on its own thread soon
         #: (an adapter whose I/O runs on threads of its own calls it when results wait)
         self.wake: Callable[[], None] = _nothing

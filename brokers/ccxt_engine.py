@@ -3,7 +3,9 @@ of the account's venue I/O, so the account manager's mailbox never waits on the 
 
 The account manager's thread hands it work (`VenueWorker.call`); it answers by posting
 events and notes to an outbox and waking the manager, which drains them on its own
-thread (`CcxtSpotBroker.step`). Between calls it polls every ``poll_interval_s``.
+thread (`CcxtSpotBroker.step`). Between calls it polls every ``poll_interval_s``; until
+the account is connected it wakes the manager as often instead, so that a connection
+waiting for its retry is retried when due even if nothing else reaches the manager.
 
 Orders that cannot be doubled or lost:
 
@@ -33,6 +35,7 @@ from decimal import Decimal
 
 from loguru import logger
 
+from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO, round_up
 from capflow.brokers.base import (
     EntryFilled,
@@ -89,6 +92,8 @@ class Live:
     booked: Decimal = ZERO
     cancel_reason: str | None = None
     cancel_sent: bool = False
+    #: monotonic time of its first send (None: not sent by this run, e.g. adopted)
+    sent_at: float | None = None
 
 
 class VenueWorker:
@@ -148,6 +153,10 @@ class VenueWorker:
                     job[0](*job[1])
                 elif self.polling:
                     self._poll()
+                else:
+                    # not connected: the owner retries its connection when it steps,
+                    # and nothing else may step it (no ticks, no requests)
+                    self._wake()
             except Exception:
                 logger.exception("venue worker: a job failed")
             if not job:
@@ -174,6 +183,8 @@ class Engine:
     def __init__(self, broker):
         self.b = broker  # the adapter: settings, clock, ids, the client it built
         self.live: dict[str, Live] = {}
+        #: send -> acknowledged, of the orders this run sent (read by the metrics)
+        self.latency = Latency()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -201,6 +212,8 @@ class Engine:
             params["timeInForce"] = "IOC"
         kind = "market" if live.price is None else "limit"
         live.state = "SENDING"
+        if live.sent_at is None:
+            live.sent_at = time.monotonic()
         try:
             o = self.client.create_order(live.venue_symbol, kind, live.side.lower(),
                                          str(live.qty), None if live.price is None
@@ -249,6 +262,8 @@ class Engine:
         live.state = "OPEN"
         if not live.accepted:
             live.accepted = True
+            if live.sent_at is not None:
+                self.latency.observe(time.monotonic() - live.sent_at)
             if live.kind == "entry":
                 self._post(OrderAccepted(account_id=self.b.account_id, ts=self._now(),
                                          order_id=live.order_id,

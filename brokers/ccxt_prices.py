@@ -87,7 +87,7 @@ class PriceFeed:
             if tick is not None:
                 ticks.append(tick)
         if ticks:
-            self.watch.fresh()
+            self.watch.fresh(ticks)
             self.b.worker.post(("ticks", ticks))
 
     def _tick(self, symbol: str, ts, t: dict) -> Tick | None:

@@ -125,7 +125,7 @@ class CcxtSpotBroker(BrokerAdapter):
         self.engine = Engine(self)
         self.feed = PriceFeed(self, self.settings.price_interval_s,
                               self.settings.stale_after_s)
-        self.prices = self.feed.watch
+        self.prices, self.latency = self.feed.watch, self.engine.latency
         self._next_order_poll = 0.0
         #: positions whose take-profit / stop-loss exit the venue refused: not sent again
         #: on every tick (a close asked for by hand still is)

@@ -81,3 +81,44 @@ class OpStats:
 
 def _rounded(ms: float | None) -> float:
     return 0.0 if ms is None else round(ms, 3)
+
+
+class GatewayCollector:
+    """The gateway's request counts for the Prometheus endpoint (`actors.metrics`), read at
+    scrape time. The socket thread owns them: a scrape copies each dict in one step (one
+    C call under the GIL) and reads plain ints, so it never waits for the socket thread."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        done = CounterMetricFamily("capflow_requests", "Requests answered, by op and outcome "
+                                   "(ok, or the error code)", labels=["op", "outcome"])
+        for op, stats in sorted(dict(self.server._op_stats).items()):
+            done.add_metric([op, "ok"], stats.ok)
+            for code, n in sorted(dict(stats.errors).items()):
+                done.add_metric([op, code], n)
+        yield done
+        refused = CounterMetricFamily("capflow_requests_refused",
+                                      "Requests refused before any op ran, by error code",
+                                      labels=["code"])
+        for code, n in sorted(dict(self.server._refused).items()):
+            refused.add_metric([code], n)
+        yield refused
+        g = GaugeMetricFamily("capflow_requests_in_flight", "Requests not answered yet")
+        g.add_metric([], len(self.server._pending))
+        yield g
+
+
+def register_gateway(system, server):
+    """Add the gateway's collector to the System's metrics registry, if it serves metrics;
+    returns what unregisters it (None: nothing registered)."""
+    metrics = getattr(system, "metrics", None)
+    if metrics is None:
+        return None
+    collector = GatewayCollector(server)
+    metrics.registry.register(collector)
+    return lambda: metrics.registry.unregister(collector)
+

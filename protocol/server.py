@@ -53,7 +53,13 @@ from capflow.protocol.auth import Authorizer
 from capflow.protocol.codec import WireError, decode, error_reply, ok_reply
 from capflow.protocol.connections import Connections, Token
 from capflow.protocol.events import event_frames
-from capflow.protocol.metrics import BUCKET_BASE_US, BUCKET_FACTOR, UNKNOWN_OP, OpStats
+from capflow.protocol.metrics import (
+    BUCKET_BASE_US,
+    BUCKET_FACTOR,
+    UNKNOWN_OP,
+    OpStats,
+    register_gateway,
+)
 from capflow.protocol.opkit import Caller, OpContext
 from capflow.protocol.ops import OPS, dispatch
 from capflow.protocol.ratelimit import RateLimiter
@@ -124,6 +130,7 @@ class Server:
         self._op_stats: dict[str, OpStats] = {}
         self._refused: dict[str, int] = {}
         self._deduplicated = 0
+        self._gauges = None  # unregisters the gateway's metrics collector
         self.ctx: zmq.Context | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -147,6 +154,7 @@ class Server:
                                   self._failed, also)
         self._thread.start()
         self._watchdog.start()
+        self._gauges = register_gateway(self.system, self)
         logger.info("serving {} ({}), events on {}", self.endpoint,
                     "CURVE" if self.curve else "plain, no authentication", self.events_endpoint)
         return self
@@ -164,6 +172,8 @@ class Server:
             logger.warning("{} requests still in flight at shutdown", len(self._pending))
         self._watchdog.stop()  # the socket thread ends now, on purpose
         self._running = False
+        if self._gauges is not None:
+            self._gauges()
         self._notify()
         self._thread.join(10)
         if self._unsubscribe:

@@ -16,8 +16,8 @@ def op_health(ctx: OpContext, args: NoArgs, caller: Caller, done: Done) -> None:
     info = ctx.server_info()
     if caller.profiles is not None:
         # a key limited to some profiles learns nothing of the others (not even how many
-        # there are), nor where the data lives
-        info["profiles"] = info["storage"] = None
+        # there are), nor where the data lives or the metrics endpoint listens
+        info["profiles"] = info["storage"] = info["metrics"] = None
         # the reasons name profiles and accounts; the status alone says something is off
         info["reasons"] = None
     done(info)
@@ -53,6 +53,7 @@ def health(system, started: float, environment: str, curve: bool) -> dict[str, A
             "uptime_s": round(time.monotonic() - started, 3),
             "profiles": system.registry.known_count(), "security": "curve" if curve else "plain",
             "trading_state": system.global_state.state, "fenced": fenced,
+            "metrics": system.metrics_address,
             "reasons": ([fenced] if fenced else []) + reasons}
 
 

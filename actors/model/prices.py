@@ -21,6 +21,9 @@ class PriceWatch:
         self._clock = clock
         self._since: float | None = None  # pricing began (None: nothing to price)
         self._last: float | None = None  # the last answer
+        #: symbol -> ((bid, ask, last), when it last arrived, when it last changed),
+        #: replaced whole by the writer
+        self._symbols: dict[str, tuple[tuple, float, float]] = {}
 
     def watching(self, on: bool) -> None:
         """The feed has symbols to price (or no longer has)."""
@@ -29,9 +32,25 @@ class PriceWatch:
         elif self._since is None:
             self._since = self._clock()
 
-    def fresh(self) -> None:
-        """Prices arrived just now."""
-        self._last = self._clock()
+    def fresh(self, ticks=()) -> None:
+        """Prices arrived just now (`ticks`: those of each symbol, `Tick`s)."""
+        now = self._last = self._clock()
+        if ticks:
+            seen = dict(self._symbols)
+            for t in ticks:
+                price = (t.bid, t.ask, t.last)
+                before = seen.get(t.symbol)
+                changed = now if before is None or before[0] != price else before[2]
+                seen[t.symbol] = (price, now, changed)
+            self._symbols = seen
+
+    def symbol_ages(self) -> dict[str, tuple[float, float]]:
+        """Per symbol priced at least once: (seconds since its last price arrived,
+        seconds since its bid, ask or last last changed). A venue that keeps answering
+        with prices that no longer move (a stuck feed) shows in the second only."""
+        now = self._clock()
+        return {s: (now - arrived, now - changed)
+                for s, (_, arrived, changed) in self._symbols.items()}
 
     def age_s(self) -> float | None:
         """Seconds since prices last arrived (since pricing began, before any); None when
