@@ -38,6 +38,7 @@ the venue's instrument rules, exactly as a live account's would:
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -71,6 +72,8 @@ class MarketData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _OWN = frozenset(MarketData.__struct_fields__)
+#: a tick's liquidity when the venue shows no size at its best bid and ask
+_UNSHOWN = Decimal("Infinity")
 
 
 def parse_market_data(account_id: str, settings: dict[str, Any]) -> MarketData:
@@ -211,6 +214,8 @@ class PaperVenueBroker(PaperBroker):
                 self.emit(VenueTicks(account_id=self.account_id, ts=self.clock.now(),
                                      ticks=args[0]))
                 for tick in args[0]:
+                    if tick.liquidity <= 0:  # the venue showed no sizes: not a limit
+                        tick = msgspec.structs.replace(tick, liquidity=_UNSHOWN)
                     PaperBroker.on_tick(self, tick)
             elif kind == "prices_stale":
                 unwatched = sorted(pid for armed in self._armed.values() for pid in armed)

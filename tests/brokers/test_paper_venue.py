@@ -14,6 +14,7 @@ from decimal import Decimal as D
 import pytest
 
 from capflow.actors.alerts import Alert
+from capflow.actors.model import messages as m
 from capflow.actors.model.settings import ConfigError
 from capflow.brokers.base import Disconnected
 from capflow.brokers.paper_venue import PaperVenueBroker
@@ -98,6 +99,19 @@ def test_a_signal_fills_at_the_venue_ask_and_nothing_reaches_the_venue(dry, venu
     _no_private_request(venue)
 
 
+def test_the_size_the_venue_shows_at_its_ask_is_what_each_tick_fills(dry, venue):
+    filled: list[m.OrderFilled] = []
+    dry.bus.subscribe(lambda events: filled.extend(
+        e for e in events if isinstance(e, m.OrderFilled)))
+    venue.set_price("BTCUSDT", "30000.00", "30000.10", bid_size="5", ask_size="0.004")
+    wait(lambda: (t := dry.trading.board.get("BTCUSDT")) and t.liquidity == D("0.004"))
+    a = dry.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
+    assert a["risk_ok"], a
+    [p] = wait(lambda: [p for p in _positions(dry, "OPEN") if p.qty_open == D("0.01")])
+    assert [e.fill.qty for e in filled] == [D("0.004"), D("0.004"), D("0.002")]
+    assert p.entry_price == D("30000.10")
+
+
 @pytest.mark.parametrize(("bid", "ask", "reason"), [("30700.00", "30700.10", "tp"),
                                                     ("29600.00", "29600.10", "sl")])
 def test_take_profit_and_stop_loss_trigger_on_the_venue_price(dry, venue, bid, ask, reason):
@@ -122,6 +136,8 @@ def test_entries_obey_the_venue_lot_step_and_minimums(dry, venue):
     assert (tiny["risk_ok"], tiny["risk_reason"]) == (False, "VENUE_MIN_QTY")
     short = dry.signal("p", "BTCUSDT", "SELL", "30000.00", qty="0.01", signal_id="S")
     assert (short["risk_ok"], short["risk_reason"]) == (False, "VENUE_NO_SHORT")
+    unlisted = dry.signal("p", "DOGEUSDT", "BUY", "10", qty="100", signal_id="D")
+    assert (unlisted["risk_ok"], unlisted["risk_reason"]) == (False, "VENUE_UNKNOWN_SYMBOL")
     venue.set_price("BTCUSDT", "10.00", "10.01")  # 0.05 at 10.01: below 1 USDT notional
     wait(lambda: (t := dry.trading.board.get("BTCUSDT")) and t.ask == D("10.01"))
     small = dry.signal("p", "BTCUSDT", "BUY", "10.01", qty="0.05", signal_id="N")
