@@ -104,7 +104,8 @@ class VenueWorker:
         self._wake = wake
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.polling = False  # no polls before the first connect succeeded
+        #: no polls before the first connect succeeded (a wake instead)
+        self.polling = False
 
     def start(self) -> None:
         self._thread.start()
@@ -148,6 +149,8 @@ class VenueWorker:
                     job[0](*job[1])
                 elif self.polling:
                     self._poll()
+                else:  # not connected yet: the owner's connection backoff runs in its
+                    self._wake()  # step(), which no simulator tick may come to call
             except Exception:
                 logger.exception("venue worker: a job failed")
             if not job:
