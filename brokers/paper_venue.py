@@ -94,6 +94,9 @@ def parse_market_data(account_id: str, settings: dict[str, Any]) -> MarketData:
     if md.market_data not in ccxt.exchanges:
         raise ConfigError(f"{where} market_data = {md.market_data!r}: ccxt knows no such "
                           "exchange (ccxt.exchanges lists them)")
+    if md.market_data_sandbox and not getattr(ccxt, md.market_data)().urls.get("test"):
+        raise ConfigError(f"{where} market_data_sandbox: ccxt has no test network for "
+                          f"{md.market_data!r}")
     if min(md.timeout_s, md.price_interval_s, md.stale_after_s) <= 0:
         raise ConfigError(f"{where} timeout_s, price_interval_s and stale_after_s must be "
                           "positive")
@@ -129,18 +132,8 @@ class PaperVenueBroker(PaperBroker):
         self.connection.cfg = msgspec.structs.replace(self.connection.cfg,
                                                       max_attempts=sys.maxsize)
         self._woken = False
-        self._loaded = False  # the worker's: the venue's instruments are loaded
         self.worker = VenueWorker(f"prices-{self.account_id}", self.md.price_interval_s,
-                                  self._poll, self._wake)
-
-    def _poll(self) -> None:
-        """On the worker, every ``price_interval_s``: the prices; before the venue's
-        instruments are loaded, a wake instead, so that the connection's backoff runs
-        (the manager's `step`) even when no simulator tick comes to drive it."""
-        if self._loaded:
-            self.feed.poll()
-        else:
-            self._wake()
+                                  self.feed.poll, self._wake)
 
     def _wake(self) -> None:
         if not self._woken:  # one wake at a time: step() drains everything
@@ -150,7 +143,6 @@ class PaperVenueBroker(PaperBroker):
     # -- connection: the venue's instruments, on the worker --------------------------------
 
     def start(self) -> None:
-        self.worker.polling = True
         self.worker.start()
         super().start()
 
@@ -165,7 +157,7 @@ class PaperVenueBroker(PaperBroker):
         except Exception as exc:
             self.worker.post(("connect_failed", exc))
             return
-        self._loaded = True
+        self.worker.polling = True
         self.worker.post(("connected", rules))
 
     def _open(self) -> VenueRules:
@@ -184,7 +176,13 @@ class PaperVenueBroker(PaperBroker):
                 client.urls["api"] = ({k: md.market_data_url for k in api}
                                       if isinstance(api, dict) else md.market_data_url)
             self.client = client
-        markets = self.client.load_markets(reload=True)
+        try:
+            markets = self.client.load_markets(reload=True)
+        except (ccxt.AuthenticationError, ccxt.NotSupported) as exc:  # no retry mends it
+            raise PermanentConnectError(
+                f"[brokers.accounts.{self.account_id}.settings] market_data = "
+                f"{md.market_data!r}: its markets cannot be read without a key "
+                f"({type(exc).__name__})") from None
         rules, missing = venue_rules(self.config.symbols, self.money_places,
                                      self.client.precisionMode != TICK_SIZE, markets)
         if missing:

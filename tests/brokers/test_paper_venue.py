@@ -204,6 +204,7 @@ def test_a_symbol_the_venue_does_not_list_stops_the_account_naming_the_setting(
     ({"market_data": "nosuchvenue"}, "market_data = 'nosuchvenue'"),
     ({"api_key_env": "K"}, "api_key_env"),
     ({"stale_after_s": 0}, "stale_after_s"),
+    ({"market_data": "bitvavo", "market_data_sandbox": True}, "market_data_sandbox"),
     ({"taker_fee": "x"}, "taker_fee"),
 ])
 def test_bad_settings_stop_start_up_naming_the_setting(make_system, sqlite_url, venue,
