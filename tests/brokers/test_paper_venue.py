@@ -80,6 +80,8 @@ def _no_private_request(venue) -> None:
 def test_the_account_is_paper_on_the_venue_prices_with_no_key(dry, venue, monkeypatch):
     assert dry.trading.accounts.mode == "paper"  # BROKER_MODE paper: no live account
     assert "BTCUSDT" not in dry.trading.sim.symbols().get(5)
+    # the venue's I/O is the account's own worker thread's, not its manager's mailbox
+    assert "prices-dry" in {t.name for t in threading.enumerate()}
     venue.set_price("BTCUSDT", "31000.00", "31000.20", last="31000.10")
     tick = wait(lambda: (t := dry.trading.board.get("BTCUSDT")) and t.bid == D("31000.00")
                 and t)
