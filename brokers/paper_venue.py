@@ -124,8 +124,6 @@ class PaperVenueBroker(PaperBroker):
         self.md = parse_market_data(self.account_id, dict(self.config.settings))
         self.client = None
         self.venue_rules = VenueRules()
-        #: capflow symbol -> ccxt symbol, once the venue's markets are loaded
-        self.venue_symbols: dict[str, str] = {}
         self.feed = PriceFeed(self, self.md.price_interval_s, self.md.stale_after_s)
         self.prices = self.feed.watch
         # the venue away costs stale prices, never the account: retry it without end
@@ -202,7 +200,6 @@ class PaperVenueBroker(PaperBroker):
         for kind, *args in self.worker.drain():
             if kind == "connected":
                 self.venue_rules = args[0]
-                self.venue_symbols = {s: r.venue_symbol for s, r in args[0].rules.items()}
                 self.connection.succeeded()
                 self._price_symbols()
                 self.worker.call(self.feed.poll, True)
