@@ -112,7 +112,8 @@ class Accounts:
         if unknown:
             raise ConfigError(f"[risk.accounts] names accounts that are not configured: "
                               f"{unknown}")
-        self._adapters = {aid: load_adapter(a.adapter) for aid, a in brokers.accounts.items()}
+        self._adapters = {aid: load_adapter(a.adapter).variant(a)
+                          for aid, a in brokers.accounts.items()}
         for aid, cls in self._adapters.items():  # what needs no venue to find is found now
             cls.check_config(aid, brokers.accounts[aid])
         live = sorted(aid for aid, cls in self._adapters.items() if cls.live)

@@ -365,6 +365,12 @@ class BrokerAdapter(ABC):
         """At load, before anything starts: raise `ConfigError` naming the setting
         when the account's configuration cannot work. No I/O."""
 
+    @classmethod
+    def variant(cls, config: AccountConfig) -> type[BrokerAdapter]:
+        """The class that serves an account of this adapter with `config`: itself, unless
+        a setting picks another (the paper broker on a venue's market data). No I/O."""
+        return cls
+
     def new_id(self, prefix: str) -> str:
         return self._ids(prefix)
 

@@ -109,7 +109,8 @@ class VenueWorker:
         self._wake = wake
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.polling = False  # no polls before the first connect succeeded
+        #: no polls before the first connect succeeded (a wake instead)
+        self.polling = False
 
     def start(self) -> None:
         self._thread.start()

@@ -28,7 +28,9 @@ Fill rules (what a backtest of a strategy on it assumes):
 
 Settings (``[brokers.accounts.<id>.settings]``): ``taker_fee`` (default 0.0004),
 ``maker_fee`` (0.0002), ``slippage_bps`` (1), ``fail_connects`` (0: connection attempts
-that fail before one succeeds, to rehearse outages).
+that fail before one succeeds, to rehearse outages). With ``market_data`` (a ccxt exchange
+id) the account's ticks are that venue's public tickers instead of the simulator's, and
+its entries obey the venue's instrument rules: `capflow.brokers.paper_venue`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from capflow.brokers.base import (
 )
 
 _BPS = Decimal(10000)
+#: the paper broker's own settings
+PAPER_SETTINGS = frozenset({"taker_fee", "maker_fee", "slippage_bps", "fail_connects"})
 
 
 @dataclass
@@ -72,6 +76,15 @@ def _places(price: Decimal) -> int:
 
 
 class PaperBroker(BrokerAdapter):
+    @classmethod
+    def variant(cls, config):
+        """On a venue's market data (``market_data`` set): `PaperVenueBroker`."""
+        if "market_data" in config.settings:
+            from capflow.brokers.paper_venue import PaperVenueBroker
+
+            return PaperVenueBroker
+        return cls
+
     def init(self) -> None:
         s = self.config.settings
         self.taker_fee = parse_decimal(s.get("taker_fee", "0.0004"), "taker_fee",

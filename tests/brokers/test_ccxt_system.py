@@ -99,3 +99,17 @@ def test_a_fill_the_ledger_cannot_book_sets_the_account_reduce_only_and_alerts(l
     refused = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="B")
     assert not refused["risk_ok"]
     assert len(venue.orders()) == 1
+
+
+def test_a_venue_away_at_start_is_retried_with_no_simulator_tick_to_drive_it(
+        make_system, sqlite_url, venue, venue_keys):
+    # the simulator is in step mode: no tick ever reaches the account manager, so only
+    # the adapter's own worker can have the connection's backoff run
+    venue.fault("*", "http", status=503, times=10**6)
+    brokers = live_brokers(venue, symbols={"BTCUSDT": "BTC/USDT"})
+    brokers["accounts"]["live"]["connect"] = {"base_delay_s": 0.05, "max_delay_s": 0.1,
+                                              "max_attempts": 1000}
+    cf = make_system(sqlite_url, brokers=brokers)
+    wait(lambda: cf.trading.accounts.status["live"].state == "WAITING")
+    venue.clear_faults()
+    connected(cf)
