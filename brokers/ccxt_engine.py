@@ -24,7 +24,6 @@ Orders that cannot be doubled or lost:
 from __future__ import annotations
 
 import collections
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -93,11 +92,18 @@ class Live:
 
 class VenueWorker:
     """A thread that runs jobs in order and a poll between them; results go to an outbox
-    the owner drains on its own thread after `wake` tells it to."""
+    the owner drains on its own thread after `wake` tells it to.
+
+    Jobs come before polls: a poll is due only when no job waits, and a poll under way
+    runs the order sends waiting at the head of the queue (`send`) between its requests
+    (`sends_first`), so an order goes out after at most one poll request, not a whole
+    poll. Jobs keep their order among themselves (a cancel never overtakes the job that
+    placed or adopted its order)."""
 
     def __init__(self, name: str, poll_s: float, poll: Callable[[], None],
                  wake: Callable[[], None]):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: collections.deque = collections.deque()  # (fn, args, is a send)
+        self._ready = threading.Condition()
         self._out: collections.deque = collections.deque()
         self._poll_s = poll_s
         self._poll = poll
@@ -111,7 +117,8 @@ class VenueWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self._jobs.put(None)
+        with self._ready:
+            self._ready.notify()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -120,7 +127,28 @@ class VenueWorker:
         return self._thread.is_alive()
 
     def call(self, fn: Callable, *args) -> None:
-        self._jobs.put((fn, args))
+        self._put((fn, args, False))
+
+    def send(self, fn: Callable, *args) -> None:
+        """An order send or cancel: also run between the requests of a poll."""
+        self._put((fn, args, True))
+
+    def _put(self, job) -> None:
+        with self._ready:
+            self._jobs.append(job)
+            self._ready.notify()
+
+    def sends_first(self) -> None:
+        """On the worker, between two requests of a poll: run the sends at the head of
+        the queue."""
+        if threading.current_thread() is not self._thread:
+            return
+        while self._jobs and self._jobs[0][2] and not self._stop.is_set():
+            with self._ready:
+                if not self._jobs or not self._jobs[0][2]:
+                    return
+                job = self._jobs.popleft()
+            self._do(job)
 
     def post(self, item) -> None:
         self._out.append(item)
@@ -134,24 +162,33 @@ class VenueWorker:
             except IndexError:
                 return items
 
+    def _do(self, job) -> None:
+        try:
+            job[0](*job[1])
+        except Exception:
+            logger.exception("venue worker: a job failed")
+
     def _run(self) -> None:
         next_poll = time.monotonic() + self._poll_s
         while not self._stop.is_set():
-            try:
-                job = self._jobs.get(timeout=max(0.0, next_poll - time.monotonic()))
-            except queue.Empty:
-                job = ()
-            if job is None:
-                return
-            try:
-                if job:
-                    job[0](*job[1])
-                elif self.polling:
+            with self._ready:
+                while not self._jobs and not self._stop.is_set():
+                    left = next_poll - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
+                if self._stop.is_set():
+                    return
+                job = self._jobs.popleft() if self._jobs else None
+            if job is not None:
+                self._do(job)
+                continue
+            if self.polling:
+                try:
                     self._poll()
-            except Exception:
-                logger.exception("venue worker: a job failed")
-            if not job:
-                next_poll = time.monotonic() + self._poll_s
+                except Exception:
+                    logger.exception("venue worker: a poll failed")
+            next_poll = time.monotonic() + self._poll_s
 
 
 def fee_of(trade: dict, base: str, quote: str, places: int) -> tuple[Decimal, Decimal, str]:
@@ -403,14 +440,20 @@ class Engine:
     # -- polling ------------------------------------------------------------------------
 
     def poll(self) -> None:
-        self.poll_orders()
+        self.poll_orders(yields=True)
+        self.b.worker.sends_first()
         self.b.poll_balance()
+        self.b.worker.sends_first()
         self.b.reconcile_if_due()
 
-    def poll_orders(self, lookups: bool = True) -> None:
+    def poll_orders(self, lookups: bool = True, yields: bool = False) -> None:
         """Follow every order; without `lookups`, those whose outcome is unknown wait
-        for the next poll (a lookup may send one again)."""
+        for the next poll (a lookup may send one again). With `yields`, the sends
+        waiting go out between two orders (not within a reconciliation's cut: an order
+        placed in the middle of one would look unknown to it)."""
         for live in list(self.live.values()):
+            if yields:
+                self.b.worker.sends_first()
             if live.state == "UNKNOWN":
                 if lookups:
                     self._lookup(live)
