@@ -101,7 +101,8 @@ class VenueWorker:
     placed or adopted its order)."""
 
     def __init__(self, name: str, poll_s: float, poll: Callable[[], None],
-                 wake: Callable[[], None]):
+                 wake: Callable[[], None], idle: Callable[[], None] | None = None):
+        self._idle = idle  # instead of a poll, while not polling
         self._jobs: collections.deque = collections.deque()  # (fn, args, is a send)
         self._ready = threading.Condition()
         self._out: collections.deque = collections.deque()
@@ -183,11 +184,13 @@ class VenueWorker:
             if job is not None:
                 self._do(job)
                 continue
-            if self.polling:
-                try:
+            try:
+                if self.polling:
                     self._poll()
-                except Exception:
-                    logger.exception("venue worker: a poll failed")
+                elif self._idle is not None:
+                    self._idle()
+            except Exception:
+                logger.exception("venue worker: a poll failed")
             next_poll = time.monotonic() + self._poll_s
 
 

@@ -13,6 +13,7 @@ connection retries with its backoff; the first attempt the venue answers reconne
 
 from __future__ import annotations
 
+from capflow.brokers.base import WAITING
 from capflow.brokers.ccxt_limits import DropCounter, Limiter
 
 
@@ -43,6 +44,13 @@ def dropped(b, reason: str) -> None:
         return  # connecting: the attempt reports its own failure
     b.worker.polling = False
     b.worker.post(("lost", reason))
+
+
+def idle(b) -> None:
+    """On the worker, every poll interval while it does not poll: a connection waiting
+    to retry is stepped (the account manager steps it only when woken)."""
+    if b.connection.state == WAITING:
+        b._wake()
 
 
 def lost(b, reason: str) -> None:

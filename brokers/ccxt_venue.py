@@ -135,7 +135,7 @@ class CcxtSpotBroker(BrokerAdapter):
         self.worker = VenueWorker(f"venue-{self.account_id}",
                                   min(self.settings.poll_interval_s,
                                       self.settings.price_interval_s),
-                                  self._poll, self._wake)
+                                  self._poll, self._wake, lambda: link.idle(self))
 
     def _poll(self) -> None:
         """On the worker: the prices and the orders, each when due."""
