@@ -108,3 +108,13 @@ def test_a_drop_while_polling_is_a_lost_connection_that_heals(make_system, sqlit
     assert cf.ledger("p").reserved_for_orders > 0  # the rest still works at the venue
     assert len([a for a in alerts if a.kind == "connection_lost"]) == 1
     assert D(venue.order(link).cum_qty) == D("0.004")
+
+
+def test_a_failed_connect_is_retried_without_anything_else_waking_the_account(
+        make_system, sqlite_url, venue, venue_keys):
+    """The first connect attempts fail (the venue answers 503); nothing but the adapter's
+    own worker steps the account manager (no simulated symbols tick), and it connects."""
+    venue.fault("/v5/market/instruments-info", "http", status=503, times=2)
+    cf = make_system(sqlite_url, brokers=live_brokers(venue))
+    wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED", 20)
+    assert len(venue.requests("/v5/market/instruments-info")) >= 3
