@@ -19,6 +19,15 @@
     filled, its position holding the quantity less the base-coin fee). Baseline: the
     bare ccxt read of the same trades (`fetch_order_trades`).
 
+(3) reconciliation time for an account with `--orders` orders at the venue (default
+    10,000): half of them resting (open) limit BUYs, half filled in one fill each (in the
+    order history and the execution list), none placed by capflow (an account traded
+    before it, or shared): `account.reconcile` reads every page of the balances, open
+    orders and fills, and reports them. Figure: the time of the `account.reconcile`
+    call. Baseline: the bare ccxt reads of the same pages (`fetch_balance`,
+    `fetch_open_orders` and `fetch_my_trades` with every page: 50 open orders and 100
+    fills a page, Bybit's largest, which ccxt asks for).
+
 Durable storage (SQLite, synchronous=FULL) in a temporary folder. The figures are this
 machine's, beside baselines measured in the same run, because it is shared and noisy.
 """
@@ -39,6 +48,7 @@ from capflow.actors.config import load_config
 from capflow.actors.logs import LogConfig, setup_logging
 from capflow.actors.system import System
 from capflow.bench.venues.bybit import BybitVenue
+from capflow.bench.venues.bybit_seed import seed_orders
 from capflow.brokers.ccxt_settings import entry_client_id
 
 SYMBOL = "BTCUSDT"
@@ -132,12 +142,37 @@ def bench_fills(venue: BybitVenue, system: System, pieces: int) -> dict:
             "bare_trades_read": len(trades)}
 
 
+def bench_reconcile(venue: BybitVenue, system: System, orders: int) -> dict:
+    venue.auto_match = False
+    seed_orders(venue, SYMBOL, open_orders=orders // 2, filled_orders=orders - orders // 2)
+    venue.clear_requests()
+    t0 = time.perf_counter()
+    report = system.trading.accounts.reconcile("live", timeout=600)
+    elapsed = time.perf_counter() - t0
+    pages = {p: len(venue.requests(p)) for p in ("/v5/order/realtime",
+                                                   "/v5/execution/list")}
+    client = venue.ccxt(timeout=60000)
+    client.load_markets()
+    every = {"paginate": True, "paginationCalls": 10_000}
+    t1 = time.perf_counter()
+    client.fetch_balance()
+    open_ = client.fetch_open_orders(None, None, None, dict(every))
+    trades = client.fetch_my_trades(None, None, None, dict(every))
+    bare = time.perf_counter() - t1
+    return {"orders": orders, "elapsed_s": elapsed, "bare_s": bare,
+            "unknown_orders": len(report["unknown_orders"]),
+            "unknown_fills": len(report["unknown_fills"]),
+            "bare_open_orders": len(open_), "bare_trades": len(trades), "pages": pages}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--signals", type=int, default=1000)
     ap.add_argument("--signal-rate", type=float, default=15.0,
                     help="signals a second at most (0: back to back)")
     ap.add_argument("--fills", type=int, default=10_000)
+    ap.add_argument("--orders", type=int, default=10_000,
+                    help="orders at the venue to reconcile (half open, half filled)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
     setup_logging(LogConfig(level="WARNING"))
@@ -148,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sig = bench_signals(venue, system, args.signals, args.signal_rate)
             fills = bench_fills(venue, system, args.fills)
+            recon = bench_reconcile(venue, system, args.orders)
         finally:
             system.stop()
     pace = f" at {sig['rate']:g}/s" if sig["rate"] else ""
@@ -162,8 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     if fills["bare_read_per_s"]:
         print(f"      baseline: bare ccxt fetch_order_trades of {fills['bare_trades_read']:,}"
               f" trades: {fills['bare_read_per_s']:,.0f} trades/s")
+    print(f"  (3) reconcile, {recon['orders']:,} orders at the venue (half open, half filled): "
+          f"{recon['elapsed_s']:.2f} s ({recon['unknown_orders']:,} open orders and "
+          f"{recon['unknown_fills']:,} fills reported; pages read: "
+          f"{recon['pages']['/v5/order/realtime']} of open orders, "
+          f"{recon['pages']['/v5/execution/list']} of fills)")
+    print(f"      baseline: bare ccxt reads of the same pages "
+          f"({recon['bare_open_orders']:,} open orders, {recon['bare_trades']:,} fills): "
+          f"{recon['bare_s']:.2f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"signals": sig, "fills": fills}, indent=2))
+        Path(args.json).write_text(json.dumps({"signals": sig, "fills": fills,
+                                               "reconcile": recon}, indent=2))
     return 0
 
 
