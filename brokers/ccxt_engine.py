@@ -171,15 +171,15 @@ class VenueWorker:
 
     def _run(self) -> None:
         next_poll = time.monotonic() + self._poll_s
-        while not self._stop.is_set():
+        while True:
             with self._ready:
                 while not self._jobs and not self._stop.is_set():
                     left = next_poll - time.monotonic()
                     if left <= 0:
                         break
                     self._ready.wait(left)
-                if self._stop.is_set():
-                    return
+                if self._stop.is_set() and not self._jobs:
+                    return  # the jobs handed over before `stop` are done first
                 job = self._jobs.popleft() if self._jobs else None
             if job is not None:
                 self._do(job)

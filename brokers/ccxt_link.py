@@ -13,6 +13,8 @@ connection retries with its backoff; the first attempt the venue answers reconne
 
 from __future__ import annotations
 
+import time
+
 from capflow.brokers.base import WAITING
 from capflow.brokers.ccxt_limits import DropCounter, Limiter
 
@@ -68,8 +70,6 @@ def connected(b) -> None:
     b.worker.polling = True
     if b._ready:
         every = b.settings.reconcile_every_s
-        import time
-
         b._next_reconcile = time.monotonic() + (every if every > 0 else float("inf"))
         take_cut(b)
     else:
