@@ -96,9 +96,10 @@ class VenueWorker:
 
     Jobs come before polls: a poll is due only when no job waits, and a poll under way
     runs the order sends waiting at the head of the queue (`send`) between its requests
-    (`sends_first`), so an order goes out after at most one poll request, not a whole
-    poll. Jobs keep their order among themselves (a cancel never overtakes the job that
-    placed or adopted its order)."""
+    and while one of its requests waits for the venue's limit (`sends_first`), so an
+    order goes out after at most one poll request, not a whole poll. Jobs keep their
+    order among themselves (a cancel never overtakes the job that placed or adopted its
+    order). A reconciliation's cut turns that off while it is taken (`yielding`)."""
 
     def __init__(self, name: str, poll_s: float, poll: Callable[[], None],
                  wake: Callable[[], None], idle: Callable[[], None] | None = None):
@@ -112,6 +113,8 @@ class VenueWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.polling = False  # no polls before the first connect succeeded
+        #: True while a poll runs that sends may interrupt (`sends_first`)
+        self.yielding = False
 
     def start(self) -> None:
         self._thread.start()
@@ -140,16 +143,21 @@ class VenueWorker:
             self._ready.notify()
 
     def sends_first(self) -> None:
-        """On the worker, between two requests of a poll: run the sends at the head of
-        the queue."""
-        if threading.current_thread() is not self._thread:
+        """On the worker, between two requests of a poll (or while one waits for its
+        limit): run the sends at the head of the queue, unless a cut is being taken or a
+        send runs already (sends keep their order)."""
+        if not self.yielding or threading.current_thread() is not self._thread:
             return
-        while self._jobs and self._jobs[0][2] and not self._stop.is_set():
-            with self._ready:
-                if not self._jobs or not self._jobs[0][2]:
-                    return
-                job = self._jobs.popleft()
-            self._do(job)
+        self.yielding = False
+        try:
+            while self._jobs and self._jobs[0][2]:
+                with self._ready:
+                    if not self._jobs or not self._jobs[0][2]:
+                        return
+                    job = self._jobs.popleft()
+                self._do(job)
+        finally:
+            self.yielding = True
 
     def post(self, item) -> None:
         self._out.append(item)
@@ -186,11 +194,14 @@ class VenueWorker:
                 continue
             try:
                 if self.polling:
+                    self.yielding = True
                     self._poll()
                 elif self._idle is not None:
                     self._idle()
             except Exception:
                 logger.exception("venue worker: a poll failed")
+            finally:
+                self.yielding = False
             next_poll = time.monotonic() + self._poll_s
 
 
@@ -443,20 +454,18 @@ class Engine:
     # -- polling ------------------------------------------------------------------------
 
     def poll(self) -> None:
-        self.poll_orders(yields=True)
+        self.poll_orders()
         self.b.worker.sends_first()
         self.b.poll_balance()
         self.b.worker.sends_first()
         self.b.reconcile_if_due()
 
-    def poll_orders(self, lookups: bool = True, yields: bool = False) -> None:
+    def poll_orders(self, lookups: bool = True) -> None:
         """Follow every order; without `lookups`, those whose outcome is unknown wait
-        for the next poll (a lookup may send one again). With `yields`, the sends
-        waiting go out between two orders (not within a reconciliation's cut: an order
-        placed in the middle of one would look unknown to it)."""
+        for the next poll (a lookup may send one again). The sends waiting go out
+        between two orders (`VenueWorker.sends_first`)."""
         for live in list(self.live.values()):
-            if yields:
-                self.b.worker.sends_first()
+            self.b.worker.sends_first()
             if live.state == "UNKNOWN":
                 if lookups:
                     self._lookup(live)

@@ -99,6 +99,9 @@ class Limiter:
         self.buckets: dict[str, Bucket] = {}
         self.drops = drops
         self._sleep = sleep
+        #: called while a request waits for its bucket (the worker runs the order sends
+        #: waiting then, when the request is a poll's)
+        self.on_wait: Callable[[], None] | None = None
         self._lock = threading.Lock()
         #: requests that waited for their bucket, and how long in all (for inspection)
         self.waits = 0
@@ -139,8 +142,14 @@ class Limiter:
                         b.take()
                         break
                 self.waits += 1
-                self.waited_s += wait
-                self._sleep(wait)
+                if self.on_wait is not None:  # in short naps, sends going out between
+                    self.on_wait()
+                    with self._lock:
+                        wait = b.wait_s(time.monotonic())
+                    wait = min(wait, 0.005)
+                if wait > 0:
+                    self.waited_s += wait
+                    self._sleep(wait)
         try:
             answer = fetch2(path, api if api is not None else ["public"], method,
                             params if params is not None else {},

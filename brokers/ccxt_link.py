@@ -35,6 +35,7 @@ def make_client(b, creds):
         client.urls["api"] = {**client.urls["api"], **s.urls}
     b.limiter = Limiter(s.exchange, DropCounter(s.drop_after_errors,
                                                 lambda reason: dropped(b, reason)))
+    b.limiter.on_wait = b.worker.sends_first
     b.limiter.install(client)
     return client
 

@@ -6,6 +6,7 @@ of orders in flight kept, reconnected and reconciled once the venue answers."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -118,3 +119,30 @@ def test_a_failed_connect_is_retried_without_anything_else_waking_the_account(
     cf = make_system(sqlite_url, brokers=live_brokers(venue))
     wait(lambda: cf.trading.accounts.status["live"].state == "CONNECTED", 20)
     assert len(venue.requests("/v5/market/instruments-info")) >= 3
+
+
+def test_an_order_goes_out_while_a_poll_waits_for_its_endpoint_limit(
+        make_system, sqlite_url, venue, venue_keys):
+    """An order read answered with a rate limit holds the order reads (and the poll) for
+    3 s; an order sent meanwhile does not wait for them."""
+    venue.auto_match = False
+    cf = connected(make_system(sqlite_url, brokers=live_brokers(
+        venue, symbols={"BTCUSDT": "BTC/USDT"})))
+    cf.create_profile("p", "5000")
+    cf.submit_order("p", "rest", "BTCUSDT", "BUY", type="LIMIT", qty="0.001",
+                    price="20000")
+    wait(lambda: venue.requests("/v5/order/realtime"))  # it is followed
+    venue.fault("/v5/order/realtime", "ratelimit", reset_in_ms=3000)
+    [limited] = wait(lambda: [r for r in venue.requests("/v5/order/realtime")
+                              if r.ret_code == 10006])
+    # the poll after it (0.05 s later) is held at its order read: send while it is
+    time.sleep(0.5)
+    order = cf.submit_order("p", "now", "BTCUSDT", "BUY", type="LIMIT", qty="0.001",
+                            price="20000").result
+    link = entry_client_id(order.order_id)
+    wait(lambda: venue.order(link) is not None)
+    [create] = [r for r in venue.requests("/v5/order/create")
+                if r.body["orderLinkId"] == link]
+    assert create.at < limited.at + 3000
+    later = [r for r in venue.requests("/v5/order/realtime") if r.at > limited.at]
+    assert all(r.at >= limited.at + 3000 - 5 for r in later)  # the reads did wait
