@@ -22,8 +22,9 @@
 (3) reconciliation time for an account with `--orders` orders at the venue (default
     10,000): half of them resting (open) limit BUYs, half filled in one fill each (in the
     order history and the execution list), none placed by capflow (an account traded
-    before it, or shared): `account.reconcile` reads every page of the balances, open
-    orders and fills, and reports them. Figure: the time of the `account.reconcile`
+    before it, or shared), besides the fills of (2) (capflow's, booked: looked up in
+    the fills table): `account.reconcile` reads every page of the balances, open orders
+    and fills, and reports the 10,000. Figure: the time of the `account.reconcile`
     call. Baseline: the bare ccxt reads of the same pages (`fetch_balance`,
     `fetch_open_orders` and `fetch_my_trades` with every page: 50 open orders and 100
     fills a page, Bybit's largest, which ccxt asks for).
