@@ -4,8 +4,9 @@ ccxt throttles every request of a client through one bucket (Bybit: ``rateLimit`
 times a cost per endpoint: 2.5 for an order create, 5 for a tickers or an order read), so
 an order send waits behind the price and order polls that went before it, although the
 venue counts them separately. Where the venue's limits per endpoint are known
-(`LIMITS`), ccxt's own limiter is switched off and `Limiter` takes its place: one token
-bucket per endpoint group, so a send waits only for the sends before it.
+(`LIMITS`), ccxt's own limiter is switched off and `Limiter` takes its place: one
+rolling one-second window per endpoint group (`Bucket`), so a send waits only for the
+sends before it.
 
 A rate-limit answer (HTTP 429, Bybit retCode 10006: ccxt's ``RateLimitExceeded``) blocks
 that group until the venue's ``X-Bapi-Limit-Reset-Timestamp`` (ms), or for
@@ -19,6 +20,7 @@ answer) call `on_drop` once; the next answer resets the count.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -50,25 +52,27 @@ OTHER_RATE = 10.0
 
 
 class Bucket:
-    """A token bucket: `rate` tokens a second, at most `burst` saved."""
+    """At most `rate` requests in any rolling second, as Bybit counts them (a token
+    bucket refilled at `rate` a second would let twice that through in one second after
+    an idle one)."""
 
-    def __init__(self, rate: float, burst: float | None = None):
+    def __init__(self, rate: float):
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self.tokens = self.burst
-        self.at = time.monotonic()
+        self.limit = max(1, int(rate))
+        self.sent: collections.deque = collections.deque()  # monotonic times, last second
         self.blocked_until = 0.0  # monotonic: after a rate-limit answer
 
     def wait_s(self, now: float) -> float:
-        """How long until a token is there (0: now)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
+        """How long until one more request fits (0: now)."""
+        sent = self.sent
+        while sent and sent[0] <= now - 1.0:
+            sent.popleft()
         if now < self.blocked_until:
             return self.blocked_until - now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+        return 0.0 if len(sent) < self.limit else sent[0] + 1.0 - now
 
-    def take(self) -> None:
-        self.tokens -= 1
+    def take(self, now: float) -> None:
+        self.sent.append(now)
 
 
 @dataclass
@@ -103,7 +107,7 @@ class Limiter:
         #: waiting then, when the request is a poll's)
         self.on_wait: Callable[[], None] | None = None
         self._lock = threading.Lock()
-        #: requests that waited for their bucket, and how long in all (for inspection)
+        #: naps taken waiting for a bucket, and how long in all (for inspection)
         self.waits = 0
         self.waited_s = 0.0
 
@@ -137,9 +141,10 @@ class Limiter:
         if b is not None:
             while True:
                 with self._lock:
-                    wait = b.wait_s(time.monotonic())
+                    now = time.monotonic()
+                    wait = b.wait_s(now)
                     if wait <= 0:
-                        b.take()
+                        b.take(now)
                         break
                 self.waits += 1
                 if self.on_wait is not None:  # in short naps, sends going out between
