@@ -186,6 +186,8 @@ class Accounts:
         def broker_event(e) -> None:
             if isinstance(e, Connected | ConnectionFailed | Disconnected):
                 publish([e])
+                if on_prices is not None:  # a drop degrades the health, like stale prices
+                    on_prices(e)
             elif isinstance(e, VenueTicks | PricesStale) and on_prices is not None:
                 on_prices(e)
 

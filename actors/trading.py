@@ -40,7 +40,7 @@ from capflow.actors.reply import Reply
 from capflow.actors.safety import Safety
 from capflow.actors.simulator import MarketSimulatorActor
 from capflow.actors.trading_entries import EntryFlow
-from capflow.brokers.base import PricesStale
+from capflow.brokers.base import Connected, ConnectionFailed, Disconnected, PricesStale
 
 ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
 #: what `order.list` filters by: a status, or CLOSED (every order no longer working)
@@ -74,6 +74,8 @@ class Trading(EntryFlow):
         self.symbols: SymbolSlots | None = None
         #: the symbols priced by a venue (an account's `VenueTicks`), not simulated
         self.venue_owned: set[str] = set()
+        #: accounts connected once in this run: a connection failure after that is a drop
+        self._was_connected: set[str] = set()
         self._simulated_warned: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -144,6 +146,9 @@ class Trading(EntryFlow):
         if isinstance(e, PricesStale):
             self._prices_stale(e)
             return
+        if isinstance(e, Connected | ConnectionFailed | Disconnected):
+            self._connection(e)
+            return
         ticks = []
         for t in e.ticks:
             if t.symbol not in self.venue_owned:
@@ -160,6 +165,35 @@ class Trading(EntryFlow):
             ticks.append(t)
         if ticks:
             self.bus.publish(ticks)
+
+    def _connection(self, e) -> None:
+        """An account's connection changed: once it has been connected, a drop (the
+        adapter retrying, or giving up) degrades the health until it is connected again,
+        with a ``connection_lost`` alert once per drop."""
+        key = ("connection", e.account_id)
+        safety = self.safety
+        if isinstance(e, Connected):
+            self._was_connected.add(e.account_id)
+            with safety._lock:
+                was = safety.degraded.pop(key, None)
+            if was is not None:
+                logger.info("account {}: connected again", e.account_id)
+            return
+        if e.account_id not in self._was_connected:
+            return  # still connecting at start: the connection's own events say how
+        error = e.error if isinstance(e, ConnectionFailed) else e.reason
+        text = (f"account {e.account_id}: connection lost ({error[:200]}): entries "
+                f"refused" + ("; retrying" if isinstance(e, ConnectionFailed)
+                              else "; gave up: restart the account"))
+        with safety._lock:
+            first = key not in safety.degraded
+            safety.degraded[key] = text
+        if first or isinstance(e, Disconnected):
+            raise_alert(self.bus.publish, Alert(
+                kind="connection_lost", severity=CRITICAL, scope="account",
+                target=e.account_id, reason=text, ts=e.ts,
+                details={"account_id": e.account_id, "error": error,
+                         "gave_up": isinstance(e, Disconnected)}))
 
     def _prices_stale(self, e) -> None:
         key = ("prices", e.account_id)

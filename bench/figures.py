@@ -132,8 +132,9 @@ def oms_problems(doc: Mapping) -> list[str]:
 
 def venue_figures(doc: Mapping) -> dict[str, dict]:
     """venue.py: {"signals": {signals, p50_ms, p99_ms, bare_p50_ms, bare_p99_ms, ...},
-    "fills": {fills, booked_per_s, elapsed_s, bare_read_per_s, ...}}; no aim yet."""
-    sig, fills = doc["signals"], doc["fills"]
+    "fills": {fills, booked_per_s, elapsed_s, bare_read_per_s, ...},
+    "reconcile": {orders, elapsed_s, bare_s, ...} (absent in older runs)}; no aim yet."""
+    sig, fills, recon = doc["signals"], doc["fills"], doc.get("reconcile")
     return {
         "signal_to_venue": _figure(
             "signal -> order at the venue, one at a time", 1000 / float(sig["p50_ms"]),
@@ -145,4 +146,10 @@ def venue_figures(doc: Mapping) -> dict[str, dict]:
             "venue fills of one order, booked", float(fills["booked_per_s"]), "fills/s",
             "bare ccxt read of the trades", float(fills["bare_read_per_s"] or 0),
             "trades/s", None, {k: fills[k] for k in ("fills", "elapsed_s")}),
+        **({} if recon is None else {"reconcile": _figure(
+            f"account.reconcile, {int(recon['orders']):,} orders at the venue",
+            float(recon["orders"]) / float(recon["elapsed_s"]), "orders/s",
+            "bare ccxt reads of the same pages",
+            float(recon["orders"]) / float(recon["bare_s"]), "orders/s", None,
+            {k: recon[k] for k in ("orders", "elapsed_s", "bare_s")})}),
     }

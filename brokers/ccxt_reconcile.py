@@ -74,6 +74,8 @@ def take_cut(b) -> None:
     import ccxt
 
     engine = b.engine
+    # no sends in the middle of the cut: an order placed then would look unknown to it
+    yielding, b.worker.yielding = b.worker.yielding, False
     try:
         engine.poll_orders(lookups=False)
         live = list(engine.live.values())
@@ -127,6 +129,8 @@ def take_cut(b) -> None:
             logger.exception("reconciling {}: reading the venue failed", b.account_id)
         b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed"))
         return
+    finally:
+        b.worker.yielding = yielding
     b.worker.post(("cut", cut, None))
 
 

@@ -69,6 +69,9 @@ class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: how often the venue's balances, open orders and fills are reconciled with
     #: capflow's (besides at connect and on `account.reconcile`); 0: only then
     reconcile_every_s: float = 60.0
+    #: this many venue requests in a row failing with a network error (a timeout, a
+    #: dropped line, a 5xx) mean the connection dropped: it is reconnected
+    drop_after_errors: int = 3
     #: coin -> amount held at the venue that capflow does not manage (an account that
     #: is shared); empty: capflow owns the venue (sub-)account and every coin in it
     baseline: dict[str, str] = {}
@@ -90,6 +93,8 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
                           "stale_after_s must be positive")
     if s.reconcile_every_s < 0:
         raise ConfigError(f"{where} reconcile_every_s must be 0 (only at connect) or positive")
+    if s.drop_after_errors < 1:
+        raise ConfigError(f"{where} drop_after_errors must be 1 or more")
     for coin, amount in s.baseline.items():
         try:
             parse_decimal(amount, f"baseline.{coin}", allow_zero=True)

@@ -55,6 +55,7 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
 from capflow.actors.model.venue import VenueRules, qty_down
+from capflow.brokers import ccxt_link as link
 from capflow.brokers.base import (
     PENDING,
     AccountInfo,
@@ -97,6 +98,7 @@ class CcxtSpotBroker(BrokerAdapter):
         self.dialect = dialect(self.settings.exchange)
         self.taker_fee = parse_decimal(self.settings.taker_fee, "taker_fee", allow_zero=True)
         self.client = None
+        self.limiter = None  # the client's (`ccxt_limits`), made with it
         self.venue_rules = VenueRules()
         self.positions: dict[str, BrokerPosition] = {}
         #: capflow symbol -> ccxt symbol, once the venue's markets are loaded
@@ -133,11 +135,12 @@ class CcxtSpotBroker(BrokerAdapter):
         self.worker = VenueWorker(f"venue-{self.account_id}",
                                   min(self.settings.poll_interval_s,
                                       self.settings.price_interval_s),
-                                  self._poll, self._wake)
+                                  self._poll, self._wake, lambda: link.idle(self))
 
     def _poll(self) -> None:
         """On the worker: the prices and the orders, each when due."""
         self.feed.poll()
+        self.worker.sends_first()
         now = time.monotonic()
         if now >= self._next_order_poll:
             self._next_order_poll = now + self.settings.poll_interval_s
@@ -164,9 +167,8 @@ class CcxtSpotBroker(BrokerAdapter):
         except Exception as exc:
             self.worker.post(("connect_failed", exc))
             return
-        self.worker.polling = True
         self.worker.post(("connected", rules))
-        self._next_reconcile = 0.0  # at connect: the first poll reconciles
+        link.connected(self)
 
     def _open(self) -> VenueRules:
         import ccxt
@@ -178,15 +180,7 @@ class CcxtSpotBroker(BrokerAdapter):
         except ValueError as exc:
             raise PermanentConnectError(str(exc)) from None
         if self.client is None:
-            client = getattr(ccxt, s.exchange)({
-                "apiKey": creds.api_key, "secret": creds.secret,
-                "timeout": int(s.timeout_s * 1000), "enableRateLimit": True,
-                "options": dict(self.dialect.options)})
-            if s.sandbox:
-                client.set_sandbox_mode(True)
-            if s.urls:
-                client.urls["api"] = {**client.urls["api"], **s.urls}
-            self.client = client
+            self.client = link.make_client(self, creds)
         try:
             markets = self.client.load_markets(reload=True)
             rules, missing = venue_rules(self.config.symbols, self.money_places,
@@ -308,6 +302,8 @@ class CcxtSpotBroker(BrokerAdapter):
             self.emit(PricesStale(account_id=self.account_id, ts=self.clock.now(),
                                   stale=item[1], age_s=item[2],
                                   unwatched=unwatched if item[1] else []))
+        elif kind == "lost":
+            link.lost(self, item[1])
         elif kind == "connect_failed":
             self.connection.failed(item[1])
         elif kind == "balance":
@@ -446,12 +442,12 @@ class CcxtSpotBroker(BrokerAdapter):
 
     def submit_order(self, order: BrokerOrder) -> None:
         self.orders[order.order_id] = order
-        self.worker.call(self.engine.place, self._live(order))
+        self.worker.send(self.engine.place, self._live(order))
 
     def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:
         if order_id not in self.orders:
             return False
-        self.worker.call(self.engine.cancel, order_id, reason)
+        self.worker.send(self.engine.cancel, order_id, reason)
         return True
 
     def close_position(self, position_id: str, reason: str = "manual", *,
@@ -472,7 +468,8 @@ class CcxtSpotBroker(BrokerAdapter):
                     side="SELL" if p.side == "BUY" else "BUY", kind="exit", qty=qty,
                     price=None, cid=exit_client_id(position_id, n), reason=reason,
                     skip=skip)
-        self.worker.call(self.engine.adopt if restoring else self.engine.place, live)
+        (self.worker.call if restoring else self.worker.send)(
+            self.engine.adopt if restoring else self.engine.place, live)
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,

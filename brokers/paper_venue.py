@@ -130,8 +130,10 @@ class PaperVenueBroker(PaperBroker):
         self.connection.cfg = msgspec.structs.replace(self.connection.cfg,
                                                       max_attempts=sys.maxsize)
         self._woken = False
+        # until connected, the worker wakes the manager every interval: its connection
+        # backoff runs in step(), which no simulator tick may come to call
         self.worker = VenueWorker(f"prices-{self.account_id}", self.md.price_interval_s,
-                                  self.feed.poll, self._wake)
+                                  self.feed.poll, self._wake, idle=self._wake)
 
     def _wake(self) -> None:
         if not self._woken:  # one wake at a time: step() drains everything

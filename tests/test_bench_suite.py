@@ -205,6 +205,18 @@ def test_venue_figures_set_each_beside_its_bare_ccxt_baseline():
                                                                           0.0625)
 
 
+def test_the_venue_reconcile_figure_sits_beside_the_bare_reads_of_the_same_pages():
+    doc = {"signals": {"signals": 100, "p50_ms": 5.0, "p99_ms": 9.0, "bare_p50_ms": 2.5,
+                       "bare_p99_ms": 9.0, "mean_ms": 6.0},
+           "fills": {"fills": 1000, "booked_per_s": 500.0, "elapsed_s": 2.0,
+                     "bare_read_per_s": 8000.0, "bare_trades_read": 1000},
+           "reconcile": {"orders": 10000, "elapsed_s": 4.0, "bare_s": 2.0}}
+    rec = suite.extract_figures("venue", doc)["reconcile"]
+    assert (rec["value"], rec["baseline_value"], rec["ratio"]) == (2500.0, 5000.0, 0.5)
+    assert rec["extra"] == {"orders": 10000, "elapsed_s": 4.0, "bare_s": 2.0}
+    assert "10,000 orders" in rec["label"]
+
+
 def test_the_bench_command_rejects_an_unknown_name(capsys):
     assert run.main(["bench", "--only", "nope"]) == 2
     assert "unknown benchmark(s) nope" in capsys.readouterr().err

@@ -36,11 +36,13 @@ manager; bench/venue.py measures the live adapter against it.
 - Faults, each for the next ``times`` requests to ``path`` ("*": any path):
   ``fault(path, "http", status=503)``: that HTTP status with a non-JSON body, the venue
   does nothing; ``fault(path, "ratelimit")``: retCode 10006 (HTTP 200); ``fault(path,
-  "ratelimit", status=429)``: HTTP 429; ``fault(path, "reject", code=170131,
-  msg="Insufficient balance.")``: that Bybit error, the venue does nothing; ``fault(path,
-  "lose")``: the venue acts (the order IS placed) and the answer is lost: the handler
-  sleeps ``delay`` seconds (default 2; past the client's timeout) and closes without
-  answering; ``fault(path, "lose", delay=0)``: it closes at once (a disconnect mid-order);
+  "ratelimit", status=429)``: HTTP 429 (both say when the limit resets, in
+  ``X-Bapi-Limit-Reset-Timestamp``: ``reset_in_ms`` after now, default 1000);
+  ``fault(path, "reject", code=170131, msg="Insufficient balance.")``: that Bybit error, the venue
+  does nothing; ``fault(path, "lose")``: the venue acts (the order IS placed) and the
+  answer is lost: the handler sleeps ``delay`` seconds (default 2; past the client's
+  timeout) and closes without answering; ``fault(path, "lose", delay=0)``: it closes at
+  once (a disconnect mid-order);
   ``fault(path, "drop")``: the connection closes before the venue acts.
   ``clear_faults()``.
 - Record: ``requests(path=None)`` -> list of ``Recorded`` (``method``, ``path``, ``query``

@@ -81,12 +81,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(rec, status, b"<html><body>" + str(status).encode() + b"</body></html>",
                        "text/html")
             return
-        if kind == "ratelimit":
+        if kind == "ratelimit":  # with the time the limit resets at, as Bybit says it
             status = opts.get("status")
+            reset = {"X-Bapi-Limit-Reset-Timestamp":
+                     str(venue.now_ms() + int(opts.get("reset_in_ms", 1000)))}
             if status is not None:
-                self._send(rec, int(status), b"Too Many Visits", "text/plain")
+                self._send(rec, int(status), b"Too Many Visits", "text/plain", reset)
             else:
-                self._json(rec, 200, venue.envelope(10006, "Too many visits!", {}))
+                self._json(rec, 200, venue.envelope(10006, "Too many visits!", {}), reset)
             return
         if kind == "reject":
             self._json(rec, 200, venue.envelope(int(opts.get("code", 10001)),
@@ -104,13 +106,16 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(rec, status, answer)
 
-    def _json(self, rec: Recorded, status: int, answer: dict):
+    def _json(self, rec: Recorded, status: int, answer: dict, headers: dict | None = None):
         rec.ret_code = answer["retCode"]
-        self._send(rec, status, json.dumps(answer).encode(), "application/json")
+        self._send(rec, status, json.dumps(answer).encode(), "application/json", headers)
 
-    def _send(self, rec: Recorded, status: int, payload: bytes, ctype: str):
+    def _send(self, rec: Recorded, status: int, payload: bytes, ctype: str,
+              headers: dict | None = None):
         rec.status = status
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
