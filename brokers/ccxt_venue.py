@@ -179,7 +179,7 @@ class CcxtSpotBroker(BrokerAdapter):
             raise PermanentConnectError(str(exc)) from None
         if self.client is None:
             client = getattr(ccxt, s.exchange)({
-                "apiKey": creds.api_key, "secret": creds.secret,
+                **creds.ccxt(),
                 "timeout": int(s.timeout_s * 1000), "enableRateLimit": True,
                 "options": dict(self.dialect.options)})
             if s.sandbox:
