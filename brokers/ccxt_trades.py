@@ -56,7 +56,9 @@ def account_trades(client, dialect, symbols) -> list[dict]:
     """Every trade of the account; per symbol where the venue asks for one."""
     if not dialect.trades_need_symbol:
         return my_trades(client, dialect, None)
-    return [t for s in sorted(set(symbols)) for t in my_trades(client, dialect, s)]
+    # one name a market: ccxt takes the venue's id (BTCUSDT) as well as BTC/USDT
+    unified = sorted({client.market(s)["symbol"] for s in symbols})
+    return [t for s in unified for t in my_trades(client, dialect, s)]
 
 
 def client_id(t: dict) -> str:
