@@ -15,6 +15,7 @@ import pytest
 
 from capflow.actors.model.clock import Clock
 from capflow.actors.model.settings import ConfigError
+from capflow.bench.venues.bitget import BitgetVenue
 from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
@@ -174,6 +175,34 @@ def test_a_rejected_key_stops_the_account_naming_the_setting(venue, monkeypatch)
         h.stop()
 
 
+def test_a_bitget_passphrase_is_sent_never_shown_and_its_absence_named(monkeypatch,
+                                                                       tmp_path):
+    with BitgetVenue(balances={"USDT": "10000"}) as venue:
+        monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
+        monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+        h = Harness(config(venue)).connected()  # the passphrase variable is not set
+        try:
+            [gone] = h.of(Disconnected)
+            assert "api_passphrase_env" in gone.reason and PASSPHRASE_ENV in gone.reason
+            assert gone.attempts == 1 and not venue.requests()
+        finally:
+            h.stop()
+        key_file = tmp_path / "bitget.json"
+        key_file.write_text('{"api_key": "venue-key", "secret": "venue-secret", '
+                            '"passphrase": "venue-pass"}')
+        key_file.chmod(0o600)
+        settings = {k: v for k, v in config(venue).settings.items() if "_env" not in k}
+        h = Harness(AccountConfig(adapter=ADAPTER, currency="USDT",
+                                  settings={**settings, "key_file": str(key_file)},
+                                  connect=config(venue).connect)).connected()
+        try:
+            assert h.b.connection.state == CONNECTED
+            assert sent(venue, "balance")[0].header("ACCESS-PASSPHRASE") == "venue-pass"
+            assert "venue-pass" not in repr(vars(h.b)) and "venue-pass" not in str(h.events)
+        finally:
+            h.stop()
+
+
 def test_an_unknown_symbol_stops_the_account_naming_the_setting(venue, keys):
     cfg = config(venue)
     cfg = AccountConfig(adapter=ADAPTER, currency="USDT", settings=cfg.settings,
@@ -191,7 +220,9 @@ def test_bad_settings_are_refused_at_load_naming_the_setting():
     for settings, named in (({"exchange": "nosuchvenue", "api_key_env": "A",
                               "api_secret_env": "B"}, "exchange"),
                             ({"exchange": "bybit"}, "api_key_env"),
-                            ({"exchange": "bybit", "key_file": "/k", "colour": 1}, "colour")):
+                            ({"exchange": "bybit", "key_file": "/k", "colour": 1}, "colour"),
+                            ({"exchange": "bitget", "api_key_env": "A", "api_secret_env": "B"},
+                             "api_passphrase_env")):
         with pytest.raises(ConfigError, match=named):
             CcxtSpotBroker.check_config("live", AccountConfig(adapter=ADAPTER,
                                                               settings=settings))
