@@ -32,6 +32,7 @@ at most 50 characters); exits past the 9th would pass OKX's 32 and are refused t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -109,11 +110,13 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
     return s
 
 
+@functools.cache
 def needs_passphrase(exchange: str) -> bool:
-    """Whether the venue's keys come with a passphrase (ccxt's ``password``)."""
+    """Whether the venue's keys come with a passphrase (ccxt's ``password``; an
+    exchange states it in its description, not on the class)."""
     import ccxt
 
-    return bool(getattr(ccxt, exchange).requiredCredentials.get("password"))
+    return bool(getattr(ccxt, exchange)().requiredCredentials.get("password"))
 
 
 class Credentials:
