@@ -110,6 +110,14 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
     return s
 
 
+def credential_settings(s: CcxtSettings) -> str:
+    """The settings that name the credentials, for a message when the venue refuses them."""
+    names = ["api_key_env", "api_secret_env"]
+    if s.api_passphrase_env is not None or needs_passphrase(s.exchange):
+        names.append("api_passphrase_env")
+    return " / ".join([*names, "key_file"])
+
+
 @functools.cache
 def needs_passphrase(exchange: str) -> bool:
     """Whether the venue's keys come with a passphrase (ccxt's ``password``; an

@@ -166,6 +166,7 @@ def test_a_missing_key_stops_the_account_naming_the_setting(venue, monkeypatch):
 def test_a_rejected_key_stops_the_account_naming_the_setting(venue, monkeypatch):
     monkeypatch.setenv("T_BYBIT_KEY", "someone-else")
     monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+    monkeypatch.setenv(PASSPHRASE_ENV, "venue-pass")
     h = Harness(config(venue)).connected()
     try:
         [gone] = h.of(Disconnected)
@@ -199,6 +200,14 @@ def test_a_bitget_passphrase_is_sent_never_shown_and_its_absence_named(monkeypat
             assert h.b.connection.state == CONNECTED
             assert sent(venue, "balance")[0].header("ACCESS-PASSPHRASE") == "venue-pass"
             assert "venue-pass" not in repr(vars(h.b)) and "venue-pass" not in str(h.events)
+        finally:
+            h.stop()
+        monkeypatch.setenv(PASSPHRASE_ENV, "not-the-passphrase")
+        h = Harness(config(venue)).connected()
+        try:
+            [gone] = h.of(Disconnected)
+            assert "api_passphrase_env" in gone.reason and "rejected" in gone.reason
+            assert "not-the-passphrase" not in gone.reason
         finally:
             h.stop()
 
