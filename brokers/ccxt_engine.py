@@ -17,7 +17,7 @@ Orders that cannot be doubled or lost:
   rejected and its capital stays reserved. It is looked up by its client id on the next
   polls; found, it is followed; not found (which proves nothing: venues keep a bounded
   history), it is sent again with the same id, and a duplicate-id answer means it exists.
-- Fills come from the venue's trades of each order (``fetch_order_trades``),
+- Fills come from the venue's trades of each order (`ccxt_trades.order_trades`),
   deduplicated by trade id; an order that ended is reported ended only once its trades
   add up to what the venue says it filled, so a fill never arrives after its cancel from
   here (the ledger books one anyway, should it).
@@ -43,12 +43,10 @@ from capflow.brokers.base import (
     OrderRejected,
     PositionExited,
 )
+from capflow.brokers.ccxt_trades import order_trades
 
 FINAL = ("closed", "canceled", "expired", "rejected")
 
-#: an order's trades come a page at a time (Bybit: 50 by default, 100 at most): read every
-#: page, or an order filled in more pieces than one page never adds up and never ends
-ALL_PAGES = {"paginate": True, "paginationCalls": 10_000}
 
 
 def dec(x) -> Decimal:
@@ -360,8 +358,8 @@ class Engine:
             filled = dec(o.get("filled"))
             status = o.get("status")
             if filled > live.skip + live.booked or status in FINAL:
-                self._book_trades(live, self.client.fetch_order_trades(
-                    live.venue_id, live.venue_symbol, None, None, dict(ALL_PAGES)))
+                self._book_trades(live, order_trades(self.client, self.b.dialect,
+                                                     live.venue_id, live.venue_symbol))
         except ccxt.OrderNotFound:
             logger.warning("order {} ({}) is no longer found at the venue by its id",
                            live.order_id, live.cid)

@@ -26,7 +26,7 @@ def make_client(b, creds):
 
     s = b.settings
     client = getattr(ccxt, s.exchange)({
-        "apiKey": creds.api_key, "secret": creds.secret,
+        **creds.ccxt(),
         "timeout": int(s.timeout_s * 1000), "enableRateLimit": True,
         "options": dict(b.dialect.options)})
     if s.sandbox:

@@ -39,7 +39,8 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO
 from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
-from capflow.brokers.ccxt_engine import ALL_PAGES, amount, dec, fee_of
+from capflow.brokers.ccxt_engine import amount, dec, fee_of
+from capflow.brokers.ccxt_trades import ALL_PAGES, account_trades, client_id, with_client_ids
 from capflow.brokers.reconcile import Reconciled
 
 _ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")
@@ -62,10 +63,18 @@ class Cut:
     busy_coins: set[str] = field(default_factory=set)
 
 
-def _cid(o: dict) -> str:
-    info = o.get("info") or {}
-    return str(o.get("clientOrderId") or info.get("orderLinkId") or info.get("clOrdId")
-               or info.get("clientOid") or info.get("clientOrderId") or "")
+_cid = client_id
+
+
+def _trade_symbols(b, live) -> set[str]:
+    """Where the venue lists trades per symbol: the account's configured symbols, and
+    those of its followed orders and of its positions."""
+    symbols = set(b.config.symbols.values()) | {x.venue_symbol for x in live}
+    for p in list(b.positions.values()):
+        venue_symbol = b.venue_symbols.get(p.symbol)
+        if venue_symbol:
+            symbols.add(venue_symbol)
+    return symbols
 
 
 def take_cut(b) -> None:
@@ -103,7 +112,11 @@ def take_cut(b) -> None:
                            "filled": amount(o.get("filled"))})
         trades = []
         places = b.money_places
-        for t in client.fetch_my_trades(None, None, None, dict(ALL_PAGES)):
+        venue_trades = account_trades(client, b.dialect, _trade_symbols(b, live))
+        known = b.__dict__.setdefault("order_client_ids", {})  # venue order id -> client id
+        known.update({x.venue_id: x.cid for x in live if x.venue_id})
+        with_client_ids(client, b.dialect, venue_trades, known)
+        for t in venue_trades:
             cid = _cid(t)
             x = followed.get(cid)
             if x is not None:

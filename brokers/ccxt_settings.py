@@ -9,7 +9,9 @@ what differs between venues where ccxt's unified API leaves it open.
     exchange = "bybit"                  # a ccxt exchange id
     api_key_env = "BYBIT_API_KEY"       # the names of the variables holding the key ...
     api_secret_env = "BYBIT_API_SECRET"
+    # api_passphrase_env = "BITGET_API_PASSPHRASE"  # venues that ask one (Bitget, OKX)
     # key_file = "/etc/capflow/bybit.json"   # ... or a file {"api_key": .., "secret": ..}
+    #                                        # (+ "passphrase" where the venue asks one)
     # urls = { public = "http://127.0.0.1:9000", private = "http://127.0.0.1:9000" }
     # sandbox = true                    # the venue's testnet
     timeout_s = 10
@@ -30,6 +32,7 @@ at most 50 characters); exits past the 9th would pass OKX's 32 and are refused t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +51,8 @@ class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exchange: str
     api_key_env: str | None = None
     api_secret_env: str | None = None
+    #: the variable holding the API passphrase, for venues that ask one (Bitget, OKX)
+    api_passphrase_env: str | None = None
     key_file: str | None = None
     #: entries of ccxt's ``urls["api"]`` to replace (an emulator, a proxy)
     urls: dict[str, str] = {}
@@ -103,17 +108,46 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
     if s.key_file is None and (s.api_key_env is None or s.api_secret_env is None):
         raise ConfigError(f"{where}: name the credentials: api_key_env and api_secret_env "
                           "(environment variables), or key_file")
+    if (s.key_file is None and s.api_passphrase_env is None
+            and needs_passphrase(s.exchange)):
+        raise ConfigError(f"{where}: {s.exchange} keys come with a passphrase: name it "
+                          "with api_passphrase_env (or put it in key_file)")
     return s
 
 
+def credential_settings(s: CcxtSettings) -> str:
+    """The settings that name the credentials, for a message when the venue refuses them."""
+    names = ["api_key_env", "api_secret_env"]
+    if s.api_passphrase_env is not None or needs_passphrase(s.exchange):
+        names.append("api_passphrase_env")
+    return " / ".join([*names, "key_file"])
+
+
+@functools.cache
+def needs_passphrase(exchange: str) -> bool:
+    """Whether the venue's keys come with a passphrase (ccxt's ``password``; an
+    exchange states it in its description, not on the class)."""
+    import ccxt
+
+    return bool(getattr(ccxt, exchange)().requiredCredentials.get("password"))
+
+
 class Credentials:
-    """An API key and secret. Its repr and str never show them."""
+    """An API key and secret (and passphrase). Its repr and str never show them."""
 
-    __slots__ = ("api_key", "secret")
+    __slots__ = ("api_key", "passphrase", "secret")
 
-    def __init__(self, api_key: str, secret: str):
+    def __init__(self, api_key: str, secret: str, passphrase: str | None = None):
         self.api_key = api_key
         self.secret = secret
+        self.passphrase = passphrase
+
+    def ccxt(self) -> dict:
+        """The entries of a ccxt client's configuration that hold them."""
+        config = {"apiKey": self.api_key, "secret": self.secret}
+        if self.passphrase is not None:
+            config["password"] = self.passphrase
+        return config
 
     def __repr__(self) -> str:
         return "Credentials(<hidden>)"
@@ -122,9 +156,11 @@ class Credentials:
 
 
 def read_credentials(account_id: str, s: CcxtSettings) -> Credentials:
-    """The key and secret the settings name; `ValueError` naming the setting when they
-    are missing (the caller stops the account with it). The message never holds them."""
+    """The key and secret (and passphrase) the settings name; `ValueError` naming the
+    setting when they are missing (the caller stops the account with it). The message
+    never holds them."""
     where = f"[brokers.accounts.{account_id}.settings]"
+    wants_passphrase = needs_passphrase(s.exchange)
     if s.key_file is not None:
         try:
             st = os.stat(s.key_file)
@@ -142,7 +178,11 @@ def read_credentials(account_id: str, s: CcxtSettings) -> Credentials:
         key, secret = data.get("api_key"), data.get("secret")
         if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
             raise ValueError(f"{where} key_file {s.key_file!r} has no api_key and secret")
-        return Credentials(key, secret)
+        passphrase = data.get("passphrase")
+        if wants_passphrase and (not isinstance(passphrase, str) or not passphrase):
+            raise ValueError(f"{where} key_file {s.key_file!r} has no passphrase "
+                             f"({s.exchange} keys come with one)")
+        return Credentials(key, secret, passphrase if isinstance(passphrase, str) else None)
     key = os.environ.get(s.api_key_env or "")
     secret = os.environ.get(s.api_secret_env or "")
     if not key:
@@ -151,7 +191,11 @@ def read_credentials(account_id: str, s: CcxtSettings) -> Credentials:
     if not secret:
         raise ValueError(f"{where} api_secret_env: the environment variable "
                          f"{s.api_secret_env!r} is not set")
-    return Credentials(key, secret)
+    passphrase = os.environ.get(s.api_passphrase_env) if s.api_passphrase_env else None
+    if wants_passphrase and not passphrase:
+        raise ValueError(f"{where} api_passphrase_env: the environment variable "
+                         f"{s.api_passphrase_env!r} is not set")
+    return Credentials(key, secret, passphrase or None)
 
 
 # -- client order ids ----------------------------------------------------------------
@@ -189,6 +233,13 @@ class Dialect(msgspec.Struct, frozen=True):
     fetch_order_params: dict = {}
     #: whether the venue supports reduce-only orders on spot (none of these does)
     spot_reduce_only: bool = False
+    #: the parameter that pages back through the account's trades where ccxt does not
+    #: follow the venue's cursor itself (None: ccxt's ``paginate`` reads every page)
+    trades_cursor: str | None = None
+    #: trades a page, where the cursor is followed here
+    page_size: int = 100
+    #: whether the venue lists trades per symbol only
+    trades_need_symbol: bool = False
 
 
 _SPOT = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}}
@@ -198,7 +249,9 @@ DIALECTS = {
                      fetch_order_params={"acknowledged": True}),
     "okx": Dialect(32, "clOrdId", options={"defaultType": "spot"}),
     "binance": Dialect(36, "origClientOrderId", options={"defaultType": "spot"}),
-    "bitget": Dialect(50, "clientOid", options={"defaultType": "spot"}),
+    # a classic spot account (Bitget's unified account speaks another API, v3)
+    "bitget": Dialect(50, "clientOid", options={**_SPOT, "uta": False},
+                      trades_cursor="idLessThan", trades_need_symbol=True),
 }
 #: a venue not listed: the strictest length, ccxt's own parameter name
 DEFAULT_DIALECT = Dialect(32, "clientOrderId", options={"defaultType": "spot"})

@@ -76,6 +76,7 @@ from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed, crossed
 from capflow.brokers.ccxt_reconcile import compare, take_cut
 from capflow.brokers.ccxt_settings import (
+    credential_settings,
     dialect,
     entry_client_id,
     exit_client_id,
@@ -191,9 +192,8 @@ class CcxtSpotBroker(BrokerAdapter):
                     f"active spot market {sorted(missing)}")
             self._read_balance()
         except ccxt.AuthenticationError as exc:
-            raise PermanentConnectError(
-                f"{where} api_key_env / api_secret_env / key_file: the venue rejected the "
-                f"key ({type(exc).__name__})") from None
+            raise PermanentConnectError(f"{where} {credential_settings(s)}: the venue "
+                                        f"rejected the key ({type(exc).__name__})") from None
         return rules
 
     def poll_balance(self) -> None:

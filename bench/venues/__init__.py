@@ -1,7 +1,8 @@
 """Venue emulators on 127.0.0.1 that the real ccxt library talks to: for the tests of the live
 adapters and for `bench/venue.py`, with no internet.
 
-The Bybit v5 spot emulator (bybit.py).
+The Bybit v5 spot emulator (bybit.py), and the Bitget v2 spot emulator (bitget.py) on the
+same book, matching and faults (its endpoints and sources: its module docstring).
 
 Endpoints (shapes from Bybit's v5 API documents at https://bybit-exchange.github.io/docs/v5/
 : market/time, market/instrument, market/tickers, account/wallet-balance, account/

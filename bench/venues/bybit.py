@@ -327,6 +327,11 @@ class BybitVenue:
         return {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {},
                 "time": self.now_ms()}
 
+    @staticmethod
+    def code_of(answer: dict):
+        """The venue's result code in one of its answers (for the record)."""
+        return answer["retCode"]
+
     def _authenticate(self, rec: Recorded):
         key = rec.header("X-BAPI-API-KEY")
         if key != self.api_key:

@@ -169,6 +169,7 @@ class Book:
     fee_maker: Decimal = BASE_FEE_RATE
     auto_match: bool = True  # resting orders fill when set_price crosses them
     defer_cancels: bool = False  # cancels are acknowledged and left pending
+    max_link: int = 36  # the longest client order id the venue takes
 
     def __post_init__(self):
         self._order_ids = itertools.count(1_900_000_000_000_000_001)
@@ -218,7 +219,7 @@ class Book:
         if otype not in ("Limit", "Market"):
             raise VenueError(10001, "params error: orderType invalid")
         link = str(req.get("orderLinkId") or "")
-        if len(link) > 36 or not all(c.isalnum() or c in "-_" for c in link):
+        if len(link) > self.max_link or not all(c.isalnum() or c in "-_" for c in link):
             raise VenueError(10001, "params error: orderLinkId length or characters invalid")
         if link and link in self.by_link:
             raise VenueError(170141, "Duplicate clientOrderId.")

@@ -97,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
         status, answer = venue.answer(rec)
         if kind == "lose":
             if rec.ret_code is None and answer is not None:
-                rec.ret_code = answer["retCode"]  # what it would have said
+                rec.ret_code = venue.code_of(answer)  # what it would have said
             venue.pause(float(opts.get("delay", 2.0)))
             self.close_connection = True
             return
@@ -107,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(rec, status, answer)
 
     def _json(self, rec: Recorded, status: int, answer: dict, headers: dict | None = None):
-        rec.ret_code = answer["retCode"]
+        rec.ret_code = self.venue.code_of(answer)
         self._send(rec, status, json.dumps(answer).encode(), "application/json", headers)
 
     def _send(self, rec: Recorded, status: int, payload: bytes, ctype: str,

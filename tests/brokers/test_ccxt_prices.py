@@ -1,5 +1,5 @@
 """The venue's prices drive a capflow server whose account is the ccxt adapter on the
-Bybit emulator: the account's symbols are priced by the venue's tickers (not simulated),
+venue emulators: the account's symbols are priced by the venue's tickers (not simulated),
 its positions are marked and closed by take-profit / stop-loss at the venue's prices,
 and prices that stop arriving refuse entries (STALE_PRICES) while exits go through."""
 
@@ -14,9 +14,7 @@ from capflow.actors.alerts import Alert
 from capflow.actors.model.errors import Denied
 from capflow.brokers.ccxt_settings import exit_client_id
 
-from .venue_kit import connected, live_brokers, wait
-
-TICKERS = "/v5/market/tickers"
+from .venue_kit import connected, live_brokers, order_sent, path, sells, wait
 
 
 @pytest.fixture
@@ -60,7 +58,7 @@ def _closed(cf):
 
 
 def _sells(venue):
-    return [r for r in venue.requests("/v5/order/create") if r.body["side"] == "Sell"]
+    return [order_sent(r) for r in sells(venue)]
 
 
 def test_the_account_symbols_are_priced_by_the_venue_not_simulated(live, venue):
@@ -97,15 +95,15 @@ def test_a_venue_tick_across_a_level_exits_once(live, venue, bid, ask, reason):
     [closed] = _closed(live)
     assert (closed.close_reason, closed.exit_price) == (reason, D(bid))
     time.sleep(0.3)  # more ticks across the level: still one exit
-    [sent] = _sells(venue)
-    assert sent.body["orderLinkId"] == exit_client_id(p.position_id, 1)
-    assert D(sent.body["qty"]) == D("0.00999")  # 0.01 - 0.00001 fee, on the lot step
+    [order] = _sells(venue)
+    assert order["client_id"] == exit_client_id(p.position_id, 1)
+    assert D(order["qty"]) == D("0.00999")  # 0.01 - 0.00001 fee, on the lot step
     assert len(venue.orders()) == 2
 
 
 def test_an_exit_whose_answer_was_lost_is_one_order_across_a_restart(live, start, venue):
     p = _open(live, tp_pct="2", sl_pct="1")
-    venue.fault("/v5/order/create", "lose", delay=0)  # placed and filled; answer lost
+    venue.fault(path(venue, "create"), "lose", delay=0)  # placed and filled; answer lost
     venue.set_price("BTCUSDT", "30700.00", "30700.10")
     wait(lambda: _sells(venue))
     live.stop()  # before the venue's fill of the exit is booked
@@ -114,14 +112,14 @@ def test_an_exit_whose_answer_was_lost_is_one_order_across_a_restart(live, start
     assert (closed.position_id, closed.close_reason) == (p.position_id, "tp")
     assert closed.exit_price == D("30700.00")
     assert len([o for o in venue.orders() if o.side == "Sell"]) == 1
-    assert {r.body["orderLinkId"] for r in _sells(venue)} == {
+    assert {r["client_id"] for r in _sells(venue)} == {
         exit_client_id(p.position_id, 1)}
 
 
 def test_stale_prices_refuse_entries_keep_exits_and_alert_once(live, venue):
     alerts = alerts_of(live)
     p = _open(live, tp_pct="2", sl_pct="1")
-    venue.fault(TICKERS, "http", status=503, times=10**6)
+    venue.fault(path(venue, "tickers"), "http", status=503, times=10**6)
     wait(lambda: live.trading.accounts.status["live"].prices.stale())
     [alert] = wait(lambda: [a for a in alerts if a.kind == "prices_stale"])
     assert (alert.scope, alert.target) == ("account", "live")
@@ -155,7 +153,7 @@ def test_stale_prices_refuse_entries_keep_exits_and_alert_once(live, venue):
 
 def test_a_stop_exit_the_venue_refuses_is_not_sent_again_on_every_tick(live, venue):
     p = _open(live, tp_pct="2", sl_pct="1")
-    venue.fault("/v5/order/create", "reject", code=170131, msg="Insufficient balance.")
+    venue.fault(path(venue, "create"), "reject", code=170131, msg="Insufficient balance.")
     venue.set_price("BTCUSDT", "30700.00", "30700.10")
     wait(lambda: _sells(venue))
     time.sleep(0.5)  # ten price polls across the take-profit

@@ -1,4 +1,4 @@
-"""Reconciling a live account with the Bybit emulator: fills missed while capflow was
+"""Reconciling a live account with the venue emulators: fills missed while capflow was
 down are booked once (and never again, across reconciles and restarts), orders and
 balances capflow cannot explain put the account in REDUCE_ONLY with an alert and are
 shown with both sides by `account.reconcile`, a baseline explains coins capflow does not
@@ -20,7 +20,15 @@ from capflow.brokers.ccxt_settings import entry_client_id
 from capflow.protocol.client import Client, ClientError
 from capflow.protocol.server import Server
 
-from .venue_kit import connected, live_brokers, wait
+from .venue_kit import (
+    PASSPHRASE_ENV,
+    connected,
+    credentials,
+    live_brokers,
+    path,
+    sent,
+    wait,
+)
 
 
 @pytest.fixture
@@ -92,16 +100,16 @@ def test_a_fill_of_an_exit_the_restart_did_not_follow_is_booked_by_the_reconcile
     cf.create_profile("p", "5000")
     a = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
     wait(lambda: cf.ledger("p").reserved_for_positions > 0)
-    venue.fault("/v5/order/create", "reject", code=170131, msg="Insufficient balance.")
+    venue.fault(path(venue, "create"), "reject", code=170131, msg="Insufficient balance.")
     pid = a["position_id"]
     cf.close_position("p", pid)
-    wait(lambda: len(venue.requests("/v5/order/create")) == 2)
+    wait(lambda: len(sent(venue, "create")) == 2)
     venue.set_price("BTCUSDT", "30100.00", "30100.10")
-    venue.fault("/v5/order/create", "lose", delay=0)  # the venue sells; the answer is lost
-    venue.fault("/v5/order/realtime", "http", status=503, times=10_000)  # no lookups
+    venue.fault(path(venue, "create"), "lose", delay=0)  # the venue sells; the answer is lost
+    venue.fault(path(venue, "open"), "http", status=503, times=10_000)  # no lookups
     # asked again until the adapter has heard that the first exit was refused
     wait(lambda: cf.trading.accounts.ask("live", _close(pid)) and
-         len(venue.requests("/v5/order/create")) == 3)
+         len(sent(venue, "create")) == 3)
     sold = [o for o in venue.orders() if o.side == "Sell"]
     assert [o.status for o in sold] == ["Filled"]
     before = len(fills(sqlite_url))
@@ -118,7 +126,7 @@ def test_a_fill_of_an_exit_the_restart_did_not_follow_is_booked_by_the_reconcile
     assert again["missed_fills"] == [] and again["differences"] == 0, again
     assert len(fills(sqlite_url)) == before + 1
     time.sleep(0.3)  # several polls: the first exit is looked up no more
-    assert len([r for r in venue.requests("/v5/order/create")]) == 3
+    assert len([r for r in sent(venue, "create")]) == 3
     assert cf.trading.safety.account_state("live") is None
 
 
@@ -205,9 +213,9 @@ def test_the_capital_comes_from_the_venue_capped_by_max_live_capital(
         make_system, sqlite_url, venue, monkeypatch):
     monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
     monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+    monkeypatch.setenv(PASSPHRASE_ENV, "venue-pass")
     venue.set_balance("USDT", "300")  # config says 10,000; the venue has 300
-    settings = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
-                "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls, "timeout_s": 1,
+    settings = {**credentials(venue), "urls": venue.urls, "timeout_s": 1,
                 "poll_interval_s": 0.05}
     cf = make_system(sqlite_url, simulator={"symbols": {}}, brokers={
         "default_account": "live",
@@ -228,7 +236,7 @@ def test_orders_in_flight_during_a_reconcile_are_not_differences(start, venue, s
     cf = start(lookups_before_resend=1000)
     cf.create_profile("p", "5000")
     # the venue fills the entry at once; its answer is lost after the client's timeout
-    venue.fault("/v5/order/create", "lose", delay=1.5)
+    venue.fault(path(venue, "create"), "lose", delay=1.5)
     a = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
     wait(lambda: venue.order(entry_client_id(a["order_id"])))
     out = {}
@@ -319,7 +327,7 @@ def test_a_venue_that_cannot_be_read_fails_the_reconcile_and_changes_nothing(sta
 
     cf = start()
     last = cf.trading.accounts.status["live"].last_reconcile
-    venue.fault("/v5/account/wallet-balance", "http", status=503, times=10_000)
+    venue.fault(path(venue, "balance"), "http", status=503, times=10_000)
     with pytest.raises(Unavailable) as failed:
         cf.account_reconcile("live")
     assert "ExchangeNotAvailable" in failed.value.message

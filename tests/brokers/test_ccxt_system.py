@@ -1,4 +1,4 @@
-"""A capflow server whose account is the ccxt adapter on the Bybit emulator: signals and
+"""A capflow server whose account is the ccxt adapter on a venue emulator: signals and
 orders are rounded and checked by the venue's rules before anything is reserved, the
 venue's fills (with a spot buy's fee in the coin bought) are booked, and a fill the
 ledger cannot book puts the account in REDUCE_ONLY with an alert."""
@@ -15,7 +15,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denied
 from capflow.brokers.ccxt_settings import entry_client_id
 
-from .venue_kit import connected, live_brokers, wait
+from .venue_kit import connected, exchange, live_brokers, order_sent, sent, wait
 
 
 @pytest.fixture
@@ -33,10 +33,10 @@ def test_a_signal_is_rounded_to_the_venue_steps_and_booked_as_the_venue_fills(li
     assert a["risk_ok"], a
     assert a["qty"] == D("0.01")  # down to the lot step 0.000001
     assert live.trading.accounts.mode == "live"  # what health and BROKER_MODE see
-    [sent] = wait(lambda: venue.requests("/v5/order/create"))
-    assert sent.body["orderLinkId"] == entry_client_id(a["order_id"])
-    assert (sent.body["orderType"], sent.body["timeInForce"]) == ("Limit", "IOC")
-    assert D(sent.body["price"]) % D("0.01") == 0  # the reserved price, on the tick
+    [order] = [order_sent(r) for r in wait(lambda: sent(venue, "create"))]
+    assert order["client_id"] == entry_client_id(a["order_id"])
+    assert (order["type"], order["tif"]) == ("limit", "IOC")
+    assert D(order["price"]) % D("0.01") == 0  # the reserved price, on the tick
     # the venue filled 0.01 and kept 0.00001 BTC as its fee: the position holds the rest
     pos = wait(lambda: live.ledger("p").reserved_for_positions > 0 and
                live.trading.accounts.info("live"))
@@ -64,7 +64,7 @@ def test_entries_below_the_venue_minimums_reserve_nothing(live, venue):
     after = live.ledger("p")  # the refused signals are recorded; nothing is reserved
     assert (after.reserved_for_orders, after.available) == (before.reserved_for_orders,
                                                             before.available)
-    assert not venue.requests("/v5/order/create")
+    assert not sent(venue, "create")
 
 
 def test_a_limit_order_is_rounded_to_the_lot_step_and_down_to_the_tick(live, venue):
@@ -72,9 +72,9 @@ def test_a_limit_order_is_rounded_to_the_lot_step_and_down_to_the_tick(live, ven
                             price="29000.017")
     order = out.result
     assert (order.qty, order.price) == (D("0.001234"), D("29000.01"))
-    [sent] = wait(lambda: venue.requests("/v5/order/create"))
-    assert (D(sent.body["qty"]), D(sent.body["price"])) == (D("0.001234"), D("29000.01"))
-    assert "timeInForce" not in sent.body or sent.body["timeInForce"] == "GTC"
+    [order] = [order_sent(r) for r in wait(lambda: sent(venue, "create"))]
+    assert (D(order["qty"]), D(order["price"])) == (D("0.001234"), D("29000.01"))
+    assert order["tif"] in ("", "GTC")
 
 
 def test_a_fill_the_ledger_cannot_book_sets_the_account_reduce_only_and_alerts(live, venue):
@@ -94,7 +94,7 @@ def test_a_fill_the_ledger_cannot_book_sets_the_account_reduce_only_and_alerts(l
     assert (state.state, state.changed_by) == ("REDUCE_ONLY", "reconcile")
     [alert] = wait(lambda: [a for a in alerts if a.kind == "fill_unbooked"])
     assert alert.scope == "account" and alert.target == "live"
-    assert alert.details["fill_id"].startswith("bybit:")
+    assert alert.details["fill_id"].startswith(exchange(venue) + ":")
     # new entries are refused; the venue did fill: one order there
     refused = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="B")
     assert not refused["risk_ok"]

@@ -1,7 +1,8 @@
-"""The ccxt spot adapter against the Bybit v5 emulator (tests/venue), with the real ccxt
-signing the requests and parsing the answers: what the venue receives, and what the
-adapter reports when answers are lost, ids repeat, fills come in pieces or late, and
-capflow restarts with an order in flight."""
+"""The ccxt spot adapter against the venue emulators (tests/venue), each test once on
+Bybit v5 and once on Bitget v2 spot, with the real ccxt signing the requests and
+parsing the answers: what the venue receives, and what the adapter reports when answers
+are lost, ids repeat, fills come in pieces or late, and capflow restarts with an order
+in flight."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from capflow.actors.model.clock import Clock
 from capflow.actors.model.settings import ConfigError
-from capflow.bench.venues.bybit import BybitVenue
+from capflow.bench.venues.bitget import BitgetVenue
 from capflow.brokers.base import (
     CONNECTED,
     GAVE_UP,
@@ -31,13 +32,23 @@ from capflow.brokers.ccxt_settings import entry_client_id, exit_client_id
 from capflow.brokers.ccxt_venue import CcxtSpotBroker
 from capflow.brokers.config import AccountConfig, ConnectConfig
 
+from .venue_kit import (
+    PASSPHRASE_ENV,
+    VENUES,
+    credentials,
+    exchange,
+    order_sent,
+    path,
+    sent,
+)
+
 ADAPTER = "capflow.brokers.ccxt_venue:CcxtSpotBroker"
 ORDER_ID = "ord_18e9f247aa84e7674664058da23e"
 
 
-@pytest.fixture
-def venue():
-    with BybitVenue(balances={"USDT": "10000"}) as v:
+@pytest.fixture(params=sorted(VENUES))
+def venue(request):
+    with VENUES[request.param](balances={"USDT": "10000"}) as v:
         v.set_price("BTCUSDT", "30000.00", "30000.10")
         yield v
 
@@ -46,12 +57,14 @@ def venue():
 def keys(monkeypatch):
     monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
     monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+    monkeypatch.setenv(PASSPHRASE_ENV, "venue-pass")
 
 
 def config(venue, **settings) -> AccountConfig:
-    base = {"exchange": "bybit", "api_key_env": "T_BYBIT_KEY",
-            "api_secret_env": "T_BYBIT_SECRET", "urls": venue.urls if venue else {},
-            "timeout_s": 1, "poll_interval_s": 0.05}
+    names = credentials(venue) if venue else {
+        "exchange": "bybit", "api_key_env": "T_BYBIT_KEY", "api_secret_env": "T_BYBIT_SECRET"}
+    base = {**names, "urls": venue.urls if venue else {}, "timeout_s": 1,
+            "poll_interval_s": 0.05}
     return AccountConfig(adapter=ADAPTER, currency="USDT", settings={**base, **settings},
                          connect=ConnectConfig(max_attempts=2, base_delay_s=0.01,
                                                jitter=0))
@@ -116,7 +129,7 @@ def entry(qty="0.01", *, order_id=ORDER_ID, type="MARKET", price=None,
 
 
 def creates(venue) -> list:
-    return venue.requests("/v5/order/create")
+    return sent(venue, "create")
 
 
 # -- connecting -----------------------------------------------------------------------
@@ -129,7 +142,9 @@ def test_it_connects_and_publishes_the_venue_rules_the_entry_flow_applies(harnes
                                                                    D("0.000001"), D("0.01"))
     assert rule.min_qty == D("0.000048") and rule.min_notional == D("1")
     # signed requests went out; the key is never in what the adapter shows
-    assert venue.requests("/v5/account/wallet-balance")[0].header("X-BAPI-SIGN")
+    signed = sent(venue, "balance")[0]
+    assert signed.status == 200 and (signed.header("X-BAPI-SIGN") or signed.header(
+        "ACCESS-SIGN"))
     assert "venue-secret" not in repr(vars(h.b)) and "venue-key" not in repr(vars(h.b))
     assert h.b.account_info().free_cash == D("10000.00")
 
@@ -151,6 +166,7 @@ def test_a_missing_key_stops_the_account_naming_the_setting(venue, monkeypatch):
 def test_a_rejected_key_stops_the_account_naming_the_setting(venue, monkeypatch):
     monkeypatch.setenv("T_BYBIT_KEY", "someone-else")
     monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+    monkeypatch.setenv(PASSPHRASE_ENV, "venue-pass")
     h = Harness(config(venue)).connected()
     try:
         [gone] = h.of(Disconnected)
@@ -158,6 +174,42 @@ def test_a_rejected_key_stops_the_account_naming_the_setting(venue, monkeypatch)
         assert "venue-secret" not in gone.reason and "someone-else" not in gone.reason
     finally:
         h.stop()
+
+
+def test_a_bitget_passphrase_is_sent_never_shown_and_its_absence_named(monkeypatch,
+                                                                       tmp_path):
+    with BitgetVenue(balances={"USDT": "10000"}) as venue:
+        monkeypatch.setenv("T_BYBIT_KEY", "venue-key")
+        monkeypatch.setenv("T_BYBIT_SECRET", "venue-secret")
+        h = Harness(config(venue)).connected()  # the passphrase variable is not set
+        try:
+            [gone] = h.of(Disconnected)
+            assert "api_passphrase_env" in gone.reason and PASSPHRASE_ENV in gone.reason
+            assert gone.attempts == 1 and not venue.requests()
+        finally:
+            h.stop()
+        key_file = tmp_path / "bitget.json"
+        key_file.write_text('{"api_key": "venue-key", "secret": "venue-secret", '
+                            '"passphrase": "venue-pass"}')
+        key_file.chmod(0o600)
+        settings = {k: v for k, v in config(venue).settings.items() if "_env" not in k}
+        h = Harness(AccountConfig(adapter=ADAPTER, currency="USDT",
+                                  settings={**settings, "key_file": str(key_file)},
+                                  connect=config(venue).connect)).connected()
+        try:
+            assert h.b.connection.state == CONNECTED
+            assert sent(venue, "balance")[0].header("ACCESS-PASSPHRASE") == "venue-pass"
+            assert "venue-pass" not in repr(vars(h.b)) and "venue-pass" not in str(h.events)
+        finally:
+            h.stop()
+        monkeypatch.setenv(PASSPHRASE_ENV, "not-the-passphrase")
+        h = Harness(config(venue)).connected()
+        try:
+            [gone] = h.of(Disconnected)
+            assert "api_passphrase_env" in gone.reason and "rejected" in gone.reason
+            assert "not-the-passphrase" not in gone.reason
+        finally:
+            h.stop()
 
 
 def test_an_unknown_symbol_stops_the_account_naming_the_setting(venue, keys):
@@ -177,7 +229,9 @@ def test_bad_settings_are_refused_at_load_naming_the_setting():
     for settings, named in (({"exchange": "nosuchvenue", "api_key_env": "A",
                               "api_secret_env": "B"}, "exchange"),
                             ({"exchange": "bybit"}, "api_key_env"),
-                            ({"exchange": "bybit", "key_file": "/k", "colour": 1}, "colour")):
+                            ({"exchange": "bybit", "key_file": "/k", "colour": 1}, "colour"),
+                            ({"exchange": "bitget", "api_key_env": "A", "api_secret_env": "B"},
+                             "api_passphrase_env")):
         with pytest.raises(ConfigError, match=named):
             CcxtSpotBroker.check_config("live", AccountConfig(adapter=ADAPTER,
                                                               settings=settings))
@@ -189,18 +243,17 @@ def test_a_market_entry_goes_out_as_a_limit_ioc_at_the_reserved_price(harness, v
     h = harness().connected()
     h.b.submit_order(entry("0.01", max_price="30050.00"))
     [fill] = h.pump(lambda: h.of(EntryFilled))
-    [sent] = creates(venue)
-    assert sent.body["orderLinkId"] == entry_client_id(ORDER_ID)
-    assert len(sent.body["orderLinkId"]) <= 36
-    assert (sent.body["orderType"], sent.body["timeInForce"]) == ("Limit", "IOC")
-    assert (sent.body["side"], D(sent.body["price"]), D(sent.body["qty"])) == (
-        "Buy", D("30050.00"), D("0.01"))
-    assert sent.body["category"] == "spot"
+    [order] = [order_sent(r) for r in creates(venue)]
+    assert order["client_id"] == entry_client_id(ORDER_ID)
+    assert len(order["client_id"]) <= 36
+    assert (order["type"], order["tif"]) == ("limit", "IOC")
+    assert (order["side"], D(order["price"]), D(order["qty"])) == (
+        "buy", D("30050.00"), D("0.01"))
     assert h.of(OrderAccepted)
-    # Bybit spot takes a buy's fee in the coin bought: the position holds the rest
+    # Bybit and Bitget spot take a buy's fee in the coin bought: the position holds the rest
     assert fill.qty == D("0.01") and fill.price == D("30000.10")
     assert fill.fee_qty == D("0.00001") and fill.fee == 0
-    assert fill.fill_id == f"bybit:{venue.executions()[0].exec_id}"
+    assert fill.fill_id == f"{exchange(venue)}:{venue.executions()[0].exec_id}"
     [p] = h.b.portfolio()
     assert p.qty == D("0.00999")
 
@@ -215,7 +268,7 @@ def test_an_ioc_entry_above_the_market_is_canceled_for_its_rest(harness, venue):
 
 def test_a_refusal_the_venue_states_is_a_rejection(harness, venue):
     h = harness().connected()
-    venue.fault("/v5/order/create", "reject", code=170131, msg="Insufficient balance.")
+    venue.fault(path(venue, "create"), "reject", code=170131, msg="Insufficient balance.")
     h.b.submit_order(entry())
     [rejected] = h.pump(lambda: h.of(OrderRejected))
     assert "InsufficientFunds" in rejected.reason
@@ -223,24 +276,24 @@ def test_a_refusal_the_venue_states_is_a_rejection(harness, venue):
 
 def test_an_order_placed_with_its_answer_lost_is_found_and_not_sent_twice(harness, venue):
     h = harness().connected()
-    venue.fault("/v5/order/create", "lose", delay=1.5)  # past the client's 1 s timeout
+    venue.fault(path(venue, "create"), "lose", delay=1.5)  # past the client's 1 s timeout
     h.b.submit_order(entry())
     h.pump(lambda: h.of(EntryFilled))
     assert len(venue.orders()) == 1
     assert not h.of(OrderRejected)  # a lost answer is never a rejection
     # it was found by its client order id
-    looked = venue.requests("/v5/order/realtime")
-    assert any(r.query.get("orderLinkId") == entry_client_id(ORDER_ID) for r in looked)
+    looked = sent(venue, "open")
+    assert any(entry_client_id(ORDER_ID) in r.query.values() for r in looked)
 
 
 def test_an_order_the_venue_never_got_is_sent_again_with_the_same_id(harness, venue):
     h = harness(lookups_before_resend=1).connected()
-    venue.fault("/v5/order/create", "http", status=503)  # not placed; nothing known
+    venue.fault(path(venue, "create"), "http", status=503)  # not placed; nothing known
     h.b.submit_order(entry())
     h.pump(lambda: h.of(EntryFilled))
-    sent = creates(venue)
-    assert len(sent) == 2 and len(venue.orders()) == 1
-    assert {r.body["orderLinkId"] for r in sent} == {entry_client_id(ORDER_ID)}
+    orders = [order_sent(r) for r in creates(venue)]
+    assert len(orders) == 2 and len(venue.orders()) == 1
+    assert {o["client_id"] for o in orders} == {entry_client_id(ORDER_ID)}
     assert not h.of(OrderRejected)
 
 
@@ -257,7 +310,7 @@ def test_a_duplicate_id_answer_means_the_order_exists(harness, venue):
     h.pump(lambda: len(creates(venue)) == 2 and not h.b.worker._out and
            h.b.engine.live.get(ORDER_ID) is not None and
            h.b.engine.live[ORDER_ID].state == "OPEN")
-    assert creates(venue)[1].ret_code == 170141
+    assert creates(venue)[1].ret_code in (170141, "43122")  # Bybit's, Bitget's duplicate
     assert len(venue.orders()) == 1 and not h.of(OrderRejected)
     venue.fill(entry_client_id(ORDER_ID), "0.004")
     [fill] = h.pump(lambda: h.of(EntryFilled))
@@ -308,7 +361,7 @@ def test_a_fill_after_the_cancel_was_asked_is_booked_before_the_cancel(harness, 
     h.b.submit_order(entry("0.01", type="LIMIT", price="29000.00", max_price="29000.00"))
     h.pump(lambda: h.of(OrderAccepted))
     assert h.b.cancel_order(ORDER_ID, "halt")
-    h.pump(lambda: venue.requests("/v5/order/cancel"))
+    h.pump(lambda: sent(venue, "cancel"))
     venue.fill(entry_client_id(ORDER_ID), "0.004")  # the venue fills before canceling
     time.sleep(0.2)
     venue.finish_cancels()
@@ -320,7 +373,7 @@ def test_a_fill_after_the_cancel_was_asked_is_booked_before_the_cancel(harness, 
 
 def test_a_restart_with_an_order_in_flight_leaves_exactly_one_order(harness, venue):
     h = harness().connected()
-    venue.fault("/v5/order/create", "lose", delay=1.5)
+    venue.fault(path(venue, "create"), "lose", delay=1.5)
     venue.auto_match = False
     h.b.submit_order(entry("0.01", type="LIMIT", price="29000.00", max_price="29000.00"))
     time.sleep(0.3)  # placed at the venue; the answer not back: capflow stops here
@@ -342,8 +395,8 @@ def test_a_restored_order_not_at_the_venue_is_sent_once_with_its_id(harness, ven
     h = harness(lookups_before_resend=1).connected()
     h.b.restore([entry()], [])  # recorded, then capflow stopped before it was sent
     h.pump(lambda: h.of(EntryFilled))
-    [sent] = creates(venue)
-    assert sent.body["orderLinkId"] == entry_client_id(ORDER_ID)
+    [order] = [order_sent(r) for r in creates(venue)]
+    assert order["client_id"] == entry_client_id(ORDER_ID)
 
 
 def test_a_restored_order_skips_the_fills_booked_before_the_restart(harness, venue):
@@ -375,11 +428,12 @@ def test_an_exit_sells_the_position_rounded_to_the_lot_step_and_books_the_dust(h
     h.b.restore([], [pos])
     assert h.b.close_position(pos.position_id)
     exits = h.pump(lambda: len(h.of(PositionExited)) == 2 and h.of(PositionExited))
-    [sent] = creates(venue)
-    assert sent.body["orderLinkId"] == exit_client_id(pos.position_id, 1)
-    assert (sent.body["side"], sent.body["orderType"], D(sent.body["qty"])) == (
-        "Sell", "Market", D("0.009999"))
-    assert "reduceOnly" not in sent.body  # Bybit spot has no reduce-only order
+    [request] = creates(venue)
+    order = order_sent(request)
+    assert order["client_id"] == exit_client_id(pos.position_id, 1)
+    assert (order["side"], order["type"], D(order["qty"])) == ("sell", "market",
+                                                               D("0.009999"))
+    assert "reduceOnly" not in request.body  # spot has no reduce-only order
     assert [e.qty for e in exits] == [D("0.009999"), D("0.0000004")]
     assert exits[1].fee == 0 and h.b.dust == {"BTC": D("0.0000004")}
     assert not h.b.portfolio()
