@@ -9,11 +9,22 @@ import pytest
 from .venue_kit import KEY_ENV, PASSPHRASE_ENV, SECRET_ENV, VENUES
 
 
-@pytest.fixture(params=sorted(VENUES))
-def venue(request):
-    with VENUES[request.param](balances={"USDT": "10000"}) as v:
+def _venue(name: str):
+    with VENUES[name](balances={"USDT": "10000"}) as v:
         v.set_price("BTCUSDT", "30000.00", "30000.10")
         yield v
+
+
+@pytest.fixture(params=sorted(VENUES))
+def venue(request):
+    yield from _venue(request.param)
+
+
+@pytest.fixture
+def bybit_venue():
+    """Bybit's emulator alone, for tests of what only Bybit documents (its endpoints'
+    limits, its paths): a module names it as its `venue`."""
+    yield from _venue("bybit")
 
 
 @pytest.fixture

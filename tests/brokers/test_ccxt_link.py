@@ -18,6 +18,12 @@ from capflow.brokers.ccxt_settings import entry_client_id
 from .venue_kit import connected, live_brokers, wait
 
 
+@pytest.fixture
+def venue(bybit_venue):
+    """These tests are about Bybit's documented per-endpoint limits and paths."""
+    return bybit_venue
+
+
 def _health(cf):
     from capflow.protocol.system_ops import health
 

@@ -10,6 +10,13 @@ import pytest
 from ..metrics_kit import scrape, value
 from .venue_kit import connected, live_brokers, wait
 
+
+@pytest.fixture
+def venue(bybit_venue):
+    """These tests are about faults on Bybit's paths."""
+    return bybit_venue
+
+
 TICKERS = "/v5/market/tickers"
 METRICS = {"listen": "127.0.0.1:0"}
 

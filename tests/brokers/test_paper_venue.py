@@ -21,6 +21,13 @@ from capflow.brokers.paper_venue import PaperVenueBroker
 
 from .venue_kit import wait
 
+
+@pytest.fixture
+def venue(bybit_venue):
+    """These tests are about a dry run on Bybit's public market data."""
+    return bybit_venue
+
+
 TICKERS = "/v5/market/tickers"
 
 
