@@ -361,14 +361,15 @@ class LedgerTrading:
         amount = o.reserved
         o = replace(o, reserved=ZERO, status=status, updated_at=now)
         del self.orders[order_id]
-        self._keep_ended(o)
+        self.keep_ended(o)
         self.reserved_for_orders -= amount
         return Outcome(o, [self._event(OrderCapitalReleased, now, cause or order_id, order=o,
                                        amount=amount)])
 
-    def _keep_ended(self, o: OrderCapital) -> None:
+    def keep_ended(self, o: OrderCapital) -> None:
         """Keep an ended order for the fills a venue may still report (the most recent
-        `ENDED_KEPT` of them; after a restart, none)."""
+        `ENDED_KEPT` of them; after a restart, those its actor reads back from storage
+        when a venue's fill names one)."""
         ended = self.ended_orders
         ended[o.order_id] = o
         while len(ended) > ENDED_KEPT:

@@ -29,10 +29,11 @@ manager; bench/venue.py measures the live adapter against it.
   ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``
   (the venue's own objects: read them, change the venue through its methods).
   ``fill(link_id, qty, price=None, maker=True)``: a scripted fill (price defaults to the
-  order's limit); ``auto_match = False``: resting orders no longer fill when ``set_price``
-  crosses them (new orders that cross still take at once). ``defer_cancels = True``:
-  cancels are acknowledged (retCode 0) and the order stays live, so ``fill()`` can still
-  fill it, until ``finish_cancels()``.
+  order's limit; ``late=True``: a trade of an order that has ended -- canceled, its trade
+  reported after -- which stays ended); ``auto_match = False``: resting orders no longer
+  fill when ``set_price`` crosses them (new orders that cross still take at once).
+  ``defer_cancels = True``: cancels are acknowledged (retCode 0) and the order stays
+  live, so ``fill()`` can still fill it, until ``finish_cancels()``.
 - Faults, each for the next ``times`` requests to ``path`` ("*": any path):
   ``fault(path, "http", status=503)``: that HTTP status with a non-JSON body, the venue
   does nothing; ``fault(path, "ratelimit")``: retCode 10006 (HTTP 200); ``fault(path,
@@ -245,7 +246,8 @@ class BybitVenue:
         with self.lock:
             return list(self.book.executions)
 
-    def fill(self, link_id: str, qty, price=None, *, maker: bool = True) -> Execution:
+    def fill(self, link_id: str, qty, price=None, *, maker: bool = True,
+             late: bool = False) -> Execution:
         with self.lock:
             order = self.book.find(link_id=link_id)
             if order is None:
@@ -253,7 +255,8 @@ class BybitVenue:
             px = Decimal(str(price)) if price is not None else order.price
             if px <= 0:
                 raise ValueError("a MARKET order needs the fill price")
-            self.book.execute(order, Decimal(str(qty)), px, is_maker=maker)
+            (self.book.late if late else self.book.execute)(order, Decimal(str(qty)), px,
+                                                             is_maker=maker)
             return self.book.executions[-1]
 
     def finish_cancels(self) -> list[Order]:

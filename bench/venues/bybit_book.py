@@ -365,6 +365,17 @@ class Book:
             str(next(self._exec_ids)), order, qty, price, fee, fee_coin, rate, is_maker,
             order.updated, order.leaves, next(self._seq)))
 
+    def late(self, order: Order, qty: Decimal, price: Decimal, *, is_maker: bool):
+        """A trade of an ended order that the venue reports after its end (it matched as
+        the order was canceled): booked like any fill, and the order stays ended."""
+        if order.is_open:
+            raise ValueError(f"order {order.link_id} is open: fill it the ordinary way")
+        order.status = "New"
+        self.execute(order, qty, price, is_maker=is_maker)
+        if order.status != "Filled":  # what was not filled stays canceled
+            order.status = "PartiallyFilledCanceled"
+            self._relock(order)
+
     def _quote_dust(self, order: Order, left: Decimal, price: Decimal) -> bool:
         """A quote-unit order is done when what is left cannot buy one base step."""
         return left < self.instruments[order.symbol].base_precision * price

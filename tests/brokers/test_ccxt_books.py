@@ -1,0 +1,89 @@
+"""What a live account books beyond its own orders' fills, against the Bybit emulator: a
+venue's late fill of an order that ended (across a restart too), dust left by exits
+(across a restart), fees charged in a third coin, and the balance the venue locks for
+the working orders."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal as D
+
+import pytest
+
+from capflow.actors.alerts import Alert
+from capflow.brokers.ccxt_settings import entry_client_id
+
+from .venue_kit import connected, live_brokers, wait
+
+
+@pytest.fixture
+def start(make_system, sqlite_url, venue, venue_keys):
+    """Start a capflow on the venue (the same database each time): ``start(**settings)``."""
+
+    def make(**extra):
+        cf = connected(make_system(sqlite_url, simulator={"symbols": {}},
+                                   brokers=live_brokers(venue, **{"reconcile_every_s": 0,
+                                                                  **extra})))
+        wait(lambda: cf.trading.accounts.status["live"].last_reconcile is not None)
+        return cf
+
+    return make
+
+
+def fills(sqlite_url: str) -> list[tuple]:
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as c:
+        return c.execute("select fill_id, kind, qty, fee from fills order by ts, fill_id"
+                         ).fetchall()
+
+
+def alerts_of(cf) -> list[Alert]:
+    got: list[Alert] = []
+    cf.bus.subscribe(lambda events: got.extend(e for e in events if isinstance(e, Alert)))
+    return got
+
+
+def _canceled_order(cf, venue, sqlite_url):
+    cf.create_profile("p", "5000")
+    order = cf.submit_order("p", "o1", "BTCUSDT", "BUY", type="LIMIT", qty="0.01",
+                            price="29000").result
+    cid = entry_client_id(order.order_id)
+    wait(lambda: venue.order(cid))
+    cf.cancel_order("p", order.order_id)
+    wait(lambda: venue.order(cid).status == "Cancelled")
+    wait(lambda: cf.ledger("p").reserved_for_orders == 0)
+    return order, cid
+
+
+def test_a_late_fill_of_an_order_ended_before_a_restart_is_booked_once(
+        start, venue, sqlite_url):
+    """The venue reports a trade of an order capflow had booked canceled, found by the
+    reconcile at the restart (the ledger holds no ended order of before in memory): it
+    happened, so it is booked once, opening the position; the account agrees."""
+    cf = start()
+    order, cid = _canceled_order(cf, venue, sqlite_url)
+    before = cf.ledger("p")
+    cf.stop()
+    venue.fill(cid, "0.004", late=True)  # matched as it was canceled; reported after
+    cf = start()
+    alerts = alerts_of(cf)
+    report = cf.trading.accounts.status["live"].last_reconcile.report
+    [missed] = report["missed_fills"]
+    assert (missed["booked_as"], missed["order_id"]) == ("entry", order.order_id)
+    [(_fill, kind, qty, _fee)] = wait(lambda: fills(sqlite_url))
+    assert (kind, D(str(qty))) == ("ENTRY", D("0.004"))
+    led = wait(lambda: cf.ledger("p").reserved_for_positions > 0 and cf.ledger("p"))
+    # 0.004 at 29,000 = 116.00, of which 0.000004 BTC (0.12) is the venue's fee
+    assert led.fees == before.fees + D("0.12")
+    assert led.reserved_for_positions == D("115.88")
+    assert led.available == before.available - D("116.00")
+    assert led.reserved_for_orders == 0
+    again = cf.account_reconcile("live")
+    assert again["differences"] == 0 and again["missed_fills"] == [], again
+    [btc] = [b for b in again["balances"] if b["coin"] == "BTC"]
+    assert (btc["capflow"], btc["status"]) == (D("0.003996"), "ok")
+    assert cf.trading.safety.account_state("live") is None
+    assert not [a for a in alerts if a.kind == "fill_unbooked"]
+    cf.stop()
+    cf = start()  # and never again
+    assert cf.account_reconcile("live")["missed_fills"] == []
+    assert len(fills(sqlite_url)) == 1
