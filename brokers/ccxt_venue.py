@@ -70,6 +70,7 @@ from capflow.brokers.base import (
     PricesStale,
     VenueTicks,
 )
+from capflow.brokers.ccxt_books import book_dust, load_dust
 from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
 from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed, crossed
@@ -106,8 +107,10 @@ class CcxtSpotBroker(BrokerAdapter):
         #: exits sent per position (the next exit's client id takes the next number)
         self.exits: dict[str, int] = {}
         self.exit_orders: dict[str, str] = {}  # position id -> its working exit order id
-        #: base coin -> quantity below the lot step left after exits (held at the venue)
+        #: base coin -> quantity below the lot step left after exits (held at the venue;
+        #: read back from the stored fills at the first connect: `ccxt_books`)
         self.dust: dict[str, Decimal] = {}
+        self.dust_loaded = False
         self.balance: dict | None = None
         #: coin -> (total, free, locked) at the venue, and when the venue last answered
         self.coins: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
@@ -296,6 +299,7 @@ class CcxtSpotBroker(BrokerAdapter):
             self.venue_rules = item[1]
             self.venue_symbols = {sym: r.venue_symbol for sym, r in item[1].rules.items()}
             self.connection.succeeded()
+            load_dust(self)
             self._price_symbols()
             self.worker.call(self.feed.poll, True)
         elif kind == "ticks":
@@ -374,18 +378,7 @@ class CcxtSpotBroker(BrokerAdapter):
             return
         p = msgspec.structs.replace(p, qty=left)
         self.positions[e.position_id] = p
-        rule = self.venue_rules.rules.get(p.symbol)
-        if rule is not None and qty_down(left, rule) < max(rule.min_qty, rule.qty_step):
-            # dust: no exit can sell it; it leaves the position at this exit's price
-            base = rule.venue_symbol.split("/")[0]
-            self.dust[base] = self.dust.get(base, ZERO) + left
-            logger.info("position {}: {} {} left below the lot step is dust", p.position_id,
-                        left, base)
-            del self.positions[e.position_id]
-            self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
-                                     position_id=p.position_id, profile_id=p.profile_id,
-                                     fill_id=f"{e.fill_id}:dust", qty=left, price=e.price,
-                                     fee=ZERO, reason=e.reason))
+        book_dust(self, p, e)  # what no exit can sell: dust
 
     # -- prices, take-profit and stop-loss ----------------------------------------------
 

@@ -54,3 +54,6 @@ class BookedRows(Protocol):
 
     def find_position(self, position_id: str) -> tuple[str, Any] | None:
         """(profile_id, position) of a stored position, or None."""
+
+    def dust(self, account_id: str, exchange: str) -> dict[str, Any]:
+        """Symbol -> the dust the account's exits booked (``<exchange>:...:dust``)."""

@@ -87,3 +87,33 @@ def test_a_late_fill_of_an_order_ended_before_a_restart_is_booked_once(
     cf = start()  # and never again
     assert cf.account_reconcile("live")["missed_fills"] == []
     assert len(fills(sqlite_url)) == 1
+
+
+def test_dust_left_by_exits_survives_a_restart(start, venue, sqlite_url):
+    """Buying 0.012345 leaves 0.012332655 after the venue's fee in BTC; the exit sells
+    0.012332 (the lot step): 0.000000655 BTC stays at the venue as dust. After a restart
+    capflow still counts it (from the stored fills): the balance agrees exactly, and
+    `account.get` shows it as before."""
+    cf = start()
+    cf.create_profile("p", "5000")
+    dusts = []
+    for n in range(2):
+        a = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.012345", signal_id=f"A{n}")
+        wait(lambda: cf.ledger("p").reserved_for_positions > 0)
+        cf.close_position("p", a["position_id"])
+        wait(lambda: cf.ledger("p").reserved_for_positions == 0)
+        dusts.append(D("0.000000655"))
+    report = cf.account_reconcile("live")
+    [btc] = [b for b in report["balances"] if b["coin"] == "BTC"]
+    assert (btc["venue"]["total"], btc["capflow"], btc["difference"]) == (
+        sum(dusts), sum(dusts), 0)
+    cf.stop()
+    cf = start()
+    report = cf.trading.accounts.status["live"].last_reconcile.report
+    [btc] = [b for b in report["balances"] if b["coin"] == "BTC"]
+    assert (btc["venue"]["total"], btc["capflow"], btc["difference"], btc["status"]) == (
+        sum(dusts), sum(dusts), 0, "ok")
+    got = cf.account_get("live")
+    [btc] = [b for b in got["last_reconcile"]["report"]["balances"] if b["coin"] == "BTC"]
+    assert btc["capflow"] == sum(dusts)
+    assert cf.trading.safety.account_state("live") is None
