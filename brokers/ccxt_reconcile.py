@@ -60,6 +60,11 @@ class Cut:
     in_flight: list[str] = field(default_factory=list)
     #: base coins of symbols with an order in flight
     busy_coins: set[str] = field(default_factory=set)
+    #: coin -> what the open orders lock of it: capflow's working orders (as far as it
+    #: booked their fills) and the orders it does not follow (reported on their own)
+    locks: dict[str, Decimal] = field(default_factory=dict)
+    #: base and quote coins of symbols with an order in flight: their locks move
+    lock_busy: set[str] = field(default_factory=set)
 
 
 def _cid(o: dict) -> str:
@@ -90,9 +95,18 @@ def take_cut(b) -> None:
             if t or f or u:
                 balances[coin] = (t, f, u)
         orders = []
+        locks: dict[str, Decimal] = {}
+        for x in live:
+            if x.state == "OPEN" and x.price is None:
+                busy.add(x.venue_symbol)  # a market order not ended: its coins move
+            elif x.state == "OPEN":
+                _lock(client, locks, x.venue_symbol, x.side, x.qty - x.skip - x.booked,
+                      x.price)
         for o in client.fetch_open_orders(None, None, None, dict(ALL_PAGES)):
             if _cid(o) in followed:
                 continue
+            _lock(client, locks, o.get("symbol"), str(o.get("side") or "").upper(),
+                  amount(o.get("amount")) - amount(o.get("filled")), amount(o.get("price")))
             orders.append({"client_order_id": _cid(o) or None,
                            "venue_order_id": str(o.get("id")), "symbol": o.get("symbol"),
                            "side": str(o.get("side") or "").upper(),
@@ -118,7 +132,8 @@ def take_cut(b) -> None:
                            "fee_qty": fee_qty, "ts": t.get("timestamp") or 0})
         cut = Cut(ts=b.clock.now(), balances=balances, unknown_orders=orders,
                   trades=sorted(trades, key=lambda t: (t["ts"], t["fill_id"])),
-                  in_flight=in_flight, busy_coins={_base(sym) for sym in busy})
+                  in_flight=in_flight, busy_coins={_base(sym) for sym in busy},
+                  locks=locks, lock_busy={c for sym in busy for c in sym.split("/")})
     except Exception as exc:  # the venue's errors, and answers ccxt could not parse
         if isinstance(exc, ccxt.BaseError):
             logger.warning("reconciling {}: reading the venue failed: {}", b.account_id,
@@ -128,6 +143,21 @@ def take_cut(b) -> None:
         b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed"))
         return
     b.worker.post(("cut", cut, None))
+
+
+def _lock(client, locks: dict[str, Decimal], symbol: str, side: str, left: Decimal,
+          price: Decimal | None) -> None:
+    """Add what an open spot order locks: a buy the quote its rest costs at its limit, a
+    sell the base coins of its rest."""
+    if left <= 0 or not symbol:
+        return
+    market = client.market(symbol)
+    if side == "BUY":
+        coin, value = market["quote"], left * (price or ZERO)
+    else:
+        coin, value = market["base"], left
+    if value > 0:
+        locks[coin] = locks.get(coin, ZERO) + value
 
 
 def _supersede(engine, cid: str) -> None:
@@ -164,6 +194,7 @@ def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
     for t in cut.trades:
         if t["client_order_id"] in known:
             cut.busy_coins.add(_base(t["symbol"]))
+            cut.lock_busy.update(t["symbol"].split("/"))
         else:
             trades.append(t)
     cut.unknown_orders = [o for o in cut.unknown_orders if o["client_order_id"] not in known]
@@ -180,9 +211,11 @@ def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
         else:
             missed.append({**_plain(t), **booked})
     balances, diff_coins = _balances(b, cut)
+    diff_locks = _locked(b, cut, balances)
     cash = next((r["capflow"] for r in balances if r["status"] == "cash"), ZERO)
     held = sum((p.qty * p.entry_price for p in b.positions.values()), ZERO)
-    differences = len(diff_coins) + len(cut.unknown_orders) + len(unknown_fills)
+    differences = (len(diff_coins) + len(diff_locks) + len(cut.unknown_orders)
+                   + len(unknown_fills))
     report = {"ts": cut.ts, "balances": balances,
               "unknown_orders": cut.unknown_orders, "missed_fills": missed,
               "unknown_fills": unknown_fills, "in_flight": cut.in_flight,
@@ -294,3 +327,30 @@ def _balances(b, cut: Cut) -> tuple[list[dict], list[str]]:
                 row["status"] = "ok"
         rows.append(row)
     return rows, differs
+
+
+def _locked(b, cut: Cut, rows: list[dict]) -> list[str]:
+    """Add each coin's ``locked`` side to its balance row: what the venue locks against
+    what the open orders should (`Cut.locks`); the coins whose lock differs by a lot
+    step (a cent of the money's places for a quote coin) or more."""
+    unit = Decimal(1).scaleb(-b.money_places)
+    steps = {}
+    for rule in b.venue_rules.rules.values():
+        lot = max(rule.min_qty, rule.qty_step)
+        if lot > 0:
+            base = _base(rule.venue_symbol)
+            steps[base] = min(steps.get(base, lot), lot)
+    differs = []
+    for row in rows:
+        coin = row["coin"]
+        expected = cut.locks.get(coin, ZERO)
+        diff = row["venue"]["locked"] - expected
+        if coin in cut.lock_busy:
+            status = "in_flight"
+        elif diff != 0 and abs(diff) >= steps.get(coin, unit):
+            status = "differs"
+            differs.append(coin)
+        else:
+            status = "ok"
+        row["locked"] = {"orders": expected, "difference": diff, "status": status}
+    return differs

@@ -22,7 +22,8 @@ manager; bench/venue.py measures the live adapter against it.
   caps what takers get there, and fills use it up); ``freeze_tickers()`` /
   ``thaw_tickers()``: the tickers endpoint keeps answering the prices of the moment it froze
   (stale data) while matching goes on at the prices set since.
-- Account: ``set_balance(coin, total)``; ``balance(coin)`` -> ``Balance(total, locked,
+- Account: ``set_balance(coin, total, hold=0)`` (``hold``: lock that much more, as the
+  venue does for what is no order, a withdrawal say); ``balance(coin)`` -> ``Balance(total, locked,
   free)``; ``fee_taker`` / ``fee_maker`` (Decimal, default 0.001 = 0.1 %, Bybit's base spot
   rate; a BUY pays its fee in the base coin, a SELL in the quote coin).
 - Orders: ``order(link_id=None, order_id=None)`` -> ``Order`` (``status``, ``cum_qty``,
@@ -192,9 +193,10 @@ class BybitVenue:
         with self.lock:
             self._frozen = None
 
-    def set_balance(self, coin: str, total):
+    def set_balance(self, coin: str, total, *, hold=0):
         with self.lock:
-            self.book.balance(coin).total = Decimal(str(total))
+            b = self.book.balance(coin)
+            b.total, b.locked = Decimal(str(total)), b.locked + Decimal(str(hold))
 
     def balance(self, coin: str) -> Balance:
         with self.lock:
