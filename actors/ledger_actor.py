@@ -380,7 +380,8 @@ class LedgerActor(pykka.ThreadingActor):
                 led.keep_ended(ended)
         outcome = self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id,
                                          cmd.qty, cmd.price, cmd.fee, self.ctx.clock.now(),
-                                         cmd.cause, book=cmd.book, fee_qty=cmd.fee_qty)
+                                         cmd.cause, book=cmd.book, fee_qty=cmd.fee_qty,
+                                         fee_coin=(cmd.fee_coin, cmd.fee_coin_qty))
         self._report()
         return outcome
 
@@ -416,7 +417,8 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _exit_fill(self, cmd: m.ApplyExitFill):
         outcome = self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
-                                        cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason)
+                                        cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason,
+                                        fee_coin=(cmd.fee_coin, cmd.fee_coin_qty))
         self._report()
         return outcome
 

@@ -18,12 +18,13 @@ two halves:
    fills reported in this run, and its client order id is one of capflow's; a fill of an
    order capflow did not send, an open order it does not know, a coin whose amount
    differs from what capflow's positions, dust and baseline hold by a lot step or more
-   are differences.
+   are differences; the fees paid in a third coin (`ccxt_books`) count as spent from
+   it. So is a coin whose ``locked`` amount at the venue differs from what the open
+   orders lock (`Cut.locks`; the coins of orders in flight are not compared).
 
 The account's currency is not compared: capflow's cash *is* the venue's (less its
 baseline), and it becomes the account's capital (capped by ``max_live_capital``).
-Not done: paging through more fills than the venue answers at once (Bybit: the last 7
-days), the locked balance against working orders, fee coins that are no position's.
+Not done: fills older than the venue answers (Bybit: the last 7 days).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO
 from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
-from capflow.brokers.ccxt_engine import ALL_PAGES, amount, dec, fee_of
+from capflow.brokers.ccxt_engine import ALL_PAGES, amount, dec, fee_of, third_coin
 from capflow.brokers.reconcile import Reconciled
 
 _ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")
@@ -125,7 +126,10 @@ def take_cut(b) -> None:
             _supersede(engine, cid)
             market = client.market(t["symbol"])
             fee, fee_qty, _ = fee_of(t, market["base"], market["quote"], places)
-            trades.append({"fill_id": f"{b.settings.exchange}:{t['id']}",
+            fill_id = f"{b.settings.exchange}:{t['id']}"
+            third = third_coin(b, t, market["base"], market["quote"], fill_id)
+            fee = third.pop("fee", fee)
+            trades.append({"fill_id": fill_id, **third,
                            "client_order_id": cid or None, "symbol": t["symbol"],
                            "side": str(t.get("side") or "").upper(),
                            "qty": dec(t["amount"]), "price": dec(t["price"]), "fee": fee,
@@ -242,7 +246,7 @@ def _book_missed(b, t: dict) -> dict | None:
         e = EntryFilled(account_id=b.account_id, ts=b.clock.now(), order_id=o.order_id,
                         profile_id=profile_id, position_id=position_id,
                         fill_id=t["fill_id"], qty=t["qty"], price=t["price"], fee=t["fee"],
-                        fee_qty=t["fee_qty"], liquidity="TAKER")
+                        fee_qty=t["fee_qty"], liquidity="TAKER", **_third(t))
         held = t["qty"] - t["fee_qty"]
         p = b.positions.get(position_id)
         if p is None:
@@ -265,7 +269,7 @@ def _book_missed(b, t: dict) -> dict | None:
         e = PositionExited(account_id=b.account_id, ts=b.clock.now(),
                            position_id=p.position_id, profile_id=profile_id,
                            fill_id=t["fill_id"], qty=t["qty"], price=t["price"],
-                           fee=t["fee"], reason=_exit_reason(p, t["price"]))
+                           fee=t["fee"], reason=_exit_reason(p, t["price"]), **_third(t))
         held = b.positions.get(p.position_id)
         if held is not None:
             left = held.qty - t["qty"]
@@ -276,6 +280,10 @@ def _book_missed(b, t: dict) -> dict | None:
         b.emit_fill(e)
         return {"booked_as": "exit", "position_id": p.position_id, "profile_id": profile_id}
     return None
+
+
+def _third(t: dict) -> dict:
+    return {k: t[k] for k in ("fee_coin", "fee_coin_qty") if k in t}
 
 
 def _exit_reason(p, price: Decimal) -> str:
@@ -295,6 +303,8 @@ def _balances(b, cut: Cut) -> tuple[list[dict], list[str]]:
     cur = b.config.currency
     baseline = {c: Decimal(str(v)) for c, v in b.settings.baseline.items()}
     held: dict[str, Decimal] = dict(b.dust)
+    for coin, paid in b.fee_coins.items():  # fees paid in a third coin: spent
+        held[coin] = held.get(coin, ZERO) - paid
     step: dict[str, Decimal] = {}
     for p in b.positions.values():
         rule = b.venue_rules.rules.get(p.symbol)

@@ -25,7 +25,9 @@ manager; bench/venue.py measures the live adapter against it.
 - Account: ``set_balance(coin, total, hold=0)`` (``hold``: lock that much more, as the
   venue does for what is no order, a withdrawal say); ``balance(coin)`` -> ``Balance(total, locked,
   free)``; ``fee_taker`` / ``fee_maker`` (Decimal, default 0.001 = 0.1 %, Bybit's base spot
-  rate; a BUY pays its fee in the base coin, a SELL in the quote coin).
+  rate; a BUY pays its fee in the base coin, a SELL in the quote coin); ``fee_coin =
+  "MNT"``: every fee is charged in that coin instead (a fee token), its value at the last
+  price of ``MNT<quote>`` (``set_price`` it), rounded up to 8 places.
 - Orders: ``order(link_id=None, order_id=None)`` -> ``Order`` (``status``, ``cum_qty``,
   ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``
   (the venue's own objects: read them, change the venue through its methods).
@@ -51,15 +53,8 @@ manager; bench/venue.py measures the live adapter against it.
 - Clock: ``time_offset_ms`` shifts the venue's clock (server time and the recv_window
   check).
 
-What ccxt 4.5 raises for each: "http" 5xx -> ExchangeNotAvailable (504 -> RequestTimeout);
-429 and retCode 10006 -> RateLimitExceeded (a NetworkError, not a DDoSProtection); "lose"
-with a delay past ccxt's ``timeout`` -> RequestTimeout; "lose" with delay=0 and "drop" ->
-NetworkError. All of these are NetworkError subclasses, so "the outcome of a create is
-unknown" cannot be told from the class alone: a 5xx from a gateway may also come after
-the order was placed.
-
-Endpoints, their sources, and which ccxt call asks which: the package's docstring
-(bench/venues/__init__.py).
+Endpoints, their sources, which ccxt call asks which, what ccxt raises for each fault: the
+package's docstring (bench/venues/__init__.py).
 
 Signatures are checked as Bybit documents: X-BAPI-SIGN = hex HMAC-SHA256 (secret) of
 X-BAPI-TIMESTAMP + X-BAPI-API-KEY + X-BAPI-RECV-WINDOW + (the query string of a GET | the
@@ -218,6 +213,14 @@ class BybitVenue:
     @fee_maker.setter
     def fee_maker(self, rate):
         self.book.fee_maker = Decimal(str(rate))
+
+    @property
+    def fee_coin(self) -> str:
+        return self.book.fee_coin
+
+    @fee_coin.setter
+    def fee_coin(self, coin: str):
+        self.book.fee_coin = coin
 
     @property
     def auto_match(self) -> bool:

@@ -13,6 +13,7 @@ import pytest
 
 from capflow.actors.alerts import Alert
 from capflow.brokers.ccxt_settings import entry_client_id
+from capflow.cli_account import report_text
 
 from .venue_kit import connected, live_brokers, wait
 
@@ -168,6 +169,7 @@ def test_a_lock_no_open_order_explains_is_a_difference(start, venue):
     assert (state.state, state.changed_by) == ("REDUCE_ONLY", "reconcile")
     [alert] = wait(lambda: [a for a in alerts if a.kind == "reconcile_difference"])
     assert "USDT locked at the venue 150 vs 0 by the open orders" in alert.reason
+    assert "locked    venue 150  open orders 0  difference 150" in report_text(report)
 
 
 def test_the_lock_of_an_order_in_flight_is_not_a_difference(start, venue):
@@ -190,3 +192,58 @@ def test_the_lock_of_an_order_in_flight_is_not_a_difference(start, venue):
     # once looked up, the order explains the lock
     wait(lambda: cf.account_reconcile("live")["in_flight"] == [])
     assert _row(cf.account_reconcile("live"), "USDT")["locked"]["status"] == "ok"
+
+
+@pytest.fixture
+def mnt_venue():
+    """The emulator charging every fee in MNT (a fee token), which it lists at 0.80 /
+    0.81, with 100 MNT in the account."""
+    from capflow.bench.venues.bybit import BybitVenue, Instrument
+    from capflow.bench.venues.bybit_book import default_instruments
+
+    mnt = Instrument("MNTUSDT", "MNT", "USDT", D("0.01"), D("0.0001"), D("1"),
+                     D("1000000"), D("1"), D("2000000"), D("0.0001"))
+    with BybitVenue(balances={"USDT": "10000", "MNT": "100"},
+                    instruments=[*default_instruments(), mnt]) as v:
+        v.set_price("BTCUSDT", "30000.00", "30000.10")
+        v.set_price("MNTUSDT", "0.80", "0.81", last="0.805")
+        v.fee_coin = "MNT"
+        yield v
+
+
+def test_a_fee_in_a_third_coin_is_booked_and_reconciled(make_system, sqlite_url, mnt_venue,
+                                                        venue_keys):
+    """The venue charges a buy's fee in MNT: the fill records 0.37267205 MNT and books
+    its value at the venue's bid (0.80) as the fee; the position holds all it bought; the
+    MNT balance is expected less the fee, across a restart too."""
+    venue = mnt_venue
+
+    def start():
+        return connected(make_system(sqlite_url, simulator={"symbols": {}},
+                                     brokers=live_brokers(venue, reconcile_every_s=0,
+                                                          baseline={"MNT": "100"})))
+
+    cf = start()
+    cf.create_profile("p", "5000")
+    cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
+    led = wait(lambda: cf.ledger("p").reserved_for_positions > 0 and cf.ledger("p"))
+    # 300.001 USDT at 0.1 %: 0.300001 USDT, / 0.805 = 0.37267205 MNT (rounded up)
+    assert venue.balance("MNT").total == D("100") - D("0.37267205")
+    assert led.fees == D("0.30")  # 0.37267205 MNT at the bid 0.80, rounded up
+    assert led.reserved_for_positions == D("300.01")
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as c:
+        [(coin, qty)] = c.execute("select fee_coin, fee_coin_qty from fills").fetchall()
+    assert (coin, D(str(qty))) == ("MNT", D("0.37267205"))
+    report = cf.account_reconcile("live")
+    mnt = _row(report, "MNT")
+    assert (mnt["capflow"], mnt["difference"], mnt["status"]) == (
+        D("-0.37267205"), 0, "ok")
+    assert (_row(report, "BTC")["capflow"], _row(report, "BTC")["status"]) == (
+        D("0.01"), "ok")
+    assert report["differences"] == 0, report
+    cf.stop()
+    cf = start()
+    wait(lambda: cf.trading.accounts.status["live"].last_reconcile is not None)
+    report = cf.account_reconcile("live")
+    assert report["differences"] == 0, report
+    assert cf.trading.safety.account_state("live") is None
