@@ -247,3 +247,38 @@ def test_a_fee_in_a_third_coin_is_booked_and_reconciled(make_system, sqlite_url,
     report = cf.account_reconcile("live")
     assert report["differences"] == 0, report
     assert cf.trading.safety.account_state("live") is None
+
+
+def test_a_fee_in_a_third_coin_of_a_fill_the_reconcile_finds_is_booked(
+        make_system, sqlite_url, mnt_venue, venue_keys):
+    venue = mnt_venue
+
+    def start():
+        cf = connected(make_system(sqlite_url, simulator={"symbols": {}},
+                                   brokers=live_brokers(venue, reconcile_every_s=0,
+                                                        baseline={"MNT": "100"})))
+        wait(lambda: cf.trading.accounts.status["live"].last_reconcile is not None)
+        return cf
+
+    cf = start()
+    cf.create_profile("p", "5000")
+    order = cf.submit_order("p", "o1", "BTCUSDT", "BUY", type="LIMIT", qty="0.01",
+                            price="29000").result
+    cid = entry_client_id(order.order_id)
+    wait(lambda: venue.order(cid))
+    cf.cancel_order("p", order.order_id)
+    wait(lambda: cf.ledger("p").reserved_for_orders == 0)
+    cf.stop()
+    # reported late, while capflow is down: 0.29 USDT of fee = 0.36024845 MNT
+    venue.fill(cid, "0.01", late=True)
+    cf = start()  # only the reconcile finds it: the order had ended
+    [missed] = cf.trading.accounts.status["live"].last_reconcile.report["missed_fills"]
+    assert missed["booked_as"] == "entry"
+    led = wait(lambda: cf.ledger("p").reserved_for_positions > 0 and cf.ledger("p"))
+    assert led.fees == D("0.29")  # 0.36024845 MNT at 0.80, rounded up
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as c:
+        [(coin, qty)] = c.execute("select fee_coin, fee_coin_qty from fills").fetchall()
+    assert (coin, D(str(qty))) == ("MNT", D("0.36024845"))
+    report = cf.account_reconcile("live")
+    assert _row(report, "MNT")["capflow"] == D("-0.36024845")
+    assert report["differences"] == 0, report
