@@ -214,13 +214,8 @@ class BybitVenue:
     def fee_maker(self, rate):
         self.book.fee_maker = Decimal(str(rate))
 
-    @property
-    def fee_coin(self) -> str:
-        return self.book.fee_coin
-
-    @fee_coin.setter
-    def fee_coin(self, coin: str):
-        self.book.fee_coin = coin
+    fee_coin = property(lambda self: self.book.fee_coin,
+                        lambda self, coin: setattr(self.book, "fee_coin", coin))
 
     @property
     def auto_match(self) -> bool:
