@@ -73,6 +73,10 @@ def report_text(r: dict) -> str:
         lines.append(f"  {b['coin']:<8} {b['status']:<9} venue {v['total']} (free "
                      f"{v['free']}, locked {v['locked']})  capflow {b['capflow']}  "
                      f"baseline {b['baseline']}  difference {b['difference']}")
+        lock = b.get("locked") or {}
+        if lock.get("status") == "differs":
+            lines.append(f"  {'':<8} locked    venue {v['locked']}  open orders "
+                         f"{lock['orders']}  difference {lock['difference']}")
     for o in r["unknown_orders"]:
         lines.append(f"  unknown order {o['venue_order_id']} ({_v(o['client_order_id'])}): "
                      f"{o['side']} {o['qty']} {o['symbol']} at {o['price']}")

@@ -340,11 +340,12 @@ class AccountManagerActor(pykka.ThreadingActor):
             self._book(e.profile_id, m.ApplyEntryFill(
                 fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
                 qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id,
-                fee_qty=e.fee_qty))
+                fee_qty=e.fee_qty, fee_coin=e.fee_coin, fee_coin_qty=e.fee_coin_qty))
         elif isinstance(e, PositionExited):
             self._book(e.profile_id, m.ApplyExitFill(
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
-                fee=e.fee, reason=e.reason, cause=e.fill_id))
+                fee=e.fee, reason=e.reason, cause=e.fill_id, fee_coin=e.fee_coin,
+                fee_coin_qty=e.fee_coin_qty))
         elif isinstance(e, OrderCanceled | OrderRejected):
             self._end_working(e.order_id)
             status = "CANCELED" if isinstance(e, OrderCanceled) else "REJECTED"

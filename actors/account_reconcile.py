@@ -72,6 +72,7 @@ def reconciled(mgr, e: Reconciled) -> None:
 
 def _signature(report: dict) -> tuple:
     return (tuple(r["coin"] for r in report["balances"] if r["status"] == "differs"),
+            tuple(r["coin"] for r in report["balances"] if _lock_differs(r)),
             tuple(o["venue_order_id"] for o in report["unknown_orders"]),
             tuple(f["fill_id"] for f in report["unknown_fills"]))
 
@@ -81,6 +82,9 @@ def _differs(mgr, e: Reconciled, answer: dict) -> None:
     parts = [f"{row['coin']} venue {row['venue']['total']} vs capflow {row['capflow']}"
              + (f" + baseline {row['baseline']}" if row["baseline"] else "")
              for row in r["balances"] if row["status"] == "differs"]
+    parts += [f"{row['coin']} locked at the venue {row['venue']['locked']} vs "
+              f"{row['locked']['orders']} by the open orders"
+              for row in r["balances"] if _lock_differs(row)]
     if r["unknown_orders"]:
         parts.append(f"{len(r['unknown_orders'])} open order(s) capflow did not send")
     if r["unknown_fills"]:
@@ -91,7 +95,8 @@ def _differs(mgr, e: Reconciled, answer: dict) -> None:
                          target=mgr.account_id, reason=reason, ts=e.ts,
                          details={"differences": r["differences"],
                                   "balances": [x for x in answer["balances"]
-                                               if x["status"] == "differs"],
+                                               if x["status"] == "differs"
+                                               or _lock_differs(x)],
                                   "unknown_orders": answer["unknown_orders"],
                                   "unknown_fills": answer["unknown_fills"]}))
     if mgr._on_unbooked is not None and mgr._on_unbooked(reason):
@@ -99,6 +104,10 @@ def _differs(mgr, e: Reconciled, answer: dict) -> None:
             mgr.actor_ref.tell((CancelEntries(None, reason), Reply()))
         except pykka.ActorDeadError:
             pass
+
+
+def _lock_differs(row: dict) -> bool:
+    return (row.get("locked") or {}).get("status") == "differs"
 
 
 def report_map(account_id: str, e: Reconciled) -> dict:

@@ -370,9 +370,18 @@ class LedgerActor(pykka.ThreadingActor):
             self._report()
 
     def _entry_fill(self, cmd: m.ApplyEntryFill):
+        led = self.ledger
+        if cmd.book and cmd.order_id not in led.orders and cmd.order_id not in (
+                led.ended_orders):
+            # a venue's fill of an order that ended before this ledger was loaded (a
+            # restart): it happened, so the stored order is read back to book it
+            ended = self.ctx.store.ended_order(self.profile_id, cmd.order_id)
+            if ended is not None:
+                led.keep_ended(ended)
         outcome = self.ledger.fill_entry(cmd.fill_id, cmd.order_id, cmd.position_id,
                                          cmd.qty, cmd.price, cmd.fee, self.ctx.clock.now(),
-                                         cmd.cause, book=cmd.book, fee_qty=cmd.fee_qty)
+                                         cmd.cause, book=cmd.book, fee_qty=cmd.fee_qty,
+                                         fee_coin=(cmd.fee_coin, cmd.fee_coin_qty))
         self._report()
         return outcome
 
@@ -408,7 +417,8 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _exit_fill(self, cmd: m.ApplyExitFill):
         outcome = self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
-                                        cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason)
+                                        cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason,
+                                        fee_coin=(cmd.fee_coin, cmd.fee_coin_qty))
         self._report()
         return outcome
 

@@ -139,6 +139,10 @@ class EntryFilled(BrokerEvent, frozen=True, tag="OrderFilled"):
     #: the part of `qty` the venue kept as its fee (a spot buy charged in the coin
     #: bought): the position holds `qty - fee_qty`; `fee` is then 0
     fee_qty: Decimal = ZERO
+    #: a fee charged in a third coin (a fee token): its coin and quantity; `fee` is
+    #: then its value in the account's money at the venue's price (0 without one)
+    fee_coin: str | None = None
+    fee_coin_qty: Decimal = ZERO
 
 
 class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
@@ -151,6 +155,8 @@ class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
     price: Decimal
     fee: Decimal
     reason: str  # tp, sl or manual
+    fee_coin: str | None = None  # as `EntryFilled`'s
+    fee_coin_qty: Decimal = ZERO
 
 
 class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):

@@ -209,7 +209,8 @@ class VenueWorker:
 
 
 def fee_of(trade: dict, base: str, quote: str, places: int) -> tuple[Decimal, Decimal, str]:
-    """(fee in money, fee in the base coin, the currency it was charged in) of a trade."""
+    """(fee in money, fee in the base coin, the currency it was charged in) of a trade;
+    a fee in a third coin is neither (`third_coin` values it)."""
     fee = trade.get("fee") or {}
     cost = dec(fee.get("cost"))
     currency = fee.get("currency") or quote
@@ -220,6 +221,19 @@ def fee_of(trade: dict, base: str, quote: str, places: int) -> tuple[Decimal, De
     if currency == quote:
         return round_up(cost, places), ZERO, currency
     return ZERO, ZERO, currency  # a third coin (a fee token): not in the account's money
+
+
+def third_coin(b, trade: dict, base: str, quote: str, fill_id: str) -> dict:
+    """On the worker: a trade's fee charged in a third coin (a fee token), as the fields
+    of its fill -- ``fee`` (its value in money, `ccxt_books.fee_value`), ``fee_coin``,
+    ``fee_coin_qty`` -- or {} when it was charged in the base or the quote."""
+    from capflow.brokers.ccxt_books import fee_value
+
+    fee = trade.get("fee") or {}
+    cost, coin = dec(fee.get("cost")), fee.get("currency")
+    if cost <= 0 or not coin or coin in (base, quote):
+        return {}
+    return {"fee": fee_value(b, coin, cost, fill_id), "fee_coin": coin, "fee_coin_qty": cost}
 
 
 class Engine:
@@ -384,23 +398,24 @@ class Engine:
             if live.skipped < live.skip:  # its first trades, booked before a restart
                 live.skipped += qty
                 continue
-            fee, fee_qty, currency = fee_of(t, base, quote, places)
-            if fee == 0 and fee_qty == 0 and currency not in (base, quote):
-                logger.warning("fill {} of {}: fee in {} is not booked", tid,
-                               live.order_id, currency)
+            fee, fee_qty, _currency = fee_of(t, base, quote, places)
             live.booked += qty
             fill_id = f"{self.b.settings.exchange}:{tid}"
+            third = third_coin(self.b, t, base, quote, fill_id)
+            fee = third.pop("fee", fee)
             if live.kind == "entry":
                 self._post(EntryFilled(
                     account_id=self.b.account_id, ts=self._now(), order_id=live.order_id,
                     profile_id=live.profile_id, position_id=live.position_id,
                     fill_id=fill_id, qty=qty, price=price, fee=fee, fee_qty=fee_qty,
-                    liquidity="MAKER" if t.get("takerOrMaker") == "maker" else "TAKER"))
+                    liquidity="MAKER" if t.get("takerOrMaker") == "maker" else "TAKER",
+                    **third))
             else:
                 self._post(PositionExited(
                     account_id=self.b.account_id, ts=self._now(),
                     position_id=live.position_id, profile_id=live.profile_id,
-                    fill_id=fill_id, qty=qty, price=price, fee=fee, reason=live.reason))
+                    fill_id=fill_id, qty=qty, price=price, fee=fee, reason=live.reason,
+                    **third))
 
     def _ended(self, live: Live, status: str, filled: Decimal) -> None:
         live.state = "DONE"

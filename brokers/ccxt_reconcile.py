@@ -18,12 +18,13 @@ two halves:
    fills reported in this run, and its client order id is one of capflow's; a fill of an
    order capflow did not send, an open order it does not know, a coin whose amount
    differs from what capflow's positions, dust and baseline hold by a lot step or more
-   are differences.
+   are differences; the fees paid in a third coin (`ccxt_books`) count as spent from
+   it. So is a coin whose ``locked`` amount at the venue differs from what the open
+   orders lock (`Cut.locks`; the coins of orders in flight are not compared).
 
 The account's currency is not compared: capflow's cash *is* the venue's (less its
 baseline), and it becomes the account's capital (capped by ``max_live_capital``).
-Not done: paging through more fills than the venue answers at once (Bybit: the last 7
-days), the locked balance against working orders, fee coins that are no position's.
+Not done: fills older than the venue answers (Bybit: the last 7 days).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO
 from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
-from capflow.brokers.ccxt_engine import amount, dec, fee_of
+from capflow.brokers.ccxt_engine import amount, dec, fee_of, third_coin
 from capflow.brokers.ccxt_trades import ALL_PAGES, account_trades, client_id, with_client_ids
 from capflow.brokers.reconcile import Reconciled
 
@@ -61,6 +62,11 @@ class Cut:
     in_flight: list[str] = field(default_factory=list)
     #: base coins of symbols with an order in flight
     busy_coins: set[str] = field(default_factory=set)
+    #: coin -> what the open orders lock of it: capflow's working orders (as far as it
+    #: booked their fills) and the orders it does not follow (reported on their own)
+    locks: dict[str, Decimal] = field(default_factory=dict)
+    #: base and quote coins of symbols with an order in flight: their locks move
+    lock_busy: set[str] = field(default_factory=set)
 
 
 _cid = client_id
@@ -101,9 +107,18 @@ def take_cut(b) -> None:
             if t or f or u:
                 balances[coin] = (t, f, u)
         orders = []
+        locks: dict[str, Decimal] = {}
+        for x in live:
+            if x.state == "OPEN" and x.price is None:
+                busy.add(x.venue_symbol)  # a market order not ended: its coins move
+            elif x.state == "OPEN":
+                _lock(client, locks, x.venue_symbol, x.side, x.qty - x.skip - x.booked,
+                      x.price)
         for o in client.fetch_open_orders(None, None, None, dict(ALL_PAGES)):
             if _cid(o) in followed:
                 continue
+            _lock(client, locks, o.get("symbol"), str(o.get("side") or "").upper(),
+                  amount(o.get("amount")) - amount(o.get("filled")), amount(o.get("price")))
             orders.append({"client_order_id": _cid(o) or None,
                            "venue_order_id": str(o.get("id")), "symbol": o.get("symbol"),
                            "side": str(o.get("side") or "").upper(),
@@ -126,14 +141,18 @@ def take_cut(b) -> None:
             _supersede(engine, cid)
             market = client.market(t["symbol"])
             fee, fee_qty, _ = fee_of(t, market["base"], market["quote"], places)
-            trades.append({"fill_id": f"{b.settings.exchange}:{t['id']}",
+            fill_id = f"{b.settings.exchange}:{t['id']}"
+            third = third_coin(b, t, market["base"], market["quote"], fill_id)
+            fee = third.pop("fee", fee)
+            trades.append({"fill_id": fill_id, **third,
                            "client_order_id": cid or None, "symbol": t["symbol"],
                            "side": str(t.get("side") or "").upper(),
                            "qty": dec(t["amount"]), "price": dec(t["price"]), "fee": fee,
                            "fee_qty": fee_qty, "ts": t.get("timestamp") or 0})
         cut = Cut(ts=b.clock.now(), balances=balances, unknown_orders=orders,
                   trades=sorted(trades, key=lambda t: (t["ts"], t["fill_id"])),
-                  in_flight=in_flight, busy_coins={_base(sym) for sym in busy})
+                  in_flight=in_flight, busy_coins={_base(sym) for sym in busy},
+                  locks=locks, lock_busy={c for sym in busy for c in sym.split("/")})
     except Exception as exc:  # the venue's errors, and answers ccxt could not parse
         if isinstance(exc, ccxt.BaseError):
             logger.warning("reconciling {}: reading the venue failed: {}", b.account_id,
@@ -145,6 +164,21 @@ def take_cut(b) -> None:
     finally:
         b.worker.yielding = yielding
     b.worker.post(("cut", cut, None))
+
+
+def _lock(client, locks: dict[str, Decimal], symbol: str, side: str, left: Decimal,
+          price: Decimal | None) -> None:
+    """Add what an open spot order locks: a buy the quote its rest costs at its limit, a
+    sell the base coins of its rest."""
+    if left <= 0 or not symbol:
+        return
+    market = client.market(symbol)
+    if side == "BUY":
+        coin, value = market["quote"], left * (price or ZERO)
+    else:
+        coin, value = market["base"], left
+    if value > 0:
+        locks[coin] = locks.get(coin, ZERO) + value
 
 
 def _supersede(engine, cid: str) -> None:
@@ -181,6 +215,7 @@ def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
     for t in cut.trades:
         if t["client_order_id"] in known:
             cut.busy_coins.add(_base(t["symbol"]))
+            cut.lock_busy.update(t["symbol"].split("/"))
         else:
             trades.append(t)
     cut.unknown_orders = [o for o in cut.unknown_orders if o["client_order_id"] not in known]
@@ -197,9 +232,11 @@ def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
         else:
             missed.append({**_plain(t), **booked})
     balances, diff_coins = _balances(b, cut)
+    diff_locks = _locked(b, cut, balances)
     cash = next((r["capflow"] for r in balances if r["status"] == "cash"), ZERO)
     held = sum((p.qty * p.entry_price for p in b.positions.values()), ZERO)
-    differences = len(diff_coins) + len(cut.unknown_orders) + len(unknown_fills)
+    differences = (len(diff_coins) + len(diff_locks) + len(cut.unknown_orders)
+                   + len(unknown_fills))
     report = {"ts": cut.ts, "balances": balances,
               "unknown_orders": cut.unknown_orders, "missed_fills": missed,
               "unknown_fills": unknown_fills, "in_flight": cut.in_flight,
@@ -226,7 +263,7 @@ def _book_missed(b, t: dict) -> dict | None:
         e = EntryFilled(account_id=b.account_id, ts=b.clock.now(), order_id=o.order_id,
                         profile_id=profile_id, position_id=position_id,
                         fill_id=t["fill_id"], qty=t["qty"], price=t["price"], fee=t["fee"],
-                        fee_qty=t["fee_qty"], liquidity="TAKER")
+                        fee_qty=t["fee_qty"], liquidity="TAKER", **_third(t))
         held = t["qty"] - t["fee_qty"]
         p = b.positions.get(position_id)
         if p is None:
@@ -249,7 +286,7 @@ def _book_missed(b, t: dict) -> dict | None:
         e = PositionExited(account_id=b.account_id, ts=b.clock.now(),
                            position_id=p.position_id, profile_id=profile_id,
                            fill_id=t["fill_id"], qty=t["qty"], price=t["price"],
-                           fee=t["fee"], reason=_exit_reason(p, t["price"]))
+                           fee=t["fee"], reason=_exit_reason(p, t["price"]), **_third(t))
         held = b.positions.get(p.position_id)
         if held is not None:
             left = held.qty - t["qty"]
@@ -260,6 +297,10 @@ def _book_missed(b, t: dict) -> dict | None:
         b.emit_fill(e)
         return {"booked_as": "exit", "position_id": p.position_id, "profile_id": profile_id}
     return None
+
+
+def _third(t: dict) -> dict:
+    return {k: t[k] for k in ("fee_coin", "fee_coin_qty") if k in t}
 
 
 def _exit_reason(p, price: Decimal) -> str:
@@ -279,6 +320,8 @@ def _balances(b, cut: Cut) -> tuple[list[dict], list[str]]:
     cur = b.config.currency
     baseline = {c: Decimal(str(v)) for c, v in b.settings.baseline.items()}
     held: dict[str, Decimal] = dict(b.dust)
+    for coin, paid in b.fee_coins.items():  # fees paid in a third coin: spent
+        held[coin] = held.get(coin, ZERO) - paid
     step: dict[str, Decimal] = {}
     for p in b.positions.values():
         rule = b.venue_rules.rules.get(p.symbol)
@@ -311,3 +354,30 @@ def _balances(b, cut: Cut) -> tuple[list[dict], list[str]]:
                 row["status"] = "ok"
         rows.append(row)
     return rows, differs
+
+
+def _locked(b, cut: Cut, rows: list[dict]) -> list[str]:
+    """Add each coin's ``locked`` side to its balance row: what the venue locks against
+    what the open orders should (`Cut.locks`); the coins whose lock differs by a lot
+    step (a cent of the money's places for a quote coin) or more."""
+    unit = Decimal(1).scaleb(-b.money_places)
+    steps = {}
+    for rule in b.venue_rules.rules.values():
+        lot = max(rule.min_qty, rule.qty_step)
+        if lot > 0:
+            base = _base(rule.venue_symbol)
+            steps[base] = min(steps.get(base, lot), lot)
+    differs = []
+    for row in rows:
+        coin = row["coin"]
+        expected = cut.locks.get(coin, ZERO)
+        diff = row["venue"]["locked"] - expected
+        if coin in cut.lock_busy:
+            status = "in_flight"
+        elif diff != 0 and abs(diff) >= steps.get(coin, unit):
+            status = "differs"
+            differs.append(coin)
+        else:
+            status = "ok"
+        row["locked"] = {"orders": expected, "difference": diff, "status": status}
+    return differs

@@ -26,7 +26,8 @@ an order is sent.
   twice. What is left below the lot step is dust: it is booked out of the position at
   the exit's price (the coins stay at the venue) and kept in `dust`.
 - **Fees** are booked as the venue charged them: a spot buy whose fee is taken in the
-  coin bought leaves the position that much short (`fee_qty`).
+  coin bought leaves the position that much short (`fee_qty`); a fee in a third coin
+  is recorded in that coin and valued at the venue's price (`ccxt_books`).
 - **Restart** (`restore`) looks every recorded order up by its client id and follows it;
   it sends again only an order that had no fill booked and that the venue does not know.
 - **Prices** of the account's symbols come from the venue (`ccxt_prices.PriceFeed`,
@@ -71,6 +72,7 @@ from capflow.brokers.base import (
     PricesStale,
     VenueTicks,
 )
+from capflow.brokers.ccxt_books import book_dust, load_stored, note_fee_coin
 from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
 from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed, crossed
@@ -109,8 +111,11 @@ class CcxtSpotBroker(BrokerAdapter):
         #: exits sent per position (the next exit's client id takes the next number)
         self.exits: dict[str, int] = {}
         self.exit_orders: dict[str, str] = {}  # position id -> its working exit order id
-        #: base coin -> quantity below the lot step left after exits (held at the venue)
+        #: base coin -> quantity below the lot step left after exits (held at the venue;
+        #: read back from the stored fills at the first connect: `ccxt_books`)
         self.dust: dict[str, Decimal] = {}
+        self.dust_loaded = False
+        self.fee_coins: dict[str, Decimal] = {}  # coin -> fees paid in it (`ccxt_books`)
         self.balance: dict | None = None
         #: coin -> (total, free, locked) at the venue, and when the venue last answered
         self.coins: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
@@ -259,6 +264,7 @@ class CcxtSpotBroker(BrokerAdapter):
             logger.info("fill {} was reported already: not again", e.fill_id)
             return
         self.reported_fills[e.fill_id] = None
+        note_fee_coin(self, e)
         if len(self.reported_fills) > 100_000:  # long committed: the fills table has them
             del self.reported_fills[next(iter(self.reported_fills))]
         self.emit(e)
@@ -290,6 +296,7 @@ class CcxtSpotBroker(BrokerAdapter):
             self.venue_rules = item[1]
             self.venue_symbols = {sym: r.venue_symbol for sym, r in item[1].rules.items()}
             self.connection.succeeded()
+            load_stored(self)
             self._price_symbols()
             self.worker.call(self.feed.poll, True)
         elif kind == "ticks":
@@ -370,18 +377,7 @@ class CcxtSpotBroker(BrokerAdapter):
             return
         p = msgspec.structs.replace(p, qty=left)
         self.positions[e.position_id] = p
-        rule = self.venue_rules.rules.get(p.symbol)
-        if rule is not None and qty_down(left, rule) < max(rule.min_qty, rule.qty_step):
-            # dust: no exit can sell it; it leaves the position at this exit's price
-            base = rule.venue_symbol.split("/")[0]
-            self.dust[base] = self.dust.get(base, ZERO) + left
-            logger.info("position {}: {} {} left below the lot step is dust", p.position_id,
-                        left, base)
-            del self.positions[e.position_id]
-            self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
-                                     position_id=p.position_id, profile_id=p.profile_id,
-                                     fill_id=f"{e.fill_id}:dust", qty=left, price=e.price,
-                                     fee=ZERO, reason=e.reason))
+        book_dust(self, p, e)  # what no exit can sell: dust
 
     # -- prices, take-profit and stop-loss ----------------------------------------------
 

@@ -5,7 +5,9 @@ A reconciliation compares, at one cut, the venue's balances, open orders and fil
 what capflow holds; its report (`Reconciled.report`, a plain map) lists both sides:
 
 - ``balances``: per coin, ``venue`` (total, free, locked), ``capflow`` (what its open
-  positions and dust hold; the account's currency: its capital), ``baseline`` (held at
+  positions and dust hold, less the fees paid in it as a third coin; the account's
+  currency: its capital), ``locked`` (``orders``: what the open orders should lock,
+  ``difference``, ``status``), ``baseline`` (held at
   the venue but not capflow's), ``difference`` and ``status`` -- ``ok``, ``differs``,
   ``in_flight`` (an order of that coin was sent and not answered, or filled at the venue
   and not yet seen: not a difference) or ``cash`` (the account's currency, whose venue
@@ -54,3 +56,9 @@ class BookedRows(Protocol):
 
     def find_position(self, position_id: str) -> tuple[str, Any] | None:
         """(profile_id, position) of a stored position, or None."""
+
+    def fee_coins(self, account_id: str) -> dict[str, Any]:
+        """Coin -> the fees the account's fills paid in a third coin (``fee_coin``)."""
+
+    def dust(self, account_id: str, exchange: str) -> dict[str, Any]:
+        """Symbol -> the dust the account's exits booked (``<exchange>:...:dust``)."""

@@ -119,6 +119,17 @@ class LedgerStore:
                         else _decode_risk.decode(snap["risk_state"]))
         return profile, ledger
 
+    def ended_order(self, profile_id: str, order_id: str) -> OrderCapital | None:
+        """A stored order of the profile that has ended (canceled, rejected, expired,
+        filled), or None: the ledger keeps only the last few it ended in memory, and none
+        across a restart, while a venue may report a fill of one later."""
+        o = s.orders.c
+        with self.engine.connect() as c:
+            row = c.execute(select(s.orders).where(
+                o.order_id == order_id, o.profile_id == profile_id,
+                o.status.not_in(OPEN_ORDER_STATES))).first()
+        return None if row is None else _record(OrderCapital, row)
+
     # -- whole-database views (recovery, audit) ---------------------------------------
 
     def snapshots(self, profile_ids: list[str] | None = None) -> dict[str, Buckets]:

@@ -157,3 +157,30 @@ class OmsStore:
         with self.engine.connect() as c:
             row = c.execute(select(s.positions).where(p.position_id == position_id)).first()
         return None if row is None else (row.profile_id, _record(PositionCapital, row))
+
+    def fee_coins(self, account_id: str) -> dict[str, Decimal]:
+        """Coin -> the fees the account's fills paid in a coin that is neither their
+        symbol's base nor the money (``fee_coin``)."""
+        f, p = s.fills.c, s.positions.c
+        out: dict[str, Decimal] = {}
+        with self.engine.connect() as c:
+            for coin, qty in c.execute(
+                    select(f.fee_coin, f.fee_coin_qty)
+                    .join(s.positions, p.position_id == f.position_id)
+                    .where(p.account_id == account_id, f.fee_coin.is_not(None))):
+                out[coin] = out.get(coin, Decimal(0)) + (qty or Decimal(0))
+        return out
+
+    def dust(self, account_id: str, exchange: str) -> dict[str, Decimal]:
+        """Symbol -> the quantity the account's exits left below its venue's lot step
+        (the ``<exchange>:<trade id>:dust`` exit fills a live adapter books): coins held
+        at the venue that no position holds."""
+        f, p = s.fills.c, s.positions.c
+        out: dict[str, Decimal] = {}
+        with self.engine.connect() as c:
+            for symbol, qty in c.execute(
+                    select(f.symbol, f.qty).join(s.positions, p.position_id == f.position_id)
+                    .where(p.account_id == account_id, f.kind == "EXIT",
+                           f.fill_id.like(f"{exchange}:%:dust"))):
+                out[symbol] = out.get(symbol, Decimal(0)) + qty
+        return out

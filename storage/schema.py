@@ -238,5 +238,7 @@ fills = Table(
     Column("fee", Money, nullable=False),
     Column("pnl", Money, nullable=False),
     Column("ts", UtcDateTime, nullable=False),
+    Column("fee_coin", String(32)),
+    Column("fee_coin_qty", Money),
     Index("ix_fills_profile", "profile_id"),
 )

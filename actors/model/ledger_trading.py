@@ -255,7 +255,8 @@ class LedgerTrading:
 
     def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
                    price: object, fee: object, now: datetime, cause: str = "",
-                   book: bool = False, fee_qty: object = 0) -> Outcome | Denial:
+                   book: bool = False, fee_qty: object = 0,
+                   fee_coin: tuple[object, object] | None = None) -> Outcome | Denial:
         """An order (partly) filled: its filled notional moves to the position.
 
         The order's reservation is released pro rata to the filled quantity (the whole
@@ -268,6 +269,8 @@ class LedgerTrading:
         With `fee_qty`, the venue kept that much of the coin bought as its fee: the
         position holds ``qty - fee_qty``, the fee booked is its value at `price` (rounded
         up), and what the fill cost in all is its notional (the fee is part of it).
+        With `fee_coin` (coin, quantity), the venue charged the fee in a third coin:
+        recorded on the fill; `fee` is its value in the money.
         """
         o = self.orders.get(order_id)
         late = o is None and book and order_id in self.ended_orders
@@ -341,7 +344,7 @@ class LedgerTrading:
         self.reserved_for_positions += held
         self.fees += f
         fill = Fill(fill_id, order_id, position_id, "ENTRY", o.symbol, o.side, q, px,
-                    notional, f, ZERO, now)
+                    notional, f, ZERO, now, *_fee_coin(fee_coin))
         events: list[Event] = [self._event(OrderFilled, now, cause or fill_id, fill=fill,
                                            order=o, position=p, released=portion,
                                            position_opened=opened,
@@ -361,14 +364,15 @@ class LedgerTrading:
         amount = o.reserved
         o = replace(o, reserved=ZERO, status=status, updated_at=now)
         del self.orders[order_id]
-        self._keep_ended(o)
+        self.keep_ended(o)
         self.reserved_for_orders -= amount
         return Outcome(o, [self._event(OrderCapitalReleased, now, cause or order_id, order=o,
                                        amount=amount)])
 
-    def _keep_ended(self, o: OrderCapital) -> None:
+    def keep_ended(self, o: OrderCapital) -> None:
         """Keep an ended order for the fills a venue may still report (the most recent
-        `ENDED_KEPT` of them; after a restart, none)."""
+        `ENDED_KEPT` of them; after a restart, those its actor reads back from storage
+        when a venue's fill names one)."""
         ended = self.ended_orders
         ended[o.order_id] = o
         while len(ended) > ENDED_KEPT:
@@ -393,7 +397,8 @@ class LedgerTrading:
 
     def fill_exit(self, fill_id: str, position_id: str, qty: object, price: object,
                   fee: object, now: datetime, cause: str = "",
-                  reason: str | None = None) -> Outcome:
+                  reason: str | None = None,
+                  fee_coin: tuple[object, object] | None = None) -> Outcome:
         """A position (partly) closed: release its reservation pro rata, book PnL and fee.
 
         An exit reduces risk, so it is never denied. PnL is measured against the cost
@@ -426,7 +431,8 @@ class LedgerTrading:
         self.realized_pnl += pnl
         self.fees += f
         fill = Fill(fill_id, None, position_id, "EXIT", p.symbol,
-                    "SELL" if p.side == "BUY" else "BUY", q, px, proceeds, f, pnl, now)
+                    "SELL" if p.side == "BUY" else "BUY", q, px, proceeds, f, pnl, now,
+                    *_fee_coin(fee_coin))
         events: list[Event] = [self._event(PositionReduced, now, cause or fill_id, fill=fill,
                                            position=p, released=released)]
         if left:
@@ -447,3 +453,11 @@ class LedgerTrading:
         self.state = "REDUCE_ONLY"
         return [self._event(TradingStateChanged, now, cause, state="REDUCE_ONLY",
                             reason="NEGATIVE_AVAILABLE", changed_by="ledger")]
+
+
+def _fee_coin(fee_coin: tuple[object, object] | None) -> tuple[str | None, Decimal | None]:
+    """(coin, quantity) of a fee charged in a third coin, checked; (None, None) without."""
+    if fee_coin is None or fee_coin[0] is None:
+        return None, None
+    return (check_text(fee_coin[0], "fee_coin"),
+            parse_decimal(fee_coin[1], "fee_coin_qty", allow_zero=True))

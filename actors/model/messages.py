@@ -167,6 +167,11 @@ class Fill(msgspec.Struct, frozen=True):
     fee: Decimal
     pnl: Decimal
     ts: datetime
+    #: a fee the venue charged in a coin that is neither the symbol's base nor the
+    #: money (a fee token): that coin and how much of it; `fee` is its value in the
+    #: money at the venue's price (0 when the venue had none)
+    fee_coin: str | None = None
+    fee_coin_qty: Decimal | None = None
 
 
 class SignalRecord(msgspec.Struct, frozen=True):
@@ -394,6 +399,9 @@ class ApplyEntryFill(Command, frozen=True):
     #: coin bought): the position gets `qty - fee_qty`, and the fee is its value at
     #: `price` (then `fee` is 0)
     fee_qty: RawAmount = 0
+    #: a fee charged in a third coin (`Fill.fee_coin`): its coin and quantity
+    fee_coin: str | None = None
+    fee_coin_qty: RawAmount = 0
 
 
 class EndOrder(Command, frozen=True):
@@ -415,6 +423,8 @@ class ApplyExitFill(Command, frozen=True):
     price: RawAmount
     fee: RawAmount = 0
     reason: str | None = None
+    fee_coin: str | None = None
+    fee_coin_qty: RawAmount = 0
 
 
 class SetTradingState(Command, frozen=True):

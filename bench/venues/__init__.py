@@ -34,5 +34,13 @@ Which ccxt (4.5) call asks what, spot, unified account:
   orderLinkId the venue answers an order in any state);
 - fetch_closed_order(s): /v5/order/history?orderStatus=Filled; fetch_canceled_orders:
   orderStatus=Cancelled (so neither lists a PartiallyFilledCanceled order);
-- fetch_my_trades, fetch_order_trades: /v5/execution/list?execType=Trade.
+- fetch_my_trades, fetch_order_trades: /v5/execution/list?execType=Trade (a trade's
+  fee currency is its ``feeCoin``).
+
+What ccxt 4.5 raises for each fault of the Bybit emulator: "http" 5xx ->
+ExchangeNotAvailable (504 -> RequestTimeout); 429 and retCode 10006 -> RateLimitExceeded (a
+NetworkError, not a DDoSProtection); "lose" with a delay past ccxt's ``timeout`` ->
+RequestTimeout; "lose" with delay=0 and "drop" -> NetworkError. All of these are
+NetworkError subclasses, so "the outcome of a create is unknown" cannot be told from the
+class alone: a 5xx from a gateway may also come after the order was placed.
 """

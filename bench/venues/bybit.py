@@ -22,17 +22,21 @@ manager; bench/venue.py measures the live adapter against it.
   caps what takers get there, and fills use it up); ``freeze_tickers()`` /
   ``thaw_tickers()``: the tickers endpoint keeps answering the prices of the moment it froze
   (stale data) while matching goes on at the prices set since.
-- Account: ``set_balance(coin, total)``; ``balance(coin)`` -> ``Balance(total, locked,
+- Account: ``set_balance(coin, total, hold=0)`` (``hold``: lock that much more, as the
+  venue does for what is no order, a withdrawal say); ``balance(coin)`` -> ``Balance(total, locked,
   free)``; ``fee_taker`` / ``fee_maker`` (Decimal, default 0.001 = 0.1 %, Bybit's base spot
-  rate; a BUY pays its fee in the base coin, a SELL in the quote coin).
+  rate; a BUY pays its fee in the base coin, a SELL in the quote coin); ``fee_coin =
+  "MNT"``: every fee is charged in that coin instead (a fee token), its value at the last
+  price of ``MNT<quote>`` (``set_price`` it), rounded up to 8 places.
 - Orders: ``order(link_id=None, order_id=None)`` -> ``Order`` (``status``, ``cum_qty``,
   ``cum_value``, ``cum_fee``, ``leaves`` ...) or None; ``orders()``; ``executions()``
   (the venue's own objects: read them, change the venue through its methods).
   ``fill(link_id, qty, price=None, maker=True)``: a scripted fill (price defaults to the
-  order's limit); ``auto_match = False``: resting orders no longer fill when ``set_price``
-  crosses them (new orders that cross still take at once). ``defer_cancels = True``:
-  cancels are acknowledged (retCode 0) and the order stays live, so ``fill()`` can still
-  fill it, until ``finish_cancels()``.
+  order's limit; ``late=True``: a trade of an order that has ended -- canceled, its trade
+  reported after -- which stays ended); ``auto_match = False``: resting orders no longer
+  fill when ``set_price`` crosses them (new orders that cross still take at once).
+  ``defer_cancels = True``: cancels are acknowledged (retCode 0) and the order stays
+  live, so ``fill()`` can still fill it, until ``finish_cancels()``.
 - Faults, each for the next ``times`` requests to ``path`` ("*": any path):
   ``fault(path, "http", status=503)``: that HTTP status with a non-JSON body, the venue
   does nothing; ``fault(path, "ratelimit")``: retCode 10006 (HTTP 200); ``fault(path,
@@ -51,15 +55,8 @@ manager; bench/venue.py measures the live adapter against it.
 - Clock: ``time_offset_ms`` shifts the venue's clock (server time and the recv_window
   check).
 
-What ccxt 4.5 raises for each: "http" 5xx -> ExchangeNotAvailable (504 -> RequestTimeout);
-429 and retCode 10006 -> RateLimitExceeded (a NetworkError, not a DDoSProtection); "lose"
-with a delay past ccxt's ``timeout`` -> RequestTimeout; "lose" with delay=0 and "drop" ->
-NetworkError. All of these are NetworkError subclasses, so "the outcome of a create is
-unknown" cannot be told from the class alone: a 5xx from a gateway may also come after
-the order was placed.
-
-Endpoints, their sources, and which ccxt call asks which: the package's docstring
-(bench/venues/__init__.py).
+Endpoints, their sources, which ccxt call asks which, what ccxt raises for each fault: the
+package's docstring (bench/venues/__init__.py).
 
 Signatures are checked as Bybit documents: X-BAPI-SIGN = hex HMAC-SHA256 (secret) of
 X-BAPI-TIMESTAMP + X-BAPI-API-KEY + X-BAPI-RECV-WINDOW + (the query string of a GET | the
@@ -193,9 +190,10 @@ class BybitVenue:
         with self.lock:
             self._frozen = None
 
-    def set_balance(self, coin: str, total):
+    def set_balance(self, coin: str, total, *, hold=0):
         with self.lock:
-            self.book.balance(coin).total = Decimal(str(total))
+            b = self.book.balance(coin)
+            b.total, b.locked = Decimal(str(total)), b.locked + Decimal(str(hold))
 
     def balance(self, coin: str) -> Balance:
         with self.lock:
@@ -217,6 +215,9 @@ class BybitVenue:
     @fee_maker.setter
     def fee_maker(self, rate):
         self.book.fee_maker = Decimal(str(rate))
+
+    fee_coin = property(lambda self: self.book.fee_coin,
+                        lambda self, coin: setattr(self.book, "fee_coin", coin))
 
     @property
     def auto_match(self) -> bool:
@@ -247,7 +248,8 @@ class BybitVenue:
         with self.lock:
             return list(self.book.executions)
 
-    def fill(self, link_id: str, qty, price=None, *, maker: bool = True) -> Execution:
+    def fill(self, link_id: str, qty, price=None, *, maker: bool = True,
+             late: bool = False) -> Execution:
         with self.lock:
             order = self.book.find(link_id=link_id)
             if order is None:
@@ -255,7 +257,8 @@ class BybitVenue:
             px = Decimal(str(price)) if price is not None else order.price
             if px <= 0:
                 raise ValueError("a MARKET order needs the fill price")
-            self.book.execute(order, Decimal(str(qty)), px, is_maker=maker)
+            (self.book.late if late else self.book.execute)(order, Decimal(str(qty)), px,
+                                                             is_maker=maker)
             return self.book.executions[-1]
 
     def finish_cancels(self) -> list[Order]:

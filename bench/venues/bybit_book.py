@@ -16,6 +16,7 @@ Matching, simple but honest:
 - the test scripts any other fill with `fill()` (partial fills, fills after a cancel request).
 Fees as Bybit spot takes them: a BUY pays its fee in the base coin (it receives the filled
 quantity minus the fee), a SELL in the quote coin; the rates are `fee_taker` / `fee_maker`.
+With `fee_coin` set, every fee is charged in that coin (a fee token) at its last price.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 #: Bybit's spot base fee rate for non-VIP accounts, taker and maker (0.1 %)
 BASE_FEE_RATE = Decimal("0.001")
@@ -167,6 +168,7 @@ class Book:
     executions: list[Execution] = field(default_factory=list)
     fee_taker: Decimal = BASE_FEE_RATE
     fee_maker: Decimal = BASE_FEE_RATE
+    fee_coin: str = ""  # a fee token every fee is charged in; "": Bybit spot's way
     auto_match: bool = True  # resting orders fill when set_price crosses them
     defer_cancels: bool = False  # cancels are acknowledged and left pending
     max_link: int = 36  # the longest client order id the venue takes
@@ -343,7 +345,14 @@ class Book:
             raise ValueError(f"fill of {qty} exceeds what order {order.link_id} has left")
         rate = self.fee_maker if is_maker else self.fee_taker
         base, quote = self.balance(inst.base), self.balance(inst.quote)
-        if order.side == "Buy":
+        if self.fee_coin:  # in the fee token, at its last price in the quote coin
+            px = self.quotes[f"{self.fee_coin}{inst.quote}"].last
+            fee = (value * rate / px).quantize(Decimal("1e-8"), rounding=ROUND_UP)
+            fee_coin = self.fee_coin
+            self.balance(fee_coin).total -= fee
+            quote.total += -value if order.side == "Buy" else value
+            base.total += qty if order.side == "Buy" else -qty
+        elif order.side == "Buy":
             fee, fee_coin = qty * rate, inst.base
             quote.total -= value
             base.total += qty - fee
@@ -365,6 +374,17 @@ class Book:
         self.executions.append(Execution(
             str(next(self._exec_ids)), order, qty, price, fee, fee_coin, rate, is_maker,
             order.updated, order.leaves, next(self._seq)))
+
+    def late(self, order: Order, qty: Decimal, price: Decimal, *, is_maker: bool):
+        """A trade of an ended order that the venue reports after its end (it matched as
+        the order was canceled): booked like any fill, and the order stays ended."""
+        if order.is_open:
+            raise ValueError(f"order {order.link_id} is open: fill it the ordinary way")
+        order.status = "New"
+        self.execute(order, qty, price, is_maker=is_maker)
+        if order.status != "Filled":  # what was not filled stays canceled
+            order.status = "PartiallyFilledCanceled"
+            self._relock(order)
 
     def _quote_dust(self, order: Order, left: Decimal, price: Decimal) -> bool:
         """A quote-unit order is done when what is left cannot buy one base step."""
