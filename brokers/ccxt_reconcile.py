@@ -72,14 +72,22 @@ class Cut:
 _cid = client_id
 
 
-def _trade_symbols(b, live) -> set[str]:
-    """Where the venue lists trades per symbol: the account's configured symbols, and
-    those of its followed orders and of its positions."""
+def _trade_symbols(b, live, coins) -> set[str]:
+    """Where the venue lists trades per symbol: the account's configured symbols, those
+    of its followed orders and of its positions, and the market against the account's
+    currency of every coin it holds (a fill missed while capflow was down, of an order
+    that had ended, leaves its coin in the balance: it is found there, symbols listed
+    or not)."""
     symbols = set(b.config.symbols.values()) | {x.venue_symbol for x in live}
     for p in list(b.positions.values()):
         venue_symbol = b.venue_symbols.get(p.symbol)
         if venue_symbol:
             symbols.add(venue_symbol)
+    markets = b.client.markets or {}
+    for coin in coins:
+        pair = f"{coin}/{b.config.currency}"
+        if coin != b.config.currency and pair in markets:
+            symbols.add(pair)
     return symbols
 
 
@@ -127,7 +135,7 @@ def take_cut(b) -> None:
                            "filled": amount(o.get("filled"))})
         trades = []
         places = b.money_places
-        venue_trades = account_trades(client, b.dialect, _trade_symbols(b, live))
+        venue_trades = account_trades(client, b.dialect, _trade_symbols(b, live, balances))
         known = b.__dict__.setdefault("order_client_ids", {})  # venue order id -> client id
         known.update({x.venue_id: x.cid for x in live if x.venue_id})
         with_client_ids(client, b.dialect, venue_trades, known)

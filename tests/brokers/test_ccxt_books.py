@@ -15,7 +15,7 @@ from capflow.actors.alerts import Alert
 from capflow.brokers.ccxt_settings import entry_client_id
 from capflow.cli_account import report_text
 
-from .venue_kit import connected, live_brokers, wait
+from .venue_kit import connected, live_brokers, path, wait
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_a_lock_no_open_order_explains_is_a_difference(start, venue):
 def test_the_lock_of_an_order_in_flight_is_not_a_difference(start, venue):
     cf = start(lookups_before_resend=1000)
     cf.create_profile("p", "5000")
-    venue.fault("/v5/order/create", "lose", delay=1.5)  # placed; answered too late
+    venue.fault(path(venue, "create"), "lose", delay=1.5)  # placed; answered too late
     out = cf.submit_order("p", "o1", "BTCUSDT", "BUY", type="LIMIT", qty="0.01",
                           price="29000").result
     wait(lambda: venue.order(entry_client_id(out.order_id)))
