@@ -26,6 +26,7 @@ from capflow.actors.model.messages import (
     Transfer,
 )
 from capflow.actors.model.money import ZERO
+from capflow.actors.model.protections import CLOSES_KEPT, Close
 from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
 from capflow.storage.rows import GLOBAL_STATE
@@ -107,6 +108,12 @@ class LedgerStore:
                 .where(o.profile_id == profile_id, o.client_order_id.is_not(None)))}
             signals = [_record(SignalRecord, r) for r in c.execute(
                 select(s.signals).where(s.signals.c.profile_id == profile_id))]
+            p = s.positions.c
+            closes = [Close(r.symbol, r.closed_at, r.close_reason) for r in c.execute(
+                select(p.symbol, p.closed_at, p.close_reason)
+                .where(p.profile_id == profile_id, p.status == "CLOSED",
+                       p.closed_at.is_not(None))
+                .order_by(p.closed_at.desc()).limit(CLOSES_KEPT))]
         buckets = Buckets(snap["allocated"], realized_pnl=snap["realized_pnl"],
                           fees=snap["fees"])
         profile = _record(Profile, prof)
@@ -114,7 +121,7 @@ class LedgerStore:
                         buckets=buckets, seq=snap["last_seq"], state=profile.state,
                         reservations=reservations, orders=orders, positions=positions,
                         transfers=transfers,
-                        order_keys=order_keys, signals=signals,
+                        order_keys=order_keys, signals=signals, closes=reversed(closes),
                         breakers=None if snap["risk_state"] is None
                         else _decode_risk.decode(snap["risk_state"]))
         return profile, ledger

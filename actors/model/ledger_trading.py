@@ -53,6 +53,7 @@ from capflow.actors.model.orders import (
     weighted_price,
 )
 from capflow.actors.model.outcome import Outcome, check_text
+from capflow.actors.model.protections import Close
 from capflow.actors.model.risk import Check, Proposal
 from capflow.actors.model.venue import apply_rule, price_to_tick
 
@@ -162,6 +163,7 @@ class LedgerTrading:
         tp, sl, qty = self._size(signal, policy)
         reason: str | None = None
         events: list[Event] = []
+        detail: dict[str, Any] = {}
         if policy.blocked is not None:
             reason = policy.blocked
         elif qty <= 0 and policy.venue is None:
@@ -187,6 +189,8 @@ class LedgerTrading:
                                          {"reason": "TP_SL_CROSSED"}))
             if isinstance(opened, Denial):
                 reason = opened.details.get("reason") or opened.code
+                if "until" in opened.details:
+                    detail["risk_details"] = opened.details
             else:
                 events = opened.events
         ok = reason is None
@@ -197,7 +201,7 @@ class LedgerTrading:
         if sid is not None:
             self.signals[sid] = record
             events.append(self._event(SignalRecorded, now, cause or sid, signal=record))
-        return Outcome(record, events)
+        return Outcome(record, events, detail=detail or None)
 
     def _entry_capital(self, signal: Signal, policy: SignalPolicy,
                        qty: Decimal) -> tuple[Decimal, Decimal]:
@@ -433,6 +437,7 @@ class LedgerTrading:
             self.positions[position_id] = p
         else:
             del self.positions[position_id]
+            self.closes.append(Close(p.symbol, now, p.close_reason))
             events.append(self._event(PositionClosed, now, cause or fill_id, position=p))
         events += self._stop_if_short(now, fill_id)
         self._observe(now)

@@ -281,8 +281,17 @@ class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True):
     reused: bool = False
     reason: str | None = None
     oms: bool = True
+    #: of the first answer only (not stored): {"risk_details": the failed check with the
+    #: time it passes by itself, "sizing": how the entry was shrunk}, each when it applies
+    detail: dict[str, Any] | None = None
 
     def to_map(self) -> dict[str, Any]:
+        out = self._map()
+        if self.detail and not self.reused:
+            out.update(self.detail)
+        return out
+
+    def _map(self) -> dict[str, Any]:
         rec = self.record
         if rec is None:
             return {"received": True, "oms_enabled": self.oms, "risk_ok": False,
