@@ -55,6 +55,7 @@ from capflow.actors.model.orders import (
 from capflow.actors.model.outcome import Outcome, check_text
 from capflow.actors.model.protections import Close
 from capflow.actors.model.risk import Check, Proposal
+from capflow.actors.model.sizing import Shrink, shrink
 from capflow.actors.model.venue import apply_rule, price_to_tick
 
 #: how many ended orders a ledger keeps for late fills
@@ -164,6 +165,10 @@ class LedgerTrading:
         reason: str | None = None
         events: list[Event] = []
         detail: dict[str, Any] = {}
+        if policy.blocked is None:
+            qty, shrunk = self._shrink(signal, policy, qty, sl, now)
+            if shrunk is not None:
+                detail["sizing"] = shrunk.to_map()
         if policy.blocked is not None:
             reason = policy.blocked
         elif qty <= 0 and policy.venue is None:
@@ -230,11 +235,24 @@ class LedgerTrading:
         equity = self.allocated + self.realized_pnl - self.fees
         return tp, sl, size_signal(signal, policy, equity, sl)
 
+    def _shrink(self, signal: Signal, policy: SignalPolicy, qty: Decimal, sl: Decimal,
+                now: datetime) -> tuple[Decimal, Shrink | None]:
+        """The entry's quantity under its sizing policy (actors/model/sizing.py)."""
+        def failing(q: Decimal) -> list[Check]:
+            amount = self._entry_capital(signal, policy, q)[0]
+            prop = Proposal(signal.symbol, signal.side, q, signal.price, sl,
+                            self.risk.mark(signal.symbol))
+            return [c for c in self.what_if(prop, amount, now) if not c.ok]
+
+        return shrink(qty, signal, policy, self.risk.limits, failing,
+                      self._reference(signal, policy))
+
     def what_if_signal(self, signal: Signal, policy: SignalPolicy,
                        now: datetime) -> dict[str, Any]:
         """`risk.check`: size `signal` as `submit_signal` would and run every check on
         the order it would make. Changes nothing."""
         tp, sl, qty = self._size(signal, policy)
+        qty, shrunk = self._shrink(signal, policy, qty, sl, now)
         amount = (self._entry_capital(signal, policy, qty)[0] if qty > 0 else
                   order_reservation(qty, signal.price, policy.reserve_buffer_pct,
                                     policy.taker_fee, self.places))
@@ -253,9 +271,12 @@ class LedgerTrading:
                                        venue.details["limit"], venue.details["value"]))
         elif qty <= 0:
             checks.insert(0, Check("quantity", "MIN_NOTIONAL", False, "> 0", qty))
-        return {"symbol": signal.symbol, "side": signal.side, "qty": qty,
-                "price": signal.price, "notional": qty * signal.price, "amount": amount,
-                "tp_price": tp, "sl_price": sl, "checks": checks}
+        out = {"symbol": signal.symbol, "side": signal.side, "qty": qty,
+               "price": signal.price, "notional": qty * signal.price, "amount": amount,
+               "tp_price": tp, "sl_price": sl, "checks": checks}
+        if shrunk is not None:
+            out["sizing"] = shrunk.to_map()
+        return out
 
     def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
                    price: object, fee: object, now: datetime, cause: str = "",

@@ -211,6 +211,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     sl_pct: Decimal | None = None
     qty: Decimal | None = None
     notional: Decimal | None = None
+    #: beyond a limit: "refuse" or "shrink" (None: as the risk profile says)
+    sizing: str | None = None
 
     def fingerprint(self) -> str:
         """What a repeated `signal_id` must match to be the same signal (numbers by
@@ -233,6 +235,9 @@ def parse_signal(raw: dict[str, Any]) -> Signal:
                 raise InvalidArgument(name, f"{name} must be below 100")
     qty = raw.get("qty")
     notional = raw.get("notional")
+    sizing = raw.get("sizing")
+    if sizing is not None and sizing not in ("refuse", "shrink"):
+        raise InvalidArgument("sizing", "sizing must be refuse or shrink")
     if qty is not None and notional is not None:
         raise InvalidArgument("qty", "give qty or notional, not both")
     return Signal(symbol=parse_symbol(raw.get("symbol")), side=side, price=price,
@@ -241,7 +246,8 @@ def parse_signal(raw: dict[str, Any]) -> Signal:
                   strategy=raw.get("strategy"), tp_pct=pct.get("tp_pct"),
                   sl_pct=pct.get("sl_pct"),
                   qty=None if qty is None else parse_decimal(qty, "qty"),
-                  notional=None if notional is None else parse_decimal(notional, "notional"))
+                  notional=None if notional is None else parse_decimal(notional, "notional"),
+                  sizing=sizing)
 
 
 class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
