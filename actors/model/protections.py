@@ -90,6 +90,8 @@ def sl_streak(limits: RiskLimits, closes: Iterable[Close], symbol: str,
 
 def protection_checks(limits: RiskLimits, closes: Iterable[Close], symbol: str,
                       now: datetime) -> list[Check]:
+    if limits.cooldown_s is None and limits.sl_streak_count is None:
+        return []  # the common case: no walk of the closes on every entry
     closes = tuple(closes)
     return [c for c in (cooldown(limits, closes, symbol, now),
                         sl_streak(limits, closes, symbol, now)) if c is not None]

@@ -95,7 +95,8 @@ def shrink(qty: Decimal, signal: Signal, policy: SignalPolicy, limits: Any,
         policy.qty_places)
     granted = largest_fit(qty, step, lambda q: not any(size_bound(c) for c in failing(q)))
     above = granted + step if granted + step < qty else qty
-    bound = next(c for c in failing(above) if size_bound(c))
+    # the check the next lot up fails (the first size-bound failure at `qty` if none)
+    bound = next((c for c in failing(above) if size_bound(c)), failed[0])
     minimum = limits.min_qty
     if venue is not None:
         minimum = max(venue.min_qty, venue.qty_step)
