@@ -18,6 +18,7 @@ import pytest
 from capflow.actors.config import load_config
 from capflow.actors.model.clock import ManualClock
 from capflow.actors.model.settings import ConfigError
+from capflow.cli_risk import risk_table
 
 from .market import SETTINGS, write_ticks
 from .replies import error, ok
@@ -87,6 +88,9 @@ def test_cooldown_after_a_close_denies_entries_on_that_symbol_until_it_ends(prot
     assert (check["allowed"], check["reason"]) == (False, "COOLDOWN")
     row = next(c for c in check["checks"] if c["check"] == "cooldown")
     assert (row["ok"], row["headroom"], row["until"]) == (False, "-45", until)
+    table = risk_table(check)  # `capflow call risk.check`
+    assert f"cooldown: entries wait until {until} (-45 s of headroom)" in table
+    assert table.endswith("a signal would be refused with COOLDOWN")
     # another symbol is not cooling down
     assert ok(signal(r, symbol="THIRDUSDT", qty="1"))["risk_ok"] is True
 
