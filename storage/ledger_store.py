@@ -81,6 +81,17 @@ class LedgerStore:
 
     # -- ledgers ----------------------------------------------------------------------
 
+    def recent_closes(self, profile_id: str) -> list[Close]:
+        """The profile's most recent closed positions (at most `CLOSES_KEPT`), oldest
+        first: what its protections are derived from."""
+        p = s.positions.c
+        with self.engine.connect() as c:
+            rows = c.execute(select(p.symbol, p.closed_at, p.close_reason)
+                             .where(p.profile_id == profile_id, p.status == "CLOSED",
+                                    p.closed_at.is_not(None))
+                             .order_by(p.closed_at.desc()).limit(CLOSES_KEPT)).all()
+        return [Close(r.symbol, r.closed_at, r.close_reason) for r in reversed(rows)]
+
     def load(self, profile_id: str) -> tuple[Profile, Ledger] | None:
         with self.engine.connect() as c:
             prof = c.execute(select(s.profiles).where(s.profiles.c.profile_id == profile_id)
@@ -108,12 +119,6 @@ class LedgerStore:
                 .where(o.profile_id == profile_id, o.client_order_id.is_not(None)))}
             signals = [_record(SignalRecord, r) for r in c.execute(
                 select(s.signals).where(s.signals.c.profile_id == profile_id))]
-            p = s.positions.c
-            closes = [Close(r.symbol, r.closed_at, r.close_reason) for r in c.execute(
-                select(p.symbol, p.closed_at, p.close_reason)
-                .where(p.profile_id == profile_id, p.status == "CLOSED",
-                       p.closed_at.is_not(None))
-                .order_by(p.closed_at.desc()).limit(CLOSES_KEPT))]
         buckets = Buckets(snap["allocated"], realized_pnl=snap["realized_pnl"],
                           fees=snap["fees"])
         profile = _record(Profile, prof)
@@ -121,7 +126,7 @@ class LedgerStore:
                         buckets=buckets, seq=snap["last_seq"], state=profile.state,
                         reservations=reservations, orders=orders, positions=positions,
                         transfers=transfers,
-                        order_keys=order_keys, signals=signals, closes=reversed(closes),
+                        order_keys=order_keys, signals=signals,
                         breakers=None if snap["risk_state"] is None
                         else _decode_risk.decode(snap["risk_state"]))
         return profile, ledger

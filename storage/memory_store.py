@@ -48,6 +48,9 @@ class MemoryLedgerStore:
             return None
         return self._profiles[profile_id], self._ledgers[profile_id]
 
+    def recent_closes(self, profile_id: str) -> list:
+        return []  # the ledger object is kept, and its closes with it
+
     def snapshots(self, profile_ids: list[str] | None = None) -> dict[str, Buckets]:
         ids = self._ledgers if profile_ids is None else profile_ids
         return {pid: self._ledgers[pid].buckets() for pid in ids if pid in self._ledgers}

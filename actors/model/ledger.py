@@ -95,7 +95,8 @@ class Ledger(LedgerRisk, LedgerTrading):
         #: client_order_id -> (order_id, fingerprint) of every order with a client key
         self.order_keys: dict[str, tuple[str, tuple]] = dict(order_keys or {})
         self.signals: dict[str, SignalRecord] = {r.signal_id: r for r in signals}
-        #: the most recent closes, oldest first (what the protections read)
+        #: the most recent closes, oldest first, kept when a protection is set (the
+        #: actor reads them back from storage when it loads the ledger)
         self.closes: deque[Close] = deque(closes, maxlen=CLOSES_KEPT)
         self.held = sum((h.amount for h in self.reservations.values() if h.status == ACTIVE), zero)
         self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), zero)

@@ -458,7 +458,8 @@ class LedgerTrading:
             self.positions[position_id] = p
         else:
             del self.positions[position_id]
-            self.closes.append(Close(p.symbol, now, p.close_reason))
+            if self.risk.protected:  # what the protections read
+                self.closes.append(Close(p.symbol, now, p.close_reason))
             events.append(self._event(PositionClosed, now, cause or fill_id, position=p))
         events += self._stop_if_short(now, fill_id)
         self._observe(now)

@@ -429,6 +429,9 @@ class RiskGate:
         self.unlimited = limits == _NO_LIMITS
         #: a breaker limit is set: equity is observed at every entry and fill
         self.has_breakers = any(getattr(limits, f) is not None for f, _ in BREAKERS.values())
+        #: a protection is set: the ledger keeps its recent closes
+        self.protected = (limits.cooldown_s is not None
+                          or limits.sl_streak_count is not None)
         #: some check reads equity, exposure or the open position count
         self.needs_book = self.has_breakers or any(getattr(limits, f) is not None for f in (
             "max_risk_per_trade_pct", "max_leverage", "max_exposure", "max_open_positions",
