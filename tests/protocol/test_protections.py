@@ -33,14 +33,14 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def protected(live, raw, tmp_path, sqlite_url):
+def protected(live, raw, tmp_path, storage_url):
     """start(limits) -> (server, raw socket, clock); the same clock and database on
-    every start (a restart)."""
+    every start (a restart), SQLite and PostgreSQL."""
     clock = ManualClock(T0)
     replay = write_ticks(tmp_path / "ticks.csv", STOPPED)
 
     def start(limits):
-        server = live(sqlite_url, clock=clock,
+        server = live(storage_url, clock=clock,
                       simulator={"replay": replay, "symbols": {}},
                       brokers={"accounts": {"paper": {"settings": SETTINGS}}},
                       risk={"limits": limits})
