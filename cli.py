@@ -262,6 +262,8 @@ def call_command(cfg: Config, args: argparse.Namespace, out=None) -> int:
                 _suggest(args.op, exc.details)
             return exit_status(exc.code)
     if args.op == "risk.check" and not args.json:
+        from capflow.cli_risk import risk_table
+
         print(risk_table(result), file=out)
     else:
         print(json.dumps(result, indent=2, default=str), file=out)
@@ -278,42 +280,6 @@ def _suggest(op: str, details: dict[str, Any]) -> None:
         names = close_ops(op)
     hint = f"did you mean {' or '.join(map(str, names))}? " if names else ""
     _say(f"no such op {op!r}; {hint}(`capflow call --help` lists every op)")
-
-
-def risk_table(r: dict[str, Any]) -> str:
-    """A `risk.check` answer for a reader: one row per check with ok or FAILED, its
-    limit, value and headroom; the reason code only on the checks that failed (every
-    check carries the code it *would* fail with, passed or not)."""
-    rows = [("check", "result", "limit", "value", "headroom", "fails with")]
-    for c in r.get("checks", []):
-        passed = c.get("ok")
-        rows.append((str(c.get("check")), "ok" if passed else "FAILED",
-                     _cell(c.get("limit")), _cell(c.get("value")), _cell(c.get("headroom")),
-                     "" if passed else str(c.get("code"))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"risk.check {r.get('profile_id')}: {r.get('side')} {r.get('qty')} "
-             f"{r.get('symbol')} at {r.get('price')} (notional {r.get('notional')}, "
-             f"reserves {r.get('amount')}, account {r.get('account_id')}, "
-             f"tp {r.get('tp_price')}, sl {r.get('sl_price')})", ""]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip())
-    lines.append("")
-    if r.get("allowed"):
-        lines.append("allowed: every check passes; a signal like this would be placed now")
-    else:
-        failed = sum(1 for c in r.get("checks", []) if not c.get("ok"))
-        lines.append(f"NOT allowed: {failed} check(s) failed; a signal would be refused "
-                     f"with {r.get('reason')}")
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(map(_cell, value))
-    return "-" if value is None else str(value)
 
 
 # -- halt, resume, flatten ---------------------------------------------------------------

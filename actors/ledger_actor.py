@@ -142,6 +142,13 @@ class LedgerActor(pykka.ThreadingActor):
             return
         self.profile, self.ledger = loaded
         self._attach_risk()
+        if self.ledger.risk.protected and not self.ledger.closes:
+            try:  # the protections are derived from the stored closes
+                self.ledger.closes.extend(self.ctx.store.recent_closes(self.profile_id))
+            except Exception as exc:
+                self.ledger = None
+                self.log.error("cannot load the ledger's closes: {}", exc)
+                return
         self._scheduled = None
         expired = self.ledger.expire_due(self.ctx.clock.now(), "activation")
         if expired.events:

@@ -181,7 +181,8 @@ class EntryFlow:
         if signal.signal_id is None and policy.blocked is not None:
             reply.resolve(SignalAnswer(reason=policy.blocked))
             return
-        answered = relay(reply, lambda out: SignalAnswer(record=out.result, reused=out.reused))
+        answered = relay(reply, lambda out: SignalAnswer(record=out.result, reused=out.reused,
+                                                         detail=out.detail))
         if claim_id is not None:
             answered = self._settling(policy.account_id, claim_id, answered)
         self.to_ledger(profile_id, m.SubmitSignal(

@@ -41,6 +41,7 @@ class RiskCheckArgs(Args, frozen=True):
     tp_pct: Amount | None = None
     sl_pct: Amount | None = None
     strategy: Text | None = None
+    sizing: Literal["refuse", "shrink"] | None = None
 
 
 class RiskResetArgs(Args, frozen=True):

@@ -44,6 +44,9 @@ class SignalArgs(Args, frozen=True):
     sl_pct: Amount | None = None
     qty: Amount | None = None
     notional: Amount | None = None
+    #: beyond a limit: refuse it, or shrink it to what the limits allow (default: the
+    #: risk profile's `sizing`, else refuse)
+    sizing: Literal["refuse", "shrink"] | None = None
 
 
 class OrderSubmitArgs(Args, frozen=True):

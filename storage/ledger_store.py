@@ -26,6 +26,7 @@ from capflow.actors.model.messages import (
     Transfer,
 )
 from capflow.actors.model.money import ZERO
+from capflow.actors.model.protections import CLOSES_KEPT, Close
 from capflow.actors.model.risk import BreakerState
 from capflow.storage import schema as s
 from capflow.storage.rows import GLOBAL_STATE
@@ -79,6 +80,17 @@ class LedgerStore:
             return sorted(c.execute(query).scalars())
 
     # -- ledgers ----------------------------------------------------------------------
+
+    def recent_closes(self, profile_id: str) -> list[Close]:
+        """The profile's most recent closed positions (at most `CLOSES_KEPT`), oldest
+        first: what its protections are derived from."""
+        p = s.positions.c
+        with self.engine.connect() as c:
+            rows = c.execute(select(p.symbol, p.closed_at, p.close_reason)
+                             .where(p.profile_id == profile_id, p.status == "CLOSED",
+                                    p.closed_at.is_not(None))
+                             .order_by(p.closed_at.desc()).limit(CLOSES_KEPT)).all()
+        return [Close(r.symbol, r.closed_at, r.close_reason) for r in reversed(rows)]
 
     def load(self, profile_id: str) -> tuple[Profile, Ledger] | None:
         with self.engine.connect() as c:

@@ -51,6 +51,9 @@ class MemoryLedgerStore:
     def ended_order(self, profile_id: str, order_id: str):
         return None  # the ledger object lives on, with the orders it ended
 
+    def recent_closes(self, profile_id: str) -> list:
+        return []  # the ledger object is kept, and its closes with it
+
     def snapshots(self, profile_ids: list[str] | None = None) -> dict[str, Buckets]:
         ids = self._ledgers if profile_ids is None else profile_ids
         return {pid: self._ledgers[pid].buckets() for pid in ids if pid in self._ledgers}

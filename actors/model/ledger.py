@@ -15,6 +15,7 @@ events that describe it. Invalid input raises `InvalidArgument` / `NotFound` /
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -53,6 +54,7 @@ from capflow.actors.model.money import ZERO, parse_decimal, quant
 from capflow.actors.model.orders import parse_symbol
 from capflow.actors.model.outcome import Outcome, check_client_key
 from capflow.actors.model.position_book import PositionBook
+from capflow.actors.model.protections import CLOSES_KEPT, Close
 from capflow.actors.model.risk import BreakerState, RiskGate
 
 
@@ -66,7 +68,7 @@ class Ledger(LedgerRisk, LedgerTrading):
                  transfers: Iterable[Transfer] = (),
                  order_keys: dict[str, tuple[str, tuple]] | None = None,
                  signals: Iterable[SignalRecord] = (),
-                 breakers: BreakerState | None = None):
+                 breakers: BreakerState | None = None, closes: Iterable[Close] = ()):
         self.profile_id = profile_id
         self.currency = currency
         self.places = places
@@ -94,6 +96,9 @@ class Ledger(LedgerRisk, LedgerTrading):
         #: client_order_id -> (order_id, fingerprint) of every order with a client key
         self.order_keys: dict[str, tuple[str, tuple]] = dict(order_keys or {})
         self.signals: dict[str, SignalRecord] = {r.signal_id: r for r in signals}
+        #: the most recent closes, oldest first, kept when a protection is set (the
+        #: actor reads them back from storage when it loads the ledger)
+        self.closes: deque[Close] = deque(closes, maxlen=CLOSES_KEPT)
         self.held = sum((h.amount for h in self.reservations.values() if h.status == ACTIVE), zero)
         self.reserved_for_orders = sum((o.reserved for o in self.orders.values()), zero)
         self.reserved_for_positions = sum((p.reserved for p in self.positions.values()), zero)

@@ -20,6 +20,7 @@ from capflow.actors.model.errors import Denial, InvalidArgument
 from capflow.actors.model.messages import Event
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.outcome import Outcome
+from capflow.actors.model.protections import protection_checks
 from capflow.actors.model.risk import (
     BREAKERS,
     EMPTY_BOOK,
@@ -162,7 +163,9 @@ class LedgerRisk:
         figures = breaker_figures(r.breakers, r.limits, book.equity, now, r.tz
                                   ) if r.has_breakers or r.breakers.trips else {}
         out = list(run_checks(r.limits, prop, book, state=state, scope=scope,
-                              breakers=figures, bucket_tokens=r.tokens(now)))
+                              breakers=figures, bucket_tokens=r.tokens(now),
+                              protections=protection_checks(r.limits, self.closes,
+                                                            prop.symbol, now)))
         if r.account_room is not None:
             # the account's profiles together: the others as they last reported, this
             # one as it is now, and this entry
@@ -181,10 +184,9 @@ class LedgerRisk:
             return None
         for c in self.checks(prop, now, book):
             if not c.ok:
+                until = "" if c.until is None else f" until {c.until.isoformat()}"
                 return Denial("RISK_REJECTED", f"{c.check}: {c.value} against the limit "
-                                               f"{c.limit}",
-                              {"reason": c.code, "limit": c.limit, "value": c.value,
-                               "check": c.check})
+                                               f"{c.limit}{until}", c.details())
         return None
 
     def what_if(self, prop: Proposal, amount: Decimal, now: datetime) -> list[Check]:

@@ -53,7 +53,9 @@ from capflow.actors.model.orders import (
     weighted_price,
 )
 from capflow.actors.model.outcome import Outcome, check_text
+from capflow.actors.model.protections import Close
 from capflow.actors.model.risk import Check, Proposal
+from capflow.actors.model.sizing import Shrink, shrink
 from capflow.actors.model.venue import apply_rule, price_to_tick
 
 #: how many ended orders a ledger keeps for late fills
@@ -162,6 +164,11 @@ class LedgerTrading:
         tp, sl, qty = self._size(signal, policy)
         reason: str | None = None
         events: list[Event] = []
+        detail: dict[str, Any] = {}
+        if policy.blocked is None:
+            qty, shrunk = self._shrink(signal, policy, qty, sl, now)
+            if shrunk is not None:
+                detail["sizing"] = shrunk.to_map()
         if policy.blocked is not None:
             reason = policy.blocked
         elif qty <= 0 and policy.venue is None:
@@ -187,6 +194,8 @@ class LedgerTrading:
                                          {"reason": "TP_SL_CROSSED"}))
             if isinstance(opened, Denial):
                 reason = opened.details.get("reason") or opened.code
+                if "until" in opened.details:
+                    detail["risk_details"] = opened.details
             else:
                 events = opened.events
         ok = reason is None
@@ -197,7 +206,7 @@ class LedgerTrading:
         if sid is not None:
             self.signals[sid] = record
             events.append(self._event(SignalRecorded, now, cause or sid, signal=record))
-        return Outcome(record, events)
+        return Outcome(record, events, detail=detail or None)
 
     def _entry_capital(self, signal: Signal, policy: SignalPolicy,
                        qty: Decimal) -> tuple[Decimal, Decimal]:
@@ -226,11 +235,24 @@ class LedgerTrading:
         equity = self.allocated + self.realized_pnl - self.fees
         return tp, sl, size_signal(signal, policy, equity, sl)
 
+    def _shrink(self, signal: Signal, policy: SignalPolicy, qty: Decimal, sl: Decimal,
+                now: datetime) -> tuple[Decimal, Shrink | None]:
+        """The entry's quantity under its sizing policy (actors/model/sizing.py)."""
+        def failing(q: Decimal) -> list[Check]:
+            amount = self._entry_capital(signal, policy, q)[0]
+            prop = Proposal(signal.symbol, signal.side, q, signal.price, sl,
+                            self.risk.mark(signal.symbol))
+            return [c for c in self.what_if(prop, amount, now) if not c.ok]
+
+        return shrink(qty, signal, policy, self.risk.limits, failing,
+                      self._reference(signal, policy))
+
     def what_if_signal(self, signal: Signal, policy: SignalPolicy,
                        now: datetime) -> dict[str, Any]:
         """`risk.check`: size `signal` as `submit_signal` would and run every check on
         the order it would make. Changes nothing."""
         tp, sl, qty = self._size(signal, policy)
+        qty, shrunk = self._shrink(signal, policy, qty, sl, now)
         amount = (self._entry_capital(signal, policy, qty)[0] if qty > 0 else
                   order_reservation(qty, signal.price, policy.reserve_buffer_pct,
                                     policy.taker_fee, self.places))
@@ -249,9 +271,12 @@ class LedgerTrading:
                                        venue.details["limit"], venue.details["value"]))
         elif qty <= 0:
             checks.insert(0, Check("quantity", "MIN_NOTIONAL", False, "> 0", qty))
-        return {"symbol": signal.symbol, "side": signal.side, "qty": qty,
-                "price": signal.price, "notional": qty * signal.price, "amount": amount,
-                "tp_price": tp, "sl_price": sl, "checks": checks}
+        out = {"symbol": signal.symbol, "side": signal.side, "qty": qty,
+               "price": signal.price, "notional": qty * signal.price, "amount": amount,
+               "tp_price": tp, "sl_price": sl, "checks": checks}
+        if shrunk is not None:
+            out["sizing"] = shrunk.to_map()
+        return out
 
     def fill_entry(self, fill_id: str, order_id: str, position_id: str, qty: object,
                    price: object, fee: object, now: datetime, cause: str = "",
@@ -439,6 +464,8 @@ class LedgerTrading:
             self.positions[position_id] = p
         else:
             del self.positions[position_id]
+            if self.risk.protected:  # what the protections read
+                self.closes.append(Close(p.symbol, now, p.close_reason))
             events.append(self._event(PositionClosed, now, cause or fill_id, position=p))
         events += self._stop_if_short(now, fill_id)
         self._observe(now)

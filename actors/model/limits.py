@@ -41,8 +41,24 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: orders placed per minute (a token bucket holding `order_burst` tokens)
     order_rate_per_min: Decimal | None = None
     order_burst: int | None = None
+    #: protections (actors/model/protections.py): no entry on a symbol for this many
+    #: seconds after a position on it closed (`cooldown_after`: "any" close, or "sl" only)
+    cooldown_s: Decimal | None = None
+    cooldown_after: str | None = None
+    #: `sl_streak_count` stop-losses within `sl_streak_window_s` lock entries for
+    #: `sl_streak_lock_s` from the last of them (`sl_streak_scope`: the "profile", or
+    #: only the "symbol" they closed on)
+    sl_streak_count: int | None = None
+    sl_streak_window_s: Decimal | None = None
+    sl_streak_lock_s: Decimal | None = None
+    sl_streak_scope: str | None = None
+    #: an entry beyond a limit: "refuse" it (the default) or "shrink" it to what the
+    #: limits allow (actors/model/sizing.py), down to the venue's minimum or `min_qty`
+    sizing: str | None = None
+    min_qty: Decimal | None = None
 
     def __post_init__(self) -> None:
+        _check_protections(self)
         for name in self.__struct_fields__:
             v = getattr(self, name)
             if isinstance(v, Decimal) and not v.is_finite():
@@ -64,6 +80,29 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("min_notional must not be negative")
         if self.order_burst is not None and self.order_burst < 1:
             raise ValueError("order_burst must be at least 1")
+
+
+CHOICES = {"cooldown_after": ("any", "sl"), "sl_streak_scope": ("profile", "symbol"),
+           "sizing": ("refuse", "shrink")}
+#: the longest stop-loss streak counted (the ledger keeps its most recent closes)
+MAX_SL_STREAK = 100
+
+
+def _check_protections(limits: RiskLimits) -> None:
+    for name, allowed in CHOICES.items():
+        v = getattr(limits, name)
+        if v is not None and v not in allowed:
+            raise ValueError(f"{name} must be one of {list(allowed)}")
+    for name in ("cooldown_s", "sl_streak_window_s", "sl_streak_lock_s", "min_qty"):
+        v = getattr(limits, name)
+        if v is not None and (not v.is_finite() or v <= 0):
+            raise ValueError(f"{name} must be a number greater than 0")
+    n = limits.sl_streak_count
+    if n is not None:
+        if not 1 <= n <= MAX_SL_STREAK:
+            raise ValueError(f"sl_streak_count must be in 1..{MAX_SL_STREAK}")
+        if limits.sl_streak_window_s is None or limits.sl_streak_lock_s is None:
+            raise ValueError("sl_streak_count needs sl_streak_window_s and sl_streak_lock_s")
 
 
 class CustomRiskProfile(RiskLimits, frozen=True, forbid_unknown_fields=True):

@@ -211,6 +211,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     sl_pct: Decimal | None = None
     qty: Decimal | None = None
     notional: Decimal | None = None
+    #: beyond a limit: "refuse" or "shrink" (None: as the risk profile says)
+    sizing: str | None = None
 
     def fingerprint(self) -> str:
         """What a repeated `signal_id` must match to be the same signal (numbers by
@@ -233,6 +235,9 @@ def parse_signal(raw: dict[str, Any]) -> Signal:
                 raise InvalidArgument(name, f"{name} must be below 100")
     qty = raw.get("qty")
     notional = raw.get("notional")
+    sizing = raw.get("sizing")
+    if sizing is not None and sizing not in ("refuse", "shrink"):
+        raise InvalidArgument("sizing", "sizing must be refuse or shrink")
     if qty is not None and notional is not None:
         raise InvalidArgument("qty", "give qty or notional, not both")
     return Signal(symbol=parse_symbol(raw.get("symbol")), side=side, price=price,
@@ -241,7 +246,8 @@ def parse_signal(raw: dict[str, Any]) -> Signal:
                   strategy=raw.get("strategy"), tp_pct=pct.get("tp_pct"),
                   sl_pct=pct.get("sl_pct"),
                   qty=None if qty is None else parse_decimal(qty, "qty"),
-                  notional=None if notional is None else parse_decimal(notional, "notional"))
+                  notional=None if notional is None else parse_decimal(notional, "notional"),
+                  sizing=sizing)
 
 
 class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -281,8 +287,17 @@ class SignalAnswer(msgspec.Struct, frozen=True, kw_only=True):
     reused: bool = False
     reason: str | None = None
     oms: bool = True
+    #: of the first answer only (not stored): {"risk_details": the failed check with the
+    #: time it passes by itself, "sizing": how the entry was shrunk}, each when it applies
+    detail: dict[str, Any] | None = None
 
     def to_map(self) -> dict[str, Any]:
+        out = self._map()
+        if self.detail and not self.reused:
+            out.update(self.detail)
+        return out
+
+    def _map(self) -> dict[str, Any]:
         rec = self.record
         if rec is None:
             return {"received": True, "oms_enabled": self.oms, "risk_ok": False,

@@ -23,6 +23,9 @@ class Outcome(msgspec.Struct):
     result: Any
     events: list[Event]
     reused: bool = False
+    #: what the answer adds that is not stored with the result (a signal's denial
+    #: details, how its size was shrunk)
+    detail: Any = None
 
 
 def check_text(value: object, field: str, max_len: int = 128) -> str:

@@ -18,7 +18,7 @@ positions at the market's last price (the entry price before any tick).
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -254,10 +254,24 @@ class Check(msgspec.Struct, frozen=True):
     limit: Any
     value: Any
     headroom: Any = None
+    #: when a failed check passes by itself (a cooldown, a stop-loss streak lock)
+    until: datetime | None = None
 
     def to_map(self) -> dict[str, Any]:
-        return {"check": self.check, "code": self.code, "ok": self.ok, "limit": self.limit,
-                "value": self.value, "headroom": self.headroom}
+        out = {"check": self.check, "code": self.code, "ok": self.ok, "limit": self.limit,
+               "value": self.value, "headroom": self.headroom}
+        if self.until is not None:
+            out["until"] = self.until
+        return out
+
+    def details(self) -> dict[str, Any]:
+        """The details of the denial this failed check gives."""
+        out = {"reason": self.code, "limit": self.limit, "value": self.value,
+               "check": self.check}
+        if self.until is not None:
+            out["until"] = self.until
+            out["retry_after_s"] = -self.headroom
+        return out
 
 
 class Proposal(msgspec.Struct, frozen=True):
@@ -314,7 +328,8 @@ def _cap(check: str, code: str, limit: Any, value: Any) -> Check:
 
 def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, scope: str,
                breakers: dict[str, tuple[Decimal, Decimal, Trip | None]],
-               bucket_tokens: Decimal | None) -> Iterator[Check]:
+               bucket_tokens: Decimal | None,
+               protections: Iterable[Check] = ()) -> Iterator[Check]:
     """Every check for `prop`, in the order they are applied."""
     code = {"HALTED": "TRADING_HALTED", "REDUCE_ONLY": "REDUCE_ONLY"}.get(state,
                                                                          "TRADING_HALTED")
@@ -325,6 +340,7 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
         # reached the limit: the ledger observes before it checks
         yield Check(f"drawdown_{kind}", BREAKERS[kind][1], trip is None, limit, loss,
                     limit - loss)
+    yield from protections
     allowed, denied = limits.allowed_symbols, limits.denied_symbols
     if allowed is not None or denied:
         ok = (allowed is None or prop.symbol in allowed) and prop.symbol not in (denied or ())
@@ -413,6 +429,9 @@ class RiskGate:
         self.unlimited = limits == _NO_LIMITS
         #: a breaker limit is set: equity is observed at every entry and fill
         self.has_breakers = any(getattr(limits, f) is not None for f, _ in BREAKERS.values())
+        #: a protection is set: the ledger keeps its recent closes
+        self.protected = (limits.cooldown_s is not None
+                          or limits.sl_streak_count is not None)
         #: some check reads equity, exposure or the open position count
         self.needs_book = self.has_breakers or any(getattr(limits, f) is not None for f in (
             "max_risk_per_trade_pct", "max_leverage", "max_exposure", "max_open_positions",

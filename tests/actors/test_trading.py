@@ -304,3 +304,26 @@ def test_oms_disabled_takes_no_orders_and_lists_check_their_input(make_system, s
         cf.trading.list_positions("ghost")
     with pytest.raises(NotFound):
         cf.trading.stats("ghost")
+
+
+def test_embedded_api_shrinks_entries_and_answers_a_cooldown(trade, clock):
+    """`System.signal` and `System.risk_check` carry the sizing option and answer the
+    protections as the wire does."""
+    cf = trade([("100.00", "100.20"), ("97.00", "97.20"), ("97.00", "97.20")],
+               risk={"limits": {"cooldown_s": "30"}})
+    cf.create_profile("p", "1000")
+    # 20 at 100 would reserve 2022.02: shrunk to what 1000 free pays for
+    a = cf.signal("p", "TESTUSDT", "BUY", "100", qty="20", sizing="shrink", sl_pct="2")
+    granted = D(a["qty"])
+    reserved = (granted * 100 * D("1.01") * D("1.001")).quantize(D("0.01"), "ROUND_CEILING")
+    assert a["risk_ok"] and reserved <= 1000 < (granted + D("0.000001")) * 100 * D(
+        "1.01") * D("1.001")
+    assert (a["sizing"]["requested_qty"], a["sizing"]["bound_by"]) == (D(20), "capital")
+    what_if = cf.risk_check("p", {"symbol": "TESTUSDT", "side": "BUY", "price": "100",
+                                  "qty": "20", "sizing": "shrink"}).get(5)
+    assert what_if["sizing"]["bound_by"] == "capital"
+    step(cf, clock, 2)  # T1 fills, T2 the stop 98.00 is gapped: exits at the bid 97.00
+    b = cf.signal("p", "TESTUSDT", "BUY", "97", qty="1")
+    assert (b["risk_reason"], b["risk_details"]["retry_after_s"]) == ("COOLDOWN", D(30))
+    clock.advance(30)
+    assert cf.signal("p", "TESTUSDT", "BUY", "97", qty="1")["risk_ok"] is True

@@ -320,6 +320,7 @@ PLAUSIBLE = {
     "status": st.sampled_from([None, "OPEN", "CLOSED", "FILLED", "nonsense"]),
     "group_by": st.sampled_from([None, "strategy", "symbol", "exchange", "colour"]),
     "scope": st.sampled_from(["profile", "account", "all", "galaxy"]),
+    "sizing": st.sampled_from([None, "refuse", "shrink", "SHRINK", "partial"]),
 }
 
 
