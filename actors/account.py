@@ -51,6 +51,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
 from capflow.actors.model.limits import AccountRiskLimits
+from capflow.actors.model.order_types import EXPIRED
 from capflow.actors.reply import Reply
 from capflow.brokers.base import (
     BrokerAdapter,
@@ -347,8 +348,10 @@ class AccountManagerActor(pykka.ThreadingActor):
         elif isinstance(e, OrderCanceled | OrderRejected):
             self._end_working(e.order_id)
             status = "CANCELED" if isinstance(e, OrderCanceled) else "REJECTED"
+            if e.reason == EXPIRED:  # a GTD order's time passed
+                status = "EXPIRED"
             self._book(e.profile_id, m.EndOrder(order_id=e.order_id, status=status,
-                                                cause=e.reason),
+                                                cause=e.reason, reason=e.reason),
                        waiter=self._cancel_waiters.pop(e.order_id, None))
         elif isinstance(e, Reconciled):
             account_reconcile.reconciled(self, e)

@@ -398,7 +398,7 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _end_order(self, cmd: m.EndOrder):
         outcome = self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
-                                        cmd.cause)
+                                        cmd.cause, cmd.reason)
         self._report()
         return outcome
 

@@ -49,7 +49,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     profile_id: str
     symbol: str
     side: str  # BUY or SELL
-    type: str  # MARKET or LIMIT
+    type: str  # MARKET, LIMIT, STOP or STOP_LIMIT
     qty: Decimal
     price: Decimal | None = None
     position_id: str
@@ -60,6 +60,11 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     #: this (a MARKET order is then a limit at this price; a SELL limit fills at most
     #: here). None: no such bound (orders recorded before it existed)
     max_price: Decimal | None = None
+    #: a STOP / STOP_LIMIT order's trigger; its time in force and a GTD order's expiry
+    #: (actors/model/order_types.py)
+    trigger_price: Decimal | None = None
+    time_in_force: str = "GTC"
+    expire_at: datetime | None = None
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):

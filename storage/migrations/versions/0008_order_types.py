@@ -1,0 +1,36 @@
+"""Orders' trigger price, time in force, expiry and end reason.
+
+A STOP / STOP_LIMIT entry keeps its trigger, every order its time in force (GTC for the
+orders recorded before), a GTD order its expiry -- so one whose time passes while the
+server is down expires at start -- and an ended order the broker's reason for it.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+MONEY = sa.String(48).with_variant(sa.Numeric(), "postgresql")
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.add_column("orders", sa.Column("trigger_price", MONEY))
+    op.add_column("orders", sa.Column("time_in_force", sa.String(8), nullable=False,
+                                      server_default="GTC"))
+    op.add_column("orders", sa.Column("expire_at", TS))
+    op.add_column("orders", sa.Column("end_reason", sa.String(160)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("orders") as batch:
+        batch.drop_column("end_reason")
+        batch.drop_column("expire_at")
+        batch.drop_column("time_in_force")
+        batch.drop_column("trigger_price")
