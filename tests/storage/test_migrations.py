@@ -89,8 +89,8 @@ def test_each_migration_applied_is_one_line_and_none_is_nothing(engine):
         assert said[0] == "storage: migration 0001 applied: initial schema"
         assert [line.split()[2] for line in said] == ["0001", "0002", "0003", "0004", "0005"]
         said.clear()
-        assert migrate.upgrade(engine) == ["0006", "0007"]
-        assert said[-1] == "storage: migration 0007 applied: account states and flattens"
+        assert migrate.upgrade(engine) == ["0006", "0007", "0008"]
+        assert said[-1] == "storage: migration 0008 applied: order types and time in force"
         assert all("\n" not in line and len(line) < 80 for line in said), said
         said.clear()
         assert migrate.upgrade(engine) == []
@@ -137,14 +137,14 @@ def test_0006_adds_the_orders_max_price_and_takes_it_back(engine):
 
 
 def test_0007_adds_the_account_states_and_flattens_and_takes_them_back(engine):
-    """0007 is the head: each broker account's trading state, and the flattens done by
-    their client key."""
+    """0007: each broker account's trading state, and the flattens done by their client
+    key."""
     from alembic import command
 
     migrate.upgrade(engine, "0006")
     before = _schema_state(engine)
-    migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0007" == migrate.head_revision(engine)
+    migrate.upgrade(engine, "0007")
+    assert migrate.current_revision(engine) == "0007"
     after = _schema_state(engine)
     assert set(after) - set(before) == {"account_states", "flattens"}
     assert [c[0] for c in after["account_states"][0]] == [
@@ -153,4 +153,22 @@ def test_0007_adds_the_account_states_and_flattens_and_takes_them_back(engine):
         "requested_by", "client_request_id", "scope", "target", "reason", "created_at",
         "result"]
     command.downgrade(migrate.alembic_config(engine), "0006")
+    assert _schema_state(engine) == before
+
+
+def test_0008_adds_the_orders_types_time_in_force_and_takes_them_back(engine):
+    """0008 is the head: an order's trigger price, time in force (GTC for the orders
+    recorded before), GTD expiry and end reason."""
+    from alembic import command
+
+    migrate.upgrade(engine, "0007")
+    before = _schema_state(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "0008" == migrate.head_revision(engine)
+    after = _schema_state(engine)
+    added = [c for c in after["orders"][0] if c not in before["orders"][0]]
+    assert [(name, nullable) for name, _type, nullable in added] == [
+        ("trigger_price", True), ("time_in_force", False), ("expire_at", True),
+        ("end_reason", True)]
+    command.downgrade(migrate.alembic_config(engine), "0007")
     assert _schema_state(engine) == before

@@ -1,8 +1,8 @@
-"""Orders' trigger price, time in force, expiry and end reason.
+"""Order types and time in force.
 
-A STOP / STOP_LIMIT entry keeps its trigger, every order its time in force (GTC for the
-orders recorded before), a GTD order its expiry -- so one whose time passes while the
-server is down expires at start -- and an ended order the broker's reason for it.
+A STOP / STOP_LIMIT entry keeps its trigger price, every order its time in force (GTC
+for the orders recorded before), a GTD order its expiry -- so one whose time passes while
+the server is down expires at start -- and an ended order the broker's reason for it.
 
 Revision ID: 0008
 Revises: 0007
