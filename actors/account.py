@@ -62,6 +62,7 @@ from capflow.brokers.base import (
     EntryFilled,
     OrderCanceled,
     OrderRejected,
+    OrderTriggered,
     PositionExited,
     PricesStale,
     VenueTicks,
@@ -341,6 +342,9 @@ class AccountManagerActor(pykka.ThreadingActor):
                 fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
                 qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id,
                 fee_qty=e.fee_qty))
+        elif isinstance(e, OrderTriggered):
+            self._book(e.profile_id, m.TriggerOrder(order_id=e.order_id, price=e.price,
+                                                    cause=e.order_id))
         elif isinstance(e, PositionExited):
             self._book(e.profile_id, m.ApplyExitFill(
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,

@@ -402,6 +402,10 @@ class LedgerActor(pykka.ThreadingActor):
         self._report()
         return outcome
 
+    def _trigger_order(self, cmd: m.TriggerOrder):
+        return self.ledger.trigger_order(cmd.order_id, cmd.price, self.ctx.clock.now(),
+                                         cmd.cause)
+
     def _request_close(self, cmd: m.RequestClose):
         return self.ledger.request_close(cmd.position_id, cmd.reason, self.ctx.clock.now(),
                                          cmd.cause)
@@ -479,6 +483,7 @@ _HANDLERS = {
     m.EndOrder: _handler(LedgerActor._end_order),
     m.ApplyExitFill: _handler(LedgerActor._exit_fill),
     m.RequestClose: _handler(LedgerActor._request_close),
+    m.TriggerOrder: _handler(LedgerActor._trigger_order),
     m.SetTradingState: _handler(LedgerActor._set_state),
     m.CheckRisk: _handler(LedgerActor._check_risk),
     m.ObserveMarket: _handler(LedgerActor._observe_market),

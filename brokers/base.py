@@ -65,6 +65,8 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     trigger_price: Decimal | None = None
     time_in_force: str = "GTC"
     expire_at: datetime | None = None
+    #: whether its trigger was touched already (a restored stop that was trades at once)
+    triggered: bool = False
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -155,6 +157,14 @@ class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
     price: Decimal
     fee: Decimal
     reason: str  # tp, sl or manual
+
+
+class OrderTriggered(BrokerEvent, frozen=True, tag="OrderTriggered"):
+    """A STOP / STOP_LIMIT order's trigger was touched by the market at `price`."""
+
+    order_id: str
+    profile_id: str
+    price: Decimal
 
 
 class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):

@@ -56,6 +56,7 @@ from capflow.brokers.base import (
     EntryFilled,
     OrderAccepted,
     OrderCanceled,
+    OrderTriggered,
     PositionExited,
 )
 
@@ -137,8 +138,9 @@ class PaperBroker(BrokerAdapter):
     # -- orders -----------------------------------------------------------------------
 
     def _work(self, order: BrokerOrder) -> None:
-        # a stop with fills was touched already; one without waits for its trigger
-        armed = order.type not in TRIGGERED_TYPES or order.filled_qty > 0
+        # a stop that was touched (restored) trades at once; others wait for the trigger
+        armed = (order.type not in TRIGGERED_TYPES or order.triggered
+                 or order.filled_qty > 0)
         w = _Working(order, order.qty - order.filled_qty, armed=armed)
         self.working[order.order_id] = w
         self._book.setdefault(order.symbol, {})[order.order_id] = w
@@ -270,6 +272,9 @@ class PaperBroker(BrokerAdapter):
                 if not touched(o.side, o.trigger_price, tick.bid, tick.ask):
                     continue
                 w.armed = True  # now a market (STOP) or a limit (STOP_LIMIT) order
+                self.emit(OrderTriggered(account_id=self.account_id, ts=self.clock.now(),
+                                         order_id=o.order_id, profile_id=o.profile_id,
+                                         price=tick.ask if o.side == "BUY" else tick.bid))
             tif = o.time_in_force
             if room[o.side] <= 0 and tif not in ("IOC", "FOK"):
                 continue

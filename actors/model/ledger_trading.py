@@ -21,6 +21,7 @@ from capflow.actors.model.messages import (
     OrderCapitalReleased,
     OrderCapitalReserved,
     OrderFilled,
+    OrderTriggered,
     PositionCapital,
     PositionClosed,
     PositionCloseRequested,
@@ -370,6 +371,19 @@ class LedgerTrading:
         self.reserved_for_orders -= amount
         return Outcome(o, [self._event(OrderCapitalReleased, now, cause or order_id, order=o,
                                        amount=amount)])
+
+    def trigger_order(self, order_id: str, price: Decimal, now: datetime,
+                      cause: str = "") -> Outcome:
+        """Record that a stop order's trigger was touched (its capital is unchanged: it
+        was reserved for the worst the triggered order may cost). Once only; an order
+        that ended meanwhile is left as it is."""
+        o = self.orders.get(order_id)
+        if o is None or o.triggered_at is not None:
+            return Outcome(o, [], reused=True)
+        o = replace(o, triggered_at=now, updated_at=now)
+        self.orders[order_id] = o
+        return Outcome(o, [self._event(OrderTriggered, now, cause or order_id, order=o,
+                                       price=price)])
 
     def _keep_ended(self, o: OrderCapital) -> None:
         """Keep an ended order for the fills a venue may still report (the most recent

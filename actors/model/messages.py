@@ -127,6 +127,8 @@ class OrderCapital(msgspec.Struct, frozen=True):
     expire_at: datetime | None = None
     #: why it ended, when a broker said (``expired``, ``ioc_remainder``, ``fok_unfilled``)
     end_reason: str | None = None
+    #: when a tick touched a STOP / STOP_LIMIT order's trigger (None: not yet, or no stop)
+    triggered_at: datetime | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):
@@ -264,6 +266,15 @@ class PositionReduced(Event, frozen=True, tag="PositionReduced"):
 
 class PositionClosed(Event, frozen=True, tag="PositionClosed"):
     position: PositionCapital
+
+
+class OrderTriggered(Event, frozen=True, tag="OrderTriggered"):
+    """A STOP / STOP_LIMIT order's trigger was touched: it is a market / limit order now
+    (`order.triggered_at`)."""
+
+    order: OrderCapital
+    #: the market price that touched it
+    price: Decimal
 
 
 class PositionCloseRequested(Event, frozen=True, tag="PositionCloseRequested"):
@@ -409,6 +420,13 @@ class EndOrder(Command, frozen=True):
     status: str = "CANCELED"
     #: why, as the broker said it (kept with the order as its `end_reason`)
     reason: str | None = None
+
+
+class TriggerOrder(Command, frozen=True):
+    """Record that the broker saw a stop order's trigger touched, at `price`."""
+
+    order_id: str
+    price: Decimal
 
 
 class RequestClose(Command, frozen=True):

@@ -126,3 +126,23 @@ def test_order_fields_are_checked_before_anything_is_reserved(start, clock, args
         cf.submit_order("p", "bad", "TESTUSDT", "BUY", "1", **args)
     assert caught.value.details["field"] == field
     assert cf.ledger("p").reserved_for_orders == D("0.00")
+
+
+def test_a_touched_stop_limit_stays_touched_across_a_restart(start, clock):
+    cf = start([("100.00", "100.20"), ("102.40", "102.50")], "before.csv")
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    o = cf.submit_order("p", "sl-1", "TESTUSDT", "BUY", "1", type="STOP_LIMIT",
+                        price="101", trigger_price="102").result
+    assert o.triggered_at is None
+    step(cf, clock)  # ask 102.50 touches 102: a limit at 101 now, not crossed
+    touched = cf.trading.get_order("p", o.order_id)
+    assert (touched.status, touched.triggered_at) == ("OPEN", clock.now())
+    cf.stop()
+
+    cf = start([("100.80", "100.90")], "after.csv")
+    step(cf, clock)  # below the trigger, but it was touched: the limit fills at 100.90
+    filled = cf.trading.get_order("p", o.order_id)
+    assert (filled.status, filled.avg_price, filled.triggered_at) == (
+        "FILLED", D("100.90"), touched.triggered_at)
+    assert cf.audit("p").ok

@@ -15,7 +15,7 @@ import pytest
 
 from capflow.actors.model.clock import ManualClock
 from capflow.actors.model.ticks import Tick
-from capflow.brokers.base import BrokerOrder, EntryFilled, OrderCanceled
+from capflow.brokers.base import BrokerOrder, EntryFilled, OrderCanceled, OrderTriggered
 from capflow.brokers.config import AccountConfig
 from capflow.brokers.paper import PaperBroker
 
@@ -170,3 +170,26 @@ def test_restored_orders_past_their_expiry_end_at_once():
     assert [(e.order_id, e.reason) for e in events if isinstance(e, OrderCanceled)] == [
         ("o1", "expired")]
     assert list(broker.working) == ["o2"]
+
+
+def test_a_touched_stop_says_so_once_and_a_restored_touched_one_trades_at_once():
+    broker, events = run(order("STOP_LIMIT", price="101", trigger="102"),
+                         [(1, "99", "100", "5"), (2, "102.4", "102.5", "5"),
+                          (3, "102.6", "102.7", "5")])
+    assert [(e.order_id, e.price) for e in events if isinstance(e, OrderTriggered)] == [
+        ("o1", D("102.5"))]
+    assert "o1" in broker.working  # a limit at 101 now, not crossed yet
+
+    touched = BrokerOrder(**{**{f: getattr(order("STOP_LIMIT", price="101", trigger="102"),
+                                            f) for f in BrokerOrder.__struct_fields__},
+                             "triggered": True})
+    events: list = []
+    broker = PaperBroker("acct", AccountConfig(settings={"slippage_bps": "0"}),
+                         clock=ManualClock(T0), emit=events.append)
+    broker.init()
+    broker.start()
+    broker.restore([touched], [])
+    broker.on_tick(Tick("BTCUSDT", 1, T0, D("100.8"), D("100.9"), D("100.8"), D("5")))
+    assert [(e.qty, e.price) for e in events if isinstance(e, EntryFilled)] == [
+        (D("3"), D("100.9"))]
+    assert not [e for e in events if isinstance(e, OrderTriggered)]

@@ -169,6 +169,6 @@ def test_0008_adds_the_orders_types_time_in_force_and_takes_them_back(engine):
     added = [c for c in after["orders"][0] if c not in before["orders"][0]]
     assert [(name, nullable) for name, _type, nullable in added] == [
         ("trigger_price", True), ("time_in_force", False), ("expire_at", True),
-        ("end_reason", True)]
+        ("end_reason", True), ("triggered_at", True)]
     command.downgrade(migrate.alembic_config(engine), "0007")
     assert _schema_state(engine) == before

@@ -2,7 +2,8 @@
 
 A STOP / STOP_LIMIT entry keeps its trigger price, every order its time in force (GTC
 for the orders recorded before), a GTD order its expiry -- so one whose time passes while
-the server is down expires at start -- and an ended order the broker's reason for it.
+the server is down expires at start --, a stop when its trigger was touched, and an
+ended order the broker's reason for it.
 
 Revision ID: 0008
 Revises: 0007
@@ -26,10 +27,12 @@ def upgrade() -> None:
                                       server_default="GTC"))
     op.add_column("orders", sa.Column("expire_at", TS))
     op.add_column("orders", sa.Column("end_reason", sa.String(160)))
+    op.add_column("orders", sa.Column("triggered_at", TS))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("orders") as batch:
+        batch.drop_column("triggered_at")
         batch.drop_column("end_reason")
         batch.drop_column("expire_at")
         batch.drop_column("time_in_force")
