@@ -14,6 +14,16 @@ Fill rules (what a backtest of a strategy on it assumes):
   first tick it meets (it was marketable when it came) fills at the tick's price, or,
   above its ``max_price`` (a SELL priced before the market had a price), is canceled;
   one that rested first fills at most at its ``max_price`` (never past its limit).
+- A STOP / STOP_LIMIT waits until a tick touches its trigger (the ask at or above it for
+  a BUY, the bid at or below it for a SELL; `OrderTriggered`), then is, from that same
+  tick, a MARKET / a LIMIT at its price: a gap through a STOP's trigger fills at the
+  tick's price (at most at its ``max_price``). A restored order that was touched trades
+  at once.
+- Time in force: IOC fills what its first tradable tick allows and cancels the rest
+  (``ioc_remainder``); FOK fills all on that tick or cancels all (``fok_unfilled``); GTD
+  is canceled (``expired``) once the clock reaches its ``expire_at``, on a tick before
+  it fills or on `step` (the account's timer), and at `restore` when it passed while
+  the server was down.
 - An order filled in pieces pays the fee it would pay in one: each fill is charged the
   rounded-up fee of everything filled so far, less what was charged before.
 - Each tick offers ``tick.liquidity`` on each side of a symbol, shared by the orders in
