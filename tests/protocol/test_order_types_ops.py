@@ -84,3 +84,27 @@ def test_a_signal_takes_a_time_in_force(market):
     g = ok(r.request("signal.submit", {**base, "time_in_force": "GTD", "expire_at": at}))
     order = ok(r.request("order.get", {"profile_id": "p", "order_id": g["order_id"]}))
     assert order["time_in_force"] == "GTD" and order["expire_at"] is not None
+
+
+def test_the_command_line_places_a_gtd_stop(market):
+    """`capflow call` reads expire_at as typed (TOML would make it a datetime that msgpack
+    cannot carry) and the numbers as numbers."""
+    import io
+    import json
+
+    from capflow import run
+
+    server, r = market()
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "10000"}))
+    server.system.advance(1)
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    out = io.StringIO()
+    args = run._parser().parse_args([
+        "call", "order.submit", "profile_id=p", "client_order_id=cli-stop",
+        "symbol=TESTUSDT", "side=BUY", "type=STOP", "qty=2", "trigger_price=102",
+        "time_in_force=GTD", f"expire_at={at}", "--endpoint", server.endpoint])
+    assert run.call_command(server.system.config, args, out) == 0
+    order = json.loads(out.getvalue())
+    assert (order["type"], order["trigger_price"], order["time_in_force"]) == (
+        "STOP", "102", "GTD")
+    assert order["expire_at"].startswith(at[:-1])
