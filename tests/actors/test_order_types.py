@@ -13,7 +13,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.errors import Conflict, InvalidArgument
 
 from .test_trading import SETTINGS, step, write_ticks
 
@@ -146,3 +146,23 @@ def test_a_touched_stop_limit_stays_touched_across_a_restart(start, clock):
     assert (filled.status, filled.avg_price, filled.triggered_at) == (
         "FILLED", D("100.90"), touched.triggered_at)
     assert cf.audit("p").ok
+
+
+def test_a_repeat_after_a_restart_is_the_same_order(start, clock):
+    """The client order keys rebuilt from storage compare what a new one compares: the
+    trigger, the time in force and the expiry too."""
+    cf = start([("100.00", "100.20")], "before.csv")
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    at = (clock.now() + timedelta(hours=1)).isoformat()
+    args = {"type": "STOP", "trigger_price": "102", "time_in_force": "GTD", "expire_at": at}
+    o = cf.submit_order("p", "stop-1", "TESTUSDT", "BUY", "2", **args).result
+    cf.stop()
+
+    cf = start([("100.00", "100.20")], "after.csv")
+    again = cf.submit_order("p", "stop-1", "TESTUSDT", "BUY", "2", **args)
+    assert again.reused
+    assert cf.ledger("p").reserved_for_orders == o.reserved
+    with pytest.raises(Conflict):
+        cf.submit_order("p", "stop-1", "TESTUSDT", "BUY", "2",
+                        **{**args, "trigger_price": "103"})
