@@ -51,6 +51,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
 from capflow.actors.model.limits import AccountRiskLimits
+from capflow.actors.model.order_types import EXPIRED
 from capflow.actors.reply import Reply
 from capflow.brokers.base import (
     BrokerAdapter,
@@ -61,6 +62,7 @@ from capflow.brokers.base import (
     EntryFilled,
     OrderCanceled,
     OrderRejected,
+    OrderTriggered,
     PositionExited,
     PricesStale,
     VenueTicks,
@@ -341,6 +343,9 @@ class AccountManagerActor(pykka.ThreadingActor):
                 fill_id=e.fill_id, order_id=e.order_id, position_id=e.position_id,
                 qty=e.qty, price=e.price, fee=e.fee, book=True, cause=e.fill_id,
                 fee_qty=e.fee_qty, fee_coin=e.fee_coin, fee_coin_qty=e.fee_coin_qty))
+        elif isinstance(e, OrderTriggered):
+            self._book(e.profile_id, m.TriggerOrder(order_id=e.order_id, price=e.price,
+                                                    cause=e.order_id))
         elif isinstance(e, PositionExited):
             self._book(e.profile_id, m.ApplyExitFill(
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
@@ -349,8 +354,10 @@ class AccountManagerActor(pykka.ThreadingActor):
         elif isinstance(e, OrderCanceled | OrderRejected):
             self._end_working(e.order_id)
             status = "CANCELED" if isinstance(e, OrderCanceled) else "REJECTED"
+            if e.reason == EXPIRED:  # a GTD order's time passed
+                status = "EXPIRED"
             self._book(e.profile_id, m.EndOrder(order_id=e.order_id, status=status,
-                                                cause=e.reason),
+                                                cause=e.reason, reason=e.reason),
                        waiter=self._cancel_waiters.pop(e.order_id, None))
         elif isinstance(e, Reconciled):
             account_reconcile.reconciled(self, e)

@@ -59,7 +59,9 @@ def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
     return BrokerOrder(order_id=o.order_id, profile_id=profile_id, symbol=o.symbol,
                        side=o.side, type=o.type, qty=o.qty, price=o.price,
                        position_id=o.position_id or o.order_id, tp_price=o.tp_price,
-                       sl_price=o.sl_price, filled_qty=o.filled_qty, max_price=o.max_price)
+                       sl_price=o.sl_price, filled_qty=o.filled_qty, max_price=o.max_price,
+                       trigger_price=o.trigger_price, time_in_force=o.time_in_force,
+                       expire_at=o.expire_at, triggered=o.triggered_at is not None)
 
 
 def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:

@@ -414,9 +414,13 @@ class LedgerActor(pykka.ThreadingActor):
 
     def _end_order(self, cmd: m.EndOrder):
         outcome = self.ledger.end_order(cmd.order_id, cmd.status, self.ctx.clock.now(),
-                                        cmd.cause)
+                                        cmd.cause, cmd.reason)
         self._report()
         return outcome
+
+    def _trigger_order(self, cmd: m.TriggerOrder):
+        return self.ledger.trigger_order(cmd.order_id, cmd.price, self.ctx.clock.now(),
+                                         cmd.cause)
 
     def _request_close(self, cmd: m.RequestClose):
         return self.ledger.request_close(cmd.position_id, cmd.reason, self.ctx.clock.now(),
@@ -496,6 +500,7 @@ _HANDLERS = {
     m.EndOrder: _handler(LedgerActor._end_order),
     m.ApplyExitFill: _handler(LedgerActor._exit_fill),
     m.RequestClose: _handler(LedgerActor._request_close),
+    m.TriggerOrder: _handler(LedgerActor._trigger_order),
     m.SetTradingState: _handler(LedgerActor._set_state),
     m.CheckRisk: _handler(LedgerActor._check_risk),
     m.ObserveMarket: _handler(LedgerActor._observe_market),

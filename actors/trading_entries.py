@@ -21,6 +21,14 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
 from capflow.actors.model.ids import new_id
 from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.order_types import (
+    VENUE_UNSUPPORTED_ORDER,
+    check_order_fields,
+    parse_expire_at,
+    parse_order_type,
+    parse_time_in_force,
+    venue_refusal,
+)
 from capflow.actors.model.orders import (
     SIGNAL_KEY_PREFIX,
     OrderSpec,
@@ -31,7 +39,6 @@ from capflow.actors.model.orders import (
     entry_reference,
     max_fill_price,
     order_reservation,
-    parse_order_type,
     parse_side,
     parse_signal,
     parse_symbol,
@@ -117,10 +124,10 @@ class EntryFlow:
                          "signal": raw})
             answer = self._signal_gate(profile_id)
             if answer is not None:
-                parse_signal(raw)
+                parse_signal(raw, self.clock.now())
                 reply.resolve(answer)
                 return reply
-            signal = parse_signal(raw)
+            signal = parse_signal(raw, self.clock.now())
             policy = self._signal_policy(profile_id, signal)
         except Exception as exc:
             reply.fail(exc)
@@ -156,6 +163,9 @@ class EntryFlow:
             blocked = STALE_PRICES
         venue = None
         rules = self.accounts.venue_rules(account)
+        if rules is not None and blocked is None and venue_refusal(
+                "MARKET", signal.time_in_force) is not None:
+            blocked = VENUE_UNSUPPORTED_ORDER
         if rules is not None and blocked is None:
             rule = rules.rule(signal.symbol)
             if isinstance(rule, Denial):
@@ -242,7 +252,7 @@ class EntryFlow:
         reply = Reply(callback)
         try:
             self._known(profile_id)
-            signal = parse_signal(raw)
+            signal = parse_signal(raw, self.clock.now())
             policy = self._signal_policy(profile_id, signal)
         except Exception as exc:
             reply.fail(exc)
@@ -300,6 +310,8 @@ class EntryFlow:
     def submit_order(self, profile_id: str, *, client_order_id: str, symbol: str, side: str,
                      type: str = "MARKET", qty: Any, price: Any = None, tp_price: Any = None,
                      sl_price: Any = None, reservation_id: str | None = None,
+                     trigger_price: Any = None, time_in_force: str | None = None,
+                     expire_at: Any = None,
                      callback: Callable[[Reply], None] | None = None) -> Reply:
         """Record an order (capital reserved) and send it to the account's broker. The
         reply resolves to an Outcome whose result is the order (or, for a repeat of a
@@ -308,7 +320,8 @@ class EntryFlow:
         try:
             spec, amount, venue = self._order_spec(profile_id, client_order_id, symbol, side,
                                                    type, qty, price, tp_price, sl_price,
-                                                   reservation_id)
+                                                   reservation_id, trigger_price,
+                                                   time_in_force, expire_at)
         except Exception as exc:
             reply.fail(exc)
             return reply
@@ -340,7 +353,8 @@ class EntryFlow:
         return outer
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
-                    tp_price, sl_price, reservation_id
+                    tp_price, sl_price, reservation_id, trigger_price=None,
+                    time_in_force=None, expire_at=None
                     ) -> tuple[OrderSpec, Decimal, Denial | None]:
         """(the order, its reservation, the venue's refusal of it or None)."""
         self._known(profile_id)
@@ -350,6 +364,8 @@ class EntryFlow:
                                 {"reason": "OMS_DISABLED", "limit": False, "value": True}))
         side = parse_side(side)
         type = parse_order_type(type)
+        tif = parse_time_in_force(time_in_force)
+        expires = parse_expire_at(expire_at, tif, self.clock.now())
         if isinstance(client_order_id, str) and client_order_id.startswith(SIGNAL_KEY_PREFIX):
             raise InvalidArgument("client_order_id", f"client_order_id may not start with "
                                                      f"{SIGNAL_KEY_PREFIX!r}: the orders of "
@@ -359,11 +375,12 @@ class EntryFlow:
         px = None if price is None else parse_decimal(price, "price")
         tp = None if tp_price is None else parse_decimal(tp_price, "tp_price")
         sl = None if sl_price is None else parse_decimal(sl_price, "sl_price")
-        if type == "LIMIT" and px is None:
-            raise InvalidArgument("price", "a LIMIT order needs a price")
+        trig = None if trigger_price is None else parse_decimal(trigger_price,
+                                                                "trigger_price")
+        check_order_fields(type, px, trig)
         tick = self.board.get(symbol)
         bid, ask = (tick.bid, tick.ask) if tick is not None else (None, None)
-        reference = px
+        reference = trig if type == "STOP" else px
         if reference is None:
             if tick is None:
                 raise InvalidArgument("price", f"no market price for {symbol!r} yet: give "
@@ -372,8 +389,9 @@ class EntryFlow:
         check_protection(side, reference, tp, sl)
         # a MARKET entry, or a LIMIT the market already crosses, fills at the market now:
         # its take-profit and stop-loss must not be crossed already
-        marketable = type == "MARKET" or (
-            ask is not None and px >= ask if side == "BUY" else bid is not None and px <= bid)
+        # (a stop waits for its trigger: its market is not now's)
+        marketable = type == "MARKET" or (type == "LIMIT" and (
+            ask is not None and px >= ask if side == "BUY" else bid is not None and px <= bid))
         if marketable and (crossed := protective_crossed(side, tp, sl, bid, ask)):
             level = tp if crossed == "tp_price" else sl
             market = bid if side == "BUY" else ask
@@ -385,7 +403,9 @@ class EntryFlow:
         account = self.accounts.account_for(profile_id)
         rules = self.accounts.venue_rules(account)
         venue: Denial | None = None
-        if rules is not None:  # a live venue: its steps replace the simulator's places
+        if rules is not None and (venue := venue_refusal(type, tif)) is not None:
+            pass  # a live venue that cannot take it: refused before any reservation
+        elif rules is not None:  # a live venue: its steps replace the simulator's places
             rule = rules.rule(symbol)
             ruled = rule if isinstance(rule, Denial) else apply_rule(
                 side, q, px, reference, rule)
@@ -398,7 +418,8 @@ class EntryFlow:
             if q != q.quantize(Decimal(1).scaleb(-qty_places)):
                 raise InvalidArgument("qty", f"qty has more than {qty_places} decimal places "
                                              f"for {symbol}")
-            for name, value in (("price", px), ("tp_price", tp), ("sl_price", sl)):
+            for name, value in (("price", px), ("tp_price", tp), ("sl_price", sl),
+                                ("trigger_price", trig)):
                 if value is not None and value != value.quantize(
                         Decimal(1).scaleb(-price_places)):
                     raise InvalidArgument(name, f"{name} has more than {price_places} "
@@ -406,9 +427,10 @@ class EntryFlow:
         self.accounts.require_connected(account)
         taker, maker = self._fees(account)
         places = self.accounts.places(account)
-        if type == "MARKET":
-            # the worse of the given price and the market's, plus the slippage room: the
-            # broker fills it at most at `cap`, so it never costs more than it reserved
+        if type in ("MARKET", "STOP"):
+            # the worse of the given price (a STOP's trigger) and the market's, plus the
+            # slippage room: the broker fills it at most at `cap`, so it never costs more
+            # than it reserved (a STOP that gaps past `cap` is canceled)
             buffer = self.config.oms.reserve_buffer_pct
             ref = entry_reference(side, reference, bid, ask)
             amount = order_reservation(q, ref, buffer, taker, places)
@@ -419,14 +441,17 @@ class EntryFlow:
             cap = px
             amount = entry_cost(q, cap, maker, places)
         else:  # a SELL limit fills at its limit or higher: at most at the market's now
-            cap = entry_reference(side, px, bid, ask)
+            # (a SELL STOP_LIMIT's market once touched is at most its trigger)
+            worst = px if type == "LIMIT" else max(px, trig)
+            cap = entry_reference(side, worst, bid, ask)
             amount = entry_cost(q, cap, maker, places)
         order_id = new_id("ord")
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id,
-                         ref_price=reference, max_price=cap)
+                         ref_price=reference, max_price=cap, trigger_price=trig,
+                         time_in_force=tif, expire_at=expires)
         return spec, amount, venue
 
 

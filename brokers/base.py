@@ -50,7 +50,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     profile_id: str
     symbol: str
     side: str  # BUY or SELL
-    type: str  # MARKET or LIMIT
+    type: str  # MARKET, LIMIT, STOP or STOP_LIMIT
     qty: Decimal
     price: Decimal | None = None
     position_id: str
@@ -61,6 +61,13 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     #: this (a MARKET order is then a limit at this price; a SELL limit fills at most
     #: here). None: no such bound (orders recorded before it existed)
     max_price: Decimal | None = None
+    #: a STOP / STOP_LIMIT order's trigger; its time in force and a GTD order's expiry
+    #: (actors/model/order_types.py)
+    trigger_price: Decimal | None = None
+    time_in_force: str = "GTC"
+    expire_at: datetime | None = None
+    #: whether its trigger was touched already (a restored stop that was trades at once)
+    triggered: bool = False
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,6 +164,14 @@ class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
     reason: str  # tp, sl or manual
     fee_coin: str | None = None  # as `EntryFilled`'s
     fee_coin_qty: Decimal = ZERO
+
+
+class OrderTriggered(BrokerEvent, frozen=True, tag="OrderTriggered"):
+    """A STOP / STOP_LIMIT order's trigger was touched by the market at `price`."""
+
+    order_id: str
+    profile_id: str
+    price: Decimal
 
 
 class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):

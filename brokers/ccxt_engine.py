@@ -36,6 +36,7 @@ from loguru import logger
 
 from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO, round_up
+from capflow.actors.model.order_types import FOK_UNFILLED, IOC_REMAINDER
 from capflow.brokers.base import (
     EntryFilled,
     OrderAccepted,
@@ -46,6 +47,8 @@ from capflow.brokers.base import (
 from capflow.brokers.ccxt_trades import order_trades
 
 FINAL = ("closed", "canceled", "expired", "rejected")
+#: the times in force sent to the venue as such, and why their rest ends
+_TIF_END = {"IOC": IOC_REMAINDER, "FOK": FOK_UNFILLED}
 
 
 
@@ -76,6 +79,9 @@ class Live:
     price: Decimal | None  # None: a market order
     cid: str
     ioc: bool = False
+    #: the capflow order's time in force: IOC and FOK go to the venue as such (a MARKET
+    #: entry is IOC anyway); GTC is the venue's default
+    tif: str = "GTC"
     reason: str = "manual"  # an exit's
     venue_id: str | None = None
     #: SENDING (no answer yet), UNKNOWN (the answer was lost), OPEN, DONE
@@ -267,7 +273,9 @@ class Engine:
         import ccxt
 
         params = {"clientOrderId": live.cid}
-        if live.ioc:
+        if live.tif in _TIF_END:
+            params["timeInForce"] = live.tif
+        elif live.ioc:
             params["timeInForce"] = "IOC"
         kind = "market" if live.price is None else "limit"
         live.state = "SENDING"
@@ -425,7 +433,7 @@ class Engine:
             return
         if status == "closed" and filled >= live.qty:
             return  # filled: the fills ended it
-        reason = live.cancel_reason or (
+        reason = live.cancel_reason or _TIF_END.get(live.tif) or (
             "the rest of an immediate-or-cancel order" if live.ioc else f"{status} at the venue")
         self._post(OrderCanceled(account_id=self.b.account_id, ts=self._now(),
                                  order_id=live.order_id, profile_id=live.profile_id,

@@ -431,7 +431,7 @@ class CcxtSpotBroker(BrokerAdapter):
         return Live(order_id=o.order_id, profile_id=o.profile_id, position_id=o.position_id,
                     symbol=o.symbol, venue_symbol=self._venue_symbol(o.symbol), side=o.side,
                     kind="entry", qty=o.qty, price=price, cid=entry_client_id(o.order_id),
-                    ioc=market, skip=skip)
+                    ioc=market, tif=o.time_in_force, skip=skip)
 
     def _venue_symbol(self, symbol: str) -> str:
         return self.venue_symbols.get(symbol) or self.symbols.to_broker(symbol)

@@ -14,6 +14,16 @@ Fill rules (what a backtest of a strategy on it assumes):
   first tick it meets (it was marketable when it came) fills at the tick's price, or,
   above its ``max_price`` (a SELL priced before the market had a price), is canceled;
   one that rested first fills at most at its ``max_price`` (never past its limit).
+- A STOP / STOP_LIMIT waits until a tick touches its trigger (the ask at or above it for
+  a BUY, the bid at or below it for a SELL; `OrderTriggered`), then is, from that same
+  tick, a MARKET / a LIMIT at its price: a gap through a STOP's trigger fills at the
+  tick's price (at most at its ``max_price``). A restored order that was touched trades
+  at once.
+- Time in force: IOC fills what its first tradable tick allows and cancels the rest
+  (``ioc_remainder``); FOK fills all on that tick or cancels all (``fok_unfilled``); GTD
+  is canceled (``expired``) once the clock reaches its ``expire_at``, on a tick before
+  it fills or on `step` (the account's timer), and at `restore` when it passed while
+  the server was down.
 - An order filled in pieces pays the fee it would pay in one: each fill is charged the
   rounded-up fee of everything filled so far, less what was charged before.
 - Each tick offers ``tick.liquidity`` on each side of a symbol, shared by the orders in
@@ -35,6 +45,7 @@ its entries obey the venue's instrument rules: `capflow.brokers.paper_venue`.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,6 +53,13 @@ from decimal import Decimal
 import msgspec
 
 from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
+from capflow.actors.model.order_types import (
+    EXPIRED,
+    FOK_UNFILLED,
+    IOC_REMAINDER,
+    TRIGGERED_TYPES,
+    touched,
+)
 from capflow.brokers.base import (
     AccountInfo,
     BrokerAdapter,
@@ -50,6 +68,7 @@ from capflow.brokers.base import (
     EntryFilled,
     OrderAccepted,
     OrderCanceled,
+    OrderTriggered,
     PositionExited,
 )
 
@@ -69,6 +88,8 @@ class _Working:
     #: less what was charged: an order filled in pieces pays what it would in one)
     fee_exact: Decimal = ZERO
     fee_charged: Decimal = ZERO
+    #: whether it trades: a STOP / STOP_LIMIT only once a tick touched its trigger
+    armed: bool = True
 
 
 def _places(price: Decimal) -> int:
@@ -105,6 +126,8 @@ class PaperBroker(BrokerAdapter):
         # costs what it can touch, not what is open
         self._book: dict[str, dict[str, _Working]] = {}
         self._armed: dict[str, dict[str, BrokerPosition]] = {}
+        #: the GTD orders' (expire_at, order_id), soonest first
+        self._expiry: list = []
 
     # -- connection -------------------------------------------------------------------
 
@@ -124,8 +147,8 @@ class PaperBroker(BrokerAdapter):
                 mark = tick.bid if p.side == "BUY" else tick.ask
                 diff = (mark - p.entry_price) * p.qty
                 unrealized += diff if p.side == "BUY" else -diff
-        working = sum((w.remaining * (w.order.price or ZERO) for w in self.working.values()),
-                      ZERO)
+        working = sum((w.remaining * (w.order.price or w.order.max_price or ZERO)
+                       for w in self.working.values()), ZERO)
         places = self.money_places
         return AccountInfo(currency=self.config.currency, cash=self.cash,
                            equity=round_down(self.cash + unrealized, places),
@@ -138,9 +161,26 @@ class PaperBroker(BrokerAdapter):
     # -- orders -----------------------------------------------------------------------
 
     def _work(self, order: BrokerOrder) -> None:
-        w = _Working(order, order.qty - order.filled_qty)
+        # a stop that was touched (restored) trades at once; others wait for the trigger
+        armed = (order.type not in TRIGGERED_TYPES or order.triggered
+                 or order.filled_qty > 0)
+        w = _Working(order, order.qty - order.filled_qty, armed=armed)
         self.working[order.order_id] = w
         self._book.setdefault(order.symbol, {})[order.order_id] = w
+        if order.expire_at is not None:
+            heapq.heappush(self._expiry, (order.expire_at, order.order_id))
+
+    def _expire(self) -> None:
+        """Cancel the GTD orders whose time has come (``expired``)."""
+        heap, now = self._expiry, self.clock.now()
+        while heap and heap[0][0] <= now:
+            _, order_id = heapq.heappop(heap)
+            if order_id in self.working:
+                self.cancel_order(order_id, reason=EXPIRED)
+
+    def step(self) -> None:
+        super().step()
+        self._expire()
 
     def _unwork(self, order_id: str) -> _Working | None:
         w = self.working.pop(order_id, None)
@@ -195,6 +235,7 @@ class PaperBroker(BrokerAdapter):
             p = self.positions.get(o.position_id)
             if p is not None:
                 self._put(msgspec.structs.replace(p, order_id=o.order_id))
+        self._expire()  # what expired while the server was down ends now
 
     # -- the market -------------------------------------------------------------------
 
@@ -202,6 +243,7 @@ class PaperBroker(BrokerAdapter):
         self.last[tick.symbol] = tick
         if not self.connected:
             return
+        self._expire()  # an order past its time never fills
         self._check_exits(tick)
         self._work_orders(tick)
 
@@ -249,32 +291,28 @@ class PaperBroker(BrokerAdapter):
         room = {"BUY": tick.liquidity, "SELL": tick.liquidity}
         for w in list(book.values()):
             o = w.order
-            if room[o.side] <= 0:
+            if not w.armed:
+                if not touched(o.side, o.trigger_price, tick.bid, tick.ask):
+                    continue
+                w.armed = True  # now a market (STOP) or a limit (STOP_LIMIT) order
+                self.emit(OrderTriggered(account_id=self.account_id, ts=self.clock.now(),
+                                         order_id=o.order_id, profile_id=o.profile_id,
+                                         price=tick.ask if o.side == "BUY" else tick.bid))
+            tif = o.time_in_force
+            if room[o.side] <= 0 and tif not in ("IOC", "FOK"):
                 continue
             first, w.seen = not w.seen, True
-            if o.type == "LIMIT":
-                crossed = tick.ask <= o.price if o.side == "BUY" else tick.bid >= o.price
-                if not crossed:
-                    continue
-                price = min(o.price, tick.ask) if o.side == "BUY" else max(o.price, tick.bid)
-                if o.max_price is not None and price > o.max_price:
-                    if first:  # marketable when it came, at a price its capital does not
-                        # cover (a SELL priced before the market had one): nothing fills
-                        self.cancel_order(o.order_id, reason=f"price {price} is beyond "
-                                                             f"the reserved price {o.max_price}")
-                        continue
-                    price = max(o.max_price, o.price)  # resting: at most what it covers
-                fee_rate, liquidity = self.maker_fee, "MAKER"
-            else:
-                places = _places(tick.ask)
-                price = (round_up(tick.ask * (1 + self.slippage), places) if o.side == "BUY"
-                         else round_down(tick.bid * (1 - self.slippage), places))
-                if o.max_price is not None and price > o.max_price:
-                    self.cancel_order(o.order_id, reason=f"price {price} is beyond the "
-                                                         f"reserved price {o.max_price}")
-                    continue
-                fee_rate, liquidity = self.taker_fee, "TAKER"
+            priced = self._price(o, tick, first)
+            if isinstance(priced, str):
+                self.cancel_order(o.order_id, reason=priced)
+                continue
             qty = min(w.remaining, room[o.side])
+            if priced is None or qty <= 0 or (tif == "FOK" and qty < w.remaining):
+                if tif in ("IOC", "FOK"):  # nothing of it trades now: nothing ever will
+                    self.cancel_order(o.order_id, reason=(
+                        IOC_REMAINDER if tif == "IOC" else FOK_UNFILLED))
+                continue
+            price, fee_rate, liquidity = priced
             room[o.side] -= qty
             w.remaining -= qty
             if w.remaining <= 0:
@@ -283,6 +321,31 @@ class PaperBroker(BrokerAdapter):
             fee = round_up(w.fee_exact, self.money_places) - w.fee_charged
             w.fee_charged += fee
             self._entry(o, qty, price, fee, liquidity)
+            if tif == "IOC" and w.remaining > 0:
+                self.cancel_order(o.order_id, reason=IOC_REMAINDER)
+
+    def _price(self, o: BrokerOrder, tick, first: bool
+               ) -> tuple[Decimal, Decimal, str] | str | None:
+        """What an (armed) order fills at on `tick`: (price, fee rate, liquidity); None
+        when the market does not cross its limit; a reason to cancel it when the price
+        is beyond what its capital covers."""
+        if o.type in ("LIMIT", "STOP_LIMIT"):
+            crossed = tick.ask <= o.price if o.side == "BUY" else tick.bid >= o.price
+            if not crossed:
+                return None
+            price = min(o.price, tick.ask) if o.side == "BUY" else max(o.price, tick.bid)
+            if o.max_price is not None and price > o.max_price:
+                if first:  # marketable when it came, at a price its capital does not
+                    # cover (a SELL priced before the market had one): nothing fills
+                    return f"price {price} is beyond the reserved price {o.max_price}"
+                price = max(o.max_price, o.price)  # resting: at most what it covers
+            return price, self.maker_fee, "MAKER"
+        places = _places(tick.ask)  # MARKET, and a STOP once touched (a gap: the tick's)
+        price = (round_up(tick.ask * (1 + self.slippage), places) if o.side == "BUY"
+                 else round_down(tick.bid * (1 - self.slippage), places))
+        if o.max_price is not None and price > o.max_price:
+            return f"price {price} is beyond the reserved price {o.max_price}"
+        return price, self.taker_fee, "TAKER"
 
     def _entry(self, o: BrokerOrder, qty: Decimal, price: Decimal, fee: Decimal,
                liquidity: str) -> None:

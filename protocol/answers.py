@@ -54,7 +54,9 @@ def reservation_map(h: Reservation, reused: bool) -> dict[str, Any]:
 _ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "type", "qty",
                  "filled_qty", "price", "avg_price", "tp_price", "sl_price", "status",
                  "reserved", "position_id", "reservation_id", "signal_id", "strategy",
-                 "exchange", "account_id", "created_at", "updated_at", "max_price")
+                 "exchange", "account_id", "created_at", "updated_at", "max_price",
+                 "trigger_price", "time_in_force", "expire_at", "end_reason",
+                 "triggered_at")
 _POSITION_FIELDS = ("position_id", "order_id", "symbol", "side", "status", "qty_open",
                     "qty_total", "entry_price", "exit_price", "entry_notional",
                     "exit_notional", "reserved", "realized_pnl", "fees", "tp_price",

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 _TOPIC = {
     m.CapitalReserved: "reservation", m.ReservationReleased: "reservation",
     m.ReservationExpired: "reservation", m.OrderCapitalReserved: "order",
-    m.OrderCapitalReleased: "order", m.OrderFilled: "fill", m.PositionReduced: "fill",
+    m.OrderCapitalReleased: "order", m.OrderTriggered: "order", m.OrderFilled: "fill",
+    m.PositionReduced: "fill",
     m.PositionClosed: "position", m.PositionCloseRequested: "position",
     m.TradingStateChanged: "risk",
     m.LedgerMismatchDetected: "risk", m.BreakerTripped: "risk", m.BreakerReset: "risk",

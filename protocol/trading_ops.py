@@ -28,6 +28,8 @@ from capflow.protocol.opkit import (
 )
 
 Limit = Annotated[int, Meta(ge=1, le=1000)]
+#: a GTD order's expiry: an ISO 8601 time with its offset, or seconds since the epoch
+ExpireAt = Annotated[str, Meta(max_length=64)] | int | float
 
 
 class SignalArgs(Args, frozen=True):
@@ -47,6 +49,8 @@ class SignalArgs(Args, frozen=True):
     #: beyond a limit: refuse it, or shrink it to what the limits allow (default: the
     #: risk profile's `sizing`, else refuse)
     sizing: Literal["refuse", "shrink"] | None = None
+    time_in_force: Name | None = None
+    expire_at: ExpireAt | None = None
 
 
 class OrderSubmitArgs(Args, frozen=True):
@@ -60,6 +64,9 @@ class OrderSubmitArgs(Args, frozen=True):
     tp_price: Amount | None = None
     sl_price: Amount | None = None
     reservation_id: Id | None = None
+    trigger_price: Amount | None = None
+    time_in_force: Name | None = None
+    expire_at: ExpireAt | None = None
 
 
 class OrderRefArgs(Args, frozen=True):
@@ -125,7 +132,9 @@ def op_order_submit(ctx: OpContext, a: OrderSubmitArgs, caller: Caller, done: Do
     trading.submit_order(pid, client_order_id=a.client_order_id, symbol=a.symbol,
                          side=a.side, type=a.type, qty=a.qty, price=a.price,
                          tp_price=a.tp_price, sl_price=a.sl_price,
-                         reservation_id=a.reservation_id, callback=answered)
+                         reservation_id=a.reservation_id, trigger_price=a.trigger_price,
+                         time_in_force=a.time_in_force, expire_at=a.expire_at,
+                         callback=answered)
 
 
 def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:

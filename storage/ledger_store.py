@@ -111,11 +111,14 @@ class LedgerStore:
             transfers = [_record(Transfer, r) for r in c.execute(
                 select(s.transfers).where(s.transfers.c.profile_id == profile_id))]
             o = s.orders.c
+            # (what `OrderSpec.fingerprint` compares, in its order)
             order_keys = {r.client_order_id: (r.order_id, (
                 r.symbol, r.side, r.type, r.qty, r.price, r.tp_price, r.sl_price,
-                r.reservation_id)) for r in c.execute(
+                r.reservation_id, r.trigger_price, r.time_in_force, r.expire_at))
+                for r in c.execute(
                 select(o.client_order_id, o.order_id, o.symbol, o.side, o.type, o.qty,
-                       o.price, o.tp_price, o.sl_price, o.reservation_id)
+                       o.price, o.tp_price, o.sl_price, o.reservation_id, o.trigger_price,
+                       o.time_in_force, o.expire_at)
                 .where(o.profile_id == profile_id, o.client_order_id.is_not(None)))}
             signals = [_record(SignalRecord, r) for r in c.execute(
                 select(s.signals).where(s.signals.c.profile_id == profile_id))]

@@ -23,6 +23,7 @@ from capflow.actors.model.messages import (
     OrderCapitalReleased,
     OrderCapitalReserved,
     OrderFilled,
+    OrderTriggered,
     PositionCloseRequested,
     PositionReduced,
     Profile,
@@ -66,7 +67,7 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
             ops.append(("insert", "fills", _with(pid, e.fill)))
             ops.append(("upsert", "orders", _with(pid, e.order)))
             ops.append(("upsert", "positions", _with(pid, e.position)))
-        elif isinstance(e, OrderCapitalReleased):
+        elif isinstance(e, OrderCapitalReleased | OrderTriggered):
             ops.append(("upsert", "orders", _with(pid, e.order)))
         elif isinstance(e, PositionCloseRequested):
             ops.append(("upsert", "positions", _with(pid, e.position)))

@@ -170,6 +170,13 @@ orders = Table(
     #: (NULL: orders recorded before they were kept)
     Column("max_price", Money),
     Column("filled_value", Money),
+    #: the order type's trigger, its time in force and a GTD order's expiry, why it
+    #: ended (the broker's reason: expired, ioc_remainder, ...), when it was triggered
+    Column("trigger_price", Money),
+    Column("time_in_force", String(8), nullable=False, server_default="GTC"),
+    Column("expire_at", UtcDateTime),
+    Column("end_reason", String(160)),
+    Column("triggered_at", UtcDateTime),
     Index("ix_orders_profile_status", "profile_id", "status"),
     Index("uq_orders_client_key", "profile_id", "client_order_id", unique=True),
     Index("ix_orders_account_status", "account_id", "status"),

@@ -21,6 +21,7 @@ from capflow.actors.model.messages import (
     OrderCapitalReleased,
     OrderCapitalReserved,
     OrderFilled,
+    OrderTriggered,
     PositionCapital,
     PositionClosed,
     PositionCloseRequested,
@@ -139,7 +140,9 @@ class LedgerTrading:
                          tp_price=spec.tp_price, sl_price=spec.sl_price,
                          position_id=spec.position_id, signal_id=spec.signal_id,
                          strategy=spec.strategy, exchange=spec.exchange,
-                         max_price=spec.max_price, filled_value=ZERO)
+                         max_price=spec.max_price, filled_value=ZERO,
+                         trigger_price=spec.trigger_price,
+                         time_in_force=spec.time_in_force, expire_at=spec.expire_at)
         self.orders[o.order_id] = o
         if key is not None:
             self.order_keys[key] = (o.order_id, spec.fingerprint())
@@ -185,7 +188,8 @@ class LedgerTrading:
                              client_order_id=None if sid is None else f"signal:{sid}",
                              account_id=policy.account_id, signal_id=sid,
                              strategy=signal.strategy, exchange=signal.exchange,
-                             max_price=cap)
+                             max_price=cap, time_in_force=signal.time_in_force,
+                             expire_at=signal.expire_at)
             crossed = protective_crossed(signal.side, tp, sl, policy.bid, policy.ask)
             opened = self.open_order(spec, amount, now, cause or sid or policy.order_id,
                                      last=None if crossed is None else Denial(
@@ -379,20 +383,35 @@ class LedgerTrading:
         return Outcome(fill, events)
 
     def end_order(self, order_id: str, status: str, now: datetime,
-                  cause: str = "") -> Outcome:
-        """Cancel, reject or expire an order's unfilled remainder: release its capital."""
+                  cause: str = "", reason: str | None = None) -> Outcome:
+        """Cancel, reject or expire an order's unfilled remainder: release its capital.
+        `reason` (the broker's, e.g. ``expired`` or ``ioc_remainder``) is kept with it."""
         if status not in ORDER_END_STATES:
             raise InvalidArgument("status", f"status must be one of {sorted(ORDER_END_STATES)}")
         o = self.orders.get(order_id)
         if o is None or o.status not in ORDER_OPEN_STATES:
             raise NotFound("order", order_id)
         amount = o.reserved
-        o = replace(o, reserved=ZERO, status=status, updated_at=now)
+        o = replace(o, reserved=ZERO, status=status, updated_at=now,
+                    end_reason=None if reason is None else reason[:160])
         del self.orders[order_id]
         self.keep_ended(o)
         self.reserved_for_orders -= amount
         return Outcome(o, [self._event(OrderCapitalReleased, now, cause or order_id, order=o,
                                        amount=amount)])
+
+    def trigger_order(self, order_id: str, price: Decimal, now: datetime,
+                      cause: str = "") -> Outcome:
+        """Record that a stop order's trigger was touched (its capital is unchanged: it
+        was reserved for the worst the triggered order may cost). Once only; an order
+        that ended meanwhile is left as it is."""
+        o = self.orders.get(order_id)
+        if o is None or o.triggered_at is not None:
+            return Outcome(o, [], reused=True)
+        o = replace(o, triggered_at=now, updated_at=now)
+        self.orders[order_id] = o
+        return Outcome(o, [self._event(OrderTriggered, now, cause or order_id, order=o,
+                                       price=price)])
 
     def keep_ended(self, o: OrderCapital) -> None:
         """Keep an ended order for the fills a venue may still report (the most recent

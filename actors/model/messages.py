@@ -119,6 +119,16 @@ class OrderCapital(msgspec.Struct, frozen=True):
     #: the rounded total less what the fills before booked, so an order filled in pieces
     #: costs what it would in one (None: recorded before this was kept)
     filled_value: Decimal | None = None
+    #: a STOP / STOP_LIMIT order's trigger (order_types.py)
+    trigger_price: Decimal | None = None
+    #: GTC, IOC, FOK or GTD; a GTD order expires at `expire_at` (kept with the order, so
+    #: one whose time passed while the server was down expires at start)
+    time_in_force: str = "GTC"
+    expire_at: datetime | None = None
+    #: why it ended, when a broker said (``expired``, ``ioc_remainder``, ``fok_unfilled``)
+    end_reason: str | None = None
+    #: when a tick touched a STOP / STOP_LIMIT order's trigger (None: not yet, or no stop)
+    triggered_at: datetime | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):
@@ -261,6 +271,15 @@ class PositionReduced(Event, frozen=True, tag="PositionReduced"):
 
 class PositionClosed(Event, frozen=True, tag="PositionClosed"):
     position: PositionCapital
+
+
+class OrderTriggered(Event, frozen=True, tag="OrderTriggered"):
+    """A STOP / STOP_LIMIT order's trigger was touched: it is a market / limit order now
+    (`order.triggered_at`)."""
+
+    order: OrderCapital
+    #: the market price that touched it
+    price: Decimal
 
 
 class PositionCloseRequested(Event, frozen=True, tag="PositionCloseRequested"):
@@ -407,6 +426,15 @@ class ApplyEntryFill(Command, frozen=True):
 class EndOrder(Command, frozen=True):
     order_id: str
     status: str = "CANCELED"
+    #: why, as the broker said it (kept with the order as its `end_reason`)
+    reason: str | None = None
+
+
+class TriggerOrder(Command, frozen=True):
+    """Record that the broker saw a stop order's trigger touched, at `price`."""
+
+    order_id: str
+    price: Decimal
 
 
 class RequestClose(Command, frozen=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,10 +27,15 @@ from capflow.actors.model.money import (
     round_half_even,
     round_up,
 )
+from capflow.actors.model.order_types import (  # noqa: F401 -- re-exported
+    ORDER_TYPES,
+    parse_expire_at,
+    parse_order_type,
+    parse_time_in_force,
+)
 from capflow.actors.model.venue import VenueRule, qty_down
 
 SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
-ORDER_TYPES = ("MARKET", "LIMIT")
 #: why a position closed: its take-profit, its stop-loss, by hand (`position.close`), or
 #: by a flatten (every position of a profile, an account or all, closed at once)
 CLOSE_REASONS = ("tp", "sl", "manual", "flatten")
@@ -62,15 +68,6 @@ def parse_side(value: object) -> str:
     return side
 
 
-def parse_order_type(value: object) -> str:
-    """MARKET or LIMIT, in any case (ASCII letters only)."""
-    ok = isinstance(value, str) and value.isascii()
-    kind = value.upper() if ok else None
-    if kind not in ORDER_TYPES:
-        raise InvalidArgument("type", f"type must be one of {list(ORDER_TYPES)}")
-    return kind
-
-
 class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     """An order as submitted: everything but its capital and fills."""
 
@@ -95,11 +92,17 @@ class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: the highest price its capital was reserved for: the broker never fills it above
     #: this (a MARKET entry behaves as a limit here; what cannot fill is canceled)
     max_price: Decimal | None = None
+    #: the price that turns a STOP / STOP_LIMIT into a market / limit order
+    trigger_price: Decimal | None = None
+    #: GTC, IOC, FOK or GTD (order_types.py); a GTD order expires at `expire_at`
+    time_in_force: str = "GTC"
+    expire_at: datetime | None = None
 
     def fingerprint(self) -> tuple:
         """What a repeated `client_order_id` must match to be the same order."""
         return (self.symbol, self.side, self.type, self.qty, self.price, self.tp_price,
-                self.sl_price, self.reservation_id)
+                self.sl_price, self.reservation_id, self.trigger_price, self.time_in_force,
+                self.expire_at)
 
 
 def check_protection(side: str, reference: Decimal | None, tp: Decimal | None,
@@ -213,19 +216,26 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     notional: Decimal | None = None
     #: beyond a limit: "refuse" or "shrink" (None: as the risk profile says)
     sizing: str | None = None
+    #: its order's time in force (order_types.py) and, for GTD, its expiry
+    time_in_force: str = "GTC"
+    expire_at: datetime | None = None
 
     def fingerprint(self) -> str:
         """What a repeated `signal_id` must match to be the same signal (numbers by
         value: "100" and "100.0" are the same price)."""
         text = "|".join(str(x.normalize() if isinstance(x, Decimal) else x) for x in (
             self.symbol, self.side, self.price, self.qty, self.notional, self.tp_pct,
-            self.sl_pct))
+            self.sl_pct)) + ("" if self.time_in_force == "GTC" else
+                             f"|{self.time_in_force}|{self.expire_at}")
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def parse_signal(raw: dict[str, Any]) -> Signal:
-    """Validate the numbers and names of a signal (the wire schema checked the types)."""
+def parse_signal(raw: dict[str, Any], now: datetime | None = None) -> Signal:
+    """Validate the numbers and names of a signal (the wire schema checked the types);
+    a GTD expiry must be after `now` (None: the time now)."""
     side = parse_side(raw.get("side"))
+    tif = parse_time_in_force(raw.get("time_in_force"))
+    expire_at = parse_expire_at(raw.get("expire_at"), tif, now or datetime.now(UTC))
     price = parse_decimal(raw.get("price"), "price")
     pct = {}
     for name in ("tp_pct", "sl_pct"):
@@ -247,7 +257,7 @@ def parse_signal(raw: dict[str, Any]) -> Signal:
                   sl_pct=pct.get("sl_pct"),
                   qty=None if qty is None else parse_decimal(qty, "qty"),
                   notional=None if notional is None else parse_decimal(notional, "notional"),
-                  sizing=sizing)
+                  sizing=sizing, time_in_force=tif, expire_at=expire_at)
 
 
 class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,7 +15,9 @@ after rounding. A refusal is a `Denial` with a stable reason code (docs/protocol
   hold;
 - ``VENUE_MIN_QTY``: the quantity, rounded down to the lot step, is below the venue's
   minimum (zero included);
-- ``VENUE_MIN_NOTIONAL``: the notional after rounding is below the venue's minimum.
+- ``VENUE_MIN_NOTIONAL``: the notional after rounding is below the venue's minimum;
+- ``VENUE_UNSUPPORTED_ORDER``: an order type or time in force the live adapter does not
+  place (STOP, STOP_LIMIT, GTD: actors/model/order_types.py).
 
 Pure: no I/O; the broker adapter builds the rules from what the venue says.
 """
@@ -30,7 +32,7 @@ from capflow.actors.model.errors import Denial
 from capflow.actors.model.money import ZERO
 
 VENUE_REASONS = ("VENUE_UNKNOWN_SYMBOL", "VENUE_RULES_UNKNOWN", "VENUE_NO_SHORT",
-                 "VENUE_MIN_QTY", "VENUE_MIN_NOTIONAL")
+                 "VENUE_MIN_QTY", "VENUE_MIN_NOTIONAL", "VENUE_UNSUPPORTED_ORDER")
 
 
 class VenueRule(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,10 +19,11 @@ JOURNAL_AND_PROFILE_TOPICS = {
     "ReservationExpired", "OrderCapitalReserved", "OrderFilled", "OrderCapitalReleased",
     "PositionReduced", "PositionClosed", "PositionCloseRequested", "SignalRecorded",
     "TradingStateChanged", "BreakerTripped", "BreakerReset", "LedgerMismatchDetected",
+    "OrderTriggered",
 }
 BROKER_TOPIC = {
     "Connected", "ConnectionFailed", "Disconnected", "OrderAccepted", "OrderFilled",
-    "PositionExited", "OrderCanceled", "OrderRejected",
+    "PositionExited", "OrderCanceled", "OrderRejected", "OrderTriggered",
 }
 
 

@@ -427,7 +427,7 @@ def test_order_submit_cancel_get_and_list(market):
     # arguments that cannot make an order
     cases = [
         (_order("bad-1"), "price"),  # LIMIT without price
-        (_order("bad-2", type="STOP", price="90"), "type"),
+        (_order("bad-2", type="TRAILING", price="90"), "type"),
         (_order("bad-3", price="90", tp_price="85"), "tp_price"),  # a BUY takes profit above
         (_order("bad-4", price="90", sl_price="95"), "sl_price"),  # ... and stops below
         ({**_order("bad-5", type="MARKET", qty="1"), "side": "SELL", "tp_price": "120"},

@@ -89,8 +89,8 @@ def test_each_migration_applied_is_one_line_and_none_is_nothing(engine):
         assert said[0] == "storage: migration 0001 applied: initial schema"
         assert [line.split()[2] for line in said] == ["0001", "0002", "0003", "0004", "0005"]
         said.clear()
-        assert migrate.upgrade(engine) == ["0006", "0007", "0008"]
-        assert said[-1] == "storage: migration 0008 applied: a fill's fee charged in a third coin"
+        assert migrate.upgrade(engine) == ["0006", "0007", "0008", "0009"]
+        assert said[-1] == "storage: migration 0009 applied: order types and time in force"
         assert all("\n" not in line and len(line) < 80 for line in said), said
         said.clear()
         assert migrate.upgrade(engine) == []
@@ -157,14 +157,33 @@ def test_0007_adds_the_account_states_and_flattens_and_takes_them_back(engine):
 
 
 def test_0008_adds_a_fill_fee_coin_and_takes_it_back(engine):
-    """0008 is the head: the coin and quantity of a fee charged in a third coin."""
+    """0008: the coin and quantity of a fee charged in a third coin."""
     from alembic import command
 
     migrate.upgrade(engine, "0007")
     before = _schema_state(engine)
-    migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0008" == migrate.head_revision(engine)
+    migrate.upgrade(engine, "0008")
+    assert migrate.current_revision(engine) == "0008"
     after = _schema_state(engine)
     assert [c[0] for c in after["fills"][0]][-2:] == ["fee_coin", "fee_coin_qty"]
     command.downgrade(migrate.alembic_config(engine), "0007")
     assert _schema_state(engine) == before
+
+
+def test_0009_adds_the_orders_types_time_in_force_and_takes_them_back(engine):
+    """0009 is the head: an order's trigger price, time in force (GTC for the orders
+    recorded before), GTD expiry and end reason."""
+    from alembic import command
+
+    migrate.upgrade(engine, "0008")
+    before = _schema_state(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "0009" == migrate.head_revision(engine)
+    after = _schema_state(engine)
+    added = [c for c in after["orders"][0] if c not in before["orders"][0]]
+    assert [(name, nullable) for name, _type, nullable in added] == [
+        ("trigger_price", True), ("time_in_force", False), ("expire_at", True),
+        ("end_reason", True), ("triggered_at", True)]
+    command.downgrade(migrate.alembic_config(engine), "0008")
+    assert _schema_state(engine) == before
+
