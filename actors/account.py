@@ -53,8 +53,8 @@ from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, 
 from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.model.order_types import EXPIRED
 from capflow.actors.reply import Reply
-from capflow.brokers.base import (
-    BrokerAdapter,
+from capflow.brokers.base import BrokerAdapter
+from capflow.brokers.events import (
     BrokerEvent,
     Connected,
     ConnectionFailed,

@@ -11,7 +11,7 @@ from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.latency import Latency
 from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.venue import VenueRules
-from capflow.brokers.base import BrokerEvent, BrokerOrder, BrokerPosition
+from capflow.brokers.events import BrokerEvent, BrokerOrder, BrokerPosition
 
 
 class AccountStatus:

@@ -64,7 +64,7 @@ from capflow.actors.model.prices import STALE_PRICES
 from capflow.actors.model.settings import ConfigError
 from capflow.actors.model.venue import VenueRules
 from capflow.actors.reply import Reply, relay
-from capflow.brokers.base import (
+from capflow.brokers.events import (
     Connected,
     ConnectionFailed,
     Disconnected,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from queue import SimpleQueue
 from typing import Any
@@ -17,6 +16,7 @@ import pykka
 from loguru import logger
 from msgspec.structs import replace
 
+from capflow.actors.ledger_context import LedgerContext
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import (
     decide,
@@ -29,7 +29,6 @@ from capflow.actors.model.errors import (
     NotFound,
     Unavailable,
 )
-from capflow.actors.model.journal import Journal
 from capflow.actors.model.ledger import AuditReport, Ledger, LedgerView, ProfileView
 from capflow.actors.model.messages import (
     Buckets,
@@ -44,41 +43,6 @@ from capflow.actors.reply import Reply
 # ======================================================================================
 # The actor: one per profile, a thin shell around its Ledger.
 # ======================================================================================
-
-
-@dataclass(frozen=True)
-class LedgerContext:
-    """What every LedgerActor needs, built once by the System."""
-
-    store: Any  # storage.ledger_store.LedgerStore
-    journal: Journal  # what the actor writes, and when it is committed
-    bus: Any  # capflow.actors.bus.EventBus
-    clock: Any
-    schedule_expiry: Any  # (profile_id, when) -> None
-    default_ttl_s: int
-    ids: Any  # () -> str, new server-made ids
-    flush_timeout_s: float = 30.0
-    #: the allocation formula's constants, instrument metadata, and market prices
-    allocation: Any = None  # AllocationConfig
-    instruments: Any = None  # capflow.actors.model.allocation.Instruments
-    mark: Any = lambda symbol: None  # (symbol) -> Decimal | None
-    #: (profile_id, risk_profile) -> RiskLimits; the time zone of the loss periods; the
-    #: global kill switch, () -> an object with state, reason, changed_by (or None)
-    risk_limits: Any = None
-    risk_tz: Any = None
-    global_state: Any = lambda: None
-    #: the account of a profile created without one; (account_id) -> the account's
-    #: trading state (or None) and its account-wide limits (AccountRiskLimits or None)
-    default_account: str | None = None
-    account_state: Any = lambda account_id: None
-    account_limits: Any = lambda account_id: None
-    #: what the other profiles of an account expose, as last reported:
-    #: (account_id, profile_id) -> Decimal (0 when nothing is known)
-    account_exposure: Any = lambda account_id, profile_id: 0
-    account_currency: Any = lambda account_id: None
-    #: (profile_id, account_id, pnl, exposure, ts) -> None: tells the account's manager
-    #: a profile's PnL (equity - allocated) and exposure, for the account-wide limits
-    report_equity: Any = None
 
 
 class LedgerActor(pykka.ThreadingActor):

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 import pykka
 from loguru import logger
 
-from capflow.actors.ledger_actor import LedgerActor, LedgerContext
+from capflow.actors.ledger_actor import LedgerActor
+from capflow.actors.ledger_context import LedgerContext
 from capflow.actors.model import messages as m
 from capflow.actors.model.errors import NotFound
 from capflow.actors.reply import Reply

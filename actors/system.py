@@ -30,7 +30,8 @@ from capflow.actors.accounts import Accounts
 from capflow.actors.allocation_service import AllocationService
 from capflow.actors.bus import EventBus
 from capflow.actors.config import Config, load_config
-from capflow.actors.ledger_actor import LedgerContext, Reconcile
+from capflow.actors.ledger_actor import Reconcile
+from capflow.actors.ledger_context import LedgerContext
 from capflow.actors.metrics import MetricsEndpoint, start_metrics
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import Decision, Instruments

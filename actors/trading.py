@@ -40,7 +40,7 @@ from capflow.actors.reply import Reply
 from capflow.actors.safety import Safety
 from capflow.actors.simulator import MarketSimulatorActor
 from capflow.actors.trading_entries import EntryFlow
-from capflow.brokers.base import Connected, ConnectionFailed, Disconnected, PricesStale
+from capflow.brokers.events import Connected, ConnectionFailed, Disconnected, PricesStale
 
 ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED")
 #: what `order.list` filters by: a status, or CLOSED (every order no longer working)

@@ -26,7 +26,7 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO, round_up
 from capflow.actors.model.venue import qty_down
-from capflow.brokers.base import BrokerPosition, PositionExited
+from capflow.brokers.events import BrokerPosition, PositionExited
 
 
 def load_stored(b) -> None:

@@ -37,14 +37,14 @@ from loguru import logger
 from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO, round_up
 from capflow.actors.model.order_types import FOK_UNFILLED, IOC_REMAINDER
-from capflow.brokers.base import (
+from capflow.brokers.ccxt_trades import order_trades
+from capflow.brokers.events import (
     EntryFilled,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
     PositionExited,
 )
-from capflow.brokers.ccxt_trades import order_trades
 
 FINAL = ("closed", "canceled", "expired", "rejected")
 #: the times in force sent to the venue as such, and why their rest ends

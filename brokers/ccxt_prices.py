@@ -34,8 +34,8 @@ from loguru import logger
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.ticks import Tick
-from capflow.brokers.base import BrokerPosition
 from capflow.brokers.ccxt_engine import dec
+from capflow.brokers.events import BrokerPosition
 
 
 class PriceFeed:

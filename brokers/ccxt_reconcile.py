@@ -39,9 +39,9 @@ import msgspec
 from loguru import logger
 
 from capflow.actors.model.money import ZERO
-from capflow.brokers.base import BrokerPosition, EntryFilled, PositionExited
 from capflow.brokers.ccxt_engine import amount, dec, fee_of, third_coin
 from capflow.brokers.ccxt_trades import ALL_PAGES, account_trades, client_id, with_client_ids
+from capflow.brokers.events import BrokerPosition, EntryFilled, PositionExited
 from capflow.brokers.reconcile import Reconciled
 
 _ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")

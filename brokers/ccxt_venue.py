@@ -57,21 +57,7 @@ from loguru import logger
 from capflow.actors.model.money import ZERO, parse_decimal, round_down, round_up
 from capflow.actors.model.venue import VenueRules, qty_down
 from capflow.brokers import ccxt_link as link
-from capflow.brokers.base import (
-    PENDING,
-    AccountInfo,
-    BrokerAdapter,
-    BrokerEvent,
-    BrokerOrder,
-    BrokerPosition,
-    EntryFilled,
-    OrderCanceled,
-    OrderRejected,
-    PermanentConnectError,
-    PositionExited,
-    PricesStale,
-    VenueTicks,
-)
+from capflow.brokers.base import PENDING, BrokerAdapter, PermanentConnectError
 from capflow.brokers.ccxt_books import book_dust, load_stored, note_fee_coin
 from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
 from capflow.brokers.ccxt_markets import venue_rules
@@ -84,6 +70,18 @@ from capflow.brokers.ccxt_settings import (
     exit_client_id,
     parse_settings,
     read_credentials,
+)
+from capflow.brokers.events import (
+    AccountInfo,
+    BrokerEvent,
+    BrokerOrder,
+    BrokerPosition,
+    EntryFilled,
+    OrderCanceled,
+    OrderRejected,
+    PositionExited,
+    PricesStale,
+    VenueTicks,
 )
 from capflow.brokers.reconcile import BookedRows, Reconciled
 

@@ -18,7 +18,7 @@ import os
 import time
 from decimal import Decimal
 
-from capflow.brokers.base import AccountInfo, BrokerOrder, BrokerPosition
+from capflow.brokers.events import AccountInfo, BrokerOrder, BrokerPosition
 from capflow.brokers.paper import PaperBroker
 
 _POLL_S = 0.02

@@ -60,9 +60,9 @@ from capflow.actors.model.order_types import (
     TRIGGERED_TYPES,
     touched,
 )
-from capflow.brokers.base import (
+from capflow.brokers.base import BrokerAdapter
+from capflow.brokers.events import (
     AccountInfo,
-    BrokerAdapter,
     BrokerOrder,
     BrokerPosition,
     EntryFilled,

@@ -22,7 +22,7 @@ from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.messages import wire_name
 from capflow.actors.model.ticks import Tick
-from capflow.brokers.base import BrokerEvent
+from capflow.brokers.events import BrokerEvent
 from capflow.protocol.codec import pack
 
 if TYPE_CHECKING:

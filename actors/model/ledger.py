@@ -28,6 +28,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import CapitalPicture, Decision, exposure_by_symbol
 from capflow.actors.model.errors import Conflict, Denial, InvalidArgument, NotFound
 from capflow.actors.model.ledger_risk import LedgerRisk
+from capflow.actors.model.ledger_signals import LedgerSignals
 from capflow.actors.model.ledger_trading import LedgerTrading
 from capflow.actors.model.messages import (
     ACTIVE,
@@ -58,7 +59,7 @@ from capflow.actors.model.protections import CLOSES_KEPT, Close
 from capflow.actors.model.risk import BreakerState, RiskGate
 
 
-class Ledger(LedgerRisk, LedgerTrading):
+class Ledger(LedgerRisk, LedgerSignals, LedgerTrading):
     """The capital of one trading profile. Not thread-safe: one owner (its actor)."""
 
     def __init__(self, profile_id: str, currency: str, places: int, *,

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from capflow.actors.model import messages as m
 from capflow.actors.model.messages import wire_name
-from capflow.brokers import base as b
+from capflow.brokers import events as b
 
 JOURNAL_AND_PROFILE_TOPICS = {
     "CapitalDeposited", "CapitalWithdrawn", "CapitalReserved", "ReservationReleased",

@@ -11,16 +11,9 @@ import pytest
 from capflow.actors.adapters import AdapterLoadError, load_adapter
 from capflow.actors.model.errors import Unavailable
 from capflow.actors.model.settings import ConfigError
-from capflow.brokers.base import (
-    CONNECTED,
-    GAVE_UP,
-    WAITING,
-    Connected,
-    ConnectionFailed,
-    Disconnected,
-    SymbolMap,
-)
+from capflow.brokers.base import CONNECTED, GAVE_UP, WAITING, SymbolMap
 from capflow.brokers.config import AccountConfig, ConnectConfig
+from capflow.brokers.events import Connected, ConnectionFailed, Disconnected
 from capflow.brokers.paper import PaperBroker
 
 

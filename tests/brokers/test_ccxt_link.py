@@ -12,8 +12,8 @@ from decimal import Decimal as D
 import pytest
 
 from capflow.actors.alerts import Alert
-from capflow.brokers.base import Connected, ConnectionFailed
 from capflow.brokers.ccxt_settings import entry_client_id
+from capflow.brokers.events import Connected, ConnectionFailed
 
 from .venue_kit import connected, live_brokers, wait
 

@@ -11,7 +11,7 @@ from decimal import Decimal as D
 import pytest
 
 from capflow.actors.model.errors import Denied
-from capflow.brokers.base import EntryFilled, OrderCanceled
+from capflow.brokers.events import EntryFilled, OrderCanceled
 
 from .test_ccxt_venue import ORDER_ID, creates, entry, harness, keys  # noqa: F401
 from .venue_kit import connected, live_brokers, wait

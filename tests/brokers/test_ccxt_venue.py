@@ -16,9 +16,11 @@ import pytest
 from capflow.actors.model.clock import Clock
 from capflow.actors.model.settings import ConfigError
 from capflow.bench.venues.bitget import BitgetVenue
-from capflow.brokers.base import (
-    CONNECTED,
-    GAVE_UP,
+from capflow.brokers.base import CONNECTED, GAVE_UP
+from capflow.brokers.ccxt_settings import entry_client_id, exit_client_id
+from capflow.brokers.ccxt_venue import CcxtSpotBroker
+from capflow.brokers.config import AccountConfig, ConnectConfig
+from capflow.brokers.events import (
     BrokerOrder,
     BrokerPosition,
     Disconnected,
@@ -28,9 +30,6 @@ from capflow.brokers.base import (
     OrderRejected,
     PositionExited,
 )
-from capflow.brokers.ccxt_settings import entry_client_id, exit_client_id
-from capflow.brokers.ccxt_venue import CcxtSpotBroker
-from capflow.brokers.config import AccountConfig, ConnectConfig
 
 from .venue_kit import (
     PASSPHRASE_ENV,

@@ -8,8 +8,8 @@ from decimal import Decimal as D
 
 from capflow.actors.model.clock import ManualClock
 from capflow.actors.model.ticks import Tick
-from capflow.brokers.base import BrokerOrder, BrokerPosition, EntryFilled, PositionExited
 from capflow.brokers.config import AccountConfig
+from capflow.brokers.events import BrokerOrder, BrokerPosition, EntryFilled, PositionExited
 from capflow.brokers.paper import PaperBroker
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

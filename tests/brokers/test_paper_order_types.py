@@ -15,8 +15,8 @@ import pytest
 
 from capflow.actors.model.clock import ManualClock
 from capflow.actors.model.ticks import Tick
-from capflow.brokers.base import BrokerOrder, EntryFilled, OrderCanceled, OrderTriggered
 from capflow.brokers.config import AccountConfig
+from capflow.brokers.events import BrokerOrder, EntryFilled, OrderCanceled, OrderTriggered
 from capflow.brokers.paper import PaperBroker
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ import pytest
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.settings import ConfigError
-from capflow.brokers.base import Disconnected
+from capflow.brokers.events import Disconnected
 from capflow.brokers.paper_venue import PaperVenueBroker
 
 from .venue_kit import wait
