@@ -1,6 +1,6 @@
 """Time in force and order types on a live spot venue (the ccxt adapter on the Bybit
-emulator): IOC and FOK go to the venue as its ``timeInForce`` and their ends carry
-capflow's reasons; GTC is the venue's default; STOP, STOP_LIMIT and GTD are refused
+and Bitget emulators): IOC and FOK go to the venue as its time in force and their ends
+carry capflow's reasons; GTC is the venue's default; STOP, STOP_LIMIT and GTD are refused
 (VENUE_UNSUPPORTED_ORDER) before anything is reserved or sent."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from capflow.actors.model.errors import Denied
 from capflow.brokers.events import EntryFilled, OrderCanceled
 
 from .test_ccxt_venue import ORDER_ID, creates, entry, harness, keys  # noqa: F401
-from .venue_kit import connected, live_brokers, wait
+from .venue_kit import connected, live_brokers, order_sent, sent, wait
 
 
 def with_tif(o, tif):
@@ -38,8 +38,8 @@ def test_ioc_and_fok_go_out_as_the_venue_time_in_force(harness, venue, kind, pri
     else:
         [canceled] = h.pump(lambda: h.of(OrderCanceled))
         assert canceled.reason == end and not h.of(EntryFilled)
-    [sent] = creates(venue)
-    assert (sent.body["orderType"], sent.body["timeInForce"]) == ("Limit", sent_tif)
+    [create] = creates(venue)
+    assert (order_sent(create)["type"], order_sent(create)["tif"]) == ("limit", sent_tif)
 
 
 @pytest.fixture
@@ -66,10 +66,10 @@ def test_stops_and_gtd_are_refused_by_a_live_venue_before_anything_is_reserved(l
     after = live.ledger("p")
     assert (after.reserved_for_orders, after.available) == (before.reserved_for_orders,
                                                             before.available)
-    assert not venue.requests("/v5/order/create")
+    assert not sent(venue, "create")
     # an IOC signal goes out as IOC
     ioc = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="I",
                       time_in_force="IOC")
     assert ioc["risk_ok"], ioc
-    [sent] = wait(lambda: venue.requests("/v5/order/create"))
-    assert sent.body["timeInForce"] == "IOC"
+    [order] = wait(lambda: sent(venue, "create"))
+    assert order_sent(order)["tif"] == "IOC"
