@@ -39,8 +39,14 @@ def test_probing_an_events_endpoint_says_what_it_is_and_never_hangs():
         print("\\n".join(sorted(said)))
         pub.close(0)
     """)
-    assert out.splitlines() == [" accepts connections but is not a capflow request "
-                                "endpoint (is it the events endpoint? see --endpoint)"], out
+    said = out.splitlines()
+    assert " accepts connections but is not a capflow request endpoint (is it the events " \
+           "endpoint? see --endpoint)" in said, out
+    # with a 10 ms timeout a loaded machine may not finish the TCP handshake in time:
+    # then nothing answered at all, which is true; never an answer, never CURVE
+    assert set(said) <= {" accepts connections but is not a capflow request endpoint (is "
+                         "it the events endpoint? see --endpoint)",
+                         " (is it running? see --endpoint)"}, out
 
 
 def test_no_send_of_the_client_waits_without_bound():
