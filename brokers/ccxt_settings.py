@@ -42,6 +42,8 @@ from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError
 
 _ID = re.compile(r"\A[a-z]+_([0-9a-f]{28})\Z")
+#: the longest any of the durations may be: a day
+MAX_SECONDS = 86_400
 
 
 class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,11 +87,19 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
     if s.exchange not in ccxt.exchanges:
         raise ConfigError(f"{where} exchange = {s.exchange!r}: ccxt knows no such exchange "
                           "(ccxt.exchanges lists them)")
-    if min(s.timeout_s, s.poll_interval_s, s.price_interval_s, s.stale_after_s) <= 0:
-        raise ConfigError(f"{where} timeout_s, poll_interval_s, price_interval_s and "
-                          "stale_after_s must be positive")
-    if s.reconcile_every_s < 0:
-        raise ConfigError(f"{where} reconcile_every_s must be 0 (only at connect) or positive")
+    check_seconds(where, s, ("timeout_s", "poll_interval_s", "price_interval_s",
+                             "stale_after_s"))
+    if not 0 <= s.reconcile_every_s <= MAX_SECONDS:  # `not` refuses nan too
+        raise ConfigError(f"{where} reconcile_every_s = {s.reconcile_every_s!r}: 0 (only "
+                          f"at connect) or seconds up to {MAX_SECONDS}")
+    for name in ("taker_fee", "maker_fee"):
+        try:
+            parse_decimal(getattr(s, name), name, allow_zero=True)
+        except Exception:
+            raise ConfigError(f"{where} {name} = {getattr(s, name)!r}: not a fee rate "
+                              "(a decimal >= 0, 0.001 is 0.1 %)") from None
+    if s.lookups_before_resend < 1:
+        raise ConfigError(f"{where} lookups_before_resend must be at least 1")
     for coin, amount in s.baseline.items():
         try:
             parse_decimal(amount, f"baseline.{coin}", allow_zero=True)
@@ -99,6 +109,16 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
         raise ConfigError(f"{where}: name the credentials: api_key_env and api_secret_env "
                           "(environment variables), or key_file")
     return s
+
+
+def check_seconds(where: str, settings, names) -> None:
+    """`ConfigError` unless each of the `names` of `settings` is a number of seconds from
+    a millisecond to a day (TOML also has nan and inf)."""
+    for name in names:
+        seconds = getattr(settings, name)
+        if not 1e-3 <= seconds <= MAX_SECONDS:  # `not` refuses nan too
+            raise ConfigError(f"{where} {name} = {seconds!r}: seconds from 0.001 to "
+                              f"{MAX_SECONDS}")
 
 
 class Credentials:
