@@ -331,7 +331,9 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._emitted += 1
         if isinstance(e, EntryFilled):
             working = self._working.get(e.order_id)
-            if working is not None:
+            # a fill of NaN, or beyond what is working, is refused by the ledger: the
+            # order stays working (REDUCE_ONLY cancels it)
+            if working is not None and e.qty.is_finite() and 0 < e.qty <= working[1]:
                 left = working[1] - e.qty
                 if left > 0:
                     self._working[e.order_id] = (working[0], left)

@@ -44,12 +44,15 @@ from capflow.brokers.base import (
     OrderRejected,
     PositionExited,
 )
+from capflow.brokers.ccxt_sanity import beyond_problem, trade_problem
 
 FINAL = ("closed", "canceled", "expired", "rejected")
 
 #: an order's trades come a page at a time (Bybit: 50 by default, 100 at most): read every
 #: page, or an order filled in more pieces than one page never adds up and never ends
 ALL_PAGES = {"paginate": True, "paginationCalls": 10_000}
+#: what ccxt raises on a venue answer it cannot parse (a "NaN" fee: ValueError)
+UNPARSED = (ValueError, TypeError, KeyError, ArithmeticError)
 
 
 def dec(x) -> Decimal:
@@ -90,6 +93,8 @@ class Live:
     skip: Decimal = ZERO
     skipped: Decimal = ZERO
     booked: Decimal = ZERO
+    #: a trade of it made no sense (`ccxt_sanity`): its trades cannot add up
+    garbled: bool = False
     cancel_reason: str | None = None
     cancel_sent: bool = False
     #: monotonic time of its first send (None: not sent by this run, e.g. adopted)
@@ -313,9 +318,22 @@ class Engine:
                                             dict(self.b.dialect.fetch_order_params))
             filled = dec(o.get("filled"))
             status = o.get("status")
+            if not filled.is_finite():
+                logger.error("order {} ({}): the venue says it filled {}", live.order_id,
+                             live.cid, filled)
+                return
             if filled > live.skip + live.booked or status in FINAL:
-                self._book_trades(live, self.client.fetch_order_trades(
-                    live.venue_id, live.venue_symbol, None, None, dict(ALL_PAGES)))
+                try:
+                    trades = self.client.fetch_order_trades(
+                        live.venue_id, live.venue_symbol, None, None, dict(ALL_PAGES))
+                except UNPARSED as exc:  # ccxt could not parse the venue's answer
+                    trades = []
+                    missing = filled - live.skip - live.booked
+                    if missing > 0 and not live.garbled:  # one alert per order
+                        self._garbled(live, f"{live.venue_id}:unread", missing,
+                                      Decimal("NaN"), ZERO, f"its trades cannot be read "
+                                      f"({type(exc).__name__}: {_short(exc)})")
+                self._book_trades(live, trades)
         except ccxt.OrderNotFound:
             logger.warning("order {} ({}) is no longer found at the venue by its id",
                            live.order_id, live.cid)
@@ -323,8 +341,8 @@ class Engine:
         except ccxt.NetworkError as exc:
             logger.warning("polling order {} failed: {}", live.order_id, _short(exc))
             return
-        if status in FINAL and live.skip + live.booked >= filled:
-            self._ended(live, status, filled)
+        if status in FINAL and (live.garbled or live.skip + live.booked >= filled):
+            self._ended(live, status, filled)  # a garbled trade never adds up
 
     def _book_trades(self, live: Live, trades: list[dict]) -> None:
         market = self.client.market(live.venue_symbol)
@@ -337,8 +355,15 @@ class Engine:
                 continue
             live.seen.add(tid)
             qty, price = dec(t["amount"]), dec(t["price"])
-            if live.skipped < live.skip:  # its first trades, booked before a restart
+            raw_fee = dec((t.get("fee") or {}).get("cost"))
+            problem = trade_problem(qty, price, raw_fee)
+            if problem is None and live.skipped < live.skip:  # booked before a restart
                 live.skipped += qty
+                continue
+            problem = problem or beyond_problem(live.skip + live.booked, qty, live.qty)
+            if problem is not None:
+                self._garbled(live, tid, qty, price, raw_fee if "fee" in problem
+                              else fee_of(t, base, quote, places)[0], problem)
                 continue
             fee, fee_qty, currency = fee_of(t, base, quote, places)
             if fee == 0 and fee_qty == 0 and currency not in (base, quote):
@@ -357,6 +382,25 @@ class Engine:
                     account_id=self.b.account_id, ts=self._now(),
                     position_id=live.position_id, profile_id=live.profile_id,
                     fill_id=fill_id, qty=qty, price=price, fee=fee, reason=live.reason))
+
+    def _garbled(self, live: Live, tid: str, qty, price, fee, problem: str) -> None:
+        """A trade that makes no sense (`ccxt_sanity`): reported as it came, to be refused
+        by the ledger, and not counted; its order ends when the venue says so."""
+        logger.error("trade {} of order {} ({}) cannot be booked: {}", tid, live.order_id,
+                     live.cid, problem)
+        live.garbled = True
+        fill_id = f"{self.b.settings.exchange}:{tid}"
+        if live.kind == "entry":
+            e = EntryFilled(account_id=self.b.account_id, ts=self._now(),
+                            order_id=live.order_id, profile_id=live.profile_id,
+                            position_id=live.position_id, fill_id=fill_id, qty=qty,
+                            price=price, fee=fee, liquidity="TAKER")
+        else:
+            e = PositionExited(account_id=self.b.account_id, ts=self._now(),
+                               position_id=live.position_id, profile_id=live.profile_id,
+                               fill_id=fill_id, qty=qty, price=price, fee=fee,
+                               reason=live.reason)
+        self._post(("garbled", e))
 
     def _ended(self, live: Live, status: str, filled: Decimal) -> None:
         live.state = "DONE"

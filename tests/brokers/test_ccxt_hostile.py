@@ -4,11 +4,17 @@ amounts, settings that are not durations."""
 
 from __future__ import annotations
 
+from decimal import Decimal as D
+
 import pytest
 
+from capflow.actors.alerts import Alert
 from capflow.actors.model.settings import ConfigError
+from capflow.brokers.ccxt_settings import entry_client_id
 from capflow.brokers.ccxt_venue import CcxtSpotBroker
 from capflow.brokers.config import AccountConfig
+
+from .venue_kit import connected, live_brokers, wait
 
 ADAPTER = "capflow.brokers.ccxt_venue:CcxtSpotBroker"
 KEYS = {"exchange": "bybit", "api_key_env": "A", "api_secret_env": "B"}
@@ -33,3 +39,45 @@ def test_fee_rates_and_lookups_are_checked_at_load_not_at_start(settings, named)
     with pytest.raises(ConfigError, match=named):
         CcxtSpotBroker.check_config("live", AccountConfig(
             adapter=ADAPTER, settings={**KEYS, **settings}))
+
+
+# -- fills that are not fills ---------------------------------------------------------
+
+@pytest.fixture
+def live(make_system, sqlite_url, venue, venue_keys):
+    cf = connected(make_system(sqlite_url, brokers=live_brokers(
+        venue, symbols={"BTCUSDT": "BTC/USDT"})))
+    cf.create_profile("p", "5000")
+    return cf
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("qty", "NaN"), ("price", "NaN"), ("fee", "NaN"), ("price", "Infinity"),
+    ("price", "-29000"), ("qty", "0.02"), ("price", "123456789012345678901234567890")])
+def test_a_venue_fill_with_numbers_that_make_no_sense_is_not_booked_and_alerts(
+        live, venue, field, value):
+    # the venue answers a trade whose quantity, price or fee is not a number, is
+    # negative, absurdly large, or more than the order's quantity
+    alerts = []
+    live.bus.subscribe(lambda events: alerts.extend(e for e in events
+                                                    if isinstance(e, Alert)))
+    venue.auto_match = False
+    order = live.submit_order("p", "o1", "BTCUSDT", "BUY", type="LIMIT", qty="0.01",
+                              price="29000").result
+    wait(lambda: venue.order(link_id=entry_client_id(order.order_id)))
+    trade = venue.fill(entry_client_id(order.order_id), "0.004")
+    setattr(trade, field, D(value))
+    # nothing of it is booked; the operator is told, and the account only reduces
+    [alert] = wait(lambda: [a for a in alerts if a.kind == "fill_unbooked"])
+    # (a fee of NaN makes ccxt fail to parse the order's trades: the fill is the part of
+    # the order the venue says filled and no trade explains)
+    assert alert.details["fill_id"] in (f"bybit:{trade.exec_id}",
+                                        f"bybit:{trade.order.order_id}:unread")
+    state = wait(lambda: live.trading.safety.account_state("live"))
+    assert state.state == "REDUCE_ONLY"
+    # the order is still followed: the account's entries are canceled, and it ends
+    wait(lambda: live.ledger("p").reserved_for_orders == 0)
+    led = live.ledger("p")
+    assert (led.reserved_for_positions, led.available) == (0, D("5000.00"))
+    info = live.trading.accounts.info("live")
+    assert info.equity.is_finite() and info.margin_used == 0
