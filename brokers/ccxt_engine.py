@@ -39,6 +39,7 @@ from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO, round_up
 from capflow.brokers.base import (
     EntryFilled,
+    FillUnbookable,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
@@ -330,9 +331,9 @@ class Engine:
                     trades = []
                     missing = filled - live.skip - live.booked
                     if missing > 0 and not live.garbled:  # one alert per order
-                        self._garbled(live, f"{live.venue_id}:unread", missing,
-                                      Decimal("NaN"), ZERO, f"its trades cannot be read "
-                                      f"({type(exc).__name__}: {_short(exc)})")
+                        self._garbled(live, f"{live.venue_id}:unread", f"filled {missing} "
+                                      f"in trades that cannot be read ({type(exc).__name__}"
+                                      f": {_short(exc)})")
                 self._book_trades(live, trades)
         except ccxt.OrderNotFound:
             logger.warning("order {} ({}) is no longer found at the venue by its id",
@@ -360,10 +361,10 @@ class Engine:
             if problem is None and live.skipped < live.skip:  # booked before a restart
                 live.skipped += qty
                 continue
-            problem = problem or beyond_problem(live.skip + live.booked, qty, live.qty)
+            problem = problem or beyond_problem(live.skip + live.booked, qty, live.qty,
+                                                price, live.side, live.price)
             if problem is not None:
-                self._garbled(live, tid, qty, price, raw_fee if "fee" in problem
-                              else fee_of(t, base, quote, places)[0], problem)
+                self._garbled(live, tid, problem)
                 continue
             fee, fee_qty, currency = fee_of(t, base, quote, places)
             if fee == 0 and fee_qty == 0 and currency not in (base, quote):
@@ -383,24 +384,16 @@ class Engine:
                     position_id=live.position_id, profile_id=live.profile_id,
                     fill_id=fill_id, qty=qty, price=price, fee=fee, reason=live.reason))
 
-    def _garbled(self, live: Live, tid: str, qty, price, fee, problem: str) -> None:
-        """A trade that makes no sense (`ccxt_sanity`): reported as it came, to be refused
-        by the ledger, and not counted; its order ends when the venue says so."""
+    def _garbled(self, live: Live, tid: str, problem: str) -> None:
+        """A trade that makes no sense (`ccxt_sanity`): not booked nor counted, but
+        reported; its order ends when the venue says so."""
         logger.error("trade {} of order {} ({}) cannot be booked: {}", tid, live.order_id,
                      live.cid, problem)
         live.garbled = True
-        fill_id = f"{self.b.settings.exchange}:{tid}"
-        if live.kind == "entry":
-            e = EntryFilled(account_id=self.b.account_id, ts=self._now(),
-                            order_id=live.order_id, profile_id=live.profile_id,
-                            position_id=live.position_id, fill_id=fill_id, qty=qty,
-                            price=price, fee=fee, liquidity="TAKER")
-        else:
-            e = PositionExited(account_id=self.b.account_id, ts=self._now(),
-                               position_id=live.position_id, profile_id=live.profile_id,
-                               fill_id=fill_id, qty=qty, price=price, fee=fee,
-                               reason=live.reason)
-        self._post(("garbled", e))
+        self._post(FillUnbookable(
+            account_id=self.b.account_id, ts=self._now(), profile_id=live.profile_id,
+            fill_id=f"{self.b.settings.exchange}:{tid}",
+            reason=f"trade {tid} of order {live.order_id} ({live.cid}) {problem}"))
 
     def _ended(self, live: Live, status: str, filled: Decimal) -> None:
         live.state = "DONE"

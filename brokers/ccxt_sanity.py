@@ -1,13 +1,13 @@
 """What a venue's trade must look like to be folded into the adapter's own state.
 
 A venue (or a parser between it and capflow) can answer a trade whose quantity, price or
-fee is not a number, is zero or negative, is absurdly large, or takes its order's fills
-beyond the order's quantity. Such a trade is not added to what the adapter holds (its
-positions, its orders' filled quantities, the sums that tell when an order ended): one
-NaN there poisons every later sum and comparison. It is still reported, as the fill it
-claims to be, so that the profile's ledger -- which refuses it -- raises the
-``fill_unbooked`` alert and the account goes REDUCE_ONLY, as for any fill that cannot be
-booked.
+fee is not a number, is zero or negative, is absurdly large, takes its order's fills
+beyond the order's quantity, or is past the order's limit. Such a trade is not booked,
+nor added to what the adapter holds (its positions, its orders' filled quantities, the
+sums that tell when an order ended): one NaN there poisons every later sum and
+comparison. It is reported instead (`FillUnbookable`): the account manager raises the
+``fill_unbooked`` alert and sets the account REDUCE_ONLY, as for any fill its ledger
+refuses.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ def trade_problem(qty: Decimal, price: Decimal, fee: Decimal) -> str | None:
             or number_problem("fee", fee, zero=True))
 
 
-def beyond_problem(done: Decimal, qty: Decimal, order_qty: Decimal) -> str | None:
-    """Why a trade of `qty` cannot belong to an order of `order_qty` whose trades so far
-    came to `done`, or None."""
+def beyond_problem(done: Decimal, qty: Decimal, order_qty: Decimal, price: Decimal,
+                   side: str, limit: Decimal | None) -> str | None:
+    """Why a trade of `qty` at `price` cannot belong to an order of `order_qty` at `limit`
+    (None: a market order) whose trades so far came to `done`, or None. A buy above its
+    limit (a MARKET entry's is the price its capital was reserved for) or a sell below
+    it broke the order's terms: it would spend capital nothing reserved, past any
+    ``max_live_capital``."""
     if done + qty > order_qty:
         return (f"its quantity {qty} takes the order's fills to {done + qty}, beyond the "
                 f"order's {order_qty}")
+    if limit is not None and (price > limit if side == "BUY" else price < limit):
+        return f"its price {price} is past the order's limit {limit} ({side})"
     return None

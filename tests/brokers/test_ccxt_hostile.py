@@ -53,11 +53,13 @@ def live(make_system, sqlite_url, venue, venue_keys):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("qty", "NaN"), ("price", "NaN"), ("fee", "NaN"), ("price", "Infinity"),
-    ("price", "-29000"), ("qty", "0.02"), ("price", "123456789012345678901234567890")])
+    ("price", "-29000"), ("qty", "0.02"), ("price", "123456789012345678901234567890"),
+    ("price", "40000")])
 def test_a_venue_fill_with_numbers_that_make_no_sense_is_not_booked_and_alerts(
         live, venue, field, value):
     # the venue answers a trade whose quantity, price or fee is not a number, is
-    # negative, absurdly large, or more than the order's quantity
+    # negative, absurdly large, more than the order's quantity, or a buy above the
+    # order's limit (capital no reservation covers: past any max_live_capital)
     alerts = []
     live.bus.subscribe(lambda events: alerts.extend(e for e in events
                                                     if isinstance(e, Alert)))
