@@ -8,6 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from capflow.actors.account_messages import Close
 from capflow.actors.alerts import Alert
 from capflow.actors.model.settings import ConfigError
 from capflow.brokers.ccxt_settings import entry_client_id
@@ -83,3 +84,43 @@ def test_a_venue_fill_with_numbers_that_make_no_sense_is_not_booked_and_alerts(
     assert (led.reserved_for_positions, led.available) == (0, D("5000.00"))
     info = live.trading.accounts.info("live")
     assert info.equity.is_finite() and info.margin_used == 0
+
+
+def test_a_missed_fill_the_reconcile_finds_that_makes_no_sense_is_not_booked(
+        make_system, sqlite_url, venue, venue_keys):
+    """A position's exit filled at the venue with a price of NaN, its answer lost, and
+    capflow stopped; after the restart only the reconcile finds that trade: it is shown
+    as a difference and alerted, not booked."""
+    def start(**extra):
+        cf = connected(make_system(sqlite_url, simulator={"symbols": {}},
+                                   brokers=live_brokers(venue, **{"reconcile_every_s": 0,
+                                                                  **extra})))
+        wait(lambda: cf.trading.accounts.status["live"].last_reconcile is not None)
+        return cf
+
+    cf = start(lookups_before_resend=1000)
+    cf.create_profile("p", "5000")
+    a = cf.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="A")
+    wait(lambda: cf.ledger("p").reserved_for_positions > 0)
+    venue.fault("/v5/order/create", "reject", code=170131, msg="Insufficient balance.")
+    pid = a["position_id"]
+    cf.close_position("p", pid)
+    wait(lambda: len(venue.requests("/v5/order/create")) == 2)
+    venue.fault("/v5/order/create", "lose", delay=0)  # the venue sells; the answer is lost
+    venue.fault("/v5/order/realtime", "http", status=503, times=10_000)  # no lookups
+    wait(lambda: cf.trading.accounts.ask("live", Close("p", pid)) and
+         len(venue.requests("/v5/order/create")) == 3)
+    [sold] = [o for o in venue.orders() if o.side == "Sell" and o.status == "Filled"]
+    [trade] = [x for x in venue.executions() if x.order is sold]
+    trade.price = D("NaN")
+    cf.stop()
+    venue.clear_faults()
+    cf = start()  # its first reconcile found the trade
+    report = cf.trading.accounts.status["live"].last_reconcile.report
+    [odd] = report["unknown_fills"]
+    assert odd["fill_id"] == f"bybit:{trade.exec_id}" and "price" in odd["unbookable"]
+    assert report["missed_fills"] == [] and report["differences"] >= 1
+    state = wait(lambda: cf.trading.safety.account_state("live"))
+    assert state.state == "REDUCE_ONLY"
+    assert cf.trading.accounts.info("live").equity.is_finite()
+    assert cf.ledger("p").reserved_for_positions > 0  # nothing of it was booked
