@@ -4,6 +4,7 @@ amounts, settings that are not durations."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -124,3 +125,34 @@ def test_a_missed_fill_the_reconcile_finds_that_makes_no_sense_is_not_booked(
     assert state.state == "REDUCE_ONLY"
     assert cf.trading.accounts.info("live").equity.is_finite()
     assert cf.ledger("p").reserved_for_positions > 0  # nothing of it was booked
+
+
+# -- prices that are not prices -------------------------------------------------------
+
+@pytest.mark.parametrize(("bid", "ask", "last", "size"), [
+    ("NaN", "30000.10", None, None), ("30000.00", "Infinity", None, None),
+    ("1e20", "1e21", None, None),
+    ("30000.00", "30000.10", None, "NaN"), ("30000.00", "30000.10", None, "-1")])
+def test_a_ticker_that_is_no_price_is_ignored_and_orders_are_still_followed(
+        make_system, sqlite_url, venue, venue_keys, bid, ask, last, size):
+    live = connected(make_system(sqlite_url, brokers=live_brokers(
+        venue, symbols={"BTCUSDT": "BTC/USDT"}, price_interval_s=0.05)))
+    live.create_profile("p", "5000")
+    venue.auto_match = False
+    order = live.submit_order("p", "o1", "BTCUSDT", "BUY", type="LIMIT", qty="0.01",
+                              price="29000").result
+    cid = entry_client_id(order.order_id)
+    wait(lambda: venue.order(link_id=cid))
+    with venue.lock:  # the tickers answer this, whatever the book's price
+        venue.book.quotes["BTCUSDT"].bid = D(bid)
+        venue.book.quotes["BTCUSDT"].ask = D(ask)
+        venue.book.quotes["BTCUSDT"].last = None if last is None else D(last)
+        venue.book.quotes["BTCUSDT"].bid_size = None if size is None else D(size)
+        venue.freeze_tickers()
+        venue.set_price("BTCUSDT", "30000.00", "30000.10")
+    time.sleep(0.3)  # several polls of those tickers
+    venue.fill(cid, "0.01")
+    wait(lambda: live.ledger("p").reserved_for_positions > 0)  # the fill was booked
+    tick = live.trading.board.get("BTCUSDT")
+    assert tick is None or (tick.bid, tick.ask) == (D("30000.00"), D("30000.10"))
+    assert tick is None or (tick.liquidity.is_finite() and tick.liquidity >= 0)
