@@ -154,6 +154,8 @@ def read_credentials(account_id: str, s: CcxtSettings) -> Credentials:
         except json.JSONDecodeError:
             raise ValueError(f"{where} key_file {s.key_file!r} is not JSON "
                              '({"api_key": ..., "secret": ...})') from None
+        if not isinstance(data, dict):  # valid JSON, but not the object
+            data = {}
         key, secret = data.get("api_key"), data.get("secret")
         if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
             raise ValueError(f"{where} key_file {s.key_file!r} has no api_key and secret")

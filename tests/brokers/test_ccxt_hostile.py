@@ -12,7 +12,7 @@ import pytest
 from capflow.actors.account_messages import Close
 from capflow.actors.alerts import Alert
 from capflow.actors.model.settings import ConfigError
-from capflow.brokers.ccxt_settings import entry_client_id
+from capflow.brokers.ccxt_settings import entry_client_id, parse_settings, read_credentials
 from capflow.brokers.ccxt_venue import CcxtSpotBroker
 from capflow.brokers.config import AccountConfig
 
@@ -156,3 +156,17 @@ def test_a_ticker_that_is_no_price_is_ignored_and_orders_are_still_followed(
     tick = live.trading.board.get("BTCUSDT")
     assert tick is None or (tick.bid, tick.ask) == (D("30000.00"), D("30000.10"))
     assert tick is None or (tick.liquidity.is_finite() and tick.liquidity >= 0)
+
+
+# -- credentials ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"venue-key"', "null"])
+def test_a_key_file_that_is_json_but_no_object_stops_the_account_naming_it(tmp_path, text):
+    # (a ValueError stops the account for good, naming the setting; anything else was
+    # retried as if the venue were away)
+    key_file = tmp_path / "key.json"
+    key_file.write_text(text)
+    key_file.chmod(0o600)
+    settings = parse_settings("live", {"exchange": "bybit", "key_file": str(key_file)})
+    with pytest.raises(ValueError, match=r"key_file .* has no api_key and secret"):
+        read_credentials("live", settings)
