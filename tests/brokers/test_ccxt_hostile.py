@@ -170,3 +170,13 @@ def test_a_key_file_that_is_json_but_no_object_stops_the_account_naming_it(tmp_p
     settings = parse_settings("live", {"exchange": "bybit", "key_file": str(key_file)})
     with pytest.raises(ValueError, match=r"key_file .* has no api_key and secret"):
         read_credentials("live", settings)
+
+
+def test_two_symbols_for_one_venue_market_stop_start_up_naming_the_table(
+        make_system, sqlite_url, venue, venue_keys):
+    # the adapter could not be built: the account sat DISCONNECTED, nothing said why
+    with pytest.raises(ConfigError, match="symbols") as refused:
+        make_system(sqlite_url, brokers=live_brokers(
+            venue, symbols={"BTCUSDT": "BTC/USDT", "XBTUSDT": "BTC/USDT"}))
+    assert "BTC/USDT" in str(refused.value)
+    assert not venue.requests()
