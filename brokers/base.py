@@ -153,18 +153,6 @@ class PositionExited(BrokerEvent, frozen=True, tag="PositionExited"):
     reason: str  # tp, sl or manual
 
 
-class FillUnbookable(BrokerEvent, frozen=True, tag="FillUnbookable"):
-    """The venue reported a fill that makes no sense (a quantity, price or fee that is
-    not a number, beyond its order, past its limit): it happened, as far as anyone can
-    tell, but nothing of it can be booked. The account manager alerts
-    (``fill_unbooked``) and sets the account REDUCE_ONLY, as for a fill its ledger
-    refused."""
-
-    profile_id: str
-    fill_id: str
-    reason: str
-
-
 class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):
     order_id: str
     profile_id: str
@@ -174,6 +162,20 @@ class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):
 class OrderRejected(BrokerEvent, frozen=True, tag="OrderRejected"):
     order_id: str
     profile_id: str
+    reason: str
+
+
+class FillUnbookable(msgspec.Struct, frozen=True, kw_only=True):
+    """The venue reported a fill that makes no sense (a quantity, price or fee that is
+    not a number, beyond its order, past its limit): it happened, as far as anyone can
+    tell, but nothing of it can be booked. The account manager alerts
+    (``fill_unbooked``) and sets the account REDUCE_ONLY, as for a fill its ledger
+    refused. Not an event of the broker topic."""
+
+    account_id: str
+    ts: datetime
+    profile_id: str
+    fill_id: str
     reason: str
 
 

@@ -390,10 +390,10 @@ class Engine:
         logger.error("trade {} of order {} ({}) cannot be booked: {}", tid, live.order_id,
                      live.cid, problem)
         live.garbled = True
-        self._post(FillUnbookable(
+        self._post(("unbookable", FillUnbookable(
             account_id=self.b.account_id, ts=self._now(), profile_id=live.profile_id,
             fill_id=f"{self.b.settings.exchange}:{tid}",
-            reason=f"trade {tid} of order {live.order_id} ({live.cid}) {problem}"))
+            reason=f"trade {tid} of order {live.order_id} ({live.cid}) {problem}")))
 
     def _ended(self, live: Live, status: str, filled: Decimal) -> None:
         live.state = "DONE"

@@ -317,6 +317,8 @@ class CcxtSpotBroker(BrokerAdapter):
                 self.coins = item[1].balances
                 self.last_reconcile = report
             self.emit(report)
+        elif kind == "unbookable":  # a fill that makes no sense: not folded in
+            self.emit_fill(item[1])
         elif kind == "exit_ended":
             if self.exit_orders.get(item[1]) == item[2]:
                 del self.exit_orders[item[1]]
