@@ -49,7 +49,14 @@ from capflow.actors.account_status import AccountStatus, broker_order, broker_po
 from capflow.actors.alerts import CRITICAL, WARNING, Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
-from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
+from capflow.actors.model.errors import (
+    CapflowError,
+    Denial,
+    Denied,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
 from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.model.order_types import EXPIRED
 from capflow.actors.reply import Reply
@@ -60,6 +67,7 @@ from capflow.brokers.events import (
     ConnectionFailed,
     Disconnected,
     EntryFilled,
+    FillUnbookable,
     OrderCanceled,
     OrderRejected,
     OrderTriggered,
@@ -333,7 +341,9 @@ class AccountManagerActor(pykka.ThreadingActor):
         self._emitted += 1
         if isinstance(e, EntryFilled):
             working = self._working.get(e.order_id)
-            if working is not None:
+            # a fill of NaN, or beyond what is working, is refused by the ledger: the
+            # order stays working (REDUCE_ONLY cancels it)
+            if working is not None and e.qty.is_finite() and 0 < e.qty <= working[1]:
                 left = working[1] - e.qty
                 if left > 0:
                     self._working[e.order_id] = (working[0], left)
@@ -351,6 +361,10 @@ class AccountManagerActor(pykka.ThreadingActor):
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
                 fee=e.fee, reason=e.reason, cause=e.fill_id, fee_coin=e.fee_coin,
                 fee_coin_qty=e.fee_coin_qty))
+        elif isinstance(e, FillUnbookable):
+            self.log.error("the broker reported a fill that cannot be booked: {}", e.reason)
+            self._unbooked(e.profile_id, "fill", e.fill_id,
+                           InvalidArgument("fill", f"{e.fill_id}: {e.reason}"))
         elif isinstance(e, OrderCanceled | OrderRejected):
             self._end_working(e.order_id)
             status = "CANCELED" if isinstance(e, OrderCanceled) else "REJECTED"
@@ -380,17 +394,17 @@ class AccountManagerActor(pykka.ThreadingActor):
             except Exception:
                 self.log.exception("broker event listener failed")
 
-    def _unbooked(self, profile_id: str, cmd: m.Command, error: Exception) -> None:
+    def _unbooked(self, profile_id: str, what: str, fill_id: str, error: Exception) -> None:
         """Any thread: the broker reported a fill (it happened) that the profile's ledger
-        refused: the ledger and the venue disagree from now on. The account goes
-        REDUCE_ONLY and an operator is alerted; nothing is retried."""
-        reason = (f"a {type(cmd).__name__} of {profile_id} reported by the broker could not "
+        refused, or that made no sense: the ledger and the venue disagree from now on.
+        The account goes REDUCE_ONLY and an operator is alerted; nothing is retried."""
+        reason = (f"a {what} of {profile_id} reported by the broker could not "
                   f"be booked: {getattr(error, 'message', error)}")
         if self._alert is not None:
             self._alert(Alert(
                 kind="fill_unbooked", severity=CRITICAL, scope="account",
                 target=self.account_id, reason=reason, ts=self.adapter.clock.now(),
-                details={"profile_id": profile_id, "fill_id": cmd.fill_id,
+                details={"profile_id": profile_id, "fill_id": fill_id,
                          "code": getattr(error, "code", "INTERNAL")}))
         if self._on_unbooked is not None and self._on_unbooked(reason):
             try:  # set just now: stop what is working, as any REDUCE_ONLY does
@@ -415,7 +429,7 @@ class AccountManagerActor(pykka.ThreadingActor):
                 self.log.bind(profile=profile_id).error("booking {} failed: {}",
                                                         type(cmd).__name__, error)
                 if isinstance(cmd, m.ApplyEntryFill | m.ApplyExitFill):
-                    self._unbooked(profile_id, cmd, error)
+                    self._unbooked(profile_id, type(cmd).__name__, cmd.fill_id, error)
             if waiter is not None:
                 if error is None:
                     waiter.resolve(value)

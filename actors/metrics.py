@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from capflow.actors.model.settings import ConfigError
+
 LOOPBACK_NAMES = ("localhost",)
 HEALTH_STATES = ("ok", "degraded", "fenced", "stopping")
 
@@ -217,4 +219,8 @@ def start_metrics(config: MetricsConfig, system) -> MetricsEndpoint | None:
     where = config.address
     if where is None:
         return None
-    return MetricsEndpoint(system, *where)
+    try:
+        return MetricsEndpoint(system, *where)
+    except OSError as exc:  # the port is taken, the address is not this host's
+        raise ConfigError(f"[metrics] listen = {config.listen!r}: cannot listen there: "
+                          f"{exc.strerror or exc}") from None

@@ -195,7 +195,11 @@ class System(TradingCalls):
         self.started_at = time.monotonic()
         self._start_trading(instruments, self.storage.oms_store,
                             self.store.list_profiles("", 1 << 62), self.storage.control_store)
-        self.metrics = start_metrics(cfg.metrics, self)
+        try:
+            self.metrics = start_metrics(cfg.metrics, self)
+        except BaseException:  # e.g. its port is taken: nothing stays started
+            self.stop()
+            raise
         logger.info("capflow started: {} profiles", self.registry.known_count())
         return self
 

@@ -37,9 +37,11 @@ from loguru import logger
 from capflow.actors.model.latency import Latency
 from capflow.actors.model.money import ZERO, round_up
 from capflow.actors.model.order_types import FOK_UNFILLED, IOC_REMAINDER
+from capflow.brokers.ccxt_sanity import beyond_problem, trade_problem
 from capflow.brokers.ccxt_trades import order_trades
 from capflow.brokers.events import (
     EntryFilled,
+    FillUnbookable,
     OrderAccepted,
     OrderCanceled,
     OrderRejected,
@@ -50,6 +52,8 @@ FINAL = ("closed", "canceled", "expired", "rejected")
 #: the times in force sent to the venue as such, and why their rest ends
 _TIF_END = {"IOC": IOC_REMAINDER, "FOK": FOK_UNFILLED}
 
+#: what ccxt raises on a venue answer it cannot parse (a "NaN" fee: ValueError)
+UNPARSED = (ValueError, TypeError, KeyError, ArithmeticError)
 
 
 def dec(x) -> Decimal:
@@ -93,6 +97,8 @@ class Live:
     skip: Decimal = ZERO
     skipped: Decimal = ZERO
     booked: Decimal = ZERO
+    #: a trade of it made no sense (`ccxt_sanity`): its trades cannot add up
+    garbled: bool = False
     cancel_reason: str | None = None
     cancel_sent: bool = False
     #: monotonic time of its first send (None: not sent by this run, e.g. adopted)
@@ -379,9 +385,22 @@ class Engine:
                                             dict(self.b.dialect.fetch_order_params))
             filled = dec(o.get("filled"))
             status = o.get("status")
+            if not filled.is_finite():
+                logger.error("order {} ({}): the venue says it filled {}", live.order_id,
+                             live.cid, filled)
+                return
             if filled > live.skip + live.booked or status in FINAL:
-                self._book_trades(live, order_trades(self.client, self.b.dialect,
-                                                     live.venue_id, live.venue_symbol))
+                try:
+                    trades = order_trades(self.client, self.b.dialect, live.venue_id,
+                                          live.venue_symbol)
+                except UNPARSED as exc:  # ccxt could not parse the venue's answer
+                    trades = []
+                    missing = filled - live.skip - live.booked
+                    if missing > 0 and not live.garbled:  # one alert per order
+                        self._garbled(live, f"{live.venue_id}:unread", f"filled {missing} "
+                                      f"in trades that cannot be read ({type(exc).__name__}"
+                                      f": {_short(exc)})")
+                self._book_trades(live, trades)
         except ccxt.OrderNotFound:
             logger.warning("order {} ({}) is no longer found at the venue by its id",
                            live.order_id, live.cid)
@@ -389,8 +408,8 @@ class Engine:
         except ccxt.NetworkError as exc:
             logger.warning("polling order {} failed: {}", live.order_id, _short(exc))
             return
-        if status in FINAL and live.skip + live.booked >= filled:
-            self._ended(live, status, filled)
+        if status in FINAL and (live.garbled or live.skip + live.booked >= filled):
+            self._ended(live, status, filled)  # a garbled trade never adds up
 
     def _book_trades(self, live: Live, trades: list[dict]) -> None:
         market = self.client.market(live.venue_symbol)
@@ -403,8 +422,15 @@ class Engine:
                 continue
             live.seen.add(tid)
             qty, price = dec(t["amount"]), dec(t["price"])
-            if live.skipped < live.skip:  # its first trades, booked before a restart
+            raw_fee = dec((t.get("fee") or {}).get("cost"))
+            problem = trade_problem(qty, price, raw_fee)
+            if problem is None and live.skipped < live.skip:  # booked before a restart
                 live.skipped += qty
+                continue
+            problem = problem or beyond_problem(live.skip + live.booked, qty, live.qty,
+                                                price, live.side, live.price)
+            if problem is not None:
+                self._garbled(live, tid, problem)
                 continue
             fee, fee_qty, _currency = fee_of(t, base, quote, places)
             live.booked += qty
@@ -424,6 +450,17 @@ class Engine:
                     position_id=live.position_id, profile_id=live.profile_id,
                     fill_id=fill_id, qty=qty, price=price, fee=fee, reason=live.reason,
                     **third))
+
+    def _garbled(self, live: Live, tid: str, problem: str) -> None:
+        """A trade that makes no sense (`ccxt_sanity`): not booked nor counted, but
+        reported; its order ends when the venue says so."""
+        logger.error("trade {} of order {} ({}) cannot be booked: {}", tid, live.order_id,
+                     live.cid, problem)
+        live.garbled = True
+        self._post(("unbookable", FillUnbookable(
+            account_id=self.b.account_id, ts=self._now(), profile_id=live.profile_id,
+            fill_id=f"{self.b.settings.exchange}:{tid}",
+            reason=f"trade {tid} of order {live.order_id} ({live.cid}) {problem}")))
 
     def _ended(self, live: Live, status: str, filled: Decimal) -> None:
         live.state = "DONE"

@@ -35,6 +35,7 @@ from capflow.actors.model.money import ZERO
 from capflow.actors.model.prices import PriceWatch
 from capflow.actors.model.ticks import Tick
 from capflow.brokers.ccxt_engine import dec
+from capflow.brokers.ccxt_sanity import number_problem
 from capflow.brokers.events import BrokerPosition
 
 
@@ -91,12 +92,14 @@ class PriceFeed:
             self.b.worker.post(("ticks", ticks))
 
     def _tick(self, symbol: str, ts, t: dict) -> Tick | None:
-        bid, ask = dec(t.get("bid")), dec(t.get("ask"))
-        if bid <= 0 or ask <= 0 or ask < bid:
-            return None  # no two-sided market: no price
-        last = dec(t.get("last")) or (bid + ask) / 2
+        bid, ask, last = dec(t.get("bid")), dec(t.get("ask")), dec(t.get("last"))
+        if (number_problem("bid", bid) or number_problem("ask", ask) or ask < bid
+                or number_problem("last", last, zero=True)):
+            return None  # no two-sided market (or numbers that are none): no price
+        last = last or (bid + ask) / 2
         last = min(max(last, bid), ask)
         sizes = [dec(t.get(k)) for k in ("bidVolume", "askVolume") if t.get(k) is not None]
+        sizes = [x for x in sizes if number_problem("size", x, zero=True) is None]
         seq = self._seq.get(symbol, 0) + 1
         self._seq[symbol] = seq
         return Tick(symbol, seq, ts, bid, ask, last, min(sizes) if sizes else ZERO)

@@ -40,8 +40,9 @@ from loguru import logger
 
 from capflow.actors.model.money import ZERO
 from capflow.brokers.ccxt_engine import amount, dec, fee_of, third_coin
+from capflow.brokers.ccxt_sanity import beyond_problem, trade_problem
 from capflow.brokers.ccxt_trades import ALL_PAGES, account_trades, client_id, with_client_ids
-from capflow.brokers.events import BrokerPosition, EntryFilled, PositionExited
+from capflow.brokers.events import BrokerPosition, EntryFilled, FillUnbookable, PositionExited
 from capflow.brokers.reconcile import Reconciled
 
 _ENTRY = re.compile(r"\Acf([0-9a-f]{28})e\Z")
@@ -235,8 +236,8 @@ def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
         if t["fill_id"] in emitted or t["fill_id"] in stored:
             continue
         booked = _book_missed(b, t) if rows is not None else None
-        if booked is None:
-            unknown_fills.append(_plain(t))
+        if booked is None or "unbookable" in booked:  # not booked: a difference
+            unknown_fills.append({**_plain(t), **(booked or {})})
         else:
             missed.append({**_plain(t), **booked})
     balances, diff_coins = _balances(b, cut)
@@ -262,11 +263,16 @@ def _book_missed(b, t: dict) -> dict | None:
     as, or None when the order is not capflow's."""
     cid = t["client_order_id"] or ""
     entry, exit_ = _ENTRY.match(cid), _EXIT.match(cid)
+    problem = trade_problem(t["qty"], t["price"], t["fee"])
     if entry is not None:
         found = b.rows.find_order(f"ord_{entry.group(1)}")
         if found is None:
             return None
         profile_id, o = found
+        problem = problem or beyond_problem(ZERO, t["qty"], o.qty, t["price"], o.side,
+                                            o.max_price if o.type == "MARKET" else o.price)
+        if problem is not None:
+            return _unbookable(b, t, profile_id, problem)
         position_id = o.position_id or o.order_id
         e = EntryFilled(account_id=b.account_id, ts=b.clock.now(), order_id=o.order_id,
                         profile_id=profile_id, position_id=position_id,
@@ -291,6 +297,8 @@ def _book_missed(b, t: dict) -> dict | None:
         else:
             return None
         profile_id, p = found
+        if problem is not None:
+            return _unbookable(b, t, profile_id, problem)
         e = PositionExited(account_id=b.account_id, ts=b.clock.now(),
                            position_id=p.position_id, profile_id=profile_id,
                            fill_id=t["fill_id"], qty=t["qty"], price=t["price"],
@@ -309,6 +317,15 @@ def _book_missed(b, t: dict) -> dict | None:
 
 def _third(t: dict) -> dict:
     return {k: t[k] for k in ("fee_coin", "fee_coin_qty") if k in t}
+
+
+def _unbookable(b, t: dict, profile_id: str, problem: str) -> dict:
+    """A missed fill that makes no sense (`ccxt_sanity`): reported, not booked."""
+    b.emit_fill(FillUnbookable(account_id=b.account_id, ts=b.clock.now(),
+                               profile_id=profile_id, fill_id=t["fill_id"],
+                               reason=f"trade {t['fill_id']} ({t['client_order_id']}) "
+                                      f"{problem}"))
+    return {"unbookable": problem, "profile_id": profile_id}
 
 
 def _exit_reason(p, price: Decimal) -> str:

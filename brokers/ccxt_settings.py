@@ -45,6 +45,8 @@ from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError
 
 _ID = re.compile(r"\A[a-z]+_([0-9a-f]{28})\Z")
+#: the longest any of the durations may be: a day
+MAX_SECONDS = 86_400
 
 
 class CcxtSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -93,11 +95,19 @@ def parse_settings(account_id: str, raw: dict) -> CcxtSettings:
     if s.exchange not in ccxt.exchanges:
         raise ConfigError(f"{where} exchange = {s.exchange!r}: ccxt knows no such exchange "
                           "(ccxt.exchanges lists them)")
-    if min(s.timeout_s, s.poll_interval_s, s.price_interval_s, s.stale_after_s) <= 0:
-        raise ConfigError(f"{where} timeout_s, poll_interval_s, price_interval_s and "
-                          "stale_after_s must be positive")
-    if s.reconcile_every_s < 0:
-        raise ConfigError(f"{where} reconcile_every_s must be 0 (only at connect) or positive")
+    check_seconds(where, s, ("timeout_s", "poll_interval_s", "price_interval_s",
+                             "stale_after_s"))
+    if not 0 <= s.reconcile_every_s <= MAX_SECONDS:  # `not` refuses nan too
+        raise ConfigError(f"{where} reconcile_every_s = {s.reconcile_every_s!r}: 0 (only "
+                          f"at connect) or seconds up to {MAX_SECONDS}")
+    for name in ("taker_fee", "maker_fee"):
+        try:
+            parse_decimal(getattr(s, name), name, allow_zero=True)
+        except Exception:
+            raise ConfigError(f"{where} {name} = {getattr(s, name)!r}: not a fee rate "
+                              "(a decimal >= 0, 0.001 is 0.1 %)") from None
+    if s.lookups_before_resend < 1:
+        raise ConfigError(f"{where} lookups_before_resend must be at least 1")
     if s.drop_after_errors < 1:
         raise ConfigError(f"{where} drop_after_errors must be 1 or more")
     for coin, amount in s.baseline.items():
@@ -130,6 +140,16 @@ def needs_passphrase(exchange: str) -> bool:
     import ccxt
 
     return bool(getattr(ccxt, exchange)().requiredCredentials.get("password"))
+
+
+def check_seconds(where: str, settings, names) -> None:
+    """`ConfigError` unless each of the `names` of `settings` is a number of seconds from
+    a millisecond to a day (TOML also has nan and inf)."""
+    for name in names:
+        seconds = getattr(settings, name)
+        if not 1e-3 <= seconds <= MAX_SECONDS:  # `not` refuses nan too
+            raise ConfigError(f"{where} {name} = {seconds!r}: seconds from 0.001 to "
+                              f"{MAX_SECONDS}")
 
 
 class Credentials:
@@ -175,6 +195,8 @@ def read_credentials(account_id: str, s: CcxtSettings) -> Credentials:
         except json.JSONDecodeError:
             raise ValueError(f"{where} key_file {s.key_file!r} is not JSON "
                              '({"api_key": ..., "secret": ...})') from None
+        if not isinstance(data, dict):  # valid JSON, but not the object
+            data = {}
         key, secret = data.get("api_key"), data.get("secret")
         if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
             raise ValueError(f"{where} key_file {s.key_file!r} has no api_key and secret")

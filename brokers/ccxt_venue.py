@@ -223,8 +223,6 @@ class CcxtSpotBroker(BrokerAdapter):
     def reconcile_if_due(self) -> None:
         """On the worker, after a poll: reconcile every ``reconcile_every_s`` (and at the
         first poll after a connect)."""
-        import time
-
         every = self.settings.reconcile_every_s
         now = time.monotonic()
         first = self._next_reconcile == 0.0
@@ -238,8 +236,6 @@ class CcxtSpotBroker(BrokerAdapter):
         self.worker.call(self._reconcile_now)
 
     def _reconcile_now(self) -> None:
-        import time
-
         self._ready = True
         if self.worker.polling:
             every = self.settings.reconcile_every_s
@@ -322,6 +318,8 @@ class CcxtSpotBroker(BrokerAdapter):
                 self.coins = item[1].balances
                 self.last_reconcile = report
             self.emit(report)
+        elif kind == "unbookable":  # a fill that makes no sense: not folded in
+            self.emit_fill(item[1])
         elif kind == "exit_ended":
             if self.exit_orders.get(item[1]) == item[2]:
                 del self.exit_orders[item[1]]

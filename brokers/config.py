@@ -41,6 +41,10 @@ class AccountConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         cap = self.max_live_capital
         if cap is not None and not (cap.is_finite() and cap >= 0):
             raise ValueError(f"max_live_capital must be a number >= 0, not {cap}")
+        targets = list(self.symbols.values())
+        if twice := sorted({t for t in targets if targets.count(t) > 1}):
+            raise ValueError(f"symbols maps two capflow symbols to one broker symbol: "
+                             f"{', '.join(twice)}")
 
 
 def _default_accounts() -> dict[str, AccountConfig]:

@@ -157,6 +157,20 @@ class OrderRejected(BrokerEvent, frozen=True, tag="OrderRejected"):
     reason: str
 
 
+class FillUnbookable(msgspec.Struct, frozen=True, kw_only=True):
+    """The venue reported a fill that makes no sense (a quantity, price or fee that is
+    not a number, beyond its order, past its limit): it happened, as far as anyone can
+    tell, but nothing of it can be booked. The account manager alerts
+    (``fill_unbooked``) and sets the account REDUCE_ONLY, as for a fill its ledger
+    refused. Not an event of the broker topic."""
+
+    account_id: str
+    ts: datetime
+    profile_id: str
+    fill_id: str
+    reason: str
+
+
 class PriceReport(msgspec.Struct, frozen=True, kw_only=True):
     """What an adapter with its venue's prices reports through `emit` besides its
     events: not broker events (they are not sent on the ``broker`` topic)."""

@@ -51,7 +51,7 @@ from capflow.brokers.base import PENDING, PermanentConnectError
 from capflow.brokers.ccxt_engine import VenueWorker
 from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed
-from capflow.brokers.ccxt_settings import dialect
+from capflow.brokers.ccxt_settings import check_seconds, dialect
 from capflow.brokers.events import PricesStale, VenueTicks
 from capflow.brokers.paper import PAPER_SETTINGS, PaperBroker
 
@@ -98,9 +98,7 @@ def parse_market_data(account_id: str, settings: dict[str, Any]) -> MarketData:
     if md.market_data_sandbox and not getattr(ccxt, md.market_data)().urls.get("test"):
         raise ConfigError(f"{where} market_data_sandbox: ccxt has no test network for "
                           f"{md.market_data!r}")
-    if min(md.timeout_s, md.price_interval_s, md.stale_after_s) <= 0:
-        raise ConfigError(f"{where} timeout_s, price_interval_s and stale_after_s must be "
-                          "positive")
+    check_seconds(where, md, ("timeout_s", "price_interval_s", "stale_after_s"))
     for name in PAPER_SETTINGS & set(settings):
         if name != "fail_connects":
             try:

@@ -213,6 +213,9 @@ def test_a_symbol_the_venue_does_not_list_stops_the_account_naming_the_setting(
     ({"market_data": "nosuchvenue"}, "market_data = 'nosuchvenue'"),
     ({"api_key_env": "K"}, "api_key_env"),
     ({"stale_after_s": 0}, "stale_after_s"),
+    ({"stale_after_s": float("inf")}, "stale_after_s"),  # TOML has inf and nan
+    ({"price_interval_s": float("nan")}, "price_interval_s"),
+    ({"timeout_s": float("inf")}, "timeout_s"),
     ({"market_data": "bitvavo", "market_data_sandbox": True}, "market_data_sandbox"),
     ({"taker_fee": "x"}, "taker_fee"),
 ])
