@@ -59,7 +59,7 @@ from capflow.actors.model.venue import VenueRules, qty_down
 from capflow.brokers import ccxt_link as link
 from capflow.brokers.base import PENDING, BrokerAdapter, PermanentConnectError
 from capflow.brokers.ccxt_books import book_dust, load_stored, note_fee_coin
-from capflow.brokers.ccxt_engine import Engine, Live, VenueWorker, amount, dec
+from capflow.brokers.ccxt_engine import Engine, Live, amount, dec
 from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed, crossed
 from capflow.brokers.ccxt_reconcile import compare, take_cut
@@ -71,6 +71,7 @@ from capflow.brokers.ccxt_settings import (
     parse_settings,
     read_credentials,
 )
+from capflow.brokers.ccxt_worker import VenueWorker
 from capflow.brokers.events import (
     AccountInfo,
     BrokerEvent,

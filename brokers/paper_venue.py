@@ -48,10 +48,10 @@ from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.settings import ConfigError
 from capflow.actors.model.venue import VenueRules
 from capflow.brokers.base import PENDING, PermanentConnectError
-from capflow.brokers.ccxt_engine import VenueWorker
 from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed
 from capflow.brokers.ccxt_settings import check_seconds, dialect
+from capflow.brokers.ccxt_worker import VenueWorker
 from capflow.brokers.events import PricesStale, VenueTicks
 from capflow.brokers.paper import PAPER_SETTINGS, PaperBroker
 
