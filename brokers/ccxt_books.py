@@ -65,9 +65,11 @@ def book_dust(b, p: BrokerPosition, e: PositionExited) -> bool:
 
 
 def note_fee_coin(b, e) -> None:
-    """On the manager's thread: a fill reported with a fee in a third coin."""
-    if e.fee_coin is not None and e.fee_coin_qty:
-        b.fee_coins[e.fee_coin] = b.fee_coins.get(e.fee_coin, ZERO) + e.fee_coin_qty
+    """On the manager's thread: a fill reported with a fee in a third coin (a fill that
+    cannot be booked has no fee to count)."""
+    coin = getattr(e, "fee_coin", None)
+    if coin is not None and e.fee_coin_qty:
+        b.fee_coins[coin] = b.fee_coins.get(coin, ZERO) + e.fee_coin_qty
 
 
 def fee_value(b, coin: str, qty: Decimal, fill_id: str) -> Decimal:
