@@ -59,7 +59,7 @@ from capflow.actors.model.venue import VenueRules, qty_down
 from capflow.brokers import ccxt_link as link
 from capflow.brokers.base import PENDING, BrokerAdapter, PermanentConnectError
 from capflow.brokers.ccxt_books import book_dust, load_stored, note_fee_coin
-from capflow.brokers.ccxt_engine import Engine, Live, amount, dec
+from capflow.brokers.ccxt_engine import UNPARSED, Engine, Live, amount, dec
 from capflow.brokers.ccxt_markets import venue_rules
 from capflow.brokers.ccxt_prices import PriceFeed, crossed
 from capflow.brokers.ccxt_reconcile import compare, take_cut
@@ -208,6 +208,11 @@ class CcxtSpotBroker(BrokerAdapter):
             self._read_balance()
         except ccxt.NetworkError as exc:
             logger.warning("reading the balance of {} failed: {}", self.account_id, exc)
+        except ccxt.AuthenticationError as exc:  # the key was revoked or expired meanwhile
+            link.dropped(self, f"the venue refused the key: {str(exc)[:200]}")
+        except (ccxt.BaseError, *UNPARSED) as exc:  # the rest of the poll goes on
+            logger.warning("reading the balance of {} failed (the last one is kept): {}: "
+                           "{}", self.account_id, type(exc).__name__, str(exc)[:200])
 
     def _read_balance(self) -> None:
         b = self.client.fetch_balance()

@@ -183,3 +183,21 @@ def test_two_symbols_for_one_venue_market_stop_start_up_naming_the_table(
             venue, symbols={"BTCUSDT": "BTC/USDT", "XBTUSDT": "BTC/USDT"}))
     assert "BTC/USDT" in str(refused.value)
     assert not venue.requests()
+
+
+def test_a_key_revoked_while_running_is_a_lost_connection_that_alerts(
+        make_system, sqlite_url, bybit_venue, venue_keys):
+    """The balance read is the first to meet a key the venue no longer takes (Bybit
+    10003): the account is no longer connected, entries are refused and an operator is
+    told, instead of polls that fail in silence for ever."""
+    venue = bybit_venue
+    cf = connected(make_system(sqlite_url, brokers=live_brokers(
+        venue, symbols={"BTCUSDT": "BTC/USDT"})))
+    alerts = []
+    cf.bus.subscribe(lambda events: alerts.extend(e for e in events if isinstance(e, Alert)))
+    cf.create_profile("p", "5000")
+    for path in ("/v5/account/wallet-balance", "/v5/market/instruments-info"):
+        venue.fault(path, "reject", code=10003, msg="API key is invalid.", times=10**6)
+    [lost] = wait(lambda: [a for a in alerts if a.kind == "connection_lost"], 15)
+    assert "key" in lost.reason
+    assert cf.trading.accounts.status["live"].state != "CONNECTED"
