@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .venue_kit import KEY_ENV, PASSPHRASE_ENV, SECRET_ENV, VENUES
+from .venue_kit import KEY_ENV, PASSPHRASE_ENV, SECRET_ENV, VENUES, connected, live_brokers
 
 
 def _venue(name: str):
@@ -34,3 +34,13 @@ def venue_keys(monkeypatch):
     monkeypatch.setenv(KEY_ENV, "venue-key")
     monkeypatch.setenv(SECRET_ENV, "venue-secret")
     monkeypatch.setenv(PASSPHRASE_ENV, "venue-pass")
+
+
+@pytest.fixture
+def live(make_system, sqlite_url, venue, venue_keys):
+    """A capflow on the venue with its live account connected and a profile "p" of 5000
+    USDT. The simulator keeps its symbols: those of the account's table are the venue's."""
+    cf = connected(make_system(sqlite_url, brokers=live_brokers(
+        venue, symbols={"BTCUSDT": "BTC/USDT"})))
+    cf.create_profile("p", "5000")
+    return cf

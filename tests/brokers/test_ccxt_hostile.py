@@ -45,14 +45,6 @@ def test_fee_rates_and_lookups_are_checked_at_load_not_at_start(settings, named)
 
 # -- fills that are not fills ---------------------------------------------------------
 
-@pytest.fixture
-def live(make_system, sqlite_url, venue, venue_keys):
-    cf = connected(make_system(sqlite_url, brokers=live_brokers(
-        venue, symbols={"BTCUSDT": "BTC/USDT"})))
-    cf.create_profile("p", "5000")
-    return cf
-
-
 @pytest.mark.parametrize(("field", "value"), [
     ("qty", "NaN"), ("price", "NaN"), ("fee", "NaN"), ("price", "Infinity"),
     ("price", "-29000"), ("qty", "0.02"), ("price", "123456789012345678901234567890"),

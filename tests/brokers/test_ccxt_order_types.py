@@ -14,7 +14,7 @@ from capflow.actors.model.errors import Denied
 from capflow.brokers.events import EntryFilled, OrderCanceled
 
 from .test_ccxt_venue import ORDER_ID, creates, entry, harness, keys  # noqa: F401
-from .venue_kit import connected, live_brokers, order_sent, sent, wait
+from .venue_kit import order_sent, sent, wait
 
 
 def with_tif(o, tif):
@@ -40,14 +40,6 @@ def test_ioc_and_fok_go_out_as_the_venue_time_in_force(harness, venue, kind, pri
         assert canceled.reason == end and not h.of(EntryFilled)
     [create] = creates(venue)
     assert (order_sent(create)["type"], order_sent(create)["tif"]) == ("limit", sent_tif)
-
-
-@pytest.fixture
-def live(make_system, sqlite_url, venue, venue_keys):
-    cf = connected(make_system(sqlite_url, brokers=live_brokers(
-        venue, symbols={"BTCUSDT": "BTC/USDT"})))
-    cf.create_profile("p", "5000")
-    return cf
 
 
 def test_stops_and_gtd_are_refused_by_a_live_venue_before_anything_is_reserved(live, venue):

@@ -18,16 +18,6 @@ from capflow.brokers.ccxt_settings import entry_client_id
 from .venue_kit import connected, exchange, live_brokers, order_sent, sent, wait
 
 
-@pytest.fixture
-def live(make_system, sqlite_url, venue, venue_keys):
-    # the simulator keeps its symbols: those of the account's table are the venue's
-    cf = connected(make_system(sqlite_url, brokers=live_brokers(
-        venue, symbols={"BTCUSDT": "BTC/USDT"})))
-    cf.create_profile("p", "5000")
-    return cf
-
-
-
 def test_a_signal_is_rounded_to_the_venue_steps_and_booked_as_the_venue_fills(live, venue):
     a = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.0100009", signal_id="A")
     assert a["risk_ok"], a
