@@ -129,6 +129,10 @@ class OrderCapital(msgspec.Struct, frozen=True):
     end_reason: str | None = None
     #: when a tick touched a STOP / STOP_LIMIT order's trigger (None: not yet, or no stop)
     triggered_at: datetime | None = None
+    #: the trailing stop its position gets (actors/model/trailing.py)
+    trail_amount: Decimal | None = None
+    trail_pct: Decimal | None = None
+    trail_activation: Decimal | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):
@@ -157,11 +161,18 @@ class PositionCapital(msgspec.Struct, frozen=True):
     exit_price: Decimal | None = None
     #: proceeds of the exits so far
     exit_notional: Decimal = ZERO
-    #: why it was closed: "tp", "sl" or "manual"
+    #: why it was closed: "tp", "sl", "trail", "manual" or "flatten"
     close_reason: str | None = None
     #: a close asked for and not filled yet ("manual"): kept so that a restart asks the
     #: broker again
     close_requested: str | None = None
+    #: its trailing stop (actors/model/trailing.py): how it trails, its best price and
+    #: stop so far (None until it activated)
+    trail_amount: Decimal | None = None
+    trail_pct: Decimal | None = None
+    trail_activation: Decimal | None = None
+    trail_best: Decimal | None = None
+    trail_stop: Decimal | None = None
 
 
 class Fill(msgspec.Struct, frozen=True):

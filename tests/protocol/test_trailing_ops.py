@@ -1,0 +1,88 @@
+"""Trailing stops and `position.set_stops` on the wire, over a replayed price path
+(tests/fixtures/trail_path.csv: one symbol, 28 ticks up, down and a gap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from .market import SETTINGS
+from .replies import ok
+from .test_trading_ops import _order
+
+PATH = str(Path(__file__).parent.parent / "fixtures" / "trail_path.csv")
+
+#: the long below (bought on tick 2, trail 1.50 from an activation bid of 101.00): its
+#: stop after each tick from tick 3, worked out by hand from the bids of the path --
+#: None until the bid reaches 101.00, then the best bid less 1.50, never lower; tick 21
+#: gaps to 101.00, below the stop 103.30: the position exits there, reason "trail"
+EXPECTED = [
+    (3, "100.50", None), (4, "101.00", "99.50"), (5, "101.40", "99.90"),
+    (6, "101.20", "99.90"), (7, "102.00", "100.50"), (8, "101.80", "100.50"),
+    (9, "102.55", "101.05"), (10, "102.10", "101.05"), (11, "103.30", "101.80"),
+    (12, "103.05", "101.80"), (13, "104.00", "102.50"), (14, "103.60", "102.50"),
+    (15, "104.35", "102.85"), (16, "103.90", "102.85"), (17, "103.20", "102.85"),
+    (18, "104.80", "103.30"), (19, "104.10", "103.30"), (20, "103.50", "103.30"),
+]
+TRIGGER_TICK, EXIT_PRICE, LAST_STOP = 21, "101.00", "103.30"
+
+
+def _start(live, raw, **sections):
+    server = live(simulator={"replay": PATH, "symbols": {}},
+                  brokers={"accounts": {"paper": {"settings": SETTINGS}}}, **sections)
+    return server, raw(server.endpoint)
+
+
+def _position(r, profile_id="p") -> dict:
+    (p,) = ok(r.request("position.list", {"profile_id": profile_id}))["positions"]
+    return p
+
+
+def test_a_trailing_stop_follows_the_path_and_triggers_once(live, raw):
+    server, r = _start(live, raw, oms={"trail_event_interval_s": 3600})
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(server.events_endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"position.p")
+    try:
+        ok(r.request("profile.create", {"profile_id": "p", "allocated": "10000"}))
+        server.system.advance(1)
+        o = ok(r.request("order.submit", _order("trail", type="MARKET", qty="1",
+                                                trail_amount="1.50",
+                                                trail_activation="101.00")))
+        assert (o["trail_amount"], o["trail_pct"], o["trail_activation"]) == (
+            "1.50", None, "101.00")
+        server.system.advance(1)  # tick 2: bought at the ask 100.30
+        p = _position(r)
+        assert (p["entry_price"], p["trail_best"], p["trail_stop"]) == ("100.30", None, None)
+        for tick, bid, stop in EXPECTED:
+            server.system.advance(1)
+            p = _position(r)
+            assert p["status"] == "OPEN", tick
+            assert (p["trail_best"] is not None, p["trail_stop"]) == (stop is not None,
+                                                                       stop), (tick, bid)
+        server.system.advance(1)  # tick 21: the gap
+        (closed,) = ok(r.request("position.list", {"profile_id": "p",
+                                                   "status": "CLOSED"}))["positions"]
+        assert (closed["close_reason"], closed["exit_price"], closed["trail_stop"],
+                closed["qty_open"]) == ("trail", EXIT_PRICE, LAST_STOP, "0")
+        server.system.advance(7)  # the rest of the path: nothing more happens
+        assert ok(r.request("position.list", {"profile_id": "p",
+                                              "status": "OPEN"}))["positions"] == []
+        stats = ok(r.request("stats.get", {"profile_id": "p"}))
+        assert (stats["closed_positions"], stats["sl_count"]) == (1, 1)
+        # the stream: the first move at once, later ones held back by the interval,
+        # the last stop before the close always sent, then one close
+        kinds = []
+        while sub.poll(500):
+            _topic, body = sub.recv_multipart()
+            e = msgpack.unpackb(body, raw=False)
+            kinds.append((e["type"], e["position"]["trail_stop"]))
+        assert kinds == [("TrailMoved", "99.50"), ("TrailMoved", LAST_STOP),
+                         ("PositionClosed", LAST_STOP)]
+    finally:
+        sub.close(0)
+        ctx.term()
