@@ -8,8 +8,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from .market import SETTINGS
-from .replies import ok
+from .market import SETTINGS, write_ticks
+from .replies import error, ok
 from .test_trading_ops import _order
 
 PATH = str(Path(__file__).parent.parent / "fixtures" / "trail_path.csv")
@@ -86,3 +86,62 @@ def test_a_trailing_stop_follows_the_path_and_triggers_once(live, raw):
     finally:
         sub.close(0)
         ctx.term()
+
+
+def _stops(r, position_id, **args):
+    return r.request("position.set_stops", {"profile_id": "p", "position_id": position_id,
+                                            **args})
+
+
+def test_set_stops_moves_checks_the_side_and_survives_a_restart(live, raw, tmp_path,
+                                                                 sqlite_url):
+    first = write_ticks(tmp_path / "first.csv", [[("TESTUSDT", "100.00", "100.20")],
+                                                 [("TESTUSDT", "100.10", "100.30")],
+                                                 [("TESTUSDT", "100.50", "100.70")]])
+    server = live(simulator={"replay": first, "symbols": {}},
+                  brokers={"accounts": {"paper": {"settings": SETTINGS}}})
+    r = raw(server.endpoint)
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "10000"}))
+    server.system.advance(1)
+    ok(r.request("order.submit", _order("o", type="MARKET", qty="1", tp_price="110",
+                                        sl_price="95")))
+    server.system.advance(2)  # filled at 100.30; the bid is 100.50 now
+    pid = _position(r)["position_id"]
+
+    moved = ok(_stops(r, pid, sl_price="99.00", tp_price="101.00"))
+    assert (moved["position_id"], moved["tp_price"], moved["sl_price"]) == (
+        pid, "101.00", "99.00")
+    # the same again changes nothing
+    assert ok(_stops(r, pid, sl_price="99.00")) == moved
+    # a long's stop-loss at or above the bid, its take-profit at or below it
+    assert error(_stops(r, pid, sl_price="100.50"), "INVALID_ARGUMENT")["field"] == "sl_price"
+    assert error(_stops(r, pid, tp_price="100.40"), "INVALID_ARGUMENT")["field"] == "tp_price"
+    assert error(_stops(r, pid, trail_amount="1", trail_pct="1"),
+                 "INVALID_ARGUMENT")["field"] == "trail_amount"
+    assert error(_stops(r, pid, clear=["everything"]), "INVALID_ARGUMENT")["field"] == "clear"
+    error(_stops(r, "pos_nope", sl_price="99"), "NOT_FOUND")
+    # a trail set, then it and the take-profit cleared
+    trailed = ok(_stops(r, pid, trail_pct="1"))
+    assert (trailed["trail_pct"], trailed["trail_best"], trailed["sl_price"]) == (
+        "1", None, "99.00")
+    cleared = ok(_stops(r, pid, clear=["tp", "trail"]))
+    assert (cleared["tp_price"], cleared["trail_pct"], cleared["sl_price"]) == (
+        None, None, "99.00")
+
+    # a restart keeps the new stop-loss, and the broker gets it back: it stops out there
+    server.stop()
+    server.system.stop()
+    rest = write_ticks(tmp_path / "rest.csv", [[("TESTUSDT", "99.50", "99.70")],
+                                               [("TESTUSDT", "98.90", "99.10")]])
+    server = live(sqlite_url, simulator={"replay": rest, "symbols": {}},
+                  brokers={"accounts": {"paper": {"settings": SETTINGS}}})
+    r = raw(server.endpoint)
+    p = _position(r)
+    assert (p["tp_price"], p["sl_price"], p["trail_pct"]) == (None, "99.00", None)
+    server.system.advance(1)
+    assert _position(r)["status"] == "OPEN"
+    server.system.advance(1)
+    (closed,) = ok(r.request("position.list", {"profile_id": "p",
+                                               "status": "CLOSED"}))["positions"]
+    assert (closed["close_reason"], closed["exit_price"]) == ("sl", "98.90")
+    assert error(_stops(r, pid, sl_price="90"), "CONFLICT")["status"] == "CLOSED"
