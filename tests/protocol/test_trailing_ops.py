@@ -10,7 +10,7 @@ import zmq
 
 from .market import SETTINGS, write_ticks
 from .replies import error, ok
-from .test_trading_ops import _order
+from .test_trading_ops import TS, _order
 
 PATH = str(Path(__file__).parent.parent / "fixtures" / "trail_path.csv")
 
@@ -145,3 +145,44 @@ def test_set_stops_moves_checks_the_side_and_survives_a_restart(live, raw, tmp_p
                                                "status": "CLOSED"}))["positions"]
     assert (closed["close_reason"], closed["exit_price"]) == ("sl", "98.90")
     assert error(_stops(r, pid, sl_price="90"), "CONFLICT")["status"] == "CLOSED"
+
+
+def test_a_trail_on_a_signal_and_on_a_repeated_order_key(live, raw):
+    server, r = _start(live, raw)
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "10000"}))
+    server.system.advance(1)
+    sig = {"profile_id": "p", "symbol": "TESTUSDT", "side": "BUY", "price": "100.20",
+           "timestamp": TS, "qty": "1", "signal_id": "s1", "trail_pct": "1"}
+    answer = ok(r.request("signal.submit", sig))
+    assert answer["risk_ok"] is True, answer
+    # the trail is part of what a repeated signal_id must match
+    assert ok(r.request("signal.submit", sig))["reused"] is True
+    error(r.request("signal.submit", {**sig, "trail_pct": "2"}), "CONFLICT")
+    # and of what a repeated client_order_id must match
+    order = _order("k", type="MARKET", qty="1", trail_amount="2")
+    first = ok(r.request("order.submit", order))
+    assert ok(r.request("order.submit", order))["reused"] is True
+    error(r.request("order.submit", {**order, "trail_amount": "3"}), "CONFLICT")
+    error(r.request("order.submit", {k: v for k, v in order.items()
+                                     if k != "trail_amount"}), "CONFLICT")
+    server.system.advance(2)  # tick 2 fills both at 100.30; tick 3: bid 100.50
+    by_order = {p["order_id"]: p for p in ok(r.request(
+        "position.list", {"profile_id": "p"}))["positions"]}
+    # 1 % behind 100.50 = 99.495, rounded up: 99.50; 2 behind: 98.50
+    assert (by_order[answer["order_id"]]["trail_pct"],
+            by_order[answer["order_id"]]["trail_stop"]) == ("1", "99.50")
+    assert (by_order[first["order_id"]]["trail_amount"],
+            by_order[first["order_id"]]["trail_stop"]) == ("2", "98.50")
+    # a trail needs its distance; one of the two, not both
+    assert error(r.request("order.submit", _order("x", type="MARKET", qty="1",
+                                                  trail_activation="101")),
+                 "INVALID_ARGUMENT")["field"] == "trail_activation"
+    assert error(r.request("signal.submit", {**sig, "signal_id": "s2", "trail_pct": "100"}),
+                 "INVALID_ARGUMENT")["field"] == "trail_pct"
+    # after a restart, the stored order still matches its repeat, trail and all
+    server.stop()
+    server.system.stop()
+    server, r = _start(live, raw)
+    server.system.advance(1)  # a market price: the repeat is checked like the first
+    assert ok(r.request("order.submit", order))["reused"] is True
+    error(r.request("order.submit", {**order, "trail_amount": "3"}), "CONFLICT")
