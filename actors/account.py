@@ -357,8 +357,8 @@ class AccountManagerActor(pykka.ThreadingActor):
             self._book(e.profile_id, m.TriggerOrder(order_id=e.order_id, price=e.price,
                                                     cause=e.order_id))
         elif isinstance(e, TrailMoved):
-            self._book(e.profile_id, MoveTrail(position_id=e.position_id, best=e.best,
-                                               stop=e.stop, cause=e.position_id))
+            self._book(e.profile_id, MoveTrail(position_id=e.position_id, trail=e.trail,
+                                               cause=e.position_id))
         elif isinstance(e, PositionExited):
             self._book(e.profile_id, m.ApplyExitFill(
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,

@@ -151,13 +151,12 @@ class OrderTriggered(BrokerEvent, frozen=True, tag="OrderTriggered"):
 
 
 class TrailMoved(BrokerEvent, frozen=True, tag="TrailMoved"):
-    """A position's trailing stop moved: the best exit price since it activated, and
-    its stop now."""
+    """A position's trailing stop moved: the trail as it is now (`Trail.best`, the best
+    exit price since it activated, and `Trail.stop`)."""
 
     position_id: str
     profile_id: str
-    best: Decimal
-    stop: Decimal
+    trail: Trail
 
 
 class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):

@@ -293,7 +293,7 @@ class PaperBroker(BrokerAdapter):
         self._put(msgspec.structs.replace(p, trail=trail))
         self.emit(TrailMoved(account_id=self.account_id, ts=self.clock.now(),
                              position_id=p.position_id, profile_id=p.profile_id,
-                             best=trail.best, stop=trail.stop))
+                             trail=trail))
 
     def _exit(self, p: BrokerPosition, price: Decimal, fee_rate: Decimal, reason: str) -> None:
         fee = round_up(p.qty * price * fee_rate, self.money_places)

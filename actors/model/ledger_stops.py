@@ -63,13 +63,17 @@ def set_stops(ledger, cmd: SetStops, now: datetime, cause: str = "") -> Outcome:
 
 def move_trail(ledger, cmd: MoveTrail, now: datetime, cause: str = "") -> Outcome:
     """Record the trailing stop's new best price and stop (reported by the broker, which
-    watches it). A position closed meanwhile, or without a trail, is left as it is."""
+    watches it). A position closed meanwhile, without a trail, or whose trail was
+    replaced since (`set_stops` raced the broker's move: the move is of the trail
+    before) is left as it is; so is a move that does not move it."""
     p = ledger.positions.get(cmd.position_id)
-    if p is None or (p.trail_amount is None and p.trail_pct is None):
+    t = cmd.trail
+    if p is None or (p.trail_amount, p.trail_pct, p.trail_activation) != (
+            t.amount, t.pct, t.activation):
         return Outcome(p, [], reused=True)
-    if p.trail_best == cmd.best and p.trail_stop == cmd.stop:
+    if (p.trail_best, p.trail_stop) == (t.best, t.stop):
         return Outcome(p, [], reused=True)
-    new = replace(p, trail_best=cmd.best, trail_stop=cmd.stop)
+    new = replace(p, trail_best=t.best, trail_stop=t.stop)
     ledger.positions[p.position_id] = new
     return Outcome(new, [ledger._event(TrailMoved, now, cause or p.position_id,
                                        position=new)])

@@ -38,8 +38,8 @@ class SetStops(Command, frozen=True):
 
 
 class MoveTrail(Command, frozen=True):
-    """Record where the broker moved a position's trailing stop."""
+    """Record where the broker moved a position's trailing stop (`trail.best`,
+    `trail.stop`); a move of a trail the position no longer has is left out."""
 
     position_id: str
-    best: Decimal
-    stop: Decimal
+    trail: Trail

@@ -4,11 +4,16 @@ and what cannot be a trail is refused by field."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
 
 from capflow.actors.model.errors import InvalidArgument
+from capflow.actors.model.ledger import Ledger
+from capflow.actors.model.ledger_stops import move_trail, set_stops
+from capflow.actors.model.orders import OrderSpec
+from capflow.actors.model.stop_messages import MoveTrail, SetStops
 from capflow.actors.model.trailing import (
     Trail,
     advance,
@@ -82,3 +87,29 @@ def test_stops_of_an_open_position_are_checked_against_its_exit_side():
         assert e.value.details["field"] == field
     with pytest.raises(InvalidArgument):  # no market: the two against each other
         check_stops("BUY", D("99"), D("100"), None, None)
+
+
+def _ledger_with_a_trailed_long():
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    led = Ledger("p", "USDT", 2)
+    led.deposit("10000", "init", now)
+    spec = OrderSpec(order_id="o1", position_id="pos1", symbol="SOLUSDT", side="BUY",
+                     qty=D("10"), trail_amount=D("2"))
+    led.open_order(spec, "1500", now)
+    led.fill_entry("f1", "o1", "pos1", "10", "100", "0", now)
+    return led, now
+
+
+def test_a_move_of_a_trail_that_was_replaced_meanwhile_is_left_out():
+    led, now = _ledger_with_a_trailed_long()
+    old = advance("BUY", parse_trail(amount="2"), D("104"))
+    moved = move_trail(led, MoveTrail(position_id="pos1", trail=old), now)
+    assert (moved.result.trail_best, moved.result.trail_stop) == (D("104"), D("102"))
+    assert move_trail(led, MoveTrail(position_id="pos1", trail=old), now).reused
+    # the trail is replaced by hand while the broker reports a move of the old one
+    set_stops(led, SetStops(position_id="pos1", trail=parse_trail(pct="1")), now)
+    later = advance("BUY", old, D("106"))
+    assert move_trail(led, MoveTrail(position_id="pos1", trail=later), now).reused
+    p = led.positions["pos1"]
+    assert (p.trail_amount, p.trail_pct, p.trail_best, p.trail_stop) == (
+        None, D("1"), None, None)
