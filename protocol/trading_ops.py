@@ -248,8 +248,8 @@ TRADING_OPS: OpTable = {
     "order.get": (OrderRefArgs, op_order_get),
     "order.list": (ListArgs, op_order_list),
     "position.list": (ListArgs, op_position_list),
-    "position.close": (PositionCloseArgs, op_position_close),
     "position.set_stops": (PositionSetStopsArgs, op_position_set_stops),
+    "position.close": (PositionCloseArgs, op_position_close),
     "stats.get": (StatsArgs, op_stats),
     "market.price": (PriceArgs, op_price),
 }
