@@ -82,7 +82,8 @@ def test_trailing_stops_are_refused_by_a_live_venue_before_anything_is_reserved(
     for n, args in enumerate([{"trail_amount": "100"},
                               {"trail_pct": "1.5", "trail_activation": "30500"}]):
         with pytest.raises(Denied) as denied:
-            live.submit_order("p", f"t{n}", "BTCUSDT", "BUY", qty="0.01", **args)
+            live.submit_order("p", f"t{n}", "BTCUSDT", "BUY", qty="0.01", type="LIMIT",
+                              price="29000", **args)
         assert denied.value.details == {"reason": "VENUE_UNSUPPORTED_ORDER", "limit": None,
                                         "value": "trail"}
     trailed = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="T",
@@ -91,4 +92,4 @@ def test_trailing_stops_are_refused_by_a_live_venue_before_anything_is_reserved(
     after = live.ledger("p")
     assert (after.reserved_for_orders, after.available) == (before.reserved_for_orders,
                                                             before.available)
-    assert not venue.requests("/v5/order/create")
+    assert not creates(venue)
