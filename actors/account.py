@@ -42,6 +42,7 @@ from capflow.actors.account_messages import (
     SettleClaim,
     SettleSlot,
     SlotQuery,
+    Stops,
     Sync,
     Ticks,
 )
@@ -59,6 +60,7 @@ from capflow.actors.model.errors import (
 )
 from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.model.order_types import EXPIRED
+from capflow.actors.model.stop_messages import MoveTrail
 from capflow.actors.reply import Reply
 from capflow.brokers.base import BrokerAdapter
 from capflow.brokers.events import (
@@ -73,6 +75,7 @@ from capflow.brokers.events import (
     OrderTriggered,
     PositionExited,
     PricesStale,
+    TrailMoved,
     VenueTicks,
 )
 from capflow.brokers.reconcile import Reconciled
@@ -209,6 +212,13 @@ class AccountManagerActor(pykka.ThreadingActor):
 
     def _close(self, msg: Close, reply: Reply) -> Any:
         if not self.adapter.close_position(msg.position_id, msg.reason):
+            raise NotFound("position", msg.position_id)
+        return True
+
+    def _stops(self, msg: Stops, reply: Reply) -> Any:
+        a = self.adapter
+        trail = {"trail": msg.trail} if a.supports_trailing else {}
+        if not a.set_stops(msg.position_id, msg.tp_price, msg.sl_price, **trail):
             raise NotFound("position", msg.position_id)
         return True
 
@@ -356,6 +366,9 @@ class AccountManagerActor(pykka.ThreadingActor):
         elif isinstance(e, OrderTriggered):
             self._book(e.profile_id, m.TriggerOrder(order_id=e.order_id, price=e.price,
                                                     cause=e.order_id))
+        elif isinstance(e, TrailMoved):
+            self._book(e.profile_id, MoveTrail(position_id=e.position_id, trail=e.trail,
+                                               cause=e.position_id))
         elif isinstance(e, PositionExited):
             self._book(e.profile_id, m.ApplyExitFill(
                 fill_id=e.fill_id, position_id=e.position_id, qty=e.qty, price=e.price,
@@ -448,6 +461,7 @@ _HANDLERS = {
     Place: AccountManagerActor._place,
     Cancel: AccountManagerActor._cancel,
     Close: AccountManagerActor._close,
+    Stops: AccountManagerActor._stops,
     Ticks: AccountManagerActor._ticks,
     Restore: AccountManagerActor._restore,
     Info: AccountManagerActor._info,

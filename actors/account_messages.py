@@ -28,6 +28,17 @@ class Close(msgspec.Struct, frozen=True):
     reason: str = "manual"
 
 
+class Stops(msgspec.Struct, frozen=True):
+    """Give the broker a position's stops (`position.set_stops`): all of them, as the
+    ledger now has them (a `Trail` or None)."""
+
+    profile_id: str
+    position_id: str
+    tp_price: Any = None
+    sl_price: Any = None
+    trail: Any = None
+
+
 class Ticks(msgspec.Struct, frozen=True):
     ticks: list
 

@@ -10,6 +10,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.latency import Latency
 from capflow.actors.model.prices import PriceWatch
+from capflow.actors.model.trailing import trail_of
 from capflow.actors.model.venue import VenueRules
 from capflow.brokers.events import BrokerEvent, BrokerOrder, BrokerPosition
 
@@ -61,7 +62,8 @@ def broker_order(profile_id: str, o: m.OrderCapital) -> BrokerOrder:
                        position_id=o.position_id or o.order_id, tp_price=o.tp_price,
                        sl_price=o.sl_price, filled_qty=o.filled_qty, max_price=o.max_price,
                        trigger_price=o.trigger_price, time_in_force=o.time_in_force,
-                       expire_at=o.expire_at, triggered=o.triggered_at is not None)
+                       expire_at=o.expire_at, triggered=o.triggered_at is not None,
+                       trail=trail_of(o))
 
 
 def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:
@@ -69,4 +71,4 @@ def broker_position(profile_id: str, p: m.PositionCapital) -> BrokerPosition:
                           side=p.side, qty=p.qty_open, entry_price=p.entry_price or
                           p.entry_notional / p.qty_total, tp_price=p.tp_price,
                           sl_price=p.sl_price, closing=p.close_requested,
-                          exited_qty=p.qty_total - p.qty_open)
+                          exited_qty=p.qty_total - p.qty_open, trail=trail_of(p))

@@ -257,6 +257,10 @@ class Accounts:
             raise NotFound("account", account_id)
         return self.ask(account_id, Reconcile(), timeout)
 
+    def supports_trailing(self, account_id: str) -> bool:
+        """Whether the account's adapter watches trailing stops."""
+        return bool(getattr(self._adapters.get(account_id), "supports_trailing", False))
+
     def venue_rules(self, account_id: str) -> VenueRules | None:
         """The instrument rules the account's venue published (None: it has none)."""
         status = self.status.get(account_id)

@@ -17,6 +17,7 @@ from loguru import logger
 from msgspec.structs import replace
 
 from capflow.actors.ledger_context import LedgerContext
+from capflow.actors.model import ledger_stops
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import (
     decide,
@@ -38,6 +39,7 @@ from capflow.actors.model.risk import (
     Book,
     RateBucket,
 )
+from capflow.actors.model.stop_messages import MoveTrail, SetStops
 from capflow.actors.reply import Reply
 
 # ======================================================================================
@@ -390,6 +392,12 @@ class LedgerActor(pykka.ThreadingActor):
         return self.ledger.request_close(cmd.position_id, cmd.reason, self.ctx.clock.now(),
                                          cmd.cause)
 
+    def _set_stops(self, cmd: SetStops):
+        return ledger_stops.set_stops(self.ledger, cmd, self.ctx.clock.now(), cmd.cause)
+
+    def _move_trail(self, cmd: MoveTrail):
+        return ledger_stops.move_trail(self.ledger, cmd, self.ctx.clock.now(), cmd.cause)
+
     def _exit_fill(self, cmd: m.ApplyExitFill):
         outcome = self.ledger.fill_exit(cmd.fill_id, cmd.position_id, cmd.qty, cmd.price,
                                         cmd.fee, self.ctx.clock.now(), cmd.cause, cmd.reason,
@@ -465,6 +473,8 @@ _HANDLERS = {
     m.ApplyExitFill: _handler(LedgerActor._exit_fill),
     m.RequestClose: _handler(LedgerActor._request_close),
     m.TriggerOrder: _handler(LedgerActor._trigger_order),
+    SetStops: _handler(LedgerActor._set_stops),
+    MoveTrail: _handler(LedgerActor._move_trail),
     m.SetTradingState: _handler(LedgerActor._set_state),
     m.CheckRisk: _handler(LedgerActor._check_risk),
     m.ObserveMarket: _handler(LedgerActor._observe_market),

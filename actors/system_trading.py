@@ -130,15 +130,20 @@ class TradingCalls:
                      qty: Any, *, type: str = "MARKET", price: Any = None,
                      tp_price: Any = None, sl_price: Any = None,
                      reservation_id: str | None = None, trigger_price: Any = None,
-                     time_in_force: str | None = None, expire_at: Any = None) -> Outcome:
+                     time_in_force: str | None = None, expire_at: Any = None,
+                     trail_amount: Any = None, trail_pct: Any = None,
+                     trail_activation: Any = None) -> Outcome:
         """Place an order (the `order.submit` op); waits until it is recorded and sent.
         `type` MARKET, LIMIT, STOP (`trigger_price`) or STOP_LIMIT (`price` and
-        `trigger_price`); `time_in_force` GTC (default), IOC, FOK or GTD (`expire_at`)."""
+        `trigger_price`); `time_in_force` GTC (default), IOC, FOK or GTD (`expire_at`);
+        a trailing stop for its position: `trail_amount` or `trail_pct`, from an optional
+        `trail_activation` price."""
         return self.trading.submit_order(
             profile_id, client_order_id=client_order_id, symbol=symbol, side=side,
             type=type, qty=qty, price=price, tp_price=tp_price, sl_price=sl_price,
             reservation_id=reservation_id, trigger_price=trigger_price,
-            time_in_force=time_in_force, expire_at=expire_at,
+            time_in_force=time_in_force, expire_at=expire_at, trail_amount=trail_amount,
+            trail_pct=trail_pct, trail_activation=trail_activation,
         ).get(self.config.ledger.call_timeout_s)
 
     def cancel_order(self, profile_id: str, order_id: str):
@@ -146,6 +151,17 @@ class TradingCalls:
 
     def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
         return self.trading.close_position(profile_id, position_id, reason)
+
+    def set_stops(self, profile_id: str, position_id: str, *, tp_price: Any = None,
+                  sl_price: Any = None, trail_amount: Any = None, trail_pct: Any = None,
+                  trail_activation: Any = None, clear: Any = ()):
+        """Move an open position's take-profit / stop-loss and set or clear its trailing
+        stop (the `position.set_stops` op): what is not given stays; `clear` lists what
+        to remove (``tp``, ``sl``, ``trail``). The position as it is now."""
+        return self.trading.set_stops(profile_id, position_id, tp_price=tp_price,
+                                      sl_price=sl_price, trail_amount=trail_amount,
+                                      trail_pct=trail_pct,
+                                      trail_activation=trail_activation, clear=clear)
 
     def advance(self, n: int = 1) -> int:
         """Step mode: run `n` simulator ticks and wait for all they caused to commit."""

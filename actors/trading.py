@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from capflow.actors import trading_stops
 from capflow.actors.account import new_order_listener
 from capflow.actors.account_messages import Cancel, Close, Reconcile, Restore, Ticks
 from capflow.actors.accounts import Accounts, Submit
@@ -285,6 +286,10 @@ class Trading(EntryFlow):
             raise Conflict(f"position {position_id!r} is no longer open at the broker",
                            {"position_id": position_id, "status": "CLOSED"}) from None
         return p
+
+    def set_stops(self, profile_id: str, position_id: str, **stops):
+        """Blocking: `position.set_stops` (actors/trading_stops.py)."""
+        return trading_stops.set_stops(self, profile_id, position_id, **stops)
 
     # -- reads ------------------------------------------------------------------------
 

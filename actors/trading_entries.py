@@ -48,8 +48,10 @@ from capflow.actors.model.prices import STALE_PRICES
 from capflow.actors.model.risk import Check
 from capflow.actors.model.symbols import CLAIMED, REFUSED
 from capflow.actors.model.ticks import new_price_places
+from capflow.actors.model.trailing import order_trail, parse_trail
 from capflow.actors.model.venue import apply_rule, price_to_tick
 from capflow.actors.reply import Reply, relay
+from capflow.actors.trading_stops import unsupported_trail
 
 DEFAULT_TAKER_FEE = Decimal("0.0004")
 DEFAULT_MAKER_FEE = Decimal("0.0002")
@@ -165,6 +167,9 @@ class EntryFlow:
         rules = self.accounts.venue_rules(account)
         if rules is not None and blocked is None and venue_refusal(
                 "MARKET", signal.time_in_force) is not None:
+            blocked = VENUE_UNSUPPORTED_ORDER
+        if signal.trail is not None and blocked is None and not (
+                self.accounts.supports_trailing(account)):
             blocked = VENUE_UNSUPPORTED_ORDER
         if rules is not None and blocked is None:
             rule = rules.rule(signal.symbol)
@@ -311,7 +316,8 @@ class EntryFlow:
                      type: str = "MARKET", qty: Any, price: Any = None, tp_price: Any = None,
                      sl_price: Any = None, reservation_id: str | None = None,
                      trigger_price: Any = None, time_in_force: str | None = None,
-                     expire_at: Any = None,
+                     expire_at: Any = None, trail_amount: Any = None,
+                     trail_pct: Any = None, trail_activation: Any = None,
                      callback: Callable[[Reply], None] | None = None) -> Reply:
         """Record an order (capital reserved) and send it to the account's broker. The
         reply resolves to an Outcome whose result is the order (or, for a repeat of a
@@ -321,7 +327,9 @@ class EntryFlow:
             spec, amount, venue = self._order_spec(profile_id, client_order_id, symbol, side,
                                                    type, qty, price, tp_price, sl_price,
                                                    reservation_id, trigger_price,
-                                                   time_in_force, expire_at)
+                                                   time_in_force, expire_at, parse_trail(
+                                                       trail_amount, trail_pct,
+                                                       trail_activation))
         except Exception as exc:
             reply.fail(exc)
             return reply
@@ -354,7 +362,7 @@ class EntryFlow:
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
                     tp_price, sl_price, reservation_id, trigger_price=None,
-                    time_in_force=None, expire_at=None
+                    time_in_force=None, expire_at=None, trail=None
                     ) -> tuple[OrderSpec, Decimal, Denial | None]:
         """(the order, its reservation, the venue's refusal of it or None)."""
         self._known(profile_id)
@@ -405,6 +413,8 @@ class EntryFlow:
         venue: Denial | None = None
         if rules is not None and (venue := venue_refusal(type, tif)) is not None:
             pass  # a live venue that cannot take it: refused before any reservation
+        elif trail is not None and not self.accounts.supports_trailing(account):
+            venue = unsupported_trail(account)
         elif rules is not None:  # a live venue: its steps replace the simulator's places
             rule = rules.rule(symbol)
             ruled = rule if isinstance(rule, Denial) else apply_rule(
@@ -451,7 +461,7 @@ class EntryFlow:
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id,
                          ref_price=reference, max_price=cap, trigger_price=trig,
-                         time_in_force=tif, expire_at=expires)
+                         time_in_force=tif, expire_at=expires, **order_trail(trail))
         return spec, amount, venue
 
 

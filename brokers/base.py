@@ -309,10 +309,17 @@ class BrokerAdapter(ABC):
     def close_position(self, position_id: str, reason: str = "manual") -> bool:
         """Close a position at market; False if there is no such open position."""
 
+    #: whether it watches trailing stops (`set_stops` with a trail, `BrokerOrder.trail`):
+    #: capflow refuses a trail (``VENUE_UNSUPPORTED_ORDER``) on an adapter without
+    supports_trailing = False
+
     @abstractmethod
     def set_stops(self, position_id: str, tp_price: Decimal | None,
                   sl_price: Decimal | None) -> bool:
-        """Attach (or replace) the take-profit / stop-loss pair of a position (OCO)."""
+        """Attach (or replace) the take-profit / stop-loss pair of a position (OCO). An
+        adapter with `supports_trailing` takes a keyword ``trail`` too (a
+        `capflow.actors.model.trailing.Trail`, None: none): the trailing stop it
+        watches from then on, reporting each move as `TrailMoved`."""
 
     def restore(self, orders: Iterable[BrokerOrder],
                 positions: Iterable[BrokerPosition]) -> None:
@@ -321,7 +328,10 @@ class BrokerAdapter(ABC):
         re-attaches the stops, then asks again for the closes not filled yet."""
         positions = list(positions)
         for p in positions:
-            self.set_stops(p.position_id, p.tp_price, p.sl_price)
+            if p.trail is not None and self.supports_trailing:
+                self.set_stops(p.position_id, p.tp_price, p.sl_price, trail=p.trail)
+            else:
+                self.set_stops(p.position_id, p.tp_price, p.sl_price)
         for o in orders:
             self.submit_order(o)
         for p in positions:

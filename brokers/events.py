@@ -10,6 +10,7 @@ from decimal import Decimal
 import msgspec
 
 from capflow.actors.model.money import ZERO
+from capflow.actors.model.trailing import Trail
 
 # -- records --------------------------------------------------------------------------
 
@@ -39,6 +40,8 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     expire_at: datetime | None = None
     #: whether its trigger was touched already (a restored stop that was trades at once)
     triggered: bool = False
+    #: the trailing stop its position gets (actors/model/trailing.py)
+    trail: Trail | None = None
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +64,8 @@ class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
     #: how much of it exits booked already (restored: a live venue skips those fills
     #: when it finds the exit orders again)
     exited_qty: Decimal = ZERO
+    #: its trailing stop and where it is (actors/model/trailing.py)
+    trail: Trail | None = None
 
 
 class AccountInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +148,15 @@ class OrderTriggered(BrokerEvent, frozen=True, tag="OrderTriggered"):
     order_id: str
     profile_id: str
     price: Decimal
+
+
+class TrailMoved(BrokerEvent, frozen=True, tag="TrailMoved"):
+    """A position's trailing stop moved: the trail as it is now (`Trail.best`, the best
+    exit price since it activated, and `Trail.stop`)."""
+
+    position_id: str
+    profile_id: str
+    trail: Trail
 
 
 class OrderCanceled(BrokerEvent, frozen=True, tag="OrderCanceled"):

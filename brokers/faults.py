@@ -72,9 +72,9 @@ class StallablePaperBroker(PaperBroker):
         return super().close_position(position_id, reason)
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
-                  sl_price: Decimal | None) -> bool:
+                  sl_price: Decimal | None, **trail) -> bool:
         self._stall()
-        return super().set_stops(position_id, tp_price, sl_price)
+        return super().set_stops(position_id, tp_price, sl_price, **trail)
 
     def on_tick(self, tick) -> None:
         self._stall()

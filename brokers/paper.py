@@ -33,6 +33,11 @@ Fill rules (what a backtest of a strategy on it assumes):
   ask -- the tick's price, so a gap through a level fills beyond it, never at it. The
   take-profit pays the maker fee, the stop-loss and a manual close the taker fee.
   Exits take the whole position in one tick (they are not limited by liquidity).
+- A trailing stop (actors/model/trailing.py) moves on each tick of its symbol from the
+  tick after the position opened, by the exit side's price (a long's bid, a short's
+  ask; `TrailMoved`); a later tick at or beyond its stop exits the position at that
+  tick's price with the reason ``trail``, paying the taker fee. It is checked before
+  the stop-loss and the take-profit.
 - When a position exits while its entry order is still working, the rest of the entry
   order is canceled.
 
@@ -60,6 +65,7 @@ from capflow.actors.model.order_types import (
     TRIGGERED_TYPES,
     touched,
 )
+from capflow.actors.model.trailing import TRAIL, Trail, advance, hit
 from capflow.brokers.base import BrokerAdapter
 from capflow.brokers.events import (
     AccountInfo,
@@ -70,6 +76,7 @@ from capflow.brokers.events import (
     OrderCanceled,
     OrderTriggered,
     PositionExited,
+    TrailMoved,
 )
 
 _BPS = Decimal(10000)
@@ -97,6 +104,8 @@ def _places(price: Decimal) -> int:
 
 
 class PaperBroker(BrokerAdapter):
+    supports_trailing = True
+
     @classmethod
     def variant(cls, config):
         """On a venue's market data (``market_data`` set): `PaperVenueBroker`."""
@@ -192,7 +201,8 @@ class PaperBroker(BrokerAdapter):
         """Keep `p` as the position's record (new, or a changed copy of the one before)."""
         self.positions[p.position_id] = p
         armed = self._armed.setdefault(p.symbol, {})
-        if p.tp_price is not None or p.sl_price is not None or p.closing is not None:
+        if (p.tp_price is not None or p.sl_price is not None or p.closing is not None
+                or p.trail is not None):
             armed[p.position_id] = p
         else:
             armed.pop(p.position_id, None)
@@ -219,11 +229,12 @@ class PaperBroker(BrokerAdapter):
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
-                  sl_price: Decimal | None) -> bool:
+                  sl_price: Decimal | None, trail: Trail | None = None) -> bool:
         p = self.positions.get(position_id)
         if p is None:
             return False
-        self._put(msgspec.structs.replace(p, tp_price=tp_price, sl_price=sl_price))
+        self._put(msgspec.structs.replace(p, tp_price=tp_price, sl_price=sl_price,
+                                          trail=trail))
         return True
 
     def restore(self, orders: Iterable[BrokerOrder],
@@ -260,6 +271,8 @@ class PaperBroker(BrokerAdapter):
                 places = _places(price)
                 price = (round_down(price * (1 - self.slippage), places) if long
                          else round_up(price * (1 + self.slippage), places))
+            elif hit(p.side, p.trail, price):
+                reason = TRAIL
             elif p.sl_price is not None and (price <= p.sl_price if long
                                              else price >= p.sl_price):
                 reason = "sl"
@@ -267,8 +280,20 @@ class PaperBroker(BrokerAdapter):
                                              else price <= p.tp_price):
                 reason, fee_rate = "tp", self.maker_fee
             else:
+                if p.trail is not None:
+                    self._trail(p, price)
                 continue
             self._exit(p, price, fee_rate, reason)
+
+    def _trail(self, p: BrokerPosition, price: Decimal) -> None:
+        """Move a position's trailing stop by a tick's exit price (`TrailMoved`)."""
+        trail = advance(p.side, p.trail, price)
+        if trail is p.trail:
+            return
+        self._put(msgspec.structs.replace(p, trail=trail))
+        self.emit(TrailMoved(account_id=self.account_id, ts=self.clock.now(),
+                             position_id=p.position_id, profile_id=p.profile_id,
+                             trail=trail))
 
     def _exit(self, p: BrokerPosition, price: Decimal, fee_rate: Decimal, reason: str) -> None:
         fee = round_up(p.qty * price * fee_rate, self.money_places)
@@ -356,7 +381,8 @@ class PaperBroker(BrokerAdapter):
             self._put(BrokerPosition(position_id=o.position_id, profile_id=o.profile_id,
                                      symbol=o.symbol, side=o.side, qty=qty,
                                      entry_price=price, tp_price=o.tp_price,
-                                     sl_price=o.sl_price, order_id=o.order_id))
+                                     sl_price=o.sl_price, order_id=o.order_id,
+                                     trail=o.trail))
         else:
             self._put(msgspec.structs.replace(
                 p, qty=p.qty + qty,

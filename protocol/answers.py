@@ -56,12 +56,13 @@ _ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "type", "qty",
                  "reserved", "position_id", "reservation_id", "signal_id", "strategy",
                  "exchange", "account_id", "created_at", "updated_at", "max_price",
                  "trigger_price", "time_in_force", "expire_at", "end_reason",
-                 "triggered_at")
+                 "triggered_at", "trail_amount", "trail_pct", "trail_activation")
 _POSITION_FIELDS = ("position_id", "order_id", "symbol", "side", "status", "qty_open",
                     "qty_total", "entry_price", "exit_price", "entry_notional",
                     "exit_notional", "reserved", "realized_pnl", "fees", "tp_price",
                     "sl_price", "close_reason", "strategy", "exchange", "account_id",
-                    "opened_at", "closed_at")
+                    "opened_at", "closed_at", "trail_amount", "trail_pct",
+                    "trail_activation", "trail_best", "trail_stop")
 
 
 def order_map(profile_id: str, o: m.OrderCapital) -> dict[str, Any]:

@@ -39,6 +39,7 @@ OP_SAMPLES: dict[str, dict[str, str]] = {
     "profile.set_state": {"state": "ACTIVE"},
     "signal.submit": {"qty": '"0.01"'},
     "order.submit": {"type": "LIMIT", "price": '"60000"', "qty": '"0.001"'},
+    "position.set_stops": {"trail_pct": '"1.5"'},
 }
 #: what an op's example needs besides a fresh server
 NOTES: dict[str, str] = {
@@ -47,6 +48,7 @@ NOTES: dict[str, str] = {
     "order.cancel": "an order_id from order.submit (a working order)",
     "order.get": "an order_id from order.submit",
     "position.close": "a position_id from position.list (an open position)",
+    "position.set_stops": "a position_id from position.list (an open position)",
 }
 
 

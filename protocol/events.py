@@ -21,6 +21,7 @@ from loguru import logger
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
 from capflow.actors.model.messages import wire_name
+from capflow.actors.model.stop_messages import PositionStopsChanged, TrailMoved
 from capflow.actors.model.ticks import Tick
 from capflow.brokers.events import BrokerEvent
 from capflow.protocol.codec import pack
@@ -34,6 +35,7 @@ _TOPIC = {
     m.OrderCapitalReleased: "order", m.OrderTriggered: "order", m.OrderFilled: "fill",
     m.PositionReduced: "fill",
     m.PositionClosed: "position", m.PositionCloseRequested: "position",
+    PositionStopsChanged: "position", TrailMoved: "position",
     m.TradingStateChanged: "risk",
     m.LedgerMismatchDetected: "risk", m.BreakerTripped: "risk", m.BreakerReset: "risk",
     m.CapitalDeposited: "ledger",

@@ -66,6 +66,7 @@ from capflow.protocol.ratelimit import RateLimiter
 from capflow.protocol.replycache import ReplyCache
 from capflow.protocol.sockets import open_sockets
 from capflow.protocol.system_ops import health
+from capflow.protocol.trail_events import TrailThrottle
 from capflow.protocol.watchdog import Watchdog
 
 PLAIN_CALLER = Caller("wire")
@@ -115,6 +116,7 @@ class Server:
         self.cache = ReplyCache(scfg.dedup_ttl_s, scfg.dedup_max, scfg.dedup_max_bytes,
                                 scfg.dedup_client_max_bytes)
         self._limiter = RateLimiter(scfg.rate_limit_per_s)
+        self._trails = TrailThrottle(self.config.oms.trail_event_interval_s)
         self._next_sweep = 0.0
         self._stopping = False
         self._woken = False
@@ -234,6 +236,9 @@ class Server:
         self._pool.submit(work)
 
     def _on_events(self, events) -> None:
+        self._publish(self._trails.filter(events))
+
+    def _publish(self, events) -> None:
         for topic, body in event_frames(events):
             self._completions.put((None, (topic, body), None))
         self._notify()
@@ -329,6 +334,8 @@ class Server:
             except BlockingIOError:
                 pass
         self._woken = False
+        if due := self._trails.due():
+            self._publish(due)
         self._drain_completions()
         self._expire()
 

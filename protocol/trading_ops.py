@@ -51,6 +51,9 @@ class SignalArgs(Args, frozen=True):
     sizing: Literal["refuse", "shrink"] | None = None
     time_in_force: Name | None = None
     expire_at: ExpireAt | None = None
+    trail_amount: Amount | None = None
+    trail_pct: Amount | None = None
+    trail_activation: Amount | None = None
 
 
 class OrderSubmitArgs(Args, frozen=True):
@@ -67,6 +70,9 @@ class OrderSubmitArgs(Args, frozen=True):
     trigger_price: Amount | None = None
     time_in_force: Name | None = None
     expire_at: ExpireAt | None = None
+    trail_amount: Amount | None = None
+    trail_pct: Amount | None = None
+    trail_activation: Amount | None = None
 
 
 class OrderRefArgs(Args, frozen=True):
@@ -86,6 +92,17 @@ class PositionCloseArgs(Args, frozen=True):
     profile_id: Id
     position_id: Id
     reason: Text | None = None
+
+
+class PositionSetStopsArgs(Args, frozen=True):
+    profile_id: Id
+    position_id: Id
+    tp_price: Amount | None = None
+    sl_price: Amount | None = None
+    trail_amount: Amount | None = None
+    trail_pct: Amount | None = None
+    trail_activation: Amount | None = None
+    clear: Annotated[list[Literal["tp", "sl", "trail"]], Meta(max_length=3)] = []
 
 
 class StatsArgs(Args, frozen=True):
@@ -134,7 +151,8 @@ def op_order_submit(ctx: OpContext, a: OrderSubmitArgs, caller: Caller, done: Do
                          tp_price=a.tp_price, sl_price=a.sl_price,
                          reservation_id=a.reservation_id, trigger_price=a.trigger_price,
                          time_in_force=a.time_in_force, expire_at=a.expire_at,
-                         callback=answered)
+                         trail_amount=a.trail_amount, trail_pct=a.trail_pct,
+                         trail_activation=a.trail_activation, callback=answered)
 
 
 def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:
@@ -190,6 +208,20 @@ def op_position_close(ctx: OpContext, a: PositionCloseArgs, caller: Caller,
     ctx.run_blocking(work, done)
 
 
+def op_position_set_stops(ctx: OpContext, a: PositionSetStopsArgs, caller: Caller,
+                          done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        p = ctx.system.trading.set_stops(
+            a.profile_id, a.position_id, tp_price=a.tp_price, sl_price=a.sl_price,
+            trail_amount=a.trail_amount, trail_pct=a.trail_pct,
+            trail_activation=a.trail_activation, clear=tuple(a.clear))
+        return position_map(a.profile_id, p)
+
+    ctx.run_blocking(work, done)
+
+
 def op_stats(ctx: OpContext, a: StatsArgs, caller: Caller, done: Done) -> None:
     if a.profile_id is not None:
         caller.check(a.profile_id)
@@ -216,6 +248,7 @@ TRADING_OPS: OpTable = {
     "order.get": (OrderRefArgs, op_order_get),
     "order.list": (ListArgs, op_order_list),
     "position.list": (ListArgs, op_position_list),
+    "position.set_stops": (PositionSetStopsArgs, op_position_set_stops),
     "position.close": (PositionCloseArgs, op_position_close),
     "stats.get": (StatsArgs, op_stats),
     "market.price": (PriceArgs, op_price),

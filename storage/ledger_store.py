@@ -112,13 +112,15 @@ class LedgerStore:
                 select(s.transfers).where(s.transfers.c.profile_id == profile_id))]
             o = s.orders.c
             # (what `OrderSpec.fingerprint` compares, in its order)
-            order_keys = {r.client_order_id: (r.order_id, (
+            order_keys = {r.client_order_id: (r.order_id, _with_trail((
                 r.symbol, r.side, r.type, r.qty, r.price, r.tp_price, r.sl_price,
-                r.reservation_id, r.trigger_price, r.time_in_force, r.expire_at))
+                r.reservation_id, r.trigger_price, r.time_in_force, r.expire_at), (
+                r.trail_amount, r.trail_pct, r.trail_activation)))
                 for r in c.execute(
                 select(o.client_order_id, o.order_id, o.symbol, o.side, o.type, o.qty,
                        o.price, o.tp_price, o.sl_price, o.reservation_id, o.trigger_price,
-                       o.time_in_force, o.expire_at)
+                       o.time_in_force, o.expire_at, o.trail_amount, o.trail_pct,
+                       o.trail_activation)
                 .where(o.profile_id == profile_id, o.client_order_id.is_not(None)))}
             signals = [_record(SignalRecord, r) for r in c.execute(
                 select(s.signals).where(s.signals.c.profile_id == profile_id))]
@@ -205,3 +207,6 @@ class LedgerStore:
                 .group_by(s.reservations.c.profile_id))]
 
 
+def _with_trail(base: tuple, trail: tuple) -> tuple:
+    """An order's fingerprint (`OrderSpec.fingerprint`): a trail adds its fields."""
+    return base if trail == (None, None, None) else (*base, trail)

@@ -36,6 +36,7 @@ from capflow.actors.model.messages import (
 )
 from capflow.actors.model.outcome import INITIAL_ALLOCATION_KEY
 from capflow.actors.model.risk import AccountState, BreakerState, GlobalState
+from capflow.actors.model.stop_messages import PositionStopsChanged, TrailMoved
 from capflow.storage.statements import Op
 
 _asdict = msgspec.structs.asdict
@@ -69,7 +70,7 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
             ops.append(("upsert", "positions", _with(pid, e.position)))
         elif isinstance(e, OrderCapitalReleased | OrderTriggered):
             ops.append(("upsert", "orders", _with(pid, e.order)))
-        elif isinstance(e, PositionCloseRequested):
+        elif isinstance(e, PositionCloseRequested | PositionStopsChanged | TrailMoved):
             ops.append(("upsert", "positions", _with(pid, e.position)))
         elif isinstance(e, PositionReduced):
             ops.append(("insert", "fills", _with(pid, e.fill)))

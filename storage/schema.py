@@ -177,6 +177,10 @@ orders = Table(
     Column("expire_at", UtcDateTime),
     Column("end_reason", String(160)),
     Column("triggered_at", UtcDateTime),
+    #: the trailing stop its position gets
+    Column("trail_amount", Money),
+    Column("trail_pct", Money),
+    Column("trail_activation", Money),
     Index("ix_orders_profile_status", "profile_id", "status"),
     Index("uq_orders_client_key", "profile_id", "client_order_id", unique=True),
     Index("ix_orders_account_status", "account_id", "status"),
@@ -209,6 +213,12 @@ positions = Table(
     Column("exit_notional", Money, nullable=False, server_default="0"),
     #: a close asked for and not filled yet: a restart asks the broker again
     Column("close_requested", String(16)),
+    #: its trailing stop: how it trails, and its best price and stop so far
+    Column("trail_amount", Money),
+    Column("trail_pct", Money),
+    Column("trail_activation", Money),
+    Column("trail_best", Money),
+    Column("trail_stop", Money),
     Index("ix_positions_profile_status", "profile_id", "status"),
     Index("ix_positions_account_status", "account_id", "status"),
 )

@@ -24,6 +24,7 @@ from capflow.actors.model.orders import (
 from capflow.actors.model.outcome import Outcome
 from capflow.actors.model.risk import Check, Proposal
 from capflow.actors.model.sizing import Shrink, shrink
+from capflow.actors.model.trailing import order_trail
 from capflow.actors.model.venue import apply_rule, price_to_tick
 
 
@@ -68,7 +69,8 @@ class LedgerSignals:
                              account_id=policy.account_id, signal_id=sid,
                              strategy=signal.strategy, exchange=signal.exchange,
                              max_price=cap, time_in_force=signal.time_in_force,
-                             expire_at=signal.expire_at)
+                             expire_at=signal.expire_at,
+                             **order_trail(signal.trail))
             crossed = protective_crossed(signal.side, tp, sl, policy.bid, policy.ask)
             opened = self.open_order(spec, amount, now, cause or sid or policy.order_id,
                                      last=None if crossed is None else Denial(

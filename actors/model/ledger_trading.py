@@ -129,7 +129,9 @@ class LedgerTrading:
                          strategy=spec.strategy, exchange=spec.exchange,
                          max_price=spec.max_price, filled_value=ZERO,
                          trigger_price=spec.trigger_price,
-                         time_in_force=spec.time_in_force, expire_at=spec.expire_at)
+                         time_in_force=spec.time_in_force, expire_at=spec.expire_at,
+                         trail_amount=spec.trail_amount, trail_pct=spec.trail_pct,
+                         trail_activation=spec.trail_activation)
         self.orders[o.order_id] = o
         if key is not None:
             self.order_keys[key] = (o.order_id, spec.fingerprint())
@@ -218,7 +220,9 @@ class LedgerTrading:
                                 zero, f, "OPEN", now, account_id=o.account_id,
                                 order_id=o.order_id, tp_price=o.tp_price,
                                 sl_price=o.sl_price, strategy=o.strategy,
-                                exchange=o.exchange, entry_price=px, exit_notional=zero)
+                                exchange=o.exchange, entry_price=px, exit_notional=zero,
+                                trail_amount=o.trail_amount, trail_pct=o.trail_pct,
+                                trail_activation=o.trail_activation)
         else:
             p = replace(p, qty_open=p.qty_open + kept, qty_total=p.qty_total + kept,
                         entry_notional=p.entry_notional + held,

@@ -18,6 +18,7 @@ from capflow.actors.model.errors import Denial
 from capflow.actors.model.money import ZERO
 from capflow.actors.model.orders import OrderSpec, Signal, SignalPolicy
 from capflow.actors.model.risk import Trip
+from capflow.actors.model.trade_records import Fill, SignalRecord
 
 # -- records --------------------------------------------------------------------------
 
@@ -129,6 +130,10 @@ class OrderCapital(msgspec.Struct, frozen=True):
     end_reason: str | None = None
     #: when a tick touched a STOP / STOP_LIMIT order's trigger (None: not yet, or no stop)
     triggered_at: datetime | None = None
+    #: the trailing stop its position gets (actors/model/trailing.py)
+    trail_amount: Decimal | None = None
+    trail_pct: Decimal | None = None
+    trail_activation: Decimal | None = None
 
 
 class PositionCapital(msgspec.Struct, frozen=True):
@@ -157,48 +162,18 @@ class PositionCapital(msgspec.Struct, frozen=True):
     exit_price: Decimal | None = None
     #: proceeds of the exits so far
     exit_notional: Decimal = ZERO
-    #: why it was closed: "tp", "sl" or "manual"
+    #: why it was closed: "tp", "sl", "trail", "manual" or "flatten"
     close_reason: str | None = None
     #: a close asked for and not filled yet ("manual"): kept so that a restart asks the
     #: broker again
     close_requested: str | None = None
-
-
-class Fill(msgspec.Struct, frozen=True):
-    fill_id: str
-    order_id: str | None
-    position_id: str
-    kind: str  # ENTRY or EXIT
-    symbol: str
-    side: str
-    qty: Decimal
-    price: Decimal
-    notional: Decimal
-    fee: Decimal
-    pnl: Decimal
-    ts: datetime
-    #: a fee the venue charged in a coin that is neither the symbol's base nor the
-    #: money (a fee token): that coin and how much of it; `fee` is its value in the
-    #: money at the venue's price (0 when the venue had none)
-    fee_coin: str | None = None
-    fee_coin_qty: Decimal | None = None
-
-
-class SignalRecord(msgspec.Struct, frozen=True):
-    """A signal with an id, and what capflow answered: repeating it returns this."""
-
-    signal_id: str
-    fingerprint: str
-    risk_ok: bool
-    risk_reason: str | None
-    order_id: str | None
-    position_id: str | None
-    symbol: str
-    side: str
-    qty: Decimal | None
-    tp_price: Decimal | None
-    sl_price: Decimal | None
-    ts: datetime
+    #: its trailing stop (actors/model/trailing.py): how it trails, its best price and
+    #: stop so far (None until it activated)
+    trail_amount: Decimal | None = None
+    trail_pct: Decimal | None = None
+    trail_activation: Decimal | None = None
+    trail_best: Decimal | None = None
+    trail_stop: Decimal | None = None
 
 
 # -- events ---------------------------------------------------------------------------

@@ -33,12 +33,14 @@ from capflow.actors.model.order_types import (  # noqa: F401 -- re-exported
     parse_order_type,
     parse_time_in_force,
 )
+from capflow.actors.model.trailing import Trail, parse_trail
 from capflow.actors.model.venue import VenueRule, qty_down
 
 SIDES = {"BUY": "BUY", "SELL": "SELL", "LONG": "BUY", "SHORT": "SELL"}
-#: why a position closed: its take-profit, its stop-loss, by hand (`position.close`), or
-#: by a flatten (every position of a profile, an account or all, closed at once)
-CLOSE_REASONS = ("tp", "sl", "manual", "flatten")
+#: why a position closed: its take-profit, its stop-loss, its trailing stop, by hand
+#: (`position.close`), or by a flatten (every position of a profile, an account or all,
+#: closed at once)
+CLOSE_REASONS = ("tp", "sl", "manual", "flatten", "trail")
 HUNDRED = Decimal(100)
 #: what a symbol may be made of: letters, digits and ``._/:-`` (and ``_``), 1..64 of them
 SYMBOL_MAX_LENGTH = 64
@@ -97,12 +99,18 @@ class OrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: GTC, IOC, FOK or GTD (order_types.py); a GTD order expires at `expire_at`
     time_in_force: str = "GTC"
     expire_at: datetime | None = None
+    #: the trailing stop its position gets (trailing.py)
+    trail_amount: Decimal | None = None
+    trail_pct: Decimal | None = None
+    trail_activation: Decimal | None = None
 
     def fingerprint(self) -> tuple:
         """What a repeated `client_order_id` must match to be the same order."""
-        return (self.symbol, self.side, self.type, self.qty, self.price, self.tp_price,
+        base = (self.symbol, self.side, self.type, self.qty, self.price, self.tp_price,
                 self.sl_price, self.reservation_id, self.trigger_price, self.time_in_force,
                 self.expire_at)
+        trail = (self.trail_amount, self.trail_pct, self.trail_activation)
+        return base if trail == (None, None, None) else (*base, trail)
 
 
 def check_protection(side: str, reference: Decimal | None, tp: Decimal | None,
@@ -219,6 +227,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     #: its order's time in force (order_types.py) and, for GTD, its expiry
     time_in_force: str = "GTC"
     expire_at: datetime | None = None
+    #: the trailing stop of its position (trailing.py)
+    trail: Trail | None = None
 
     def fingerprint(self) -> str:
         """What a repeated `signal_id` must match to be the same signal (numbers by
@@ -227,6 +237,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
             self.symbol, self.side, self.price, self.qty, self.notional, self.tp_pct,
             self.sl_pct)) + ("" if self.time_in_force == "GTC" else
                              f"|{self.time_in_force}|{self.expire_at}")
+        if self.trail is not None:
+            text += f"|trail|{self.trail.amount}|{self.trail.pct}|{self.trail.activation}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -257,7 +269,9 @@ def parse_signal(raw: dict[str, Any], now: datetime | None = None) -> Signal:
                   sl_pct=pct.get("sl_pct"),
                   qty=None if qty is None else parse_decimal(qty, "qty"),
                   notional=None if notional is None else parse_decimal(notional, "notional"),
-                  sizing=sizing, time_in_force=tif, expire_at=expire_at)
+                  sizing=sizing, time_in_force=tif, expire_at=expire_at,
+                  trail=parse_trail(raw.get("trail_amount"), raw.get("trail_pct"),
+                                    raw.get("trail_activation")))
 
 
 class SignalPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -97,6 +97,9 @@ class OmsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     audit_log: str = "data/signals.jsonl"
     audit_max_bytes: int = 50 << 20
     audit_backups: int = 10
+    #: the event stream carries at most one move of a position's trailing stop per
+    #: this many seconds (every move is stored; the last before a close always goes out)
+    trail_event_interval_s: float = 1.0
 
 
 class InstrumentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -178,7 +178,8 @@ def compute_stats(positions: Iterable[PositionLike], *, places: int = 2,
         winning_trades=len(wins),
         losing_trades=len(losses),
         tp_count=reasons.count("tp"),
-        sl_count=reasons.count("sl"),
+        # a trailing stop is a stop-loss that moved
+        sl_count=reasons.count("sl") + reasons.count("trail"),
         # a flatten closes by hand too, every position at once
         manual_count=reasons.count("manual") + reasons.count("flatten"),
         total_pnl=total,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from capflow.actors.model import messages as m
+from capflow.actors.model import stop_messages  # noqa: F401 -- its events count too
 from capflow.actors.model.messages import wire_name
 from capflow.brokers import events as b
 
@@ -19,11 +20,11 @@ JOURNAL_AND_PROFILE_TOPICS = {
     "ReservationExpired", "OrderCapitalReserved", "OrderFilled", "OrderCapitalReleased",
     "PositionReduced", "PositionClosed", "PositionCloseRequested", "SignalRecorded",
     "TradingStateChanged", "BreakerTripped", "BreakerReset", "LedgerMismatchDetected",
-    "OrderTriggered",
+    "OrderTriggered", "PositionStopsChanged", "TrailMoved",
 }
 BROKER_TOPIC = {
     "Connected", "ConnectionFailed", "Disconnected", "OrderAccepted", "OrderFilled",
-    "PositionExited", "OrderCanceled", "OrderRejected", "OrderTriggered",
+    "PositionExited", "OrderCanceled", "OrderRejected", "OrderTriggered", "TrailMoved",
 }
 
 

@@ -65,3 +65,23 @@ def test_stops_and_gtd_are_refused_by_a_live_venue_before_anything_is_reserved(l
     assert ioc["risk_ok"], ioc
     [order] = wait(lambda: sent(venue, "create"))
     assert order_sent(order)["tif"] == "IOC"
+
+
+def test_trailing_stops_are_refused_by_a_live_venue_before_anything_is_reserved(live, venue):
+    """The ccxt adapter does not watch trails: an order or a signal with one is refused
+    as an order type the venue cannot take."""
+    before = live.ledger("p")
+    for n, args in enumerate([{"trail_amount": "100"},
+                              {"trail_pct": "1.5", "trail_activation": "30500"}]):
+        with pytest.raises(Denied) as denied:
+            live.submit_order("p", f"t{n}", "BTCUSDT", "BUY", qty="0.01", type="LIMIT",
+                              price="29000", **args)
+        assert denied.value.details == {"reason": "VENUE_UNSUPPORTED_ORDER", "limit": None,
+                                        "value": "trail"}
+    trailed = live.signal("p", "BTCUSDT", "BUY", "30000.10", qty="0.01", signal_id="T",
+                          trail_pct="1")
+    assert (trailed["risk_ok"], trailed["risk_reason"]) == (False, "VENUE_UNSUPPORTED_ORDER")
+    after = live.ledger("p")
+    assert (after.reserved_for_orders, after.available) == (before.reserved_for_orders,
+                                                            before.available)
+    assert not creates(venue)

@@ -19,9 +19,12 @@ from ..fixtures.journal_v1.make import config, read_back
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "journal_v1"
 #: order fields added since the fixture was written, as its orders read back: no trigger,
-#: GTC, no expiry, no end reason stated
+#: GTC, no expiry, no end reason stated, no trailing stop
+_NO_TRAIL = {"trail_amount": None, "trail_pct": None, "trail_activation": None}
 ADDED_ORDER_FIELDS = {"trigger_price": None, "time_in_force": "GTC", "expire_at": None,
-                      "end_reason": None, "triggered_at": None}
+                      "end_reason": None, "triggered_at": None, **_NO_TRAIL}
+#: and position fields: no trailing stop
+ADDED_POSITION_FIELDS = {**_NO_TRAIL, "trail_best": None, "trail_stop": None}
 
 
 def _without_added(read: dict) -> dict:
@@ -31,6 +34,9 @@ def _without_added(read: dict) -> dict:
         for order in view["orders"]:
             added = {f: order.pop(f) for f in ADDED_ORDER_FIELDS}
             assert added == ADDED_ORDER_FIELDS, (pid, order["order_id"], added)
+        for position in view.get("positions", ()):
+            added = {f: position.pop(f) for f in ADDED_POSITION_FIELDS}
+            assert added == ADDED_POSITION_FIELDS, (pid, position["position_id"], added)
     return read
 
 

@@ -89,8 +89,8 @@ def test_each_migration_applied_is_one_line_and_none_is_nothing(engine):
         assert said[0] == "storage: migration 0001 applied: initial schema"
         assert [line.split()[2] for line in said] == ["0001", "0002", "0003", "0004", "0005"]
         said.clear()
-        assert migrate.upgrade(engine) == ["0006", "0007", "0008", "0009"]
-        assert said[-1] == "storage: migration 0009 applied: order types and time in force"
+        assert migrate.upgrade(engine) == ["0006", "0007", "0008", "0009", "0010"]
+        assert said[-1] == "storage: migration 0010 applied: trailing stops"
         assert all("\n" not in line and len(line) < 80 for line in said), said
         said.clear()
         assert migrate.upgrade(engine) == []
@@ -171,14 +171,14 @@ def test_0008_adds_a_fill_fee_coin_and_takes_it_back(engine):
 
 
 def test_0009_adds_the_orders_types_time_in_force_and_takes_them_back(engine):
-    """0009 is the head: an order's trigger price, time in force (GTC for the orders
-    recorded before), GTD expiry and end reason."""
+    """0009: an order's trigger price, time in force (GTC for the orders recorded
+    before), GTD expiry and end reason."""
     from alembic import command
 
     migrate.upgrade(engine, "0008")
     before = _schema_state(engine)
-    migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0009" == migrate.head_revision(engine)
+    migrate.upgrade(engine, "0009")
+    assert migrate.current_revision(engine) == "0009"
     after = _schema_state(engine)
     added = [c for c in after["orders"][0] if c not in before["orders"][0]]
     assert [(name, nullable) for name, _type, nullable in added] == [
@@ -187,3 +187,22 @@ def test_0009_adds_the_orders_types_time_in_force_and_takes_them_back(engine):
     command.downgrade(migrate.alembic_config(engine), "0008")
     assert _schema_state(engine) == before
 
+
+def test_0010_adds_the_trailing_stops_and_takes_them_back(engine):
+    """0010 is the head: the trail an order gives its position, and a position's trail
+    with its best price and stop so far."""
+    from alembic import command
+
+    migrate.upgrade(engine, "0009")
+    before = _schema_state(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "0010" == migrate.head_revision(engine)
+    after = _schema_state(engine)
+    spec = ["trail_amount", "trail_pct", "trail_activation"]
+    for table, names in (("orders", spec), ("positions", [*spec, "trail_best",
+                                                           "trail_stop"])):
+        added = [c for c in after[table][0] if c not in before[table][0]]
+        assert [(name, nullable) for name, _type, nullable in added] == [
+            (name, True) for name in names]
+    command.downgrade(migrate.alembic_config(engine), "0009")
+    assert _schema_state(engine) == before
