@@ -23,8 +23,9 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from capflow.actors import account_reconcile
+from capflow.actors import account_amend, account_reconcile
 from capflow.actors.account_messages import (
+    Amend,
     Cancel,
     CancelEntries,
     ClaimCapital,
@@ -428,7 +429,7 @@ class AccountManagerActor(pykka.ThreadingActor):
 _LATER = account_reconcile.LATER
 #: messages that can change the account's free cash (besides any that make the adapter
 #: report an event: a tick that fills)
-_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries})
+_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries, Amend})
 
 _HANDLERS = {
     Place: AccountManagerActor._place,
@@ -449,6 +450,7 @@ _HANDLERS = {
     ReportEquity: AccountManagerActor._report_equity,
     RebaseLossLimits: AccountManagerActor._rebase,
     Reconcile: account_reconcile.reconcile,
+    Amend: account_amend.amend,
     GetAccount: account_reconcile.get_account,
 }
 

@@ -22,6 +22,14 @@ class Cancel(msgspec.Struct, frozen=True):
     order_id: str
 
 
+class Amend(msgspec.Struct, frozen=True):
+    """Amend a working order: book `cmd` (`actors.model.amend.AmendOrder`) on the
+    profile's ledger, then apply it at the broker (`actors.account_amend`)."""
+
+    profile_id: str
+    cmd: Any
+
+
 class Close(msgspec.Struct, frozen=True):
     profile_id: str
     position_id: str

@@ -144,6 +144,14 @@ class TradingCalls:
     def cancel_order(self, profile_id: str, order_id: str):
         return self.trading.cancel_order(profile_id, order_id)
 
+    def amend_order(self, profile_id: str, order_id: str, *, qty: Any = None,
+                    price: Any = None, trigger_price: Any = None):
+        """Amend a working LIMIT / STOP / STOP_LIMIT order (the `order.amend` op): its
+        `qty`, `price` and / or `trigger_price`; its capital is re-reserved for the new
+        terms. Answers the order as amended."""
+        return self.trading.amend_order(profile_id, order_id, qty=qty, price=price,
+                                        trigger_price=trigger_price)
+
     def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
         return self.trading.close_position(profile_id, position_id, reason)
 

@@ -18,6 +18,7 @@ from loguru import logger
 
 from capflow.actors.audit_log import SignalAuditLog
 from capflow.actors.model import messages as m
+from capflow.actors.model.amend import Pricing, reservation_for
 from capflow.actors.model.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
 from capflow.actors.model.ids import new_id
 from capflow.actors.model.money import parse_decimal
@@ -35,10 +36,6 @@ from capflow.actors.model.orders import (
     SignalAnswer,
     SignalPolicy,
     check_protection,
-    entry_cost,
-    entry_reference,
-    max_fill_price,
-    order_reservation,
     parse_side,
     parse_signal,
     parse_symbol,
@@ -427,24 +424,15 @@ class EntryFlow:
         self.accounts.require_connected(account)
         taker, maker = self._fees(account)
         places = self.accounts.places(account)
-        if type in ("MARKET", "STOP"):
-            # the worse of the given price (a STOP's trigger) and the market's, plus the
-            # slippage room: the broker fills it at most at `cap`, so it never costs more
-            # than it reserved (a STOP that gaps past `cap` is canceled)
-            buffer = self.config.oms.reserve_buffer_pct
-            ref = entry_reference(side, reference, bid, ask)
-            amount = order_reservation(q, ref, buffer, taker, places)
-            cap = max_fill_price(q, ref, buffer, taker, amount, price_places, places)
-            if rules is not None and venue is None:  # sent as a limit on the venue's tick
-                cap = price_to_tick("BUY", cap, rule)
-        elif side == "BUY":  # fills at its limit or lower
-            cap = px
-            amount = entry_cost(q, cap, maker, places)
-        else:  # a SELL limit fills at its limit or higher: at most at the market's now
-            # (a SELL STOP_LIMIT's market once touched is at most its trigger)
-            worst = px if type == "LIMIT" else max(px, trig)
-            cap = entry_reference(side, worst, bid, ask)
-            amount = entry_cost(q, cap, maker, places)
+        # a MARKET / STOP reserves at the worse of the given price (a STOP's trigger) and
+        # the market's, plus the slippage room: the broker fills it at most at `cap`, so
+        # it never costs more than it reserved (a STOP that gaps past `cap` is canceled);
+        # a limit at its price, a SELL's at most at the market's now (amend.py)
+        amount, cap = reservation_for(type, side, q, px, reference, trig, Pricing(
+            bid=bid, ask=ask, buffer_pct=self.config.oms.reserve_buffer_pct,
+            taker_fee=taker, maker_fee=maker, places=places, price_places=price_places))
+        if type in ("MARKET", "STOP") and rules is not None and venue is None:
+            cap = price_to_tick("BUY", cap, rule)  # sent as a limit on the venue's tick
         order_id = new_id("ord")
         spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,

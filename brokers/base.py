@@ -314,6 +314,13 @@ class BrokerAdapter(ABC):
                   sl_price: Decimal | None) -> bool:
         """Attach (or replace) the take-profit / stop-loss pair of a position (OCO)."""
 
+    def amend_order(self, order_id: str, qty: Decimal, price: Decimal | None,
+                    trigger_price: Decimal | None, max_price: Decimal | None) -> bool | None:
+        """Change a working order's quantity, price, trigger price and the highest price
+        it may fill at; False if there is no such working order; None (this default):
+        the venue adapter cannot amend orders."""
+        return None
+
     def restore(self, orders: Iterable[BrokerOrder],
                 positions: Iterable[BrokerPosition]) -> None:
         """After a restart: what capflow's storage says is working and open. A live

@@ -211,6 +211,28 @@ class PaperBroker(BrokerAdapter):
                                 reason=reason))
         return True
 
+    def amend_order(self, order_id: str, qty: Decimal, price: Decimal | None,
+                    trigger_price: Decimal | None, max_price: Decimal | None) -> bool:
+        """Amend a working order in place. Its place in the symbol's queue (orders fill
+        in arrival order when liquidity is short) is kept when only its quantity goes
+        down; a new price, trigger or a larger quantity sends it to the back, as a new
+        order. A new price is met like a new order's (marketable now: the market's
+        price on the next tick)."""
+        w = self.working.get(order_id)
+        if w is None:
+            return False
+        o = w.order
+        filled = o.qty - w.remaining
+        requeue = qty > o.qty or (price, trigger_price) != (o.price, o.trigger_price)
+        w.order = msgspec.structs.replace(o, qty=qty, price=price, max_price=max_price,
+                                          trigger_price=trigger_price)
+        w.remaining = qty - filled
+        if requeue:
+            book = self._book[o.symbol]
+            book[order_id] = book.pop(order_id)
+            w.seen = w.seen and price == o.price
+        return True
+
     def close_position(self, position_id: str, reason: str = "manual") -> bool:
         p = self.positions.get(position_id)
         if p is None:

@@ -19,7 +19,7 @@ JOURNAL_AND_PROFILE_TOPICS = {
     "ReservationExpired", "OrderCapitalReserved", "OrderFilled", "OrderCapitalReleased",
     "PositionReduced", "PositionClosed", "PositionCloseRequested", "SignalRecorded",
     "TradingStateChanged", "BreakerTripped", "BreakerReset", "LedgerMismatchDetected",
-    "OrderTriggered",
+    "OrderTriggered", "OrderAmended",
 }
 BROKER_TOPIC = {
     "Connected", "ConnectionFailed", "Disconnected", "OrderAccepted", "OrderFilled",
