@@ -39,6 +39,7 @@ OP_SAMPLES: dict[str, dict[str, str]] = {
     "profile.set_state": {"state": "ACTIVE"},
     "signal.submit": {"qty": '"0.01"'},
     "order.submit": {"type": "LIMIT", "price": '"60000"', "qty": '"0.001"'},
+    "order.amend": {"price": '"59000"'},
 }
 #: what an op's example needs besides a fresh server
 NOTES: dict[str, str] = {
@@ -46,6 +47,7 @@ NOTES: dict[str, str] = {
     "allocation.release": "a reservation_id from allocation.reserve",
     "order.cancel": "an order_id from order.submit (a working order)",
     "order.get": "an order_id from order.submit",
+    "order.amend": "an order_id from order.submit (a working LIMIT, STOP or STOP_LIMIT)",
     "position.close": "a position_id from position.list (an open position)",
 }
 

@@ -74,6 +74,14 @@ class OrderRefArgs(Args, frozen=True):
     order_id: Id
 
 
+class OrderAmendArgs(Args, frozen=True):
+    profile_id: Id
+    order_id: Id
+    qty: Amount | None = None
+    price: Amount | None = None
+    trigger_price: Amount | None = None
+
+
 class ListArgs(Args, frozen=True):
     profile_id: Id
     status: Annotated[str, Meta(min_length=1, max_length=24)] | None = None
@@ -142,6 +150,14 @@ def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done)
     trading = ctx.system.trading
     ctx.run_blocking(lambda: order_map(a.profile_id,
                                        trading.cancel_order(a.profile_id, a.order_id)), done)
+
+
+def op_order_amend(ctx: OpContext, a: OrderAmendArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    trading = ctx.system.trading
+    ctx.run_blocking(lambda: order_map(a.profile_id, trading.amend_order(
+        a.profile_id, a.order_id, qty=a.qty, price=a.price, trigger_price=a.trigger_price)),
+        done)
 
 
 def op_order_get(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:
@@ -213,6 +229,7 @@ TRADING_OPS: OpTable = {
     "signal.submit": (SignalArgs, op_signal),
     "order.submit": (OrderSubmitArgs, op_order_submit),
     "order.cancel": (OrderRefArgs, op_order_cancel),
+    "order.amend": (OrderAmendArgs, op_order_amend),
     "order.get": (OrderRefArgs, op_order_get),
     "order.list": (ListArgs, op_order_list),
     "position.list": (ListArgs, op_position_list),

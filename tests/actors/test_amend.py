@@ -12,18 +12,26 @@ from decimal import Decimal as D
 import pytest
 
 from capflow.actors.model.errors import CapflowError, Conflict, InvalidArgument
+from capflow.brokers.base import BrokerAdapter
+from capflow.brokers.paper import PaperBroker
 
 from .test_trading import SETTINGS, step, write_ticks
 
 
+class NoAmendBroker(PaperBroker):
+    """A paper broker whose venue cannot amend orders (the base adapter's default)."""
+
+    amend_order = BrokerAdapter.amend_order
+
+
 @pytest.fixture
 def start(make_system, sqlite_url, tmp_path, clock):
-    def run(rows, name="ticks.csv", cash="10000"):
-        cf = make_system(sqlite_url, clock=clock,
-                         simulator={"replay": write_ticks(tmp_path / name, rows),
-                                    "symbols": {}},
-                         brokers={"accounts": {"paper": {"settings": SETTINGS}}})
-        return cf
+    def run(rows, name="ticks.csv", **account):
+        return make_system(sqlite_url, clock=clock,
+                           simulator={"replay": write_ticks(tmp_path / name, rows),
+                                      "symbols": {}},
+                           brokers={"accounts": {"paper": {"settings": SETTINGS,
+                                                           **account}}})
     return run
 
 
@@ -165,3 +173,17 @@ def test_an_amend_survives_a_restart(start, clock):
     assert (filled.status, filled.filled_qty, filled.avg_price) == ("FILLED", D("4"),
                                                                      D("96.90"))
     audited(cf)
+
+
+def test_a_venue_that_cannot_amend_refuses_before_anything_changes(start, clock):
+    cf = start([("100.00", "100.20")], adapter=f"{__name__}:NoAmendBroker")
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    o = cf.submit_order("p", "lim-1", "TESTUSDT", "BUY", "2", type="LIMIT",
+                        price="98").result
+    with pytest.raises(CapflowError) as err:
+        cf.amend_order("p", o.order_id, qty="3")
+    assert (err.value.code, err.value.details["reason"]) == ("RISK_REJECTED",
+                                                             "VENUE_UNSUPPORTED_ORDER")
+    assert cf.trading.get_order("p", o.order_id).qty == D("2")
+    assert audited(cf).reserved_for_orders == D("196.10")

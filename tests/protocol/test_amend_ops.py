@@ -1,0 +1,59 @@
+"""`order.amend` through the wire: a raw DEALER socket, a real server over a real System,
+the paper broker (maker fee 0.05 %), the market replayed one step at a time. Each new
+code and reason of the op is met once: the amended order map, INSUFFICIENT_CAPITAL,
+CONFLICT with ORDER_NOT_AMENDABLE, INVALID_ARGUMENT and NOT_FOUND."""
+
+from __future__ import annotations
+
+from .replies import error, ok
+
+
+def _order(client_order_id, type="LIMIT", qty="2", **more) -> dict:
+    return {"profile_id": "p", "client_order_id": client_order_id, "symbol": "TESTUSDT",
+            "side": "BUY", "type": type, "qty": qty, **more}
+
+
+def test_order_amend_over_the_wire(market):
+    server, r = market()
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "1000"}))
+    server.system.advance(1)  # the market: 100.00 / 100.20
+    lim = ok(r.request("order.submit", _order("lim-1", price="90")))
+    assert lim["reserved"] == "180.09"  # 2 * 90 * 1.0005
+    ref = {"profile_id": "p", "order_id": lim["order_id"]}
+
+    # 3 * 95 = 285, fee 0.1425 -> 0.15: 285.15 reserved, 105.06 more taken
+    a = ok(r.request("order.amend", {**ref, "qty": "3", "price": "95"}))
+    assert (a["order_id"], a["qty"], a["price"], a["reserved"], a["status"]) == (
+        lim["order_id"], "3", "95", "285.15", "OPEN")
+    led = ok(r.request("ledger.get", {"profile_id": "p"}))
+    assert (led["reserved_for_orders"], led["available"]) == ("285.15", "714.85")
+    got = ok(r.request("order.get", ref))
+    assert (got["qty"], got["price"], got["reserved"]) == ("3", "95", "285.15")
+
+    # 20 * 95 = 1900 + 0.95 fee: 1615.80 more than the 285.15 held, and 714.85 is
+    # available; nothing changes
+    details = error(r.request("order.amend", {**ref, "qty": "20"}), "INSUFFICIENT_CAPITAL")
+    assert (details["requested"], details["available"]) == ("1615.80", "714.85")
+    assert ok(r.request("order.get", ref))["qty"] == "3"
+
+    # what is wrong with the arguments is named
+    assert error(r.request("order.amend", ref), "INVALID_ARGUMENT")["field"] == "qty"
+    assert error(r.request("order.amend", {**ref, "trigger_price": "99"}),
+                 "INVALID_ARGUMENT")["field"] == "trigger_price"
+    assert error(r.request("order.amend", {**ref, "qty": "3.0000001"}),
+                 "INVALID_ARGUMENT")["field"] == "qty"
+    assert error(r.request("order.amend", {**ref, "qty": True}),
+                 "INVALID_ARGUMENT")["field"] == "qty"
+    assert error(r.request("order.amend", {**ref, "colour": "red"}),
+                 "INVALID_ARGUMENT")["field"] == "colour"
+    assert error(r.request("order.amend", {"profile_id": "p", "order_id": "ord_nope",
+                                           "qty": "1"}), "NOT_FOUND")["kind"] == "order"
+
+    # a MARKET order is not amendable, nor one that ended
+    mkt = ok(r.request("order.submit", _order("mkt-1", type="MARKET", qty="1")))
+    details = error(r.request("order.amend", {"profile_id": "p", "order_id": mkt["order_id"],
+                                              "qty": "2"}), "CONFLICT")
+    assert (details["reason"], details["type"]) == ("ORDER_NOT_AMENDABLE", "MARKET")
+    ok(r.request("order.cancel", ref))
+    details = error(r.request("order.amend", {**ref, "qty": "1"}), "CONFLICT")
+    assert (details["reason"], details["status"]) == ("ORDER_NOT_AMENDABLE", "CANCELED")
