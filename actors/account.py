@@ -53,6 +53,7 @@ from capflow.actors.model.account_risk import AccountRisk
 from capflow.actors.model.errors import CapflowError, Denial, Denied, Internal, NotFound
 from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.model.order_types import EXPIRED
+from capflow.actors.model.scale_in import is_scale_in
 from capflow.actors.reply import Reply
 from capflow.brokers.base import BrokerAdapter
 from capflow.brokers.events import (
@@ -467,7 +468,7 @@ def new_order_listener(account_id: str, ref: pykka.ActorRef
             elif isinstance(e, m.PositionClosed) and e.position.account_id == account_id:
                 ref.tell((FreeSlot(e.position.position_id), Reply()))
             elif (isinstance(e, m.OrderCapitalReleased) and e.order.filled_qty == 0
-                  and e.order.account_id == account_id):
+                  and e.order.account_id == account_id and not is_scale_in(e.order)):
                 ref.tell((FreeSlot(e.order.position_id or e.order.order_id), Reply()))
 
     return listener

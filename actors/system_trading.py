@@ -130,15 +130,17 @@ class TradingCalls:
                      qty: Any, *, type: str = "MARKET", price: Any = None,
                      tp_price: Any = None, sl_price: Any = None,
                      reservation_id: str | None = None, trigger_price: Any = None,
-                     time_in_force: str | None = None, expire_at: Any = None) -> Outcome:
+                     time_in_force: str | None = None, expire_at: Any = None,
+                     position_id: str | None = None) -> Outcome:
         """Place an order (the `order.submit` op); waits until it is recorded and sent.
         `type` MARKET, LIMIT, STOP (`trigger_price`) or STOP_LIMIT (`price` and
-        `trigger_price`); `time_in_force` GTC (default), IOC, FOK or GTD (`expire_at`)."""
+        `trigger_price`); `time_in_force` GTC (default), IOC, FOK or GTD (`expire_at`).
+        With `position_id` it adds to that open position (scale-in)."""
         return self.trading.submit_order(
             profile_id, client_order_id=client_order_id, symbol=symbol, side=side,
             type=type, qty=qty, price=price, tp_price=tp_price, sl_price=sl_price,
             reservation_id=reservation_id, trigger_price=trigger_price,
-            time_in_force=time_in_force, expire_at=expire_at,
+            time_in_force=time_in_force, expire_at=expire_at, position_id=position_id,
         ).get(self.config.ledger.call_timeout_s)
 
     def cancel_order(self, profile_id: str, order_id: str):

@@ -43,6 +43,7 @@ from capflow.actors.model.orders import (
 )
 from capflow.actors.model.prices import STALE_PRICES
 from capflow.actors.model.risk import Check
+from capflow.actors.model.scale_in import check_target
 from capflow.actors.model.symbols import CLAIMED, REFUSED
 from capflow.actors.model.ticks import new_price_places
 from capflow.actors.model.venue import apply_rule, price_to_tick
@@ -308,17 +309,18 @@ class EntryFlow:
                      type: str = "MARKET", qty: Any, price: Any = None, tp_price: Any = None,
                      sl_price: Any = None, reservation_id: str | None = None,
                      trigger_price: Any = None, time_in_force: str | None = None,
-                     expire_at: Any = None,
+                     expire_at: Any = None, position_id: str | None = None,
                      callback: Callable[[Reply], None] | None = None) -> Reply:
         """Record an order (capital reserved) and send it to the account's broker. The
         reply resolves to an Outcome whose result is the order (or, for a repeat of a
-        finished order, its id)."""
+        finished order, its id). With `position_id`, the order adds to that open position
+        (a scale-in, actors/model/scale_in.py)."""
         reply = Reply(callback)
         try:
             spec, amount, venue = self._order_spec(profile_id, client_order_id, symbol, side,
                                                    type, qty, price, tp_price, sl_price,
                                                    reservation_id, trigger_price,
-                                                   time_in_force, expire_at)
+                                                   time_in_force, expire_at, position_id)
         except Exception as exc:
             reply.fail(exc)
             return reply
@@ -335,7 +337,7 @@ class EntryFlow:
         if refused is not None:  # a repeat of an order made before is still answered
             self.to_ledger(profile_id, msgspec.structs.replace(cmd, refusal=refused),
                            relay(reply))
-        elif spec.account_id in self.accounts.slot_limited:
+        elif spec.account_id in self.accounts.slot_limited and position_id is None:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
                 if denial is not None:  # a repeat of an order made before is still it
                     self.to_ledger(profile_id, msgspec.structs.replace(
@@ -351,7 +353,7 @@ class EntryFlow:
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
                     tp_price, sl_price, reservation_id, trigger_price=None,
-                    time_in_force=None, expire_at=None
+                    time_in_force=None, expire_at=None, position_id=None
                     ) -> tuple[OrderSpec, Decimal, Denial | None]:
         """(the order, its reservation, the venue's refusal of it or None)."""
         self._known(profile_id)
@@ -434,7 +436,11 @@ class EntryFlow:
         if type in ("MARKET", "STOP") and rules is not None and venue is None:
             cap = price_to_tick("BUY", cap, rule)  # sent as a limit on the venue's tick
         order_id = new_id("ord")
-        spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
+        if position_id is not None:  # a scale-in: the position must be there to add to
+            target = self._store().get_position(profile_id, position_id)
+            check_target(target, position_id, symbol, side)
+        spec = OrderSpec(order_id=order_id,
+                         position_id=position_id or order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id,

@@ -303,8 +303,9 @@ class PaperBroker(BrokerAdapter):
                                  position_id=p.position_id, profile_id=p.profile_id,
                                  fill_id=self.new_id("fill"), qty=p.qty, price=price,
                                  fee=fee, reason=reason))
-        if p.order_id is not None and p.order_id in self.working:
-            self.cancel_order(p.order_id, reason="position closed")
+        for w in list(self._book.get(p.symbol, {}).values()):  # its entry, its scale-ins
+            if w.order.position_id == p.position_id:
+                self.cancel_order(w.order.order_id, reason="position closed")
 
     def _work_orders(self, tick) -> None:
         book = self._book.get(tick.symbol)
@@ -380,9 +381,11 @@ class PaperBroker(BrokerAdapter):
                                      entry_price=price, tp_price=o.tp_price,
                                      sl_price=o.sl_price, order_id=o.order_id))
         else:
-            self._put(msgspec.structs.replace(
+            self._put(msgspec.structs.replace(  # a scale-in's own stops replace the old
                 p, qty=p.qty + qty,
-                entry_price=(p.entry_price * p.qty + price * qty) / (p.qty + qty)))
+                entry_price=(p.entry_price * p.qty + price * qty) / (p.qty + qty),
+                tp_price=p.tp_price if o.tp_price is None else o.tp_price,
+                sl_price=p.sl_price if o.sl_price is None else o.sl_price))
         self.emit(EntryFilled(account_id=self.account_id, ts=self.clock.now(),
                               order_id=o.order_id, profile_id=o.profile_id,
                               position_id=o.position_id, fill_id=self.new_id("fill"),

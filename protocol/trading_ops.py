@@ -67,6 +67,8 @@ class OrderSubmitArgs(Args, frozen=True):
     trigger_price: Amount | None = None
     time_in_force: Name | None = None
     expire_at: ExpireAt | None = None
+    #: add to this open position (scale-in) instead of opening a new one
+    position_id: Id | None = None
 
 
 class OrderRefArgs(Args, frozen=True):
@@ -142,7 +144,7 @@ def op_order_submit(ctx: OpContext, a: OrderSubmitArgs, caller: Caller, done: Do
                          tp_price=a.tp_price, sl_price=a.sl_price,
                          reservation_id=a.reservation_id, trigger_price=a.trigger_price,
                          time_in_force=a.time_in_force, expire_at=a.expire_at,
-                         callback=answered)
+                         position_id=a.position_id, callback=answered)
 
 
 def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:

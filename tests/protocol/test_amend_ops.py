@@ -57,3 +57,27 @@ def test_order_amend_over_the_wire(market):
     ok(r.request("order.cancel", ref))
     details = error(r.request("order.amend", {**ref, "qty": "1"}), "CONFLICT")
     assert (details["reason"], details["status"]) == ("ORDER_NOT_AMENDABLE", "CANCELED")
+
+
+def test_order_submit_with_a_position_id_scales_in(market):
+    steps = [[("TESTUSDT", "100.00", "100.20")]] * 2 + [[("TESTUSDT", "98.80", "98.90")]]
+    server, r = market(steps)
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "10000"}))
+    server.system.advance(1)
+    first = ok(r.request("order.submit", _order("e-1", type="MARKET", sl_price="90")))
+    server.system.advance(1)  # 2 @ 100.20
+    pid = first["position_id"]
+    add = ok(r.request("order.submit", _order("dca-1", qty="1", price="99",
+                                              position_id=pid)))
+    assert (add["position_id"], add["reserved"]) == (pid, "99.05")
+    server.system.advance(1)  # 1 @ 98.90
+    [p] = ok(r.request("position.list", {"profile_id": "p"}))["positions"]
+    assert (p["position_id"], p["qty_open"], p["entry_price"], p["sl_price"]) == (
+        pid, "3", "99.7666666667", "90")
+    details = error(r.request("order.submit", _order("dca-2", qty="1", price="99",
+                                                     position_id="pos_nope")), "NOT_FOUND")
+    assert (details["kind"], details["id"]) == ("position", "pos_nope")
+    details = error(r.request("order.submit", {**_order("dca-3", qty="1", price="101"),
+                                               "side": "SELL", "position_id": pid}),
+                    "CONFLICT")
+    assert (details["position_id"], details["side"]) == (pid, "BUY")
