@@ -37,6 +37,7 @@ from capflow.actors.account_messages import (
     Place,
     RebaseLossLimits,
     Reconcile,
+    Reduce,
     ReportEquity,
     Restore,
     ReturnCapital,
@@ -430,7 +431,7 @@ class AccountManagerActor(pykka.ThreadingActor):
 _LATER = account_reconcile.LATER
 #: messages that can change the account's free cash (besides any that make the adapter
 #: report an event: a tick that fills)
-_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries, Amend})
+_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries, Amend, Reduce})
 
 _HANDLERS = {
     Place: AccountManagerActor._place,
@@ -452,6 +453,7 @@ _HANDLERS = {
     RebaseLossLimits: AccountManagerActor._rebase,
     Reconcile: account_reconcile.reconcile,
     Amend: account_amend.amend,
+    Reduce: account_amend.reduce,
     GetAccount: account_reconcile.get_account,
 }
 

@@ -1,4 +1,5 @@
-"""How an `AccountManagerActor` amends a working order (`order.amend`).
+"""How an `AccountManagerActor` amends a working order (`order.amend`) and reduces a
+position (`position.reduce`).
 
 On the manager's thread, in order: the ledger books the amend (its capital re-reserved
 and stored) while the manager waits, then the broker applies it. Nothing the broker
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from capflow.actors.account_messages import Amend
+from capflow.actors.account_messages import Amend, Reduce
 from capflow.actors.model.amend import ORDER_NOT_AMENDABLE
 from capflow.actors.model.errors import Conflict, Denial, Denied
 from capflow.actors.model.order_types import VENUE_UNSUPPORTED_ORDER
@@ -43,3 +44,19 @@ def amend(actor, msg: Amend, reply: Reply) -> Any:
         adapter.amend_order(o.order_id, o.qty, o.price, o.trigger_price, o.max_price)
         actor._working[o.order_id] = (msg.profile_id, o.qty - o.filled_qty)
     return o
+
+
+def reduce(actor, msg: Reduce, reply: Reply) -> Any:
+    """Ask the broker for a partial exit; its fill is booked as any exit's (`fill_exit`:
+    the reservation released and the PnL realized pro rata)."""
+    asked = actor.adapter.reduce_position(msg.position_id, msg.qty)
+    if asked is None:
+        raise Denied(Denial("RISK_REJECTED", "the venue adapter of account "
+                            f"{actor.account_id!r} does not reduce positions: close it",
+                            {"reason": VENUE_UNSUPPORTED_ORDER, "limit": None,
+                             "value": "reduce"}))
+    if not asked:
+        raise Conflict(f"position {msg.position_id!r} is not open at the broker, or an exit "
+                       "of it is under way", {"position_id": msg.position_id,
+                                             "status": "EXITING"})
+    return True

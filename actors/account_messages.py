@@ -30,6 +30,14 @@ class Amend(msgspec.Struct, frozen=True):
     cmd: Any
 
 
+class Reduce(msgspec.Struct, frozen=True):
+    """Exit `qty` of a position at market (`position.reduce`, `actors.account_amend`)."""
+
+    profile_id: str
+    position_id: str
+    qty: Decimal
+
+
 class Close(msgspec.Struct, frozen=True):
     profile_id: str
     position_id: str

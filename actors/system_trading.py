@@ -157,6 +157,13 @@ class TradingCalls:
     def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
         return self.trading.close_position(profile_id, position_id, reason)
 
+    def reduce_position(self, profile_id: str, position_id: str, *, qty: Any = None,
+                        fraction: Any = None):
+        """Exit part of an open position at market (the `position.reduce` op): `qty`, or
+        `fraction` of it (1: a close). Answers (position, quantity asked, is a close)."""
+        return self.trading.reduce_position(profile_id, position_id, qty=qty,
+                                            fraction=fraction)
+
     def advance(self, n: int = 1) -> int:
         """Step mode: run `n` simulator ticks and wait for all they caused to commit."""
         return self.trading.advance(n)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from capflow.actors.account_messages import Amend
+from capflow.actors.account_messages import Amend, Reduce
 from capflow.actors.model import messages as m
 from capflow.actors.model.amend import (
     AmendOrder,
@@ -25,10 +25,11 @@ from capflow.actors.model.amend import (
     check_qty,
     reservation_for,
 )
-from capflow.actors.model.errors import InvalidArgument, NotFound
-from capflow.actors.model.money import parse_decimal
+from capflow.actors.model.errors import Conflict, Denial, InvalidArgument, NotFound
+from capflow.actors.model.money import parse_decimal, round_down
 from capflow.actors.model.order_types import check_order_fields
 from capflow.actors.model.orders import check_protection
+from capflow.actors.model.venue import qty_down
 
 
 class AmendFlow:
@@ -72,3 +73,45 @@ class AmendFlow:
         if o.account_id is None:
             return self._call(profile_id, cmd).result
         return self.accounts.ask(o.account_id, Amend(profile_id, cmd))
+
+    def reduce_position(self, profile_id: str, position_id: str, *, qty: Any = None,
+                        fraction: Any = None) -> tuple[m.PositionCapital, Decimal, bool]:
+        """Blocking: exit `qty` of an open position, or `fraction` of it (0 < f <= 1), at
+        market; rounded down to the lot step; all that is open (f = 1) is a close.
+        Answers (the position as asked, the quantity asked, whether it is a close);
+        the exit is booked when it fills (the next tick for the paper broker)."""
+        if (qty is None) == (fraction is None):
+            raise InvalidArgument("qty", "give qty or fraction (one of them)")
+        p = self._store().get_position(profile_id, position_id)
+        if p is None:
+            raise NotFound("position", position_id)
+        if p.status != "OPEN" or p.close_requested is not None:
+            status = p.status if p.status != "OPEN" else "CLOSING"
+            raise Conflict(f"position {position_id!r} is {status}",
+                           {"position_id": position_id, "status": status})
+        if p.account_id is None:
+            raise Conflict(f"position {position_id!r} is not held at a broker: reduce it "
+                           "with an exit fill", {"position_id": position_id})
+        if fraction is not None:
+            f = parse_decimal(fraction, "fraction")
+            if f > 1:
+                raise InvalidArgument("fraction", "fraction must be above 0 and at most 1")
+            wanted, field = p.qty_open * f, "fraction"
+        else:
+            wanted, field = parse_decimal(qty, "qty"), "qty"
+            if wanted > p.qty_open:
+                raise InvalidArgument("qty", f"qty {wanted} is more than the {p.qty_open} "
+                                             f"open")
+        if wanted == p.qty_open:
+            return self.close_position(profile_id, position_id, "manual"), wanted, True
+        rules = self.accounts.venue_rules(p.account_id)
+        rule = None if rules is None else rules.rule(p.symbol)
+        if rule is not None and not isinstance(rule, Denial):
+            q = qty_down(wanted, rule)
+        else:
+            q = round_down(wanted, self._places(p.symbol, p.entry_price or p.exit_price)[1])
+        if q <= 0:
+            raise InvalidArgument(field, f"{wanted} of {p.symbol} is below one lot step")
+        q = q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
+        self.accounts.ask(p.account_id, Reduce(profile_id, position_id, q))
+        return p, q, False

@@ -321,6 +321,12 @@ class BrokerAdapter(ABC):
         the venue adapter cannot amend orders."""
         return None
 
+    def reduce_position(self, position_id: str, qty: Decimal) -> bool | None:
+        """Close `qty` of a position at market (a partial exit, reported as a
+        `PositionExited` of that quantity); False if there is no such open position or a
+        close or reduce of it is under way; None (this default): the adapter cannot."""
+        return None
+
     def restore(self, orders: Iterable[BrokerOrder],
                 positions: Iterable[BrokerPosition]) -> None:
         """After a restart: what capflow's storage says is working and open. A live

@@ -128,6 +128,9 @@ class PaperBroker(BrokerAdapter):
         self._armed: dict[str, dict[str, BrokerPosition]] = {}
         #: the GTD orders' (expire_at, order_id), soonest first
         self._expiry: list = []
+        #: partial exits asked for (`reduce_position`): position id -> quantity, filled
+        #: at market on the next tick (not kept across a restart: never re-asked)
+        self._reducing: dict[str, Decimal] = {}
 
     # -- connection -------------------------------------------------------------------
 
@@ -192,7 +195,8 @@ class PaperBroker(BrokerAdapter):
         """Keep `p` as the position's record (new, or a changed copy of the one before)."""
         self.positions[p.position_id] = p
         armed = self._armed.setdefault(p.symbol, {})
-        if p.tp_price is not None or p.sl_price is not None or p.closing is not None:
+        if (p.tp_price is not None or p.sl_price is not None or p.closing is not None
+                or p.position_id in self._reducing):
             armed[p.position_id] = p
         else:
             armed.pop(p.position_id, None)
@@ -238,6 +242,18 @@ class PaperBroker(BrokerAdapter):
         if p is None:
             return False
         self._put(msgspec.structs.replace(p, closing=p.closing or reason))
+        return True
+
+    def reduce_position(self, position_id: str, qty: Decimal) -> bool:
+        """Exit `qty` of the position at market on the next tick, unless its take-profit
+        or stop-loss closes all of it on that tick first (then the reduce is moot)."""
+        p = self.positions.get(position_id)
+        if p is None or p.closing is not None or position_id in self._reducing:
+            return False
+        if qty >= p.qty:  # all of it: a close
+            return self.close_position(position_id, "manual")
+        self._reducing[position_id] = qty
+        self._put(p)
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
@@ -288,6 +304,12 @@ class PaperBroker(BrokerAdapter):
             elif p.tp_price is not None and (price >= p.tp_price if long
                                              else price <= p.tp_price):
                 reason, fee_rate = "tp", self.maker_fee
+            elif p.position_id in self._reducing:
+                places = _places(price)
+                price = (round_down(price * (1 - self.slippage), places) if long
+                         else round_up(price * (1 + self.slippage), places))
+                self._exit_part(p, self._reducing.pop(p.position_id), price)
+                continue
             else:
                 continue
             self._exit(p, price, fee_rate, reason)
@@ -299,6 +321,7 @@ class PaperBroker(BrokerAdapter):
         self.fees_paid += fee
         del self.positions[p.position_id]
         self._armed[p.symbol].pop(p.position_id, None)
+        self._reducing.pop(p.position_id, None)
         self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
                                  position_id=p.position_id, profile_id=p.profile_id,
                                  fill_id=self.new_id("fill"), qty=p.qty, price=price,
@@ -306,6 +329,19 @@ class PaperBroker(BrokerAdapter):
         for w in list(self._book.get(p.symbol, {}).values()):  # its entry, its scale-ins
             if w.order.position_id == p.position_id:
                 self.cancel_order(w.order.order_id, reason="position closed")
+
+    def _exit_part(self, p: BrokerPosition, qty: Decimal, price: Decimal) -> None:
+        """A partial exit at market (`reduce_position`): the rest stays open with its
+        stops."""
+        fee = round_up(qty * price * self.taker_fee, self.money_places)
+        pnl = (price - p.entry_price) * qty
+        self.cash += (pnl if p.side == "BUY" else -pnl) - fee
+        self.fees_paid += fee
+        self._put(msgspec.structs.replace(p, qty=p.qty - qty, exited_qty=p.exited_qty + qty))
+        self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
+                                 position_id=p.position_id, profile_id=p.profile_id,
+                                 fill_id=self.new_id("fill"), qty=qty, price=price,
+                                 fee=fee, reason="manual"))
 
     def _work_orders(self, tick) -> None:
         book = self._book.get(tick.symbol)

@@ -98,6 +98,13 @@ class PositionCloseArgs(Args, frozen=True):
     reason: Text | None = None
 
 
+class PositionReduceArgs(Args, frozen=True):
+    profile_id: Id
+    position_id: Id
+    qty: Amount | None = None
+    fraction: Amount | None = None
+
+
 class StatsArgs(Args, frozen=True):
     profile_id: Id | None = None
     group_by: Literal["strategy", "symbol", "exchange"] | None = None
@@ -208,6 +215,19 @@ def op_position_close(ctx: OpContext, a: PositionCloseArgs, caller: Caller,
     ctx.run_blocking(work, done)
 
 
+def op_position_reduce(ctx: OpContext, a: PositionReduceArgs, caller: Caller,
+                       done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        p, qty, closing = ctx.system.trading.reduce_position(
+            a.profile_id, a.position_id, qty=a.qty, fraction=a.fraction)
+        return {**position_map(a.profile_id, p), "reduce_qty": qty,
+                "close_requested": closing}
+
+    ctx.run_blocking(work, done)
+
+
 def op_stats(ctx: OpContext, a: StatsArgs, caller: Caller, done: Done) -> None:
     if a.profile_id is not None:
         caller.check(a.profile_id)
@@ -236,6 +256,7 @@ TRADING_OPS: OpTable = {
     "order.list": (ListArgs, op_order_list),
     "position.list": (ListArgs, op_position_list),
     "position.close": (PositionCloseArgs, op_position_close),
+    "position.reduce": (PositionReduceArgs, op_position_reduce),
     "stats.get": (StatsArgs, op_stats),
     "market.price": (PriceArgs, op_price),
 }

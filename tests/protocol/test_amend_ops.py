@@ -81,3 +81,28 @@ def test_order_submit_with_a_position_id_scales_in(market):
                                                "side": "SELL", "position_id": pid}),
                     "CONFLICT")
     assert (details["position_id"], details["side"]) == (pid, "BUY")
+
+
+def test_position_reduce_over_the_wire(market):
+    steps = [[("TESTUSDT", "100.00", "100.20")]] * 2 + [[("TESTUSDT", "101.00", "101.20")]]
+    server, r = market(steps)
+    ok(r.request("profile.create", {"profile_id": "p", "allocated": "10000"}))
+    server.system.advance(1)
+    first = ok(r.request("order.submit", _order("e-1", type="MARKET", qty="10")))
+    server.system.advance(1)  # 10 @ 100.20 = 1002.00
+    ref = {"profile_id": "p", "position_id": first["position_id"]}
+    asked = ok(r.request("position.reduce", {**ref, "fraction": "0.25"}))
+    assert (asked["reduce_qty"], asked["close_requested"], asked["qty_open"]) == (
+        "2.5", False, "10")
+    details = error(r.request("position.reduce", {**ref, "qty": "1"}), "CONFLICT")
+    assert details["status"] == "EXITING"
+    server.system.advance(1)  # 2.5 @ 101.00 = 252.50; released 250.50
+    [p] = ok(r.request("position.list", {"profile_id": "p"}))["positions"]
+    assert (p["qty_open"], p["reserved"], p["realized_pnl"]) == ("7.5", "751.50", "2.00")
+    assert error(r.request("position.reduce", {**ref, "fraction": "2"}),
+                 "INVALID_ARGUMENT")["field"] == "fraction"
+    assert error(r.request("position.reduce", ref), "INVALID_ARGUMENT")["field"] == "qty"
+    assert error(r.request("position.reduce", {"profile_id": "p", "position_id": "pos_x",
+                                               "qty": "1"}), "NOT_FOUND")["kind"] == "position"
+    closing = ok(r.request("position.reduce", {**ref, "qty": "7.5"}))
+    assert (closing["reduce_qty"], closing["close_requested"]) == ("7.5", True)
