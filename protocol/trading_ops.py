@@ -250,13 +250,13 @@ def op_price(ctx: OpContext, a: PriceArgs, caller: Caller, done: Done) -> None:
 TRADING_OPS: OpTable = {
     "signal.submit": (SignalArgs, op_signal),
     "order.submit": (OrderSubmitArgs, op_order_submit),
-    "order.cancel": (OrderRefArgs, op_order_cancel),
     "order.amend": (OrderAmendArgs, op_order_amend),
+    "order.cancel": (OrderRefArgs, op_order_cancel),
     "order.get": (OrderRefArgs, op_order_get),
     "order.list": (ListArgs, op_order_list),
     "position.list": (ListArgs, op_position_list),
-    "position.close": (PositionCloseArgs, op_position_close),
     "position.reduce": (PositionReduceArgs, op_position_reduce),
+    "position.close": (PositionCloseArgs, op_position_close),
     "stats.get": (StatsArgs, op_stats),
     "market.price": (PriceArgs, op_price),
 }

@@ -1,11 +1,16 @@
-"""`order.amend` through the wire: a raw DEALER socket, a real server over a real System,
-the paper broker (maker fee 0.05 %), the market replayed one step at a time. Each new
-code and reason of the op is met once: the amended order map, INSUFFICIENT_CAPITAL,
-CONFLICT with ORDER_NOT_AMENDABLE, INVALID_ARGUMENT and NOT_FOUND."""
+"""`order.amend`, scale-in (`order.submit` with `position_id`) and `position.reduce`
+through the wire: a raw DEALER socket, a real server over a real System, the paper
+broker (taker 0.1 %, maker 0.05 %), the market replayed one step at a time. Each new
+answer, code and reason is met once: the amended order map, INSUFFICIENT_CAPITAL,
+CONFLICT with ORDER_NOT_AMENDABLE / EXITING, INVALID_ARGUMENT, NOT_FOUND, and the
+OrderAmended event on the order topic."""
 
 from __future__ import annotations
 
+import msgpack
+
 from .replies import error, ok
+from .test_safety_ops import subscribe
 
 
 def _order(client_order_id, type="LIMIT", qty="2", **more) -> dict:
@@ -106,3 +111,30 @@ def test_position_reduce_over_the_wire(market):
                                                "qty": "1"}), "NOT_FOUND")["kind"] == "position"
     closing = ok(r.request("position.reduce", {**ref, "qty": "7.5"}))
     assert (closing["reduce_qty"], closing["close_requested"]) == ("7.5", True)
+
+
+def test_an_amend_is_published_on_the_order_topic(market):
+    server, r = market()
+    ctx, sub = subscribe(server, b"order.p")
+    try:
+        ok(r.request("profile.create", {"profile_id": "p", "allocated": "1000"}))
+        server.system.advance(1)
+        lim = ok(r.request("order.submit", _order("lim-1", price="90")))
+        ok(r.request("order.amend", {"profile_id": "p", "order_id": lim["order_id"],
+                                     "qty": "1"}))
+        seen = []
+        while sub.poll(5000):
+            topic, body = sub.recv_multipart()
+            event = msgpack.unpackb(body)
+            seen.append(event["type"])
+            if event["type"] == "OrderAmended":
+                break
+        assert topic == b"order.p" and seen[-1] == "OrderAmended", seen
+        # 1 * 90 + 0.045 -> 0.05: 90.05, 90.04 given back
+        assert (event["order"]["qty"], event["order"]["reserved"], event["prev_qty"],
+                event["prev_reserved"], event["delta"]) == ("1", "90.05", "2", "180.09",
+                                                            "-90.04")
+        assert event["causation_id"] == f"amend:{lim['order_id']}"
+    finally:
+        sub.close()
+        ctx.term()
