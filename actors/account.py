@@ -23,8 +23,9 @@ from typing import Any
 import pykka
 from loguru import logger
 
-from capflow.actors import account_reconcile
+from capflow.actors import account_amend, account_reconcile
 from capflow.actors.account_messages import (
+    Amend,
     Cancel,
     CancelEntries,
     ClaimCapital,
@@ -36,6 +37,7 @@ from capflow.actors.account_messages import (
     Place,
     RebaseLossLimits,
     Reconcile,
+    Reduce,
     ReportEquity,
     Restore,
     ReturnCapital,
@@ -60,6 +62,7 @@ from capflow.actors.model.errors import (
 )
 from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.model.order_types import EXPIRED
+from capflow.actors.model.scale_in import is_scale_in
 from capflow.actors.model.stop_messages import MoveTrail
 from capflow.actors.reply import Reply
 from capflow.brokers.base import BrokerAdapter
@@ -455,7 +458,7 @@ class AccountManagerActor(pykka.ThreadingActor):
 _LATER = account_reconcile.LATER
 #: messages that can change the account's free cash (besides any that make the adapter
 #: report an event: a tick that fills)
-_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries})
+_CHANGES_CASH = frozenset({Place, Cancel, Close, Restore, CancelEntries, Amend, Reduce})
 
 _HANDLERS = {
     Place: AccountManagerActor._place,
@@ -477,6 +480,8 @@ _HANDLERS = {
     ReportEquity: AccountManagerActor._report_equity,
     RebaseLossLimits: AccountManagerActor._rebase,
     Reconcile: account_reconcile.reconcile,
+    Amend: account_amend.amend,
+    Reduce: account_amend.reduce,
     GetAccount: account_reconcile.get_account,
 }
 
@@ -493,7 +498,7 @@ def new_order_listener(account_id: str, ref: pykka.ActorRef
             elif isinstance(e, m.PositionClosed) and e.position.account_id == account_id:
                 ref.tell((FreeSlot(e.position.position_id), Reply()))
             elif (isinstance(e, m.OrderCapitalReleased) and e.order.filled_qty == 0
-                  and e.order.account_id == account_id):
+                  and e.order.account_id == account_id and not is_scale_in(e.order)):
                 ref.tell((FreeSlot(e.order.position_id or e.order.order_id), Reply()))
 
     return listener

@@ -22,6 +22,22 @@ class Cancel(msgspec.Struct, frozen=True):
     order_id: str
 
 
+class Amend(msgspec.Struct, frozen=True):
+    """Amend a working order: book `cmd` (`actors.model.amend.AmendOrder`) on the
+    profile's ledger, then apply it at the broker (`actors.account_amend`)."""
+
+    profile_id: str
+    cmd: Any
+
+
+class Reduce(msgspec.Struct, frozen=True):
+    """Exit `qty` of a position at market (`position.reduce`, `actors.account_amend`)."""
+
+    profile_id: str
+    position_id: str
+    qty: Decimal
+
+
 class Close(msgspec.Struct, frozen=True):
     profile_id: str
     position_id: str

@@ -22,6 +22,7 @@ from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import (
     decide,
 )
+from capflow.actors.model.amend import AmendOrder
 from capflow.actors.model.errors import (
     CapflowError,
     Denial,
@@ -388,6 +389,11 @@ class LedgerActor(pykka.ThreadingActor):
         return self.ledger.trigger_order(cmd.order_id, cmd.price, self.ctx.clock.now(),
                                          cmd.cause)
 
+    def _amend_order(self, cmd: AmendOrder):
+        return self.ledger.amend_order(cmd.order_id, cmd.qty, cmd.price, cmd.trigger_price,
+                                       cmd.amount, cmd.max_price, cmd.filled_qty,
+                                       self.ctx.clock.now(), cmd.cause)
+
     def _request_close(self, cmd: m.RequestClose):
         return self.ledger.request_close(cmd.position_id, cmd.reason, self.ctx.clock.now(),
                                          cmd.cause)
@@ -475,6 +481,7 @@ _HANDLERS = {
     m.TriggerOrder: _handler(LedgerActor._trigger_order),
     SetStops: _handler(LedgerActor._set_stops),
     MoveTrail: _handler(LedgerActor._move_trail),
+    AmendOrder: _handler(LedgerActor._amend_order),
     m.SetTradingState: _handler(LedgerActor._set_state),
     m.CheckRisk: _handler(LedgerActor._check_risk),
     m.ObserveMarket: _handler(LedgerActor._observe_market),

@@ -132,22 +132,31 @@ class TradingCalls:
                      reservation_id: str | None = None, trigger_price: Any = None,
                      time_in_force: str | None = None, expire_at: Any = None,
                      trail_amount: Any = None, trail_pct: Any = None,
-                     trail_activation: Any = None) -> Outcome:
+                     trail_activation: Any = None, position_id: str | None = None) -> Outcome:
         """Place an order (the `order.submit` op); waits until it is recorded and sent.
         `type` MARKET, LIMIT, STOP (`trigger_price`) or STOP_LIMIT (`price` and
         `trigger_price`); `time_in_force` GTC (default), IOC, FOK or GTD (`expire_at`);
         a trailing stop for its position: `trail_amount` or `trail_pct`, from an optional
-        `trail_activation` price."""
+        `trail_activation` price. With `position_id` it adds to that open position
+        (scale-in)."""
         return self.trading.submit_order(
             profile_id, client_order_id=client_order_id, symbol=symbol, side=side,
             type=type, qty=qty, price=price, tp_price=tp_price, sl_price=sl_price,
             reservation_id=reservation_id, trigger_price=trigger_price,
             time_in_force=time_in_force, expire_at=expire_at, trail_amount=trail_amount,
-            trail_pct=trail_pct, trail_activation=trail_activation,
+            trail_pct=trail_pct, trail_activation=trail_activation, position_id=position_id,
         ).get(self.config.ledger.call_timeout_s)
 
     def cancel_order(self, profile_id: str, order_id: str):
         return self.trading.cancel_order(profile_id, order_id)
+
+    def amend_order(self, profile_id: str, order_id: str, *, qty: Any = None,
+                    price: Any = None, trigger_price: Any = None):
+        """Amend a working LIMIT / STOP / STOP_LIMIT order (the `order.amend` op): its
+        `qty`, `price` and / or `trigger_price`; its capital is re-reserved for the new
+        terms. Answers the order as amended."""
+        return self.trading.amend_order(profile_id, order_id, qty=qty, price=price,
+                                        trigger_price=trigger_price)
 
     def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
         return self.trading.close_position(profile_id, position_id, reason)
@@ -162,6 +171,13 @@ class TradingCalls:
                                       sl_price=sl_price, trail_amount=trail_amount,
                                       trail_pct=trail_pct,
                                       trail_activation=trail_activation, clear=clear)
+
+    def reduce_position(self, profile_id: str, position_id: str, *, qty: Any = None,
+                        fraction: Any = None):
+        """Exit part of an open position at market (the `position.reduce` op): `qty`, or
+        `fraction` of it (1: a close). Answers (position, quantity asked, is a close)."""
+        return self.trading.reduce_position(profile_id, position_id, qty=qty,
+                                            fraction=fraction)
 
     def advance(self, n: int = 1) -> int:
         """Step mode: run `n` simulator ticks and wait for all they caused to commit."""

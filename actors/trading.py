@@ -40,6 +40,7 @@ from capflow.actors.model.ticks import Tick
 from capflow.actors.reply import Reply
 from capflow.actors.safety import Safety
 from capflow.actors.simulator import MarketSimulatorActor
+from capflow.actors.trading_amend import AmendFlow
 from capflow.actors.trading_entries import EntryFlow
 from capflow.brokers.events import Connected, ConnectionFailed, Disconnected, PricesStale
 
@@ -48,7 +49,7 @@ ORDER_STATUSES = ("OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", 
 ORDER_FILTERS = (*ORDER_STATUSES, "CLOSED")
 
 
-class Trading(EntryFlow):
+class Trading(EntryFlow, AmendFlow):
     """The trading side. Its dependencies are given, none of them the System: the
     configuration and clock, the broker `accounts`, `to_ledger` (submit a command to a
     profile's ledger), the event `bus`, `knows_profile` and `snapshots` (the profiles'

@@ -18,6 +18,7 @@ from loguru import logger
 
 from capflow.actors.audit_log import SignalAuditLog
 from capflow.actors.model import messages as m
+from capflow.actors.model.amend import Pricing, reservation_for
 from capflow.actors.model.errors import Denial, Denied, InvalidArgument, NotFound, Unavailable
 from capflow.actors.model.ids import new_id
 from capflow.actors.model.money import parse_decimal
@@ -35,10 +36,6 @@ from capflow.actors.model.orders import (
     SignalAnswer,
     SignalPolicy,
     check_protection,
-    entry_cost,
-    entry_reference,
-    max_fill_price,
-    order_reservation,
     parse_side,
     parse_signal,
     parse_symbol,
@@ -46,6 +43,7 @@ from capflow.actors.model.orders import (
 )
 from capflow.actors.model.prices import STALE_PRICES
 from capflow.actors.model.risk import Check
+from capflow.actors.model.scale_in import check_target
 from capflow.actors.model.symbols import CLAIMED, REFUSED
 from capflow.actors.model.ticks import new_price_places
 from capflow.actors.model.trailing import order_trail, parse_trail
@@ -318,10 +316,12 @@ class EntryFlow:
                      trigger_price: Any = None, time_in_force: str | None = None,
                      expire_at: Any = None, trail_amount: Any = None,
                      trail_pct: Any = None, trail_activation: Any = None,
+                     position_id: str | None = None,
                      callback: Callable[[Reply], None] | None = None) -> Reply:
         """Record an order (capital reserved) and send it to the account's broker. The
         reply resolves to an Outcome whose result is the order (or, for a repeat of a
-        finished order, its id)."""
+        finished order, its id). With `position_id`, the order adds to that open position
+        (a scale-in, actors/model/scale_in.py)."""
         reply = Reply(callback)
         try:
             spec, amount, venue = self._order_spec(profile_id, client_order_id, symbol, side,
@@ -329,7 +329,7 @@ class EntryFlow:
                                                    reservation_id, trigger_price,
                                                    time_in_force, expire_at, parse_trail(
                                                        trail_amount, trail_pct,
-                                                       trail_activation))
+                                                       trail_activation), position_id)
         except Exception as exc:
             reply.fail(exc)
             return reply
@@ -346,7 +346,7 @@ class EntryFlow:
         if refused is not None:  # a repeat of an order made before is still answered
             self.to_ledger(profile_id, msgspec.structs.replace(cmd, refusal=refused),
                            relay(reply))
-        elif spec.account_id in self.accounts.slot_limited:
+        elif spec.account_id in self.accounts.slot_limited and position_id is None:
             def claimed(claim_id: int | None, denial: Denial | None) -> None:
                 if denial is not None:  # a repeat of an order made before is still it
                     self.to_ledger(profile_id, msgspec.structs.replace(
@@ -362,7 +362,7 @@ class EntryFlow:
 
     def _order_spec(self, profile_id, client_order_id, symbol, side, type, qty, price,
                     tp_price, sl_price, reservation_id, trigger_price=None,
-                    time_in_force=None, expire_at=None, trail=None
+                    time_in_force=None, expire_at=None, trail=None, position_id=None
                     ) -> tuple[OrderSpec, Decimal, Denial | None]:
         """(the order, its reservation, the venue's refusal of it or None)."""
         self._known(profile_id)
@@ -437,26 +437,21 @@ class EntryFlow:
         self.accounts.require_connected(account)
         taker, maker = self._fees(account)
         places = self.accounts.places(account)
-        if type in ("MARKET", "STOP"):
-            # the worse of the given price (a STOP's trigger) and the market's, plus the
-            # slippage room: the broker fills it at most at `cap`, so it never costs more
-            # than it reserved (a STOP that gaps past `cap` is canceled)
-            buffer = self.config.oms.reserve_buffer_pct
-            ref = entry_reference(side, reference, bid, ask)
-            amount = order_reservation(q, ref, buffer, taker, places)
-            cap = max_fill_price(q, ref, buffer, taker, amount, price_places, places)
-            if rules is not None and venue is None:  # sent as a limit on the venue's tick
-                cap = price_to_tick("BUY", cap, rule)
-        elif side == "BUY":  # fills at its limit or lower
-            cap = px
-            amount = entry_cost(q, cap, maker, places)
-        else:  # a SELL limit fills at its limit or higher: at most at the market's now
-            # (a SELL STOP_LIMIT's market once touched is at most its trigger)
-            worst = px if type == "LIMIT" else max(px, trig)
-            cap = entry_reference(side, worst, bid, ask)
-            amount = entry_cost(q, cap, maker, places)
+        # a MARKET / STOP reserves at the worse of the given price (a STOP's trigger) and
+        # the market's, plus the slippage room: the broker fills it at most at `cap`, so
+        # it never costs more than it reserved (a STOP that gaps past `cap` is canceled);
+        # a limit at its price, a SELL's at most at the market's now (amend.py)
+        amount, cap = reservation_for(type, side, q, px, reference, trig, Pricing(
+            bid=bid, ask=ask, buffer_pct=self.config.oms.reserve_buffer_pct,
+            taker_fee=taker, maker_fee=maker, places=places, price_places=price_places))
+        if type in ("MARKET", "STOP") and rules is not None and venue is None:
+            cap = price_to_tick("BUY", cap, rule)  # sent as a limit on the venue's tick
         order_id = new_id("ord")
-        spec = OrderSpec(order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
+        if position_id is not None:  # a scale-in: the position must be there to add to
+            target = self._store().get_position(profile_id, position_id)
+            check_target(target, position_id, symbol, side)
+        spec = OrderSpec(order_id=order_id,
+                         position_id=position_id or order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,
                          tp_price=tp, sl_price=sl, client_order_id=client_order_id,
                          account_id=account, reservation_id=reservation_id,

@@ -321,6 +321,19 @@ class BrokerAdapter(ABC):
         `capflow.actors.model.trailing.Trail`, None: none): the trailing stop it
         watches from then on, reporting each move as `TrailMoved`."""
 
+    def amend_order(self, order_id: str, qty: Decimal, price: Decimal | None,
+                    trigger_price: Decimal | None, max_price: Decimal | None) -> bool | None:
+        """Change a working order's quantity, price, trigger price and the highest price
+        it may fill at; False if there is no such working order; None (this default):
+        the venue adapter cannot amend orders."""
+        return None
+
+    def reduce_position(self, position_id: str, qty: Decimal) -> bool | None:
+        """Close `qty` of a position at market (a partial exit, reported as a
+        `PositionExited` of that quantity); False if there is no such open position or a
+        close or reduce of it is under way; None (this default): the adapter cannot."""
+        return None
+
     def restore(self, orders: Iterable[BrokerOrder],
                 positions: Iterable[BrokerPosition]) -> None:
         """After a restart: what capflow's storage says is working and open. A live

@@ -137,6 +137,9 @@ class PaperBroker(BrokerAdapter):
         self._armed: dict[str, dict[str, BrokerPosition]] = {}
         #: the GTD orders' (expire_at, order_id), soonest first
         self._expiry: list = []
+        #: partial exits asked for (`reduce_position`): position id -> quantity, filled
+        #: at market on the next tick (not kept across a restart: never re-asked)
+        self._reducing: dict[str, Decimal] = {}
 
     # -- connection -------------------------------------------------------------------
 
@@ -202,7 +205,7 @@ class PaperBroker(BrokerAdapter):
         self.positions[p.position_id] = p
         armed = self._armed.setdefault(p.symbol, {})
         if (p.tp_price is not None or p.sl_price is not None or p.closing is not None
-                or p.trail is not None):
+                or p.trail is not None or p.position_id in self._reducing):
             armed[p.position_id] = p
         else:
             armed.pop(p.position_id, None)
@@ -221,11 +224,45 @@ class PaperBroker(BrokerAdapter):
                                 reason=reason))
         return True
 
+    def amend_order(self, order_id: str, qty: Decimal, price: Decimal | None,
+                    trigger_price: Decimal | None, max_price: Decimal | None) -> bool:
+        """Amend a working order in place. Its place in the symbol's queue (orders fill
+        in arrival order when liquidity is short) is kept when only its quantity goes
+        down; a new price, trigger or a larger quantity sends it to the back, as a new
+        order. A new price is met like a new order's (marketable now: the market's
+        price on the next tick)."""
+        w = self.working.get(order_id)
+        if w is None:
+            return False
+        o = w.order
+        filled = o.qty - w.remaining
+        requeue = qty > o.qty or (price, trigger_price) != (o.price, o.trigger_price)
+        w.order = msgspec.structs.replace(o, qty=qty, price=price, max_price=max_price,
+                                          trigger_price=trigger_price)
+        w.remaining = qty - filled
+        if requeue:
+            book = self._book[o.symbol]
+            book[order_id] = book.pop(order_id)
+            w.seen = w.seen and price == o.price
+        return True
+
     def close_position(self, position_id: str, reason: str = "manual") -> bool:
         p = self.positions.get(position_id)
         if p is None:
             return False
         self._put(msgspec.structs.replace(p, closing=p.closing or reason))
+        return True
+
+    def reduce_position(self, position_id: str, qty: Decimal) -> bool:
+        """Exit `qty` of the position at market on the next tick, unless its take-profit
+        or stop-loss closes all of it on that tick first (then the reduce is moot)."""
+        p = self.positions.get(position_id)
+        if p is None or p.closing is not None or position_id in self._reducing:
+            return False
+        if qty >= p.qty:  # all of it: a close
+            return self.close_position(position_id, "manual")
+        self._reducing[position_id] = qty
+        self._put(p)
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
@@ -279,6 +316,12 @@ class PaperBroker(BrokerAdapter):
             elif p.tp_price is not None and (price >= p.tp_price if long
                                              else price <= p.tp_price):
                 reason, fee_rate = "tp", self.maker_fee
+            elif p.position_id in self._reducing:
+                places = _places(price)
+                price = (round_down(price * (1 - self.slippage), places) if long
+                         else round_up(price * (1 + self.slippage), places))
+                self._exit_part(p, self._reducing.pop(p.position_id), price)
+                continue
             else:
                 if p.trail is not None:
                     self._trail(p, price)
@@ -302,12 +345,27 @@ class PaperBroker(BrokerAdapter):
         self.fees_paid += fee
         del self.positions[p.position_id]
         self._armed[p.symbol].pop(p.position_id, None)
+        self._reducing.pop(p.position_id, None)
         self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
                                  position_id=p.position_id, profile_id=p.profile_id,
                                  fill_id=self.new_id("fill"), qty=p.qty, price=price,
                                  fee=fee, reason=reason))
-        if p.order_id is not None and p.order_id in self.working:
-            self.cancel_order(p.order_id, reason="position closed")
+        for w in list(self._book.get(p.symbol, {}).values()):  # its entry, its scale-ins
+            if w.order.position_id == p.position_id:
+                self.cancel_order(w.order.order_id, reason="position closed")
+
+    def _exit_part(self, p: BrokerPosition, qty: Decimal, price: Decimal) -> None:
+        """A partial exit at market (`reduce_position`): the rest stays open with its
+        stops."""
+        fee = round_up(qty * price * self.taker_fee, self.money_places)
+        pnl = (price - p.entry_price) * qty
+        self.cash += (pnl if p.side == "BUY" else -pnl) - fee
+        self.fees_paid += fee
+        self._put(msgspec.structs.replace(p, qty=p.qty - qty, exited_qty=p.exited_qty + qty))
+        self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
+                                 position_id=p.position_id, profile_id=p.profile_id,
+                                 fill_id=self.new_id("fill"), qty=qty, price=price,
+                                 fee=fee, reason="manual"))
 
     def _work_orders(self, tick) -> None:
         book = self._book.get(tick.symbol)
@@ -384,9 +442,11 @@ class PaperBroker(BrokerAdapter):
                                      sl_price=o.sl_price, order_id=o.order_id,
                                      trail=o.trail))
         else:
-            self._put(msgspec.structs.replace(
+            self._put(msgspec.structs.replace(  # a scale-in's own stops replace the old
                 p, qty=p.qty + qty,
-                entry_price=(p.entry_price * p.qty + price * qty) / (p.qty + qty)))
+                entry_price=(p.entry_price * p.qty + price * qty) / (p.qty + qty),
+                tp_price=p.tp_price if o.tp_price is None else o.tp_price,
+                sl_price=p.sl_price if o.sl_price is None else o.sl_price))
         self.emit(EntryFilled(account_id=self.account_id, ts=self.clock.now(),
                               order_id=o.order_id, profile_id=o.profile_id,
                               position_id=o.position_id, fill_id=self.new_id("fill"),

@@ -40,6 +40,8 @@ OP_SAMPLES: dict[str, dict[str, str]] = {
     "signal.submit": {"qty": '"0.01"'},
     "order.submit": {"type": "LIMIT", "price": '"60000"', "qty": '"0.001"'},
     "position.set_stops": {"trail_pct": '"1.5"'},
+    "order.amend": {"price": '"59000"'},
+    "position.reduce": {"fraction": '"0.5"'},
 }
 #: what an op's example needs besides a fresh server
 NOTES: dict[str, str] = {
@@ -47,8 +49,10 @@ NOTES: dict[str, str] = {
     "allocation.release": "a reservation_id from allocation.reserve",
     "order.cancel": "an order_id from order.submit (a working order)",
     "order.get": "an order_id from order.submit",
+    "order.amend": "an order_id from order.submit (a working LIMIT, STOP or STOP_LIMIT)",
     "position.close": "a position_id from position.list (an open position)",
     "position.set_stops": "a position_id from position.list (an open position)",
+    "position.reduce": "a position_id from position.list (an open position)",
 }
 
 

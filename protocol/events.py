@@ -20,6 +20,7 @@ from loguru import logger
 
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
+from capflow.actors.model.amend import OrderAmended
 from capflow.actors.model.messages import wire_name
 from capflow.actors.model.stop_messages import PositionStopsChanged, TrailMoved
 from capflow.actors.model.ticks import Tick
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 _TOPIC = {
     m.CapitalReserved: "reservation", m.ReservationReleased: "reservation",
     m.ReservationExpired: "reservation", m.OrderCapitalReserved: "order",
-    m.OrderCapitalReleased: "order", m.OrderTriggered: "order", m.OrderFilled: "fill",
+    m.OrderCapitalReleased: "order", m.OrderTriggered: "order", OrderAmended: "order",
+    m.OrderFilled: "fill",
     m.PositionReduced: "fill",
     m.PositionClosed: "position", m.PositionCloseRequested: "position",
     PositionStopsChanged: "position", TrailMoved: "position",

@@ -73,11 +73,21 @@ class OrderSubmitArgs(Args, frozen=True):
     trail_amount: Amount | None = None
     trail_pct: Amount | None = None
     trail_activation: Amount | None = None
+    #: add to this open position (scale-in) instead of opening a new one
+    position_id: Id | None = None
 
 
 class OrderRefArgs(Args, frozen=True):
     profile_id: Id
     order_id: Id
+
+
+class OrderAmendArgs(Args, frozen=True):
+    profile_id: Id
+    order_id: Id
+    qty: Amount | None = None
+    price: Amount | None = None
+    trigger_price: Amount | None = None
 
 
 class ListArgs(Args, frozen=True):
@@ -103,6 +113,13 @@ class PositionSetStopsArgs(Args, frozen=True):
     trail_pct: Amount | None = None
     trail_activation: Amount | None = None
     clear: Annotated[list[Literal["tp", "sl", "trail"]], Meta(max_length=3)] = []
+
+
+class PositionReduceArgs(Args, frozen=True):
+    profile_id: Id
+    position_id: Id
+    qty: Amount | None = None
+    fraction: Amount | None = None
 
 
 class StatsArgs(Args, frozen=True):
@@ -152,7 +169,8 @@ def op_order_submit(ctx: OpContext, a: OrderSubmitArgs, caller: Caller, done: Do
                          reservation_id=a.reservation_id, trigger_price=a.trigger_price,
                          time_in_force=a.time_in_force, expire_at=a.expire_at,
                          trail_amount=a.trail_amount, trail_pct=a.trail_pct,
-                         trail_activation=a.trail_activation, callback=answered)
+                         trail_activation=a.trail_activation, position_id=a.position_id,
+                         callback=answered)
 
 
 def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:
@@ -160,6 +178,14 @@ def op_order_cancel(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done)
     trading = ctx.system.trading
     ctx.run_blocking(lambda: order_map(a.profile_id,
                                        trading.cancel_order(a.profile_id, a.order_id)), done)
+
+
+def op_order_amend(ctx: OpContext, a: OrderAmendArgs, caller: Caller, done: Done) -> None:
+    caller.check(a.profile_id)
+    trading = ctx.system.trading
+    ctx.run_blocking(lambda: order_map(a.profile_id, trading.amend_order(
+        a.profile_id, a.order_id, qty=a.qty, price=a.price, trigger_price=a.trigger_price)),
+        done)
 
 
 def op_order_get(ctx: OpContext, a: OrderRefArgs, caller: Caller, done: Done) -> None:
@@ -222,6 +248,19 @@ def op_position_set_stops(ctx: OpContext, a: PositionSetStopsArgs, caller: Calle
     ctx.run_blocking(work, done)
 
 
+def op_position_reduce(ctx: OpContext, a: PositionReduceArgs, caller: Caller,
+                       done: Done) -> None:
+    caller.check(a.profile_id)
+
+    def work():
+        p, qty, closing = ctx.system.trading.reduce_position(
+            a.profile_id, a.position_id, qty=a.qty, fraction=a.fraction)
+        return {**position_map(a.profile_id, p), "reduce_qty": qty,
+                "close_requested": closing}
+
+    ctx.run_blocking(work, done)
+
+
 def op_stats(ctx: OpContext, a: StatsArgs, caller: Caller, done: Done) -> None:
     if a.profile_id is not None:
         caller.check(a.profile_id)
@@ -244,11 +283,13 @@ def op_price(ctx: OpContext, a: PriceArgs, caller: Caller, done: Done) -> None:
 TRADING_OPS: OpTable = {
     "signal.submit": (SignalArgs, op_signal),
     "order.submit": (OrderSubmitArgs, op_order_submit),
+    "order.amend": (OrderAmendArgs, op_order_amend),
     "order.cancel": (OrderRefArgs, op_order_cancel),
     "order.get": (OrderRefArgs, op_order_get),
     "order.list": (ListArgs, op_order_list),
     "position.list": (ListArgs, op_position_list),
     "position.set_stops": (PositionSetStopsArgs, op_position_set_stops),
+    "position.reduce": (PositionReduceArgs, op_position_reduce),
     "position.close": (PositionCloseArgs, op_position_close),
     "stats.get": (StatsArgs, op_stats),
     "market.price": (PriceArgs, op_price),

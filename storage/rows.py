@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from capflow.actors.model.amend import OrderAmended
 from capflow.actors.model.ledger import Ledger
 from capflow.actors.model.messages import (
     CapitalDeposited,
@@ -68,7 +69,7 @@ def rows_for(events: Iterable[Event]) -> list[Op]:
             ops.append(("insert", "fills", _with(pid, e.fill)))
             ops.append(("upsert", "orders", _with(pid, e.order)))
             ops.append(("upsert", "positions", _with(pid, e.position)))
-        elif isinstance(e, OrderCapitalReleased | OrderTriggered):
+        elif isinstance(e, OrderCapitalReleased | OrderTriggered | OrderAmended):
             ops.append(("upsert", "orders", _with(pid, e.order)))
         elif isinstance(e, PositionCloseRequested | PositionStopsChanged | TrailMoved):
             ops.append(("upsert", "positions", _with(pid, e.position)))

@@ -26,6 +26,7 @@ from msgspec.structs import replace
 
 from capflow.actors.model import messages as m
 from capflow.actors.model.allocation import CapitalPicture, Decision, exposure_by_symbol
+from capflow.actors.model.amend import LedgerAmend
 from capflow.actors.model.errors import Conflict, Denial, InvalidArgument, NotFound
 from capflow.actors.model.ledger_risk import LedgerRisk
 from capflow.actors.model.ledger_signals import LedgerSignals
@@ -59,7 +60,7 @@ from capflow.actors.model.protections import CLOSES_KEPT, Close
 from capflow.actors.model.risk import BreakerState, RiskGate
 
 
-class Ledger(LedgerRisk, LedgerSignals, LedgerTrading):
+class Ledger(LedgerRisk, LedgerSignals, LedgerTrading, LedgerAmend):
     """The capital of one trading profile. Not thread-safe: one owner (its actor)."""
 
     def __init__(self, profile_id: str, currency: str, places: int, *,

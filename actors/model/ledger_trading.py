@@ -45,6 +45,7 @@ from capflow.actors.model.orders import (
 from capflow.actors.model.outcome import Outcome, check_text
 from capflow.actors.model.protections import Close
 from capflow.actors.model.risk import Proposal
+from capflow.actors.model.scale_in import check_target, is_scale_in
 
 #: how many ended orders a ledger keeps for late fills
 ENDED_KEPT = 512
@@ -90,6 +91,9 @@ class LedgerTrading:
                            {"order_id": spec.order_id})
         if refusal is not None:
             return refusal
+        if is_scale_in(spec):  # adds to an open position of this profile (scale_in.py)
+            check_target(self.positions.get(spec.position_id), spec.position_id,
+                         spec.symbol, spec.side)
         if beyond:
             return self._short(value)
         price = spec.price or spec.ref_price or value / spec.qty
@@ -176,6 +180,9 @@ class LedgerTrading:
         if fq >= q:
             raise InvalidArgument("fee_qty", f"fee_qty {fq} is not below the fill's {q}")
         p = self.positions.get(position_id)
+        if p is None and is_scale_in(o):  # never reopen a closed position's row
+            raise Conflict(f"position {position_id!r} that order {order_id!r} adds to is "
+                           "not open", {"position_id": position_id, "status": "CLOSED"})
         if p is not None and (p.symbol, p.side) != (o.symbol, o.side):
             raise Conflict(f"position {position_id!r} is {p.side} {p.symbol}",
                            {"position_id": position_id})
@@ -225,6 +232,8 @@ class LedgerTrading:
                                 trail_activation=o.trail_activation)
         else:
             p = replace(p, qty_open=p.qty_open + kept, qty_total=p.qty_total + kept,
+                        tp_price=p.tp_price if o.tp_price is None else o.tp_price,
+                        sl_price=p.sl_price if o.sl_price is None else o.sl_price,
                         entry_notional=p.entry_notional + held,
                         reserved=p.reserved + held, fees=p.fees + f,
                         entry_price=weighted_price(p.entry_price, p.qty_total, px, kept))

@@ -20,7 +20,7 @@ JOURNAL_AND_PROFILE_TOPICS = {
     "ReservationExpired", "OrderCapitalReserved", "OrderFilled", "OrderCapitalReleased",
     "PositionReduced", "PositionClosed", "PositionCloseRequested", "SignalRecorded",
     "TradingStateChanged", "BreakerTripped", "BreakerReset", "LedgerMismatchDetected",
-    "OrderTriggered", "PositionStopsChanged", "TrailMoved",
+    "OrderTriggered", "PositionStopsChanged", "TrailMoved", "OrderAmended",
 }
 BROKER_TOPIC = {
     "Connected", "ConnectionFailed", "Disconnected", "OrderAccepted", "OrderFilled",

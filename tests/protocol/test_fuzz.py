@@ -317,6 +317,7 @@ PLAUSIBLE = {
     "tp_price": st.sampled_from([None, "70000", "1"]),
     "sl_price": st.sampled_from([None, "60000", "99999"]),
     "qty": st.sampled_from(["0.01", 1, "0.0000001", "0"]),
+    "fraction": st.sampled_from([None, "0.5", "1", "0", "2", 1e-9]),
     "notional": st.sampled_from([None, "100", "1e9"]),
     "timestamp": st.sampled_from(["2026-11-21T10:00:00+00:00", 1763719200, "yesterday"]),
     "signal_id": st.sampled_from(["s-1", "s-2"]) | st.uuids().map(str),
