@@ -93,23 +93,25 @@ def _ledger_with_a_trailed_long():
     now = datetime(2026, 1, 5, tzinfo=UTC)
     led = Ledger("p", "USDT", 2)
     led.deposit("10000", "init", now)
-    spec = OrderSpec(order_id="o1", position_id="pos1", symbol="SOLUSDT", side="BUY",
+    # the ids an entry gets: its position's is its order's with pos_ for ord_ (an order
+    # whose position id is another's adds to that position: a scale-in)
+    spec = OrderSpec(order_id="ord_1", position_id="pos_1", symbol="SOLUSDT", side="BUY",
                      qty=D("10"), trail_amount=D("2"))
     led.open_order(spec, "1500", now)
-    led.fill_entry("f1", "o1", "pos1", "10", "100", "0", now)
+    led.fill_entry("f1", "ord_1", "pos_1", "10", "100", "0", now)
     return led, now
 
 
 def test_a_move_of_a_trail_that_was_replaced_meanwhile_is_left_out():
     led, now = _ledger_with_a_trailed_long()
     old = advance("BUY", parse_trail(amount="2"), D("104"))
-    moved = move_trail(led, MoveTrail(position_id="pos1", trail=old), now)
+    moved = move_trail(led, MoveTrail(position_id="pos_1", trail=old), now)
     assert (moved.result.trail_best, moved.result.trail_stop) == (D("104"), D("102"))
-    assert move_trail(led, MoveTrail(position_id="pos1", trail=old), now).reused
+    assert move_trail(led, MoveTrail(position_id="pos_1", trail=old), now).reused
     # the trail is replaced by hand while the broker reports a move of the old one
-    set_stops(led, SetStops(position_id="pos1", trail=parse_trail(pct="1")), now)
+    set_stops(led, SetStops(position_id="pos_1", trail=parse_trail(pct="1")), now)
     later = advance("BUY", old, D("106"))
-    assert move_trail(led, MoveTrail(position_id="pos1", trail=later), now).reused
-    p = led.positions["pos1"]
+    assert move_trail(led, MoveTrail(position_id="pos_1", trail=later), now).reused
+    p = led.positions["pos_1"]
     assert (p.trail_amount, p.trail_pct, p.trail_best, p.trail_stop) == (
         None, D("1"), None, None)
