@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC
 from decimal import Decimal
 from queue import SimpleQueue
@@ -62,7 +62,6 @@ from capflow.actors.model.errors import (
 )
 from capflow.actors.model.limits import AccountRiskLimits
 from capflow.actors.model.order_types import EXPIRED
-from capflow.actors.model.scale_in import is_scale_in
 from capflow.actors.model.stop_messages import MoveTrail
 from capflow.actors.reply import Reply
 from capflow.brokers.base import BrokerAdapter
@@ -484,21 +483,3 @@ _HANDLERS = {
     Reduce: account_amend.reduce,
     GetAccount: account_reconcile.get_account,
 }
-
-
-def new_order_listener(account_id: str, ref: pykka.ActorRef
-                       ) -> Callable[[Sequence[m.Event]], None]:
-    """A bus listener that sends the account's newly recorded orders to its manager, and
-    tells it of the positions (and never-filled entry orders) that end."""
-
-    def listener(events: Sequence[m.Event]) -> None:
-        for e in events:
-            if isinstance(e, m.OrderCapitalReserved) and e.order.account_id == account_id:
-                ref.tell((Place(e.profile_id, e.order), Reply()))
-            elif isinstance(e, m.PositionClosed) and e.position.account_id == account_id:
-                ref.tell((FreeSlot(e.position.position_id), Reply()))
-            elif (isinstance(e, m.OrderCapitalReleased) and e.order.filled_qty == 0
-                  and e.order.account_id == account_id and not is_scale_in(e.order)):
-                ref.tell((FreeSlot(e.order.position_id or e.order.order_id), Reply()))
-
-    return listener

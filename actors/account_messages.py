@@ -1,15 +1,19 @@
 """The messages an `AccountManagerActor` (`actors.account`) handles. Each travels in its
 mailbox with a `Reply`, as ``(message, reply)``; the manager answers every one of them.
+`new_order_listener` sends it those the ledgers' events call for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from capflow.actors.model import messages as m
+from capflow.actors.model.scale_in import is_scale_in
+from capflow.actors.reply import Reply
 
 
 class Place(msgspec.Struct, frozen=True):
@@ -157,3 +161,21 @@ class Reconcile(msgspec.Struct, frozen=True):
 
 class GetAccount(msgspec.Struct, frozen=True):
     """What `account.get` shows: connection, balances, last reconcile, data age."""
+
+
+def new_order_listener(account_id: str, ref
+                       ) -> Callable[[Sequence[m.Event]], None]:
+    """A bus listener that sends the account's newly recorded orders to its manager, and
+    tells it of the positions (and never-filled entry orders) that end."""
+
+    def listener(events: Sequence[m.Event]) -> None:
+        for e in events:
+            if isinstance(e, m.OrderCapitalReserved) and e.order.account_id == account_id:
+                ref.tell((Place(e.profile_id, e.order), Reply()))
+            elif isinstance(e, m.PositionClosed) and e.position.account_id == account_id:
+                ref.tell((FreeSlot(e.position.position_id), Reply()))
+            elif (isinstance(e, m.OrderCapitalReleased) and e.order.filled_qty == 0
+                  and e.order.account_id == account_id and not is_scale_in(e.order)):
+                ref.tell((FreeSlot(e.order.position_id or e.order.order_id), Reply()))
+
+    return listener

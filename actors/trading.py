@@ -25,8 +25,14 @@ import msgspec
 from loguru import logger
 
 from capflow.actors import trading_stops
-from capflow.actors.account import new_order_listener
-from capflow.actors.account_messages import Cancel, Close, Reconcile, Restore, Ticks
+from capflow.actors.account_messages import (
+    Cancel,
+    Close,
+    Reconcile,
+    Restore,
+    Ticks,
+    new_order_listener,
+)
 from capflow.actors.accounts import Accounts, Submit
 from capflow.actors.alerts import CRITICAL, WARNING, Alert, raise_alert
 from capflow.actors.audit_log import SignalAuditLog
