@@ -113,23 +113,12 @@ class BitgetVenue(BybitVenue):
         return client
 
     # -- answering ---------------------------------------------------------------------
-    def answer(self, rec: Recorded) -> tuple[int, dict | None]:
-        route = ROUTES.get((rec.method, rec.path))
-        if route is None:
-            return 404, None
-        private, handler = route
-        try:
-            if private:
-                self._authenticate(rec)
-            params = rec.body if rec.method == "POST" else rec.query
-            if not isinstance(params, dict):
-                raise VenueError(10001, "the body is not a JSON object")
-            with self.lock:
-                result = handler(self, params)
-        except VenueError as exc:
-            answer = self.envelope(exc.ret_code, exc.ret_msg, None)
-            return (429 if answer["code"] == "429" else 400), answer
-        return 200, self.envelope(0, "success", result)
+    OK = "success"
+
+    def refusal(self, exc: VenueError) -> tuple[int, dict]:
+        """Bitget answers a refusal with an HTTP error status and its code."""
+        answer = self.envelope(exc.ret_code, exc.ret_msg, None)
+        return (429 if answer["code"] == "429" else 400), answer
 
     def envelope(self, code: int, msg: str, result) -> dict:
         if code == 0:
@@ -279,3 +268,5 @@ ROUTES = {
     ("GET", "/api/v2/spot/trade/history-orders"): (True, BitgetVenue._history),
     ("GET", "/api/v2/spot/trade/fills"): (True, BitgetVenue._fills),
 }
+
+BitgetVenue.routes = ROUTES

@@ -89,7 +89,7 @@ from .bybit_book import (
     VenueError,
     default_instruments,
 )
-from .bybit_http import FAULT_KINDS, Fault, Handler, Recorded
+from .bybit_http import FAULT_KINDS, Fault, Handler, Recorded, matching, since, spot_only
 from .bybit_shapes import (
     coin_rows,
     execution_row,
@@ -310,7 +310,7 @@ class BybitVenue:
     # -- answering ---------------------------------------------------------------------
     def answer(self, rec: Recorded) -> tuple[int, dict | None]:
         """The result of one request: (HTTP status, JSON answer or None for 404)."""
-        route = ROUTES.get((rec.method, rec.path))
+        route = self.routes.get((rec.method, rec.path))
         if route is None:
             return 404, None
         private, handler = route
@@ -323,8 +323,16 @@ class BybitVenue:
             with self.lock:
                 result = handler(self, params)
         except VenueError as exc:
-            return 200, self.envelope(exc.ret_code, exc.ret_msg, {})
-        return 200, self.envelope(0, "OK", result)
+            return self.refusal(exc)
+        return 200, self.envelope(0, self.OK, result)
+
+    #: the message of a success; a refusal's HTTP status and answer (Bybit: 200 with its
+    #: retCode); what serves each (method, path): (signed?, handler)
+    OK = "OK"
+    routes: dict = {}
+
+    def refusal(self, exc: VenueError) -> tuple[int, dict]:
+        return 200, self.envelope(exc.ret_code, exc.ret_msg, {})
 
     def envelope(self, code: int, msg: str, result) -> dict:
         return {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {},
@@ -362,13 +370,13 @@ class BybitVenue:
         return {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
 
     def _instruments(self, params):
-        _spot(params)
+        spot_only(params)
         rows = [instrument_row(i) for i in self.book.instruments.values()
                 if params.get("symbol") in (None, i.symbol)]
         return {"category": "spot", "list": rows, "nextPageCursor": ""}
 
     def _tickers(self, params):
-        _spot(params)
+        spot_only(params)
         quotes = self._frozen if self._frozen is not None else self.book.quotes
         symbol = params.get("symbol")
         if symbol is not None and symbol not in self.book.instruments:
@@ -408,7 +416,7 @@ class BybitVenue:
         return {"orderId": order.order_id, "orderLinkId": order.link_id}
 
     def _cancel(self, params):
-        _spot(params)
+        spot_only(params)
         order = self._lookup(params)
         if order is None or order.symbol != params.get("symbol"):
             raise VenueError(170213, "Order does not exist.")
@@ -422,7 +430,7 @@ class BybitVenue:
         return self.book.find(order_id, link)
 
     def _realtime(self, params):
-        _spot(params)
+        spot_only(params)
         if params.get("orderFilter", "Order") != "Order":
             return {"category": "spot", "list": [], "nextPageCursor": ""}
         if params.get("orderId") or params.get("orderLinkId"):
@@ -431,28 +439,28 @@ class BybitVenue:
             orders = [found] if found is not None else []
         else:
             orders = [o for o in self.book.orders.values() if o.is_open]
-        return self._page(params, _matching(orders, params), 20, 50, order_row)
+        return self._page(params, matching(orders, params), 20, 50, order_row)
 
     def _history(self, params):
-        _spot(params)
+        spot_only(params)
         if params.get("orderId") or params.get("orderLinkId"):
             found = self._lookup(params)
             orders = [found] if found is not None else []
         else:
             orders = [o for o in self.book.orders.values() if not o.is_open]
         status = params.get("orderStatus")
-        orders = [o for o in _matching(orders, params) if status in (None, o.status)]
-        return self._page(params, _since(orders, params, lambda o: o.created), 20, 50,
+        orders = [o for o in matching(orders, params) if status in (None, o.status)]
+        return self._page(params, since(orders, params, lambda o: o.created), 20, 50,
                           order_row)
 
     def _executions(self, params):
-        _spot(params)
+        spot_only(params)
         execs = [e for e in self.book.executions
                  if params.get("symbol") in (None, e.order.symbol)
                  and params.get("orderId") in (None, e.order.order_id)
                  and params.get("orderLinkId") in (None, e.order.link_id)
                  and params.get("execType") in (None, "Trade")]
-        return self._page(params, _since(execs, params, lambda e: e.time), 50, 100,
+        return self._page(params, since(execs, params, lambda e: e.time), 50, 100,
                           execution_row)
 
     def _page(self, params, items: list, default: int, most: int, row) -> dict:
@@ -467,25 +475,6 @@ class BybitVenue:
         more = start + limit < len(items)
         return {"category": "spot", "list": [row(x) for x in page],
                 "nextPageCursor": str(start + limit) if more else ""}
-
-
-def _spot(params):
-    if params.get("category") != "spot":
-        raise VenueError(10001, "This emulator serves category=spot only.")
-
-
-def _matching(orders: list[Order], params) -> list[Order]:
-    symbol = params.get("symbol")
-    return [o for o in orders if symbol in (None, o.symbol)]
-
-
-def _since(items: list, params, stamp) -> list:
-    try:
-        start = int(params.get("startTime", 0))
-        end = int(params.get("endTime", 2**62))
-    except ValueError:
-        raise VenueError(10001, "params error: startTime or endTime invalid") from None
-    return [x for x in items if start <= stamp(x) <= end]
 
 
 #: (method, path) -> (signed?, handler)
@@ -503,3 +492,5 @@ ROUTES = {
     ("GET", "/v5/order/history"): (True, BybitVenue._history),
     ("GET", "/v5/execution/list"): (True, BybitVenue._executions),
 }
+
+BybitVenue.routes = ROUTES

@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
+from .bybit_book import VenueError
+
 if TYPE_CHECKING:
     from .bybit import BybitVenue
 
@@ -120,3 +122,25 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+def spot_only(params):
+    """VenueError unless the request names category=spot."""
+    if params.get("category") != "spot":
+        raise VenueError(10001, "This emulator serves category=spot only.")
+
+
+def matching(orders: list, params) -> list:
+    """The orders of the symbol the request names (all without one)."""
+    symbol = params.get("symbol")
+    return [o for o in orders if symbol in (None, o.symbol)]
+
+
+def since(items: list, params, stamp) -> list:
+    """The items whose `stamp` is within the request's startTime..endTime (ms)."""
+    try:
+        start = int(params.get("startTime", 0))
+        end = int(params.get("endTime", 2**62))
+    except ValueError:
+        raise VenueError(10001, "params error: startTime or endTime invalid") from None
+    return [x for x in items if start <= stamp(x) <= end]
