@@ -15,7 +15,12 @@ from capflow.actors.model.messages import PositionCapital
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.order_types import VENUE_UNSUPPORTED_ORDER
 from capflow.actors.model.stop_messages import SetStops
-from capflow.actors.model.trailing import parse_trail, trail_of
+from capflow.actors.model.trailing import (
+    check_places,
+    check_trail_places,
+    parse_trail,
+    trail_of,
+)
 
 
 def unsupported_trail(account_id: str | None) -> Denial:
@@ -43,6 +48,9 @@ def set_stops(trading, profile_id: str, position_id: str, *, tp_price: Any = Non
     if p.account_id is None:
         raise Conflict(f"position {position_id!r} is not held at a broker: it has no "
                        "stops to move", {"position_id": position_id})
+    places = trading.price_places(p.account_id, p.symbol, p.entry_price)
+    check_places(places, tp_price=tp, sl_price=sl)
+    check_trail_places(trail, places)
     if trail is not None and not trading.accounts.supports_trailing(p.account_id):
         raise Denied(unsupported_trail(p.account_id))
     tick = trading.board.get(p.symbol)
