@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from capflow.actors.account_messages import Stops
-from capflow.actors.model.errors import Conflict, Denial, Denied, NotFound
+from capflow.actors.model.errors import Conflict, Denial, Denied, InvalidArgument, NotFound
 from capflow.actors.model.messages import PositionCapital
 from capflow.actors.model.money import parse_decimal
 from capflow.actors.model.order_types import VENUE_UNSUPPORTED_ORDER
@@ -32,10 +32,14 @@ def unsupported_trail(account_id: str | None) -> Denial:
 def set_stops(trading, profile_id: str, position_id: str, *, tp_price: Any = None,
               sl_price: Any = None, trail_amount: Any = None, trail_pct: Any = None,
               trail_activation: Any = None,
-              clear: list[str] | tuple[str, ...] = ()) -> PositionCapital:
+              clear: list[str] | tuple[str, ...] | None = ()) -> PositionCapital:
     """Blocking: set a position's stops (what is not given stays as it was; `clear`
     removes ``tp``, ``sl`` or ``trail``). The position as it is now; the same position,
     unchanged and without an event, when it already had these stops."""
+    if clear is None:
+        clear = ()
+    if not isinstance(clear, list | tuple):  # a str would be taken letter by letter
+        raise InvalidArgument("clear", "clear is a list of names: tp, sl, trail")
     tp = None if tp_price is None else parse_decimal(tp_price, "tp_price")
     sl = None if sl_price is None else parse_decimal(sl_price, "sl_price")
     trail = parse_trail(trail_amount, trail_pct, trail_activation)

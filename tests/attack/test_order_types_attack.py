@@ -3,6 +3,7 @@ position stops and protections, through the whole System."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -75,3 +76,67 @@ def test_an_odd_expire_at_is_invalid(start, clock, at):
     with pytest.raises(InvalidArgument):
         cf.submit_order("p", "g", "TESTUSDT", "BUY", "1", type="LIMIT", price="95",
                         time_in_force="GTD", expire_at=at)
+
+
+
+def test_set_stops_clear_takes_a_list_or_nothing(start, clock):
+    # the embedded API took clear="tp" letter by letter and clear=None as a TypeError
+    cf = start([("100.00", "100.20")] * 5)
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    o = cf.submit_order("p", "t", "TESTUSDT", "BUY", "1", sl_price="90", tp_price="110",
+                        trail_pct="5").result
+    step(cf, clock, 2)
+    with pytest.raises(InvalidArgument) as err:
+        cf.set_stops("p", o.position_id, clear="tp")
+    assert err.value.field == "clear" and "list" in str(err.value)
+    p = cf.set_stops("p", o.position_id, sl_price="95", clear=None)
+    assert (p.tp_price, p.sl_price, p.trail_pct) == (D("110"), D("95"), D("5"))
+    p = cf.set_stops("p", o.position_id, clear=("tp", "sl", "trail"))
+    assert (p.tp_price, p.sl_price, p.trail_pct, p.trail_stop) == (None, None, None, None)
+    step(cf, clock)
+    assert cf.trading.list_positions("p")[0][0].status == "OPEN"
+    _clean(cf)
+
+
+def test_a_stop_gapping_past_its_reserved_price_ends_and_releases_all(start, clock):
+    cf = start([("100.00", "100.20"), ("150.00", "150.20"), ("100.00", "100.20")])
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    o = cf.submit_order("p", "s", "TESTUSDT", "BUY", "2", type="STOP",
+                        trigger_price="101").result
+    step(cf, clock, 2)
+    e = cf.trading.get_order("p", o.order_id)
+    assert (e.status, e.filled_qty, e.reserved) == ("CANCELED", 0, 0)
+    assert "beyond the reserved price" in e.end_reason
+    assert cf.trading.list_positions("p")[0] == []
+    assert cf.ledger("p").reserved_for_orders == 0
+    _clean(cf)
+
+
+def test_fok_on_a_triggered_stop_without_the_liquidity_fills_nothing(start, clock):
+    cf = start([("100.00", "100.20", 1), ("100.00", "100.20", 5)])
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    first = cf.submit_order("p", "f", "TESTUSDT", "BUY", "3", time_in_force="FOK").result
+    stop = cf.submit_order("p", "f2", "TESTUSDT", "BUY", "3", type="STOP",
+                           trigger_price="100.1", time_in_force="FOK").result
+    step(cf, clock)  # 5 offered: the first takes 3, the stop's 3 do not fit in 2
+    ends = [cf.trading.get_order("p", x.order_id) for x in (first, stop)]
+    assert [(e.status, e.filled_qty, e.end_reason, e.reserved) for e in ends] == [
+        ("FILLED", 3, None, 0), ("CANCELED", 0, "fok_unfilled", 0)]
+    assert cf.ledger("p").reserved_for_orders == 0
+    _clean(cf)
+
+
+def test_a_gtd_order_expires_on_the_tick_of_its_time_even_if_it_could_fill(start, clock):
+    cf = start([("100.00", "100.20"), ("90.00", "90.20"), ("90.00", "90.20")])
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    at = clock.now() + timedelta(seconds=1)  # given as seconds since the epoch
+    o = cf.submit_order("p", "g", "TESTUSDT", "BUY", "1", type="LIMIT", price="95",
+                        time_in_force="GTD", expire_at=at.timestamp()).result
+    step(cf, clock)
+    e = cf.trading.get_order("p", o.order_id)
+    assert (e.status, e.end_reason, e.filled_qty, e.reserved) == ("EXPIRED", "expired", 0, 0)
+    _clean(cf)
