@@ -2,11 +2,13 @@
 clear its trailing stop (the blocking half of `Trading`, beside `close_position`).
 
 The ledger records the new stops first (stored, `PositionStopsChanged`), then the broker
-is told; a restart gives the broker what the ledger holds, so the two agree after one.
+is told, one call per position at a time, so the broker's last word is the ledger's; a
+restart gives the broker what the ledger holds, so the two agree after one.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from capflow.actors.account_messages import Stops
@@ -21,6 +23,11 @@ from capflow.actors.model.trailing import (
     parse_trail,
     trail_of,
 )
+
+#: one position's set_stops at a time, from the ledger's record to the broker's: two at
+#: once could reach the broker in the other order and leave it watching stops the ledger
+#: no longer holds (striped by position: a fixed number of locks, whatever the positions)
+_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
 def unsupported_trail(account_id: str | None) -> Denial:
@@ -61,14 +68,17 @@ def set_stops(trading, profile_id: str, position_id: str, *, tp_price: Any = Non
     cmd = SetStops(position_id=position_id, tp_price=tp, sl_price=sl, trail=trail,
                    clear=tuple(clear), bid=None if tick is None else tick.bid,
                    ask=None if tick is None else tick.ask, cause=position_id)
-    out = trading._call(profile_id, cmd)
-    p = out.result
-    if not out.reused:
-        try:
-            trading.accounts.ask(p.account_id, Stops(profile_id, position_id, p.tp_price,
-                                                     p.sl_price, trail_of(p)))
-        except NotFound:  # it exited in the meantime
-            raise Conflict(f"position {position_id!r} is no longer open at the broker",
-                           {"position_id": position_id, "status": "CLOSED"}) from None
+    with _LOCKS[hash((profile_id, position_id)) % len(_LOCKS)]:
+        out = trading._call(profile_id, cmd)
+        p = out.result
+        if not out.reused:
+            try:
+                trading.accounts.ask(p.account_id, Stops(profile_id, position_id,
+                                                         p.tp_price, p.sl_price,
+                                                         trail_of(p)))
+            except NotFound:  # it exited in the meantime
+                raise Conflict(f"position {position_id!r} is no longer open at the broker",
+                               {"position_id": position_id,
+                                "status": "CLOSED"}) from None
     return p
 

@@ -3,6 +3,7 @@ position stops and protections, through the whole System."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -139,4 +140,35 @@ def test_a_gtd_order_expires_on_the_tick_of_its_time_even_if_it_could_fill(start
     step(cf, clock)
     e = cf.trading.get_order("p", o.order_id)
     assert (e.status, e.end_reason, e.filled_qty, e.reserved) == ("EXPIRED", "expired", 0, 0)
+    _clean(cf)
+
+
+def test_concurrent_set_stops_leave_the_broker_on_the_ledgers_stops(start, clock):
+    # each call records its stops in the ledger, then tells the broker; two at once could
+    # tell the broker in the other order, and it watched a stop-loss the ledger had not
+    cf = start([("100.00", "100.20")] * 4)
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    o = cf.submit_order("p", "t", "TESTUSDT", "BUY", "1", sl_price="80").result
+    step(cf, clock, 2)
+    adapter = cf.accounts.managers["paper"].proxy().adapter.get()
+    diverged = []
+    for n in range(40):
+        go = threading.Barrier(4)
+
+        def move(sl, go=go):
+            go.wait()
+            cf.set_stops("p", o.position_id, sl_price=sl)
+
+        threads = [threading.Thread(target=move, args=(str(81 + n % 2 * 4 + k),))
+                   for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ledger = cf.trading.list_positions("p", status="OPEN")[0][0].sl_price
+        broker = adapter.positions[o.position_id].sl_price
+        if ledger != broker:
+            diverged.append((n, ledger, broker))
+    assert diverged == []
     _clean(cf)
