@@ -59,12 +59,15 @@ def set_stops(trading, profile_id: str, position_id: str, *, tp_price: Any = Non
     if p.account_id is None:
         raise Conflict(f"position {position_id!r} is not held at a broker: it has no "
                        "stops to move", {"position_id": position_id})
-    places = trading.price_places(p.account_id, p.symbol, p.entry_price)
-    check_places(places, tp_price=tp, sl_price=sl)
-    check_trail_places(trail, places)
     if trail is not None and not trading.accounts.supports_trailing(p.account_id):
         raise Denied(unsupported_trail(p.account_id))
     tick = trading.board.get(p.symbol)
+    # a symbol without configured places has those of its prices: its entry's and now's
+    entry = p.entry_price or p.entry_notional / p.qty_total  # (rows before entry_price)
+    places = max(trading.price_places(p.account_id, p.symbol, x) for x in (
+        entry, *(() if tick is None else (tick.bid, tick.ask))))
+    check_places(places, tp_price=tp, sl_price=sl)
+    check_trail_places(trail, places)
     cmd = SetStops(position_id=position_id, tp_price=tp, sl_price=sl, trail=trail,
                    clear=tuple(clear), bid=None if tick is None else tick.bid,
                    ask=None if tick is None else tick.ask, cause=position_id)
