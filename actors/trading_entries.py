@@ -46,7 +46,7 @@ from capflow.actors.model.risk import Check
 from capflow.actors.model.scale_in import check_target
 from capflow.actors.model.symbols import CLAIMED, REFUSED
 from capflow.actors.model.ticks import new_price_places
-from capflow.actors.model.trailing import order_trail, parse_trail
+from capflow.actors.model.trailing import check_trail_places, order_trail, parse_trail
 from capflow.actors.model.venue import apply_rule, price_to_tick
 from capflow.actors.reply import Reply, relay
 from capflow.actors.trading_stops import unsupported_trail
@@ -99,6 +99,15 @@ class EntryFlow:
             return spec.price_places, spec.qty_places
         # a symbol first seen at `price` gets the places the simulator gives it
         return new_price_places(price), 6
+
+    def price_places(self, account_id: str, symbol: str, price: Decimal) -> int:
+        """The decimals a price of `symbol` may have (the venue's tick where it has one)."""
+        places = self._places(symbol, price)[0]
+        rules = self.accounts.venue_rules(account_id)
+        rule = None if rules is None else rules.rule(symbol)
+        if rule is not None and not isinstance(rule, Denial):
+            places = max(places, _places_of(rule.price_tick))
+        return places
 
     def _fees(self, account_id: str) -> tuple[Decimal, Decimal]:
         s = self.config.brokers.accounts[account_id].settings
@@ -176,6 +185,7 @@ class EntryFlow:
             else:
                 venue = rule
                 price_places = max(price_places, _places_of(rule.price_tick))
+        check_trail_places(signal.trail, price_places)
         order_id = new_id("ord")
         return SignalPolicy(
             order_id=order_id, position_id=order_id.replace("ord_", "pos_", 1),
@@ -434,6 +444,7 @@ class EntryFlow:
                         Decimal(1).scaleb(-price_places)):
                     raise InvalidArgument(name, f"{name} has more than {price_places} "
                                                 f"decimal places for {symbol}")
+        check_trail_places(trail, price_places)
         self.accounts.require_connected(account)
         taker, maker = self._fees(account)
         places = self.accounts.places(account)

@@ -23,7 +23,8 @@ Fill rules (what a backtest of a strategy on it assumes):
   (``ioc_remainder``); FOK fills all on that tick or cancels all (``fok_unfilled``); GTD
   is canceled (``expired``) once the clock reaches its ``expire_at``, on a tick before
   it fills or on `step` (the account's timer), and at `restore` when it passed while
-  the server was down.
+  the server was down. An IOC restored with a fill has had its tick: its rest is
+  canceled at `restore`.
 - An order filled in pieces pays the fee it would pay in one: each fill is charged the
   rounded-up fee of everything filled so far, less what was charged before.
 - Each tick offers ``tick.liquidity`` on each side of a symbol, shared by the orders in
@@ -283,6 +284,9 @@ class PaperBroker(BrokerAdapter):
             p = self.positions.get(o.position_id)
             if p is not None:
                 self._put(msgspec.structs.replace(p, order_id=o.order_id))
+            if o.time_in_force == "IOC" and o.filled_qty > 0:
+                # it traded on its tick; the cancel of its rest was lost (a kill between)
+                self.cancel_order(o.order_id, reason=IOC_REMAINDER)
         self._expire()  # what expired while the server was down ends now
 
     # -- the market -------------------------------------------------------------------

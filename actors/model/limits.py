@@ -86,6 +86,9 @@ CHOICES = {"cooldown_after": ("any", "sl"), "sl_streak_scope": ("profile", "symb
            "sizing": ("refuse", "shrink")}
 #: the longest stop-loss streak counted (the ledger keeps its most recent closes)
 MAX_SL_STREAK = 100
+#: the longest cooldown, streak window and lock, in seconds (a year): a longer one would
+#: put its end past what a date can hold, and an entry's check could not be computed
+MAX_PROTECTION_S = Decimal(366 * 86400)
 
 
 def _check_protections(limits: RiskLimits) -> None:
@@ -97,6 +100,8 @@ def _check_protections(limits: RiskLimits) -> None:
         v = getattr(limits, name)
         if v is not None and (not v.is_finite() or v <= 0):
             raise ValueError(f"{name} must be a number greater than 0")
+        if v is not None and name != "min_qty" and v > MAX_PROTECTION_S:
+            raise ValueError(f"{name} must be at most {MAX_PROTECTION_S} (366 days)")
     n = limits.sl_streak_count
     if n is not None:
         if not 1 <= n <= MAX_SL_STREAK:

@@ -58,6 +58,21 @@ def parse_trail(amount: object = None, pct: object = None,
     return Trail(amount=a, pct=p, activation=act)
 
 
+def check_places(places: int, **prices: Decimal | None) -> None:
+    """Prices of a symbol (levels, a trail's distance and activation) have at most its
+    `places` decimals: a finer trail distance would round to no distance at all (a stop
+    at the best price, hit by the first tick that does not improve it)."""
+    unit = Decimal(1).scaleb(-places)
+    for name, value in prices.items():
+        if value is not None and value != value.quantize(unit):
+            raise InvalidArgument(name, f"{name} has more than {places} decimal places")
+
+
+def check_trail_places(trail: Trail | None, places: int) -> None:
+    if trail is not None:
+        check_places(places, trail_amount=trail.amount, trail_activation=trail.activation)
+
+
 def _places(price: Decimal) -> int:
     return max(0, -price.as_tuple().exponent)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from capflow.actors.model.limits import RiskLimits
 from capflow.actors.model.protections import Close, cooldown, protection_checks, sl_streak
 
@@ -50,3 +52,21 @@ def test_sl_streak_needs_its_count_within_the_window():
     # a close after `now` (a clock set back) is not counted
     assert [c.check for c in protection_checks(limits, within, "A", at(5))] == ["sl_streak"]
     assert protection_checks(limits, within, "A", at(5))[0].ok is True
+
+
+def test_a_protection_longer_than_a_year_is_refused_and_a_year_computes():
+    # cooldown_s = 1e12 put the cooldown's end past year 9999: every entry's check on a
+    # symbol that had closed raised OverflowError instead of answering
+    for name in ("cooldown_s", "sl_streak_window_s", "sl_streak_lock_s"):
+        fields = {"sl_streak_count": 1, "sl_streak_window_s": Decimal(60),
+                  "sl_streak_lock_s": Decimal(60), name: Decimal("1e12")}
+        with pytest.raises(ValueError, match=name):
+            RiskLimits(**fields)
+    year = Decimal(366 * 86400)
+    limits = RiskLimits(cooldown_s=year, sl_streak_count=1, sl_streak_window_s=year,
+                        sl_streak_lock_s=year)
+    closes = [Close("A", at(0), "sl")]
+    checks = protection_checks(limits, closes, "A", at(1))
+    assert [(c.check, c.ok, c.until) for c in checks] == [
+        ("cooldown", False, at(0) + timedelta(days=366)),
+        ("sl_streak", False, at(0) + timedelta(days=366))]

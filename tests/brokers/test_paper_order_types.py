@@ -193,3 +193,26 @@ def test_a_touched_stop_says_so_once_and_a_restored_touched_one_trades_at_once()
     assert [(e.qty, e.price) for e in events if isinstance(e, EntryFilled)] == [
         (D("3"), D("100.9"))]
     assert not [e for e in events if isinstance(e, OrderTriggered)]
+
+
+def test_a_restored_ioc_order_that_filled_in_part_is_not_worked_again():
+    """Killed between an IOC's fill and its remainder's cancel: the fill was booked, the
+    cancel was not. At the restart the remainder ends (``ioc_remainder``); it never
+    trades on a second tick."""
+    events: list = []
+    broker = PaperBroker("acct", AccountConfig(settings={"slippage_bps": "0"}),
+                         clock=ManualClock(T0), emit=events.append)
+    broker.init()
+    broker.start()
+    part = BrokerOrder(**{**{f: getattr(order(tif="IOC"), f)
+                             for f in BrokerOrder.__struct_fields__}, "filled_qty": D("1")})
+    fresh = BrokerOrder(**{**{f: getattr(order(tif="IOC"), f)
+                              for f in BrokerOrder.__struct_fields__}, "order_id": "o2",
+                           "position_id": "pos2"})
+    broker.restore([part, fresh], [])
+    broker.on_tick(Tick("BTCUSDT", 1, T0, D("99"), D("100"), D("99"), D("50")))
+    assert [(e.order_id, e.reason) for e in events if isinstance(e, OrderCanceled)] == [
+        ("o1", "ioc_remainder")]
+    assert [(e.order_id, e.qty) for e in events if isinstance(e, EntryFilled)] == [
+        ("o2", D("3"))]
+    assert broker.working == {}
