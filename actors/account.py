@@ -127,7 +127,8 @@ class AccountManagerActor(pykka.ThreadingActor):
         #: (`brokers.reconcile.BookedRows`); the replies waiting for its next report,
         #: and the differences last alerted on (`actors.account_reconcile`)
         self._rows = rows
-        self.reconcile_waiters: list[Reply] = []
+        #: (the adapter's request number, reply) of each account.reconcile waiting
+        self.reconcile_waiters: list[tuple[int, Reply]] = []
         self.reconcile_seen: tuple | None = None
         #: working entry orders: order id -> (profile id, unfilled quantity), and those
         #: already asked to cancel (each once)

@@ -33,20 +33,21 @@ def reconcile(mgr, msg: Reconcile, reply: Reply) -> Any:
             return False
         raise Conflict(f"broker account {mgr.account_id!r} is a paper account: it has no "
                        "venue to reconcile with", {"account_id": mgr.account_id})
-    if msg.wait:
-        if not adapter.connected:
-            raise Unavailable(f"broker account {mgr.account_id!r} is "
-                              f"{adapter.connection.state.lower()}: it cannot be reconciled",
-                              {"account_id": mgr.account_id,
-                               "state": adapter.connection.state})
-        mgr.reconcile_waiters.append(reply)
-    adapter.reconcile()
+    if msg.wait and not adapter.connected:
+        raise Unavailable(f"broker account {mgr.account_id!r} is "
+                          f"{adapter.connection.state.lower()}: it cannot be reconciled",
+                          {"account_id": mgr.account_id, "state": adapter.connection.state})
+    asked = adapter.reconcile()
+    if msg.wait:  # answered by the cut taken for this request, not one under way before
+        mgr.reconcile_waiters.append((asked or 0, reply))
     return LATER if msg.wait else True
 
 
 def reconciled(mgr, e: Reconciled) -> None:
     """On the manager's thread: a report arrived."""
-    waiters, mgr.reconcile_waiters = mgr.reconcile_waiters, []
+    waiters = [w for asked, w in mgr.reconcile_waiters if asked <= e.asked]
+    mgr.reconcile_waiters = [(asked, w) for asked, w in mgr.reconcile_waiters
+                             if asked > e.asked]
     if e.error is not None:
         for w in waiters:
             w.fail(Unavailable(f"reconciling {mgr.account_id!r} failed: {e.error}",

@@ -92,7 +92,7 @@ def _trade_symbols(b, live, coins) -> set[str]:
     return symbols
 
 
-def take_cut(b) -> None:
+def take_cut(b, asked: int = 0) -> None:
     """On the worker: take a cut and report it (`Reconciled` after `compare`, through the
     outbox: ``("cut", Cut | None, error)``)."""
     import ccxt
@@ -168,11 +168,12 @@ def take_cut(b) -> None:
                            str(exc)[:300])
         else:
             logger.exception("reconciling {}: reading the venue failed", b.account_id)
-        b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed"))
+        b.worker.post(("cut", None, f"{type(exc).__name__}: reading the venue failed",
+                       asked))
         return
     finally:
         b.worker.yielding = yielding
-    b.worker.post(("cut", cut, None))
+    b.worker.post(("cut", cut, None, asked))
 
 
 def _lock(client, locks: dict[str, Decimal], symbol: str, side: str, left: Decimal,
@@ -210,12 +211,13 @@ def _base(venue_symbol: str) -> str:
 # -- on the account manager's thread ------------------------------------------------------
 
 
-def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
+def compare(b, cut: Cut | None, error: str | None, asked: int = 0) -> Reconciled:
     """The report of a cut, against the adapter's positions and the stored fills; the
     fills capflow missed are emitted (booked) on the way."""
     now = b.clock.now()
     if cut is None:
-        return Reconciled(account_id=b.account_id, ts=now, report={}, error=error)
+        return Reconciled(account_id=b.account_id, ts=now, report={}, error=error,
+                          asked=asked)
     rows = b.rows
     # orders the adapter knows and the engine did not follow at the cut (restored, and
     # not yet looked up): the engine will; their coins are in flight
@@ -250,7 +252,7 @@ def compare(b, cut: Cut | None, error: str | None) -> Reconciled:
               "unknown_orders": cut.unknown_orders, "missed_fills": missed,
               "unknown_fills": unknown_fills, "in_flight": cut.in_flight,
               "differences": differences, "capital": max(cash, ZERO) + held}
-    return Reconciled(account_id=b.account_id, ts=now, report=report)
+    return Reconciled(account_id=b.account_id, ts=now, report=report, asked=asked)
 
 
 def _plain(t: dict) -> dict:

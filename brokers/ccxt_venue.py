@@ -128,6 +128,7 @@ class CcxtSpotBroker(BrokerAdapter):
         #: the worker's: reconcile only once the account manager restored what capflow
         #: holds (its first `reconcile` says so)
         self._ready = False
+        self._asked = 0  # reconcile() requests so far (the manager's thread)
         self._woken = False
         self.engine = Engine(self)
         self.feed = PriceFeed(self, self.settings.price_interval_s,
@@ -236,17 +237,19 @@ class CcxtSpotBroker(BrokerAdapter):
             self._next_reconcile = now + (every if every > 0 else float("inf"))
             take_cut(self)
 
-    def reconcile(self) -> None:
+    def reconcile(self) -> int:
         """Reconcile now, or at connect when not connected yet (the report comes as a
-        `Reconciled` event)."""
-        self.worker.call(self._reconcile_now)
+        `Reconciled` event, whose `asked` is the number this returns)."""
+        self._asked += 1
+        self.worker.call(self._reconcile_now, self._asked)
+        return self._asked
 
-    def _reconcile_now(self) -> None:
+    def _reconcile_now(self, asked: int = 0) -> None:
         self._ready = True
         if self.worker.polling:
             every = self.settings.reconcile_every_s
             self._next_reconcile = time.monotonic() + (every if every > 0 else float("inf"))
-            take_cut(self)
+            take_cut(self, asked)
 
     def known_client_ids(self) -> set[str]:
         """The client ids of the orders this thread knows are working."""
@@ -318,7 +321,7 @@ class CcxtSpotBroker(BrokerAdapter):
             self.coins = item[1]["coins"]
             self.answered_at = self.clock.now()
         elif kind == "cut":
-            report = compare(self, item[1], item[2])
+            report = compare(self, *item[1:])
             if item[1] is not None:
                 self.answered_at = self.clock.now()
                 self.coins = item[1].balances

@@ -42,6 +42,9 @@ class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     ts: datetime
     report: dict[str, Any]
     error: str | None = None
+    #: the `reconcile()` request whose cut this is (its number), 0 for a periodic one: a
+    #: cut taken before a request was made does not answer it
+    asked: int = 0
 
 
 class BookedRows(Protocol):

@@ -193,3 +193,37 @@ def test_a_key_revoked_while_running_is_a_lost_connection_that_alerts(
     [lost] = wait(lambda: [a for a in alerts if a.kind == "connection_lost"], 15)
     assert "key" in lost.reason
     assert cf.trading.accounts.status["live"].state != "CONNECTED"
+
+
+def test_a_reconcile_asked_while_another_is_under_way_answers_from_a_cut_of_its_own(
+        make_system, sqlite_url, bybit_venue, venue_keys):
+    """The first reconcile's cut is under way (its balance read held, then lost) when the
+    second is asked, after the venue's balance changed: the second is answered by a cut
+    taken after it was asked, never by the first's report or failure."""
+    import threading
+
+    from capflow.actors.model.errors import Unavailable
+
+    venue = bybit_venue
+    cf = connected(make_system(sqlite_url, simulator={"symbols": {}},
+                               brokers=live_brokers(venue, reconcile_every_s=0)))
+    status = cf.trading.accounts.status["live"]
+    wait(lambda: status.last_reconcile is not None)
+    venue.fault("/v5/account/wallet-balance", "lose", delay=0.8)
+    seen = len(venue.requests("/v5/account/wallet-balance"))
+    first = {}
+
+    def ask_first():
+        try:
+            first["report"] = cf.account_reconcile("live")
+        except Unavailable as exc:
+            first["error"] = exc
+
+    t = threading.Thread(target=ask_first)
+    t.start()
+    wait(lambda: len(venue.requests("/v5/account/wallet-balance")) > seen)  # under way
+    venue.set_balance("ETH", "2")  # coins capflow holds no position in
+    report = cf.account_reconcile("live")
+    t.join(30)
+    assert "error" in first  # the first cut's balance read was lost
+    assert report["differences"] == 1, report
