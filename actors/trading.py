@@ -270,20 +270,31 @@ class Trading(EntryFlow, AmendFlow):
             raise Conflict(f"order {order_id!r} is {o.status if o else 'gone'}",
                            {"order_id": order_id}) from None
 
+    def open_at_broker(self, profile_id: str, position_id: str, otherwise: str, *,
+                       closing: bool = False):
+        """The stored position, open and held at a broker account, else `NotFound` or
+        `Conflict` (`details.status`; `otherwise` says what to do with a position no
+        broker holds). With `closing`, one whose close was asked for is ``CLOSING``."""
+        p = self._store().get_position(profile_id, position_id)
+        if p is None:
+            raise NotFound("position", position_id)
+        status = p.status
+        if closing and status == "OPEN" and p.close_requested is not None:
+            status = "CLOSING"
+        if status != "OPEN":
+            raise Conflict(f"position {position_id!r} is {status}",
+                           {"position_id": position_id, "status": status})
+        if p.account_id is None:
+            raise Conflict(f"position {position_id!r} is not held at a broker: {otherwise}",
+                           {"position_id": position_id})
+        return p
+
     def close_position(self, profile_id: str, position_id: str, reason: str = "manual"):
         """Blocking: ask the broker to close a position at market. The exit is booked
         when it fills (the next tick for the paper broker)."""
         if reason not in CLOSE_REASONS:
             reason = "manual"
-        p = self._store().get_position(profile_id, position_id)
-        if p is None:
-            raise NotFound("position", position_id)
-        if p.status != "OPEN":
-            raise Conflict(f"position {position_id!r} is {p.status}",
-                           {"position_id": position_id, "status": p.status})
-        if p.account_id is None:
-            raise Conflict(f"position {position_id!r} is not held at a broker: close it "
-                           "with an exit fill", {"position_id": position_id})
+        self.open_at_broker(profile_id, position_id, "close it with an exit fill")
         # recorded first: a restart before the exit fills asks the broker again
         p = self._call(profile_id, m.RequestClose(position_id=position_id,
                                                   reason=reason)).result

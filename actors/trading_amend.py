@@ -25,7 +25,7 @@ from capflow.actors.model.amend import (
     check_qty,
     reservation_for,
 )
-from capflow.actors.model.errors import Conflict, Denial, InvalidArgument, NotFound
+from capflow.actors.model.errors import Denial, InvalidArgument, NotFound
 from capflow.actors.model.money import parse_decimal, round_down
 from capflow.actors.model.order_types import check_order_fields
 from capflow.actors.model.orders import check_protection
@@ -82,16 +82,8 @@ class AmendFlow:
         the exit is booked when it fills (the next tick for the paper broker)."""
         if (qty is None) == (fraction is None):
             raise InvalidArgument("qty", "give qty or fraction (one of them)")
-        p = self._store().get_position(profile_id, position_id)
-        if p is None:
-            raise NotFound("position", position_id)
-        if p.status != "OPEN" or p.close_requested is not None:
-            status = p.status if p.status != "OPEN" else "CLOSING"
-            raise Conflict(f"position {position_id!r} is {status}",
-                           {"position_id": position_id, "status": status})
-        if p.account_id is None:
-            raise Conflict(f"position {position_id!r} is not held at a broker: reduce it "
-                           "with an exit fill", {"position_id": position_id})
+        p = self.open_at_broker(profile_id, position_id, "reduce it with an exit fill",
+                                closing=True)
         if fraction is not None:
             f = parse_decimal(fraction, "fraction")
             if f > 1:

@@ -50,15 +50,7 @@ def set_stops(trading, profile_id: str, position_id: str, *, tp_price: Any = Non
     tp = None if tp_price is None else parse_decimal(tp_price, "tp_price")
     sl = None if sl_price is None else parse_decimal(sl_price, "sl_price")
     trail = parse_trail(trail_amount, trail_pct, trail_activation)
-    p = trading._store().get_position(profile_id, position_id)
-    if p is None:
-        raise NotFound("position", position_id)
-    if p.status != "OPEN":
-        raise Conflict(f"position {position_id!r} is {p.status}",
-                       {"position_id": position_id, "status": p.status})
-    if p.account_id is None:
-        raise Conflict(f"position {position_id!r} is not held at a broker: it has no "
-                       "stops to move", {"position_id": position_id})
+    p = trading.open_at_broker(profile_id, position_id, "it has no stops to move")
     if trail is not None and not trading.accounts.supports_trailing(p.account_id):
         raise Denied(unsupported_trail(p.account_id))
     tick = trading.board.get(p.symbol)
