@@ -220,7 +220,7 @@ class AccountManagerActor(pykka.ThreadingActor):
 
     def _stops(self, msg: Stops, reply: Reply) -> Any:
         a = self.adapter
-        trail = {"trail": msg.trail} if a.supports_trailing else {}
+        trail = {"trail": msg.trail} if a.supports_trailing and msg.trail_changed else {}
         if not a.set_stops(msg.position_id, msg.tp_price, msg.sl_price, **trail):
             raise NotFound("position", msg.position_id)
         return True

@@ -50,13 +50,16 @@ class Close(msgspec.Struct, frozen=True):
 
 class Stops(msgspec.Struct, frozen=True):
     """Give the broker a position's stops (`position.set_stops`): all of them, as the
-    ledger now has them (a `Trail` or None)."""
+    ledger now has them (a `Trail` or None). When the trail was left as it was
+    (`trail_changed` false), the broker keeps its own: the ledger's copy of a moving
+    trail may be a tick behind it."""
 
     profile_id: str
     position_id: str
     tp_price: Any = None
     sl_price: Any = None
     trail: Any = None
+    trail_changed: bool = True
 
 
 class Ticks(msgspec.Struct, frozen=True):

@@ -68,9 +68,9 @@ def set_stops(trading, profile_id: str, position_id: str, *, tp_price: Any = Non
         p = out.result
         if not out.reused:
             try:
-                trading.accounts.ask(p.account_id, Stops(profile_id, position_id,
-                                                         p.tp_price, p.sl_price,
-                                                         trail_of(p)))
+                trading.accounts.ask(p.account_id, Stops(
+                    profile_id, position_id, p.tp_price, p.sl_price, trail_of(p),
+                    trail_changed=trail is not None or "trail" in clear))
             except NotFound:  # it exited in the meantime
                 raise Conflict(f"position {position_id!r} is no longer open at the broker",
                                {"position_id": position_id,

@@ -319,7 +319,8 @@ class BrokerAdapter(ABC):
         """Attach (or replace) the take-profit / stop-loss pair of a position (OCO). An
         adapter with `supports_trailing` takes a keyword ``trail`` too (a
         `capflow.actors.model.trailing.Trail`, None: none): the trailing stop it
-        watches from then on, reporting each move as `TrailMoved`."""
+        watches from then on, reporting each move as `TrailMoved`; without it, the trail
+        it watches stays as it is."""
 
     def amend_order(self, order_id: str, qty: Decimal, price: Decimal | None,
                     trigger_price: Decimal | None, max_price: Decimal | None) -> bool | None:

@@ -81,6 +81,8 @@ from capflow.brokers.events import (
 )
 
 _BPS = Decimal(10000)
+#: `set_stops` without a trail: the position's trail stays as it is
+KEEP = object()
 #: the paper broker's own settings
 PAPER_SETTINGS = frozenset({"taker_fee", "maker_fee", "slippage_bps", "fail_connects"})
 
@@ -267,12 +269,13 @@ class PaperBroker(BrokerAdapter):
         return True
 
     def set_stops(self, position_id: str, tp_price: Decimal | None,
-                  sl_price: Decimal | None, trail: Trail | None = None) -> bool:
+                  sl_price: Decimal | None, trail: Trail | object | None = KEEP) -> bool:
+        """Without `trail`, the position's trail stays as it is (where it has moved)."""
         p = self.positions.get(position_id)
         if p is None:
             return False
         self._put(msgspec.structs.replace(p, tp_price=tp_price, sl_price=sl_price,
-                                          trail=trail))
+                                          trail=p.trail if trail is KEEP else trail))
         return True
 
     def restore(self, orders: Iterable[BrokerOrder],

@@ -216,3 +216,25 @@ def test_a_restored_ioc_order_that_filled_in_part_is_not_worked_again():
     assert [(e.order_id, e.qty) for e in events if isinstance(e, EntryFilled)] == [
         ("o2", D("3"))]
     assert broker.working == {}
+
+
+def test_stops_set_without_a_trail_leave_the_trail_where_it_has_moved():
+    """position.set_stops of a take-profit or stop-loss only: the broker keeps its own
+    trail (its best price and stop), not the ledger's copy, which may be a tick
+    behind it."""
+    from capflow.actors.model.trailing import advance, parse_trail
+    from capflow.brokers.events import BrokerPosition
+
+    b = PaperBroker("acct", AccountConfig(settings={"slippage_bps": "0"}),
+                    clock=ManualClock(T0), emit=[].append)
+    b.init()
+    b.start()
+    trail = advance("BUY", parse_trail(amount="2"), D("104"))
+    b.restore([], [BrokerPosition(position_id="pos_t", profile_id="p", symbol="SOLUSDT",
+                                  side="BUY", qty=D("1"), entry_price=D("100"),
+                                  trail=trail)])
+    assert b.set_stops("pos_t", None, D("95"))
+    kept = b.positions["pos_t"]
+    assert (kept.sl_price, kept.trail) == (D("95"), trail)
+    assert b.set_stops("pos_t", None, D("95"), trail=None)  # asked: cleared
+    assert b.positions["pos_t"].trail is None
