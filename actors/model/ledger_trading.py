@@ -94,7 +94,7 @@ class LedgerTrading:
         adds = is_scale_in(spec)
         if adds:  # adds to an open position of this profile (scale_in.py)
             check_target(self.positions.get(spec.position_id), spec.position_id,
-                         spec.symbol, spec.side)
+                         spec.symbol, spec.side, spec.account_id)
         if beyond:
             return self._short(value)
         price = spec.price or spec.ref_price or value / spec.qty

@@ -175,3 +175,21 @@ def test_adding_size_takes_no_open_position_slot(make_system, sqlite_url, tmp_pa
         cf.submit_order("p", "e-2", "TESTUSDT", "BUY", "1", type="LIMIT", price="90")
     assert full.value.details["reason"] == "MAX_OPEN_POSITIONS"
     audited(cf)
+
+
+def test_a_position_held_at_no_broker_cannot_be_added_to_at_one(start, clock):  # noqa: F811
+    """A position booked by hand (no broker account) is not one the paper broker holds:
+    a scale-in sent there would leave the broker with a position the ledger counts as
+    part of another. It is refused, and nothing is reserved."""
+    cf = start([("100.00", "100.20")] * 2)
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    cf.reserve_order("p", "ord_bare", "TESTUSDT", "BUY", "2", "201")
+    cf.fill_entry("p", "ord_bare", "pos_bare", "2", "100", "0.1")
+    before = audited(cf)
+    with pytest.raises(Conflict) as err:
+        cf.submit_order("p", "s-1", "TESTUSDT", "BUY", "1", position_id="pos_bare")
+    assert err.value.details == {"position_id": "pos_bare", "account_id": None}
+    step(cf, clock)
+    assert position(cf, "pos_bare").qty_open == D("2")
+    assert audited(cf) == before
