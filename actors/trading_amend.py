@@ -100,6 +100,12 @@ class AmendFlow:
         rule = None if rules is None else rules.rule(p.symbol)
         if rule is not None and not isinstance(rule, Denial):
             q = qty_down(wanted, rule)
+            # the venue takes no order below its minimum: neither this exit nor, later,
+            # one of what it would leave open
+            if 0 < q < rule.min_qty or 0 < p.qty_open - q < rule.min_qty:
+                raise InvalidArgument(field, f"{q} of {p.symbol}, or the {p.qty_open - q} "
+                                             f"it leaves open, is below the venue's "
+                                             f"minimum quantity {rule.min_qty}")
         else:
             q = round_down(wanted, self._places(p.symbol, p.entry_price or p.exit_price)[1])
         if q <= 0:

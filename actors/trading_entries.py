@@ -460,7 +460,7 @@ class EntryFlow:
         order_id = new_id("ord")
         if position_id is not None:  # a scale-in: the position must be there to add to
             target = self._store().get_position(profile_id, position_id)
-            check_target(target, position_id, symbol, side)
+            check_target(target, position_id, symbol, side, account)
         spec = OrderSpec(order_id=order_id,
                          position_id=position_id or order_id.replace("ord_", "pos_", 1),
                          symbol=symbol, side=side, type=type, qty=q, price=px,

@@ -40,7 +40,8 @@ Fill rules (what a backtest of a strategy on it assumes):
   tick's price with the reason ``trail``, paying the taker fee. It is checked before
   the stop-loss and the take-profit.
 - When a position exits while its entry order is still working, the rest of the entry
-  order is canceled.
+  order is canceled, and so are its scale-ins: those working then, and one that arrives
+  after the exit (``position closed``).
 
 Settings (``[brokers.accounts.<id>.settings]``): ``taker_fee`` (default 0.0004),
 ``maker_fee`` (0.0002), ``slippage_bps`` (1), ``fail_connects`` (0: connection attempts
@@ -85,6 +86,9 @@ _BPS = Decimal(10000)
 KEEP = object()
 #: the paper broker's own settings
 PAPER_SETTINGS = frozenset({"taker_fee", "maker_fee", "slippage_bps", "fail_connects"})
+#: how many exited position ids the broker remembers, to refuse a scale-in of one that
+#: arrives after the exit (it follows its booking at once: a few suffice)
+EXITED_KEPT = 1000
 
 
 @dataclass
@@ -143,6 +147,8 @@ class PaperBroker(BrokerAdapter):
         #: partial exits asked for (`reduce_position`): position id -> quantity, filled
         #: at market on the next tick (not kept across a restart: never re-asked)
         self._reducing: dict[str, Decimal] = {}
+        #: the ids of the positions exited most recently (`EXITED_KEPT`), oldest first
+        self._exited: dict[str, None] = {}
 
     # -- connection -------------------------------------------------------------------
 
@@ -217,6 +223,11 @@ class PaperBroker(BrokerAdapter):
         self._work(order)
         self.emit(OrderAccepted(account_id=self.account_id, ts=self.clock.now(),
                                 order_id=order.order_id, profile_id=order.profile_id))
+        if order.position_id in self._exited:
+            # a scale-in of a position that exited after the ledger took the order: it
+            # adds to nothing (as the ones working when it exited); a fill would reopen
+            # the closed position here, which the ledger never does
+            self.cancel_order(order.order_id, reason="position closed")
 
     def cancel_order(self, order_id: str, reason: str = "canceled") -> bool:
         w = self._unwork(order_id)
@@ -353,6 +364,9 @@ class PaperBroker(BrokerAdapter):
         del self.positions[p.position_id]
         self._armed[p.symbol].pop(p.position_id, None)
         self._reducing.pop(p.position_id, None)
+        self._exited[p.position_id] = None
+        if len(self._exited) > EXITED_KEPT:
+            del self._exited[next(iter(self._exited))]
         self.emit(PositionExited(account_id=self.account_id, ts=self.clock.now(),
                                  position_id=p.position_id, profile_id=p.profile_id,
                                  fill_id=self.new_id("fill"), qty=p.qty, price=price,

@@ -147,8 +147,8 @@ class LedgerAmend:
         if qty > o.qty:  # added size: the pre-trade checks apply to it
             ref = price or trigger_price or max_price or o.reserved / (o.qty - o.filled_qty)
             if denied := self._risk_denial(Proposal(o.symbol, o.side, qty - o.qty, ref,
-                                                    o.sl_price, self.risk.mark(o.symbol)),
-                                           now):
+                                                    o.sl_price, self.risk.mark(o.symbol),
+                                                    new_position=False), now):
                 return denied
         if delta > 0:
             if denied := self._short(delta):

@@ -91,15 +91,16 @@ class LedgerTrading:
                            {"order_id": spec.order_id})
         if refusal is not None:
             return refusal
-        if is_scale_in(spec):  # adds to an open position of this profile (scale_in.py)
+        adds = is_scale_in(spec)
+        if adds:  # adds to an open position of this profile (scale_in.py)
             check_target(self.positions.get(spec.position_id), spec.position_id,
-                         spec.symbol, spec.side)
+                         spec.symbol, spec.side, spec.account_id)
         if beyond:
             return self._short(value)
         price = spec.price or spec.ref_price or value / spec.qty
         if denied := self._risk_denial(Proposal(spec.symbol, spec.side, spec.qty, price,
-                                                spec.sl_price, self.risk.mark(spec.symbol)),
-                                       now):
+                                                spec.sl_price, self.risk.mark(spec.symbol),
+                                                new_position=not adds), now):
             return denied
         rid = spec.reservation_id
         from_reservation = ZERO

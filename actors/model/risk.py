@@ -286,6 +286,9 @@ class Proposal(msgspec.Struct, frozen=True):
     #: the market's last price now, if known: an entry is valued at the worse of the two
     #: (a client-chosen price far from the market must not shrink its notional)
     market: Decimal | None = None
+    #: whether it would open a position: a scale-in adds to one, and an amend adds size
+    #: to an order already counted, so neither takes an open position slot
+    new_position: bool = True
 
     @property
     def prices(self) -> tuple[Decimal, ...]:
@@ -373,6 +376,8 @@ def run_checks(limits: RiskLimits, prop: Proposal, book: Book, *, state: str, sc
                                                                     by_leverage)
     if exposure_cap is not None:
         yield _cap("max_exposure", "MAX_EXPOSURE", exposure_cap, book.exposure + notional)
+    if not prop.new_position:
+        return
     if limits.max_open_positions is not None:
         yield _cap("max_open_positions", "MAX_OPEN_POSITIONS", limits.max_open_positions,
                    sum(book.open_by_symbol.values()) + 1)

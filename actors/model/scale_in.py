@@ -26,9 +26,11 @@ def is_scale_in(o) -> bool:
     return pid is not None and pid not in (o.order_id, o.order_id.replace("ord_", "pos_", 1))
 
 
-def check_target(p, position_id: str, symbol: str, side: str) -> None:
-    """The position a scale-in names must be open, of its symbol and side, and not
-    closing (`p` is it, or None when it is not open)."""
+def check_target(p, position_id: str, symbol: str, side: str,
+                 account_id: str | None) -> None:
+    """The position a scale-in names must be open, of its symbol and side, held at the
+    broker account the order goes to, and not closing (`p` is it, or None when it is
+    not open)."""
     if p is None:
         raise NotFound("position", position_id)
     status = getattr(p, "status", "OPEN")
@@ -39,6 +41,9 @@ def check_target(p, position_id: str, symbol: str, side: str) -> None:
         raise Conflict(f"position {position_id!r} is {p.side} {p.symbol}, not "
                        f"{side} {symbol}", {"position_id": position_id,
                                             "symbol": p.symbol, "side": p.side})
+    if p.account_id != account_id:  # the broker would hold the added size apart
+        raise Conflict(f"position {position_id!r} is not held at account {account_id!r}",
+                       {"position_id": position_id, "account_id": p.account_id})
     if p.close_requested is not None:
         raise Conflict(f"position {position_id!r} is being closed: nothing to add to",
                        {"position_id": position_id, "status": "CLOSING"})

@@ -16,7 +16,7 @@ import pytest
 from capflow.actors.model.errors import CapflowError, Conflict, NotFound
 
 from .test_amend import audited, start  # noqa: F401 -- the fixture
-from .test_trading import step
+from .test_trading import SETTINGS, step, write_ticks
 
 
 def position(cf, position_id):
@@ -148,3 +148,48 @@ def test_the_ledger_itself_refuses_a_scale_in_of_a_position_that_is_not_open():
         led.fill_entry("f2", "ord_3", "pos_1", "1", "100", "0", now, book=True)
     assert "pos_1" not in led.positions and led.buckets() == before
     assert led.violations() == []
+
+
+def test_adding_size_takes_no_open_position_slot(make_system, sqlite_url, tmp_path,
+                                                  clock):
+    """At the profile's open position limits, a scale-in adds to a position already
+    counted and an amend adds size to an order already counted: neither is refused
+    MAX_OPEN_POSITIONS (a new entry still is)."""
+    cf = make_system(sqlite_url, clock=clock,
+                     simulator={"replay": write_ticks(tmp_path / "t.csv",
+                                                      [("100.00", "100.20")] * 3),
+                                "symbols": {}},
+                     brokers={"accounts": {"paper": {"settings": SETTINGS}}},
+                     risk={"limits": {"max_open_positions": 1,
+                                      "max_open_positions_per_symbol": 1}})
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    e = cf.submit_order("p", "e-1", "TESTUSDT", "BUY", "2").result
+    step(cf, clock)
+    s = cf.submit_order("p", "s-1", "TESTUSDT", "BUY", "1", type="LIMIT", price="90",
+                        position_id=e.position_id).result
+    assert (s.status, s.reserved) == ("OPEN", D("90.05"))  # 90 + 0.045 -> 0.05
+    a = cf.amend_order("p", s.order_id, qty="3")
+    assert (a.qty, a.reserved) == (D("3"), D("270.14"))  # 270 + 0.135 -> 0.14
+    with pytest.raises(CapflowError) as full:
+        cf.submit_order("p", "e-2", "TESTUSDT", "BUY", "1", type="LIMIT", price="90")
+    assert full.value.details["reason"] == "MAX_OPEN_POSITIONS"
+    audited(cf)
+
+
+def test_a_position_held_at_no_broker_cannot_be_added_to_at_one(start, clock):  # noqa: F811
+    """A position booked by hand (no broker account) is not one the paper broker holds:
+    a scale-in sent there would leave the broker with a position the ledger counts as
+    part of another. It is refused, and nothing is reserved."""
+    cf = start([("100.00", "100.20")] * 2)
+    cf.create_profile("p", "10000")
+    step(cf, clock)
+    cf.reserve_order("p", "ord_bare", "TESTUSDT", "BUY", "2", "201")
+    cf.fill_entry("p", "ord_bare", "pos_bare", "2", "100", "0.1")
+    before = audited(cf)
+    with pytest.raises(Conflict) as err:
+        cf.submit_order("p", "s-1", "TESTUSDT", "BUY", "1", position_id="pos_bare")
+    assert err.value.details == {"position_id": "pos_bare", "account_id": None}
+    step(cf, clock)
+    assert position(cf, "pos_bare").qty_open == D("2")
+    assert audited(cf) == before

@@ -9,7 +9,13 @@ from decimal import Decimal as D
 from capflow.actors.model.clock import ManualClock
 from capflow.actors.model.ticks import Tick
 from capflow.brokers.config import AccountConfig
-from capflow.brokers.events import BrokerOrder, BrokerPosition, EntryFilled, PositionExited
+from capflow.brokers.events import (
+    BrokerOrder,
+    BrokerPosition,
+    EntryFilled,
+    OrderCanceled,
+    PositionExited,
+)
 from capflow.brokers.paper import PaperBroker
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -44,3 +50,30 @@ def test_the_portfolio_is_the_positions_the_broker_acts_on():
     # the rest of the entry order went with the position
     assert "o1" not in broker.working
     assert sum(e.qty for e in events if isinstance(e, EntryFilled)) == D("2")
+
+
+def test_a_scale_in_that_arrives_after_its_position_exited_opens_nothing():
+    """The ledger took a scale-in while the position was open; the position exits on a
+    tick before the order reaches the broker. The order must not fill as a new
+    position under the closed one's id (the ledger would never book it): it is
+    canceled as the scale-ins working at the exit were."""
+    events = []
+    broker = PaperBroker("acct", AccountConfig(settings={"slippage_bps": "0"}),
+                         clock=ManualClock(), emit=events.append)
+    broker.init()
+    broker.start()
+    broker.submit_order(BrokerOrder(order_id="ord_a", profile_id="p", symbol="BTCUSDT",
+                                    side="BUY", type="MARKET", qty=D("1"),
+                                    position_id="pos_a", sl_price=D("90")))
+    broker.on_tick(tick(1, "99", "100"))
+    broker.on_tick(tick(2, "89", "90"))  # the stop-loss: pos_a is closed
+    assert [e.reason for e in events if isinstance(e, PositionExited)] == ["sl"]
+    events.clear()
+    broker.submit_order(BrokerOrder(order_id="ord_b", profile_id="p", symbol="BTCUSDT",
+                                    side="BUY", type="MARKET", qty=D("1"),
+                                    position_id="pos_a"))
+    broker.on_tick(tick(3, "99", "100"))
+    assert broker.portfolio() == []
+    assert not [e for e in events if isinstance(e, EntryFilled)]
+    assert [(type(e).__name__, e.reason) for e in events
+            if isinstance(e, OrderCanceled)] == [("OrderCanceled", "position closed")]

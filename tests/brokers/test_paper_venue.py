@@ -15,6 +15,7 @@ import pytest
 
 from capflow.actors.alerts import Alert
 from capflow.actors.model import messages as m
+from capflow.actors.model.errors import InvalidArgument
 from capflow.actors.model.settings import ConfigError
 from capflow.brokers.events import Disconnected
 from capflow.brokers.paper_venue import PaperVenueBroker
@@ -235,3 +236,18 @@ def test_a_paper_account_with_market_data_is_served_by_the_venue_variant(venue):
     cfg = AccountConfig(settings={"market_data": "bybit"})
     assert PaperBroker.variant(cfg) is PaperVenueBroker
     assert PaperBroker.variant(AccountConfig()) is PaperBroker
+
+
+def test_a_reduce_neither_exits_nor_leaves_less_than_the_venue_minimum(dry, venue):
+    """Bybit's BTC/USDT takes no order below 0.000048: a reduce of less, or one that
+    would leave less open (an exit of it the venue would refuse), is refused; the
+    position stays as it was."""
+    p = _open(dry)
+    for args in ({"qty": "0.00001"}, {"qty": "0.00999"}, {"fraction": "0.999"}):
+        with pytest.raises(InvalidArgument) as err:
+            dry.reduce_position("p", p.position_id, **args)
+        assert err.value.field in args, args
+    _, q, closing = dry.reduce_position("p", p.position_id, qty="0.004")
+    assert (q, closing) == (D("0.004"), False)
+    left = wait(lambda: [x for x in _positions(dry, "OPEN") if x.qty_open == D("0.006")])
+    assert left[0].position_id == p.position_id
