@@ -53,7 +53,7 @@ def idle(b) -> None:
     """On the worker, every poll interval while it does not poll: a connection waiting
     to retry is stepped (the account manager steps it only when woken)."""
     if b.connection.state == WAITING:
-        b._wake()
+        b.worker.wake()
 
 
 def lost(b, reason: str) -> None:

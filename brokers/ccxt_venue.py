@@ -129,7 +129,6 @@ class CcxtSpotBroker(BrokerAdapter):
         #: holds (its first `reconcile` says so)
         self._ready = False
         self._asked = 0  # reconcile() requests so far (the manager's thread)
-        self._woken = False
         self.engine = Engine(self)
         self.feed = PriceFeed(self, self.settings.price_interval_s,
                               self.settings.stale_after_s)
@@ -141,7 +140,8 @@ class CcxtSpotBroker(BrokerAdapter):
         self.worker = VenueWorker(f"venue-{self.account_id}",
                                   min(self.settings.poll_interval_s,
                                       self.settings.price_interval_s),
-                                  self._poll, self._wake, lambda: link.idle(self))
+                                  self._poll, lambda: self.wake(),
+                                  lambda: link.idle(self))
 
     def _poll(self) -> None:
         """On the worker: the prices and the orders, each when due."""
@@ -151,11 +151,6 @@ class CcxtSpotBroker(BrokerAdapter):
         if now >= self._next_order_poll:
             self._next_order_poll = now + self.settings.poll_interval_s
             self.engine.poll()
-
-    def _wake(self) -> None:
-        if not self._woken:  # one wake at a time: step() drains everything
-            self._woken = True
-            self.wake()
 
     # -- connection (the work is the worker's) -----------------------------------------
 
@@ -285,7 +280,6 @@ class CcxtSpotBroker(BrokerAdapter):
     # -- what the worker reports, on the account manager's thread ------------------------
 
     def step(self) -> None:
-        self._woken = False
         for item in self.worker.drain():
             if isinstance(item, BrokerEvent):
                 self._report(item)

@@ -33,6 +33,7 @@ class VenueWorker:
         self._poll_s = poll_s
         self._poll = poll
         self._wake = wake
+        self._woken = False  # a wake is on its way: the owner's next drain takes all
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.polling = False  # no polls before the first connect succeeded
@@ -84,9 +85,18 @@ class VenueWorker:
 
     def post(self, item) -> None:
         self._out.append(item)
-        self._wake()
+        self.wake()
+
+    def wake(self) -> None:
+        """Have the owner step (and drain) soon: one wake at a time, since a drain takes
+        everything posted until then."""
+        if not self._woken:
+            self._woken = True
+            self._wake()
 
     def drain(self) -> list:
+        """On the owner's thread: what was posted, oldest first."""
+        self._woken = False
         items = []
         while True:
             try:

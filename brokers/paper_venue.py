@@ -128,16 +128,11 @@ class PaperVenueBroker(PaperBroker):
         # the venue away costs stale prices, never the account: retry it without end
         self.connection.cfg = msgspec.structs.replace(self.connection.cfg,
                                                       max_attempts=sys.maxsize)
-        self._woken = False
         # until connected, the worker wakes the manager every interval: its connection
         # backoff runs in step(), which no simulator tick may come to call
         self.worker = VenueWorker(f"prices-{self.account_id}", self.md.price_interval_s,
-                                  self.feed.poll, self._wake, idle=self._wake)
-
-    def _wake(self) -> None:
-        if not self._woken:  # one wake at a time: step() drains everything
-            self._woken = True
-            self.wake()
+                                  self.feed.poll, lambda: self.wake(),
+                                  idle=lambda: self.worker.wake())
 
     # -- connection: the venue's instruments, on the worker --------------------------------
 
@@ -197,7 +192,6 @@ class PaperVenueBroker(PaperBroker):
     # -- what the worker reports, on the account manager's thread --------------------------
 
     def step(self) -> None:
-        self._woken = False
         for kind, *args in self.worker.drain():
             if kind == "connected":
                 self.venue_rules = args[0]
